@@ -1,0 +1,116 @@
+// Package database opens the bridge's database (PostgreSQL or SQLite) and
+// brings its schema up to date.
+package database
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
+
+	// Drivers: lib/pq registers "postgres"; litestream registers the SQLite
+	// variants with foreign keys, WAL and the synchronous level we ask for.
+	_ "github.com/lib/pq"
+	_ "go.mau.fi/util/dbutil/litestream"
+
+	"github.com/daarion/matrix-bridge/database/upgrades"
+)
+
+// SQLiteDriver is the SQLite driver variant used: WAL with synchronous=FULL,
+// so a transaction acknowledged to the homeserver survives a power loss too,
+// not only a crash of the bridge.
+const SQLiteDriver = "sqlite3-fk-wal-fullsync"
+
+// Target is a parsed DATABASE_URL: the dbutil driver type and the URI for it.
+type Target struct {
+	Type string
+	URI  string
+}
+
+// Dialect names the SQL dialect of the target: "postgres" or "sqlite".
+func (t Target) Dialect() string {
+	if t.Type == "postgres" {
+		return "postgres"
+	}
+	return "sqlite"
+}
+
+// ParseURL turns a DATABASE_URL (`postgres://…`, `postgresql://…` or
+// `sqlite:PATH`) into a driver type and URI.
+func ParseURL(raw string) (Target, error) {
+	switch {
+	case strings.HasPrefix(raw, "postgres://"), strings.HasPrefix(raw, "postgresql://"):
+		if _, err := url.Parse(raw); err != nil {
+			return Target{}, fmt.Errorf("invalid PostgreSQL URL: %w", err)
+		}
+		return Target{Type: "postgres", URI: raw}, nil
+	case strings.HasPrefix(raw, "sqlite:"):
+		path := strings.TrimPrefix(strings.TrimPrefix(raw, "sqlite:"), "//")
+		if path == "" {
+			return Target{}, fmt.Errorf("sqlite URL needs a path, as in sqlite:daarion-bridge.db")
+		}
+		uri := path
+		if !strings.HasPrefix(uri, "file:") {
+			uri = "file:" + uri
+		}
+		// Write transactions take SQLite's write lock up front, so two writers
+		// queue instead of failing with SQLITE_BUSY on lock upgrade.
+		if !strings.Contains(uri, "_txlock=") {
+			if strings.Contains(uri, "?") {
+				uri += "&_txlock=immediate"
+			} else {
+				uri += "?_txlock=immediate"
+			}
+		}
+		return Target{Type: SQLiteDriver, URI: uri}, nil
+	default:
+		return Target{}, fmt.Errorf("unsupported database URL %q: use postgres://… or sqlite:PATH", redactURL(raw))
+	}
+}
+
+// redactURL hides the password of a URL so it can go into an error message.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		if strings.Contains(raw, "@") {
+			return "(unparseable URL)"
+		}
+		return raw
+	}
+	return u.Redacted()
+}
+
+// PoolOptions sizes the connection pool.
+type PoolOptions struct {
+	MaxOpenConns int
+	MaxIdleConns int
+}
+
+// Open connects to the target and runs the schema upgrades.
+func Open(ctx context.Context, target Target, pool PoolOptions, log zerolog.Logger) (*dbutil.Database, error) {
+	db, err := dbutil.NewWithDialect(target.URI, target.Type)
+	if err != nil {
+		return nil, fmt.Errorf("failed to open %s database: %w", target.Dialect(), err)
+	}
+	db.Owner = "daarion-matrix-bridge"
+	db.UpgradeTable = upgrades.Table
+	db.Log = dbutil.ZeroLogger(log.With().Str("component", "database").Logger())
+	if pool.MaxOpenConns > 0 {
+		db.RawDB.SetMaxOpenConns(pool.MaxOpenConns)
+	}
+	if pool.MaxIdleConns > 0 {
+		db.RawDB.SetMaxIdleConns(pool.MaxIdleConns)
+	}
+	if err = db.RawDB.PingContext(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("failed to connect to %s database: %w", target.Dialect(), err)
+	}
+	if err = db.Upgrade(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("failed to upgrade %s database schema: %w", target.Dialect(), err)
+	}
+	return db, nil
+}

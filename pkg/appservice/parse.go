@@ -1,0 +1,146 @@
+package appservice
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix"
+
+	"github.com/daarion/matrix-bridge/pkg/eventlog"
+)
+
+// maxIdentifierBytes is the Matrix spec's limit for event ids, room ids, user
+// ids and event types.
+const maxIdentifierBytes = 255
+
+// EphemeralIDPrefix starts the ids the bridge gives ephemeral events, which
+// have none of their own. Homeserver event ids start with '$', so the two
+// can never collide.
+const EphemeralIDPrefix = "~edu_"
+
+// parseTransaction extracts the events of a transaction body without decoding
+// their contents: only the fields the log indexes are read, the rest of each
+// event is kept byte for byte. The error names the offending field.
+func parseTransaction(txnID string, body []byte) ([]eventlog.IncomingEvent, *mautrix.RespError) {
+	if !utf8.Valid(body) || !gjson.ValidBytes(body) {
+		err := mautrix.MNotJSON.WithMessage("Request body is not valid UTF-8 JSON")
+		return nil, &err
+	}
+	if root := gjson.ParseBytes(body); !root.IsObject() {
+		err := mautrix.MBadJSON.WithMessage("Transaction body must be a JSON object")
+		return nil, &err
+	}
+	fields := gjson.GetManyBytes(body, "events", "ephemeral", `de\.sorunome\.msc2409\.ephemeral`)
+	timeline := fields[0]
+	ephemeral, ephemeralField := fields[1], "ephemeral"
+	if !ephemeral.Exists() {
+		ephemeral, ephemeralField = fields[2], "de.sorunome.msc2409.ephemeral"
+	}
+
+	var events []eventlog.IncomingEvent
+	if timeline.Exists() {
+		if !timeline.IsArray() {
+			return nil, badField("events", "must be an array")
+		}
+		events = make([]eventlog.IncomingEvent, 0, len(timeline.Raw)/512+1)
+	}
+	var parseErr *mautrix.RespError
+	timeline.ForEach(func(key, value gjson.Result) bool {
+		evt, err := parseEvent(fmt.Sprintf("events[%d]", key.Int()), value, eventlog.KindTimeline)
+		if err != nil {
+			parseErr = err
+			return false
+		}
+		events = append(events, evt)
+		return true
+	})
+	if parseErr != nil {
+		return nil, parseErr
+	}
+	if ephemeral.Exists() && !ephemeral.IsArray() {
+		return nil, badField(ephemeralField, "must be an array")
+	}
+	ephemeral.ForEach(func(key, value gjson.Result) bool {
+		evt, err := parseEvent(fmt.Sprintf("%s[%d]", ephemeralField, key.Int()), value, eventlog.KindEphemeral)
+		if err != nil {
+			parseErr = err
+			return false
+		}
+		evt.EventID = ephemeralEventID(txnID, value.Raw)
+		events = append(events, evt)
+		return true
+	})
+	if parseErr != nil {
+		return nil, parseErr
+	}
+	return events, nil
+}
+
+// ephemeralEventID derives a stable id for an ephemeral event: the same
+// transaction resent gives the same ids (stored once), while the same typing
+// state in a later transaction is a new event.
+func ephemeralEventID(txnID, raw string) string {
+	h := sha256.New()
+	h.Write([]byte(txnID))
+	h.Write([]byte{0})
+	h.Write([]byte(raw))
+	return EphemeralIDPrefix + hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+func parseEvent(path string, value gjson.Result, kind eventlog.Kind) (eventlog.IncomingEvent, *mautrix.RespError) {
+	if !value.IsObject() {
+		return eventlog.IncomingEvent{}, badField(path, "must be an object")
+	}
+	f := gjson.GetMany(value.Raw, "event_id", "room_id", "type", "sender")
+	evt := eventlog.IncomingEvent{Kind: kind, JSON: value.Raw}
+	var err *mautrix.RespError
+	// Room events need an id and a room; ephemeral events have no id, and
+	// presence has no room.
+	required := kind == eventlog.KindTimeline
+	if kind == eventlog.KindTimeline {
+		if evt.EventID, err = identifier(path+".event_id", f[0], required); err != nil {
+			return evt, err
+		}
+	}
+	if evt.RoomID, err = identifier(path+".room_id", f[1], required); err != nil {
+		return evt, err
+	}
+	if evt.Type, err = identifier(path+".type", f[2], true); err != nil {
+		return evt, err
+	}
+	if evt.Sender, err = identifier(path+".sender", f[3], false); err != nil {
+		return evt, err
+	}
+	return evt, nil
+}
+
+func identifier(path string, value gjson.Result, required bool) (string, *mautrix.RespError) {
+	if !value.Exists() || value.Type == gjson.Null {
+		if required {
+			return "", badField(path, "is required")
+		}
+		return "", nil
+	}
+	if value.Type != gjson.String {
+		return "", badField(path, "must be a string")
+	}
+	s := value.Str
+	switch {
+	case s == "" && required:
+		return "", badField(path, "must not be empty")
+	case len(s) > maxIdentifierBytes:
+		return "", badField(path, fmt.Sprintf("must be at most %d bytes", maxIdentifierBytes))
+	case strings.ContainsRune(s, 0):
+		return "", badField(path, "must not contain NUL")
+	}
+	return s, nil
+}
+
+func badField(path, problem string) *mautrix.RespError {
+	err := mautrix.MBadJSON.WithMessage("%s %s", path, problem).WithExtraField("field", path)
+	return &err
+}

@@ -1,0 +1,100 @@
+package appservice
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/daarion/matrix-bridge/pkg/eventlog"
+)
+
+func TestParseTransaction(t *testing.T) {
+	msg := `{"event_id":"$1","room_id":"!r:s","type":"m.room.message","sender":"@a:s","content":{"body":"x"}}`
+	typing := `{"type":"m.typing","room_id":"!r:s","content":{"user_ids":["@a:s"]}}`
+	presence := `{"type":"m.presence","sender":"@a:s","content":{"presence":"online"}}`
+	cases := []struct {
+		name      string
+		body      string
+		wantErr   string // errcode
+		wantField string // the field the error names
+		wantKinds []eventlog.Kind
+	}{
+		{name: "timeline", body: `{"events":[` + msg + `]}`, wantKinds: []eventlog.Kind{eventlog.KindTimeline}},
+		{name: "stable ephemeral", body: `{"events":[],"ephemeral":[` + typing + `,` + presence + `]}`,
+			wantKinds: []eventlog.Kind{eventlog.KindEphemeral, eventlog.KindEphemeral}},
+		{name: "unstable ephemeral", body: `{"events":[` + msg + `],"de.sorunome.msc2409.ephemeral":[` + typing + `]}`,
+			wantKinds: []eventlog.Kind{eventlog.KindTimeline, eventlog.KindEphemeral}},
+		{name: "stable wins over unstable", body: `{"ephemeral":[` + typing + `],"de.sorunome.msc2409.ephemeral":[` + typing + `,` + presence + `]}`,
+			wantKinds: []eventlog.Kind{eventlog.KindEphemeral}},
+		{name: "no events key", body: `{}`},
+		{name: "unknown keys ignored", body: `{"events":[],"to_device":[{"type":"x"}],"device_lists":{}}`},
+		{name: "not json", body: `{"events":[`, wantErr: "M_NOT_JSON"},
+		{name: "empty body", body: ``, wantErr: "M_NOT_JSON"},
+		{name: "invalid utf-8", body: "{\"events\":[],\"x\":\"\xff\"}", wantErr: "M_NOT_JSON"},
+		{name: "array root", body: `[]`, wantErr: "M_BAD_JSON"},
+		{name: "events not array", body: `{"events":{}}`, wantErr: "M_BAD_JSON", wantField: "events"},
+		{name: "event not object", body: `{"events":[1]}`, wantErr: "M_BAD_JSON", wantField: "events[0]"},
+		{name: "missing event_id", body: `{"events":[` + msg + `,{"room_id":"!r:s","type":"m.x"}]}`, wantErr: "M_BAD_JSON", wantField: "events[1].event_id"},
+		{name: "event_id not string", body: `{"events":[{"event_id":5,"room_id":"!r:s","type":"m.x"}]}`, wantErr: "M_BAD_JSON", wantField: "events[0].event_id"},
+		{name: "missing room_id", body: `{"events":[{"event_id":"$1","type":"m.x"}]}`, wantErr: "M_BAD_JSON", wantField: "events[0].room_id"},
+		{name: "missing type", body: `{"events":[{"event_id":"$1","room_id":"!r:s"}]}`, wantErr: "M_BAD_JSON", wantField: "events[0].type"},
+		{name: "sender not string", body: `{"events":[{"event_id":"$1","room_id":"!r:s","type":"m.x","sender":[]}]}`, wantErr: "M_BAD_JSON", wantField: "events[0].sender"},
+		{name: "event_id too long", body: `{"events":[{"event_id":"$` + strings.Repeat("a", 300) + `","room_id":"!r:s","type":"m.x"}]}`, wantErr: "M_BAD_JSON", wantField: "events[0].event_id"},
+		{name: "NUL in room_id", body: `{"events":[{"event_id":"$1","room_id":"!r\u0000:s","type":"m.x"}]}`, wantErr: "M_BAD_JSON", wantField: "events[0].room_id"},
+		{name: "ephemeral not array", body: `{"ephemeral":"x"}`, wantErr: "M_BAD_JSON", wantField: "ephemeral"},
+		{name: "ephemeral without type", body: `{"de.sorunome.msc2409.ephemeral":[{"room_id":"!r:s"}]}`, wantErr: "M_BAD_JSON", wantField: "de.sorunome.msc2409.ephemeral[0].type"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			evts, err := parseTransaction("txn", []byte(tc.body))
+			if tc.wantErr != "" {
+				if err == nil {
+					t.Fatalf("parsed %d events, want %s", len(evts), tc.wantErr)
+				}
+				if err.ErrCode != tc.wantErr {
+					t.Errorf("errcode = %s, want %s (%s)", err.ErrCode, tc.wantErr, err.Err)
+				}
+				if tc.wantField != "" && (err.ExtraData["field"] != tc.wantField || !strings.Contains(err.Err, tc.wantField)) {
+					t.Errorf("error %q (field %v) does not name %s", err.Err, err.ExtraData["field"], tc.wantField)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("unexpected error %s: %s", err.ErrCode, err.Err)
+			}
+			if len(evts) != len(tc.wantKinds) {
+				t.Fatalf("got %d events, want %d", len(evts), len(tc.wantKinds))
+			}
+			for i, evt := range evts {
+				if evt.Kind != tc.wantKinds[i] {
+					t.Errorf("event %d kind = %s, want %s", i, evt.Kind, tc.wantKinds[i])
+				}
+				if evt.EventID == "" || evt.Type == "" || evt.JSON == "" {
+					t.Errorf("event %d is missing its id, type or JSON: %+v", i, evt)
+				}
+			}
+		})
+	}
+}
+
+func TestParseKeepsEventJSONAndFields(t *testing.T) {
+	msg := `{"event_id":"$1","room_id":"!r:s","type":"m.room.message","sender":"@a:s","content":{"body":"\u00e9 \"q\""}}`
+	evts, err := parseTransaction("txn", []byte(`{"events": [ `+msg+` ]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	evt := evts[0]
+	if evt.JSON != msg || evt.EventID != "$1" || evt.RoomID != "!r:s" || evt.Type != "m.room.message" || evt.Sender != "@a:s" {
+		t.Errorf("parsed %+v", evt)
+	}
+}
+
+func TestEphemeralIDs(t *testing.T) {
+	raw := `{"type":"m.typing","room_id":"!r:s","content":{"user_ids":[]}}`
+	a, b := ephemeralEventID("t1", raw), ephemeralEventID("t1", raw)
+	if a != b || !strings.HasPrefix(a, EphemeralIDPrefix) {
+		t.Errorf("same transaction resent gives ids %s and %s", a, b)
+	}
+	if c := ephemeralEventID("t2", raw); c == a {
+		t.Error("the same typing state in a later transaction got the same id")
+	}
+}

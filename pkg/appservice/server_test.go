@@ -1,0 +1,326 @@
+package appservice_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
+
+	"github.com/daarion/matrix-bridge/database"
+	"github.com/daarion/matrix-bridge/pkg/appservice"
+	"github.com/daarion/matrix-bridge/pkg/eventlog"
+	"github.com/daarion/matrix-bridge/pkg/testrig"
+)
+
+func TestMain(m *testing.M) { os.Exit(testrig.RunTests(m)) }
+
+const hsToken = "hs-secret-token"
+
+type rig struct {
+	srv *httptest.Server
+	log *eventlog.Log
+	db  *dbutil.Database
+}
+
+func newRig(t *testing.T, tdb testrig.TestDatabase, opts appservice.Options) *rig {
+	t.Helper()
+	db, err := database.Open(context.Background(), database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	l := eventlog.New(db)
+	opts.HSToken = hsToken
+	srv := httptest.NewServer(appservice.NewServer(opts, l, nil, zerolog.Nop()))
+	t.Cleanup(srv.Close)
+	return &rig{srv: srv, log: l, db: db}
+}
+
+type answer struct {
+	status  int
+	errcode string
+	message string
+}
+
+func (r *rig) do(t *testing.T, method, path, auth string, body []byte) answer {
+	t.Helper()
+	req, err := http.NewRequest(method, r.srv.URL+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	var parsed struct {
+		ErrCode string `json:"errcode"`
+		Error   string `json:"error"`
+	}
+	if err = json.Unmarshal(data, &parsed); err != nil {
+		t.Fatalf("%s %s answered %d with non-JSON %q", method, path, resp.StatusCode, data)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Errorf("%s %s answered Content-Type %q", method, path, ct)
+	}
+	return answer{status: resp.StatusCode, errcode: parsed.ErrCode, message: parsed.Error}
+}
+
+func txnBody(prefix string, n int) []byte {
+	var evts []string
+	for i := 0; i < n; i++ {
+		evts = append(evts, fmt.Sprintf(`{"event_id":"$%s%d","room_id":"!room:daarion.test","type":"m.room.message","sender":"@alice:daarion.test","content":{"msgtype":"m.text","body":"hello %d"}}`, prefix, i, i))
+	}
+	return []byte(`{"events":[` + strings.Join(evts, ",") + `]}`)
+}
+
+func countEvents(t *testing.T, l *eventlog.Log) int64 {
+	t.Helper()
+	n, err := l.Count(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+const bearer = "Bearer " + hsToken
+
+func TestAuthAndRouting(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		r := newRig(t, tdb, appservice.Options{})
+		authed := []struct{ method, path string }{
+			{http.MethodPut, "/_matrix/app/v1/transactions/a1"},
+			{http.MethodPut, "/transactions/a2"},
+			{http.MethodGet, "/_matrix/app/v1/users/%40agent_x%3Adaarion.test"},
+			{http.MethodGet, "/users/%40agent_x%3Adaarion.test"},
+			{http.MethodGet, "/_matrix/app/v1/rooms/%23city_x%3Adaarion.test"},
+			{http.MethodGet, "/rooms/%23city_x%3Adaarion.test"},
+			{http.MethodPost, "/_matrix/app/v1/ping"},
+		}
+		for _, rt := range authed {
+			body := []byte(`{"events":[]}`)
+			for _, tc := range []struct {
+				auth, errcode string
+				status        int
+			}{
+				{"", "M_MISSING_TOKEN", 401},
+				{"Basic " + hsToken, "M_MISSING_TOKEN", 401},
+				{"Bearer ", "M_MISSING_TOKEN", 401},
+				{"Bearer wrong", "M_FORBIDDEN", 403},
+				{"Bearer " + hsToken + "x", "M_FORBIDDEN", 403},
+			} {
+				if got := r.do(t, rt.method, rt.path, tc.auth, body); got.status != tc.status || got.errcode != tc.errcode {
+					t.Errorf("%s %s with %q: %d %s, want %d %s", rt.method, rt.path, tc.auth, got.status, got.errcode, tc.status, tc.errcode)
+				}
+			}
+			// The legacy query parameter is refused unless allowed.
+			if got := r.do(t, rt.method, rt.path+"?access_token="+hsToken, "", body); got.status != 401 {
+				t.Errorf("%s %s with access_token param: %d, want 401 (not allowed by config)", rt.method, rt.path, got.status)
+			}
+		}
+		if n := countEvents(t, r.log); n != 0 {
+			t.Errorf("unauthenticated requests stored %d events", n)
+		}
+
+		for _, tc := range []struct {
+			method, path, errcode string
+			status                int
+		}{
+			{http.MethodPut, "/_matrix/app/v1/transactions/ok", "", 200},
+			{http.MethodPut, "/transactions/ok-legacy", "", 200},
+			{http.MethodPost, "/_matrix/app/v1/ping", "", 200},
+			{http.MethodGet, "/_matrix/app/v1/users/%40agent_x%3Adaarion.test", "M_NOT_FOUND", 404},
+			{http.MethodGet, "/_matrix/app/v1/rooms/%23city_x%3Adaarion.test", "M_NOT_FOUND", 404},
+			{http.MethodGet, "/_matrix/app/v1/users/not-a-user", "M_INVALID_PARAM", 400},
+			{http.MethodGet, "/_matrix/app/v1/rooms/no-hash", "M_INVALID_PARAM", 400},
+			{http.MethodGet, "/_matrix/app/v1/unknown", "M_UNRECOGNIZED", 404},
+			{http.MethodGet, "/_matrix/app/v1/thirdparty/protocol/x", "M_UNRECOGNIZED", 404},
+			{http.MethodGet, "/_matrix/app/v1/transactions/x", "M_UNRECOGNIZED", 405},
+			{http.MethodPost, "/_matrix/app/v1/transactions/x", "M_UNRECOGNIZED", 405},
+			{http.MethodGet, "/_matrix/app/v1/ping", "M_UNRECOGNIZED", 405},
+		} {
+			if got := r.do(t, tc.method, tc.path, bearer, []byte(`{"events":[]}`)); got.status != tc.status || got.errcode != tc.errcode {
+				t.Errorf("%s %s: %d %q, want %d %q", tc.method, tc.path, got.status, got.errcode, tc.status, tc.errcode)
+			}
+		}
+	})
+}
+
+func TestQueryTokenWhenAllowed(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		r := newRig(t, tdb, appservice.Options{AllowQueryToken: true})
+		if got := r.do(t, http.MethodPut, "/transactions/q1?access_token="+hsToken, "", txnBody("q", 2)); got.status != 200 {
+			t.Errorf("legacy access_token: %d %s, want 200", got.status, got.errcode)
+		}
+		if got := r.do(t, http.MethodPut, "/transactions/q2?access_token=wrong", "", txnBody("q", 2)); got.status != 403 || got.errcode != "M_FORBIDDEN" {
+			t.Errorf("wrong legacy access_token: %d %s, want 403 M_FORBIDDEN", got.status, got.errcode)
+		}
+		if n := countEvents(t, r.log); n != 2 {
+			t.Errorf("stored %d events, want 2", n)
+		}
+	})
+}
+
+func TestTransactionIsCommittedBeforeTheAnswer(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		r := newRig(t, tdb, appservice.Options{})
+		if got := r.do(t, http.MethodPut, "/_matrix/app/v1/transactions/c1", bearer, txnBody("c", 100)); got.status != 200 {
+			t.Fatalf("transaction: %d %s", got.status, got.message)
+		}
+		// Read through a separate connection pool: what was answered 200 is committed.
+		other := openSecondPool(t, tdb)
+		var n int
+		if err := other.QueryRow(context.Background(), "SELECT COUNT(*) FROM event_log WHERE txn_id = 'c1'").Scan(&n); err != nil || n != 100 {
+			t.Errorf("a second connection sees %d committed events (%v), want 100", n, err)
+		}
+
+		// With the database gone the bridge must not answer 200.
+		_ = r.db.Close()
+		if got := r.do(t, http.MethodPut, "/_matrix/app/v1/transactions/c2", bearer, txnBody("d", 3)); got.status != 500 || got.errcode != "M_UNKNOWN" {
+			t.Errorf("transaction without a database: %d %s, want 500 M_UNKNOWN", got.status, got.errcode)
+		}
+		if err := other.QueryRow(context.Background(), "SELECT COUNT(*) FROM event_log").Scan(&n); err != nil || n != 100 {
+			t.Errorf("log holds %d events (%v), want 100", n, err)
+		}
+	})
+}
+
+func openSecondPool(t *testing.T, tdb testrig.TestDatabase) *dbutil.Database {
+	t.Helper()
+	db, err := database.Open(context.Background(), database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+func TestDuplicateTransactions(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		r := newRig(t, tdb, appservice.Options{})
+		body := txnBody("dup", 20)
+		for i := 0; i < 2; i++ {
+			if got := r.do(t, http.MethodPut, "/_matrix/app/v1/transactions/seq", bearer, body); got.status != 200 {
+				t.Fatalf("attempt %d: %d %s", i, got.status, got.message)
+			}
+		}
+		var wg sync.WaitGroup
+		for i := 0; i < 8; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if got := r.do(t, http.MethodPut, "/_matrix/app/v1/transactions/conc", bearer, body); got.status != 200 {
+					t.Errorf("concurrent copy: %d %s", got.status, got.message)
+				}
+			}()
+		}
+		wg.Wait()
+		if n := countEvents(t, r.log); n != 20 {
+			t.Errorf("log holds %d events, want 20", n)
+		}
+		txn, err := r.log.Transaction(context.Background(), "conc")
+		if err != nil || txn == nil || txn.Attempts != 8 {
+			t.Errorf("concurrent transaction record: %+v %v, want 8 attempts", txn, err)
+		}
+		seq, err := r.log.Transaction(context.Background(), "seq")
+		if err != nil || seq == nil || seq.Attempts != 2 || seq.StoredCount != 20 {
+			t.Errorf("sequential transaction record: %+v %v, want 2 attempts, 20 stored", seq, err)
+		}
+	})
+}
+
+func TestBadInputStoresNothing(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		r := newRig(t, tdb, appservice.Options{MaxBodyBytes: 17 << 20})
+		for _, tc := range []struct {
+			name, body, errcode string
+		}{
+			{"not json", `{"events": [`, "M_NOT_JSON"},
+			{"not an object", `"events"`, "M_BAD_JSON"},
+			// A valid event before the bad one must not be stored either.
+			{"one bad event", `{"events":[{"event_id":"$ok","room_id":"!r:s","type":"m.x"},{"room_id":"!r:s","type":"m.x"}]}`, "M_BAD_JSON"},
+		} {
+			got := r.do(t, http.MethodPut, "/_matrix/app/v1/transactions/bad-"+strings.ReplaceAll(tc.name, " ", "-"), bearer, []byte(tc.body))
+			if got.status != 400 || got.errcode != tc.errcode {
+				t.Errorf("%s: %d %s, want 400 %s", tc.name, got.status, got.errcode, tc.errcode)
+			}
+		}
+		if got := r.do(t, http.MethodPut, "/_matrix/app/v1/transactions/huge", bearer, bytes.Repeat([]byte(" "), 18<<20)); got.status != 413 || got.errcode != "M_TOO_LARGE" {
+			t.Errorf("18 MiB body: %d %s, want 413 M_TOO_LARGE", got.status, got.errcode)
+		}
+		if n := countEvents(t, r.log); n != 0 {
+			t.Errorf("bad input stored %d events", n)
+		}
+		if txn, _ := r.log.Transaction(context.Background(), "bad-one-bad-event"); txn != nil {
+			t.Error("a rejected transaction was recorded")
+		}
+	})
+}
+
+func TestSixteenMiBTransactionIsAccepted(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		r := newRig(t, tdb, appservice.Options{}) // default limit
+		// 100 events of ~165 KiB each: a body just over 16 MiB.
+		filler := strings.Repeat("x", 165<<10)
+		var evts []string
+		for i := 0; i < 100; i++ {
+			evts = append(evts, fmt.Sprintf(`{"event_id":"$big%d","room_id":"!r:s","type":"m.room.message","content":{"body":%q}}`, i, filler))
+		}
+		body := []byte(`{"events":[` + strings.Join(evts, ",") + `]}`)
+		if len(body) < 16<<20 {
+			t.Fatalf("body is %d bytes, want at least 16 MiB", len(body))
+		}
+		if got := r.do(t, http.MethodPut, "/_matrix/app/v1/transactions/big", bearer, body); got.status != 200 {
+			t.Fatalf("16 MiB transaction: %d %s %s", got.status, got.errcode, got.message)
+		}
+		if n := countEvents(t, r.log); n != 100 {
+			t.Errorf("stored %d events, want 100", n)
+		}
+	})
+}
+
+func TestEphemeralEventsAreStored(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		r := newRig(t, tdb, appservice.Options{})
+		typing := `{"type":"m.typing","room_id":"!r:s","content":{"user_ids":["@a:s"]}}`
+		receipt := `{"type":"m.receipt","room_id":"!r:s","content":{"$1":{"m.read":{"@a:s":{"ts":1}}}}}`
+		stable := []byte(`{"events":[],"ephemeral":[` + typing + `,` + receipt + `]}`)
+		unstable := []byte(`{"events":[],"de.sorunome.msc2409.ephemeral":[` + typing + `]}`)
+		for _, tc := range []struct {
+			txn  string
+			body []byte
+		}{{"e1", stable}, {"e1", stable}, {"e2", unstable}} {
+			if got := r.do(t, http.MethodPut, "/_matrix/app/v1/transactions/"+tc.txn, bearer, tc.body); got.status != 200 {
+				t.Fatalf("%s: %d %s", tc.txn, got.status, got.message)
+			}
+		}
+		evts, err := r.log.Read(context.Background(), 0, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// e1 twice is stored once; e2's typing is a new event.
+		if len(evts) != 3 {
+			t.Fatalf("stored %d ephemeral events, want 3", len(evts))
+		}
+		wantTypes := []string{"m.typing", "m.receipt", "m.typing"}
+		for i, evt := range evts {
+			if evt.Kind != eventlog.KindEphemeral || evt.Type != wantTypes[i] || evt.RoomID != "!r:s" {
+				t.Errorf("event %d = %s %s %s", i, evt.Kind, evt.Type, evt.RoomID)
+			}
+		}
+	})
+}

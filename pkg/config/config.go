@@ -1,0 +1,352 @@
+// Package config loads the bridge's YAML configuration, applies the
+// platform's environment overrides and validates the result. Every error
+// names the key (or environment variable) that is wrong.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole bridge configuration. config.example.yaml documents
+// every key.
+type Config struct {
+	Homeserver  Homeserver  `yaml:"homeserver"`
+	AppService  AppService  `yaml:"appservice"`
+	Database    Database    `yaml:"database"`
+	InternalAPI InternalAPI `yaml:"internal_api"`
+	Delivery    Delivery    `yaml:"delivery"`
+	Metrics     Metrics     `yaml:"metrics"`
+	Logging     Logging     `yaml:"logging"`
+}
+
+// Homeserver is how the bridge reaches the Matrix homeserver.
+type Homeserver struct {
+	URL        string `yaml:"url"`
+	ServerName string `yaml:"server_name"`
+	AdminToken string `yaml:"admin_token"`
+	// PingOnStart asks the homeserver to ping the bridge back on start.
+	PingOnStart bool `yaml:"ping_on_start"`
+}
+
+// AppService is the bridge's side of the appservice registration.
+type AppService struct {
+	ID      string `yaml:"id"`
+	URL     string `yaml:"url"`
+	Listen  string `yaml:"listen"`
+	ASToken string `yaml:"as_token"`
+	HSToken string `yaml:"hs_token"`
+
+	Bot Bot `yaml:"bot"`
+
+	// AllowQueryToken accepts the hs_token in the legacy access_token query
+	// parameter as well as the Authorization header.
+	AllowQueryToken bool `yaml:"allow_query_token"`
+	// MaxBodyBytes bounds a transaction body.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// EphemeralEvents asks the homeserver for typing, receipts and presence.
+	EphemeralEvents bool `yaml:"ephemeral_events"`
+
+	DoublePuppet DoublePuppet `yaml:"double_puppet"`
+}
+
+// Bot is the bridge bot user.
+type Bot struct {
+	Localpart   string `yaml:"localpart"`
+	Displayname string `yaml:"displayname"`
+	AvatarURL   string `yaml:"avatar_url"`
+}
+
+// DoublePuppet is the opt-in, non-exclusive namespace of local humans the
+// bridge may act for.
+type DoublePuppet struct {
+	Enabled bool `yaml:"enabled"`
+	// UserRegex is the users namespace regex; empty means every local user.
+	UserRegex string `yaml:"user_regex"`
+}
+
+// Database is where the event log and the bridge's tables live.
+type Database struct {
+	URL          string `yaml:"url"`
+	MaxOpenConns int    `yaml:"max_open_conns"`
+	MaxIdleConns int    `yaml:"max_idle_conns"`
+}
+
+// InternalAPI is the listener DAARION services call.
+type InternalAPI struct {
+	Host          string `yaml:"host"`
+	Port          int    `yaml:"port"`
+	ServiceSecret string `yaml:"service_secret"`
+}
+
+// Delivery tunes the sinks that carry DTOs to DAARION services.
+type Delivery struct {
+	WebhookTimeoutMS int    `yaml:"webhook_timeout_ms"`
+	SyncTimeoutMS    int    `yaml:"sync_timeout_ms"`
+	NATSURL          string `yaml:"nats_url"`
+}
+
+// Metrics is the Prometheus listener; empty Listen turns it off.
+type Metrics struct {
+	Listen string `yaml:"listen"`
+}
+
+// Logging sets the log level and format.
+type Logging struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"` // json or pretty
+}
+
+// Default returns the embedded defaults: everything local, SQLite, loopback.
+func Default() *Config {
+	return &Config{
+		Homeserver: Homeserver{
+			URL:         "http://127.0.0.1:8008",
+			ServerName:  "localhost",
+			PingOnStart: true,
+		},
+		AppService: AppService{
+			ID:              "daarion",
+			URL:             "http://127.0.0.1:29330",
+			Listen:          "127.0.0.1:29330",
+			Bot:             Bot{Localpart: "daarion-bot", Displayname: "DAARION Bridge"},
+			MaxBodyBytes:    32 << 20,
+			EphemeralEvents: true,
+		},
+		Database:    Database{URL: "sqlite:daarion-bridge.db"},
+		InternalAPI: InternalAPI{Host: "127.0.0.1", Port: 7025},
+		Delivery:    Delivery{WebhookTimeoutMS: 5000, SyncTimeoutMS: 30000},
+		Logging:     Logging{Level: "info", Format: "json"},
+	}
+}
+
+// Load reads path (when not empty) over the defaults, applies the
+// environment (as given by getenv), and validates.
+func Load(path string, getenv func(string) string) (*Config, error) {
+	cfg := Default()
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("failed to read config file: %w", err)
+		}
+		if err = Parse(data, cfg); err != nil {
+			return nil, err
+		}
+	}
+	if err := cfg.ApplyEnv(getenv); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// Parse decodes YAML into cfg. Unknown keys are errors: a misspelt key would
+// otherwise silently fall back to its default.
+func Parse(data []byte, cfg *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("invalid config file: %w", err)
+	}
+	return nil
+}
+
+// envVar is one environment override: the names it is read from, first wins.
+type envVar struct {
+	names []string
+	set   func(cfg *Config, value string) error
+}
+
+func setString(field func(*Config) *string) func(*Config, string) error {
+	return func(cfg *Config, v string) error { *field(cfg) = v; return nil }
+}
+
+func setInt(field func(*Config) *int) func(*Config, string) error {
+	return func(cfg *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("not a whole number: %q", v)
+		}
+		*field(cfg) = n
+		return nil
+	}
+}
+
+// EnvVars lists the environment overrides in the order they are applied.
+// The names are the ones the platform's deployments use.
+var envVars = []envVar{
+	{[]string{"MATRIX_HOMESERVER_URL", "SYNAPSE_URL"}, setString(func(c *Config) *string { return &c.Homeserver.URL })},
+	{[]string{"MATRIX_SERVER_NAME"}, setString(func(c *Config) *string { return &c.Homeserver.ServerName })},
+	{[]string{"MATRIX_ADMIN_TOKEN", "SYNAPSE_ADMIN_TOKEN"}, setString(func(c *Config) *string { return &c.Homeserver.AdminToken })},
+	{[]string{"INTERNAL_SERVICE_SECRET"}, setString(func(c *Config) *string { return &c.InternalAPI.ServiceSecret })},
+	{[]string{"MATRIX_GATEWAY_PORT"}, setInt(func(c *Config) *int { return &c.InternalAPI.Port })},
+	{[]string{"APPSERVICE_URL"}, setString(func(c *Config) *string { return &c.AppService.URL })},
+	{[]string{"APPSERVICE_LISTEN"}, setString(func(c *Config) *string { return &c.AppService.Listen })},
+	{[]string{"DATABASE_URL"}, setString(func(c *Config) *string { return &c.Database.URL })},
+	{[]string{"WEBHOOK_TIMEOUT_MS"}, setInt(func(c *Config) *int { return &c.Delivery.WebhookTimeoutMS })},
+	{[]string{"SYNC_TIMEOUT_MS"}, setInt(func(c *Config) *int { return &c.Delivery.SyncTimeoutMS })},
+	{[]string{"NATS_URL"}, setString(func(c *Config) *string { return &c.Delivery.NATSURL })},
+	{[]string{"METRICS_LISTEN"}, setString(func(c *Config) *string { return &c.Metrics.Listen })},
+	{[]string{"LOG_LEVEL"}, setString(func(c *Config) *string { return &c.Logging.Level })},
+}
+
+// EnvNames returns every environment variable the bridge reads.
+func EnvNames() []string {
+	var names []string
+	for _, ev := range envVars {
+		names = append(names, ev.names...)
+	}
+	return names
+}
+
+// ApplyEnv overrides keys from the environment. An alias (SYNAPSE_URL) is
+// used only when the primary name (MATRIX_HOMESERVER_URL) is unset.
+func (cfg *Config) ApplyEnv(getenv func(string) string) error {
+	if getenv == nil {
+		return nil
+	}
+	for _, ev := range envVars {
+		for _, name := range ev.names {
+			value := getenv(name)
+			if value == "" {
+				continue
+			}
+			if err := ev.set(cfg, value); err != nil {
+				return fmt.Errorf("environment variable %s: %w", name, err)
+			}
+			break
+		}
+	}
+	return nil
+}
+
+// FieldError is a validation error that names the key.
+type FieldError struct {
+	Key     string
+	Message string
+}
+
+func (e *FieldError) Error() string { return e.Key + ": " + e.Message }
+
+var (
+	localpartRegex  = regexp.MustCompile(`^[a-z0-9._=/+-]+$`)
+	serverNameRegex = regexp.MustCompile(`^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$`)
+	appserviceID    = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+)
+
+// Validate checks every key; the error lists each problem with its key.
+func (cfg *Config) Validate() error {
+	var errs []error
+	fail := func(key, format string, args ...any) {
+		errs = append(errs, &FieldError{Key: key, Message: fmt.Sprintf(format, args...)})
+	}
+	checkHTTPURL := func(key, value string) {
+		u, err := url.Parse(value)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			fail(key, "must be an http:// or https:// URL, got %q", value)
+		}
+	}
+	checkHostPort := func(key, value string) {
+		if _, port, err := net.SplitHostPort(value); err != nil {
+			fail(key, "must be host:port, got %q", value)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			fail(key, "port must be 0-65535, got %q", port)
+		}
+	}
+
+	checkHTTPURL("homeserver.url", cfg.Homeserver.URL)
+	if !serverNameRegex.MatchString(cfg.Homeserver.ServerName) {
+		fail("homeserver.server_name", "must be a Matrix server name such as example.org, got %q", cfg.Homeserver.ServerName)
+	}
+
+	as := &cfg.AppService
+	if !appserviceID.MatchString(as.ID) {
+		fail("appservice.id", "must be letters, digits, '.', '_' or '-', got %q", as.ID)
+	}
+	checkHTTPURL("appservice.url", as.URL)
+	checkHostPort("appservice.listen", as.Listen)
+	if !localpartRegex.MatchString(as.Bot.Localpart) {
+		fail("appservice.bot.localpart", "must be a Matrix localpart (a-z, 0-9, ._=/+-), got %q", as.Bot.Localpart)
+	} else if strings.HasPrefix(as.Bot.Localpart, AgentLocalpartPrefix) {
+		fail("appservice.bot.localpart", "must not start with %q, the agents' namespace", AgentLocalpartPrefix)
+	}
+	if as.MaxBodyBytes < 16<<20 {
+		fail("appservice.max_body_bytes", "must be at least 16 MiB (16777216): a full transaction can be ~6.5 MB, got %d", as.MaxBodyBytes)
+	}
+	if as.DoublePuppet.UserRegex != "" {
+		if _, err := regexp.Compile(as.DoublePuppet.UserRegex); err != nil {
+			fail("appservice.double_puppet.user_regex", "invalid regular expression: %v", err)
+		}
+	}
+
+	if _, _, err := splitDatabaseURL(cfg.Database.URL); err != nil {
+		fail("database.url", "%v", err)
+	}
+	if cfg.Database.MaxOpenConns < 0 {
+		fail("database.max_open_conns", "must not be negative")
+	}
+	if cfg.Database.MaxIdleConns < 0 {
+		fail("database.max_idle_conns", "must not be negative")
+	}
+
+	if cfg.InternalAPI.Port < 1 || cfg.InternalAPI.Port > 65535 {
+		fail("internal_api.port", "must be 1-65535, got %d", cfg.InternalAPI.Port)
+	}
+	if net.ParseIP(cfg.InternalAPI.Host) == nil && cfg.InternalAPI.Host != "localhost" {
+		fail("internal_api.host", "must be an IP address to listen on, got %q", cfg.InternalAPI.Host)
+	}
+
+	if cfg.Delivery.WebhookTimeoutMS < 1 {
+		fail("delivery.webhook_timeout_ms", "must be positive, got %d", cfg.Delivery.WebhookTimeoutMS)
+	}
+	if cfg.Delivery.SyncTimeoutMS < 0 {
+		fail("delivery.sync_timeout_ms", "must not be negative, got %d", cfg.Delivery.SyncTimeoutMS)
+	}
+	if cfg.Delivery.NATSURL != "" {
+		if u, err := url.Parse(cfg.Delivery.NATSURL); err != nil || u.Host == "" {
+			fail("delivery.nats_url", "must be a URL such as nats://127.0.0.1:4222")
+		}
+	}
+	if cfg.Metrics.Listen != "" {
+		checkHostPort("metrics.listen", cfg.Metrics.Listen)
+	}
+
+	switch cfg.Logging.Level {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		fail("logging.level", "must be trace, debug, info, warn or error, got %q", cfg.Logging.Level)
+	}
+	switch cfg.Logging.Format {
+	case "json", "pretty":
+	default:
+		fail("logging.format", "must be json or pretty, got %q", cfg.Logging.Format)
+	}
+	return errors.Join(errs...)
+}
+
+// splitDatabaseURL checks a DATABASE_URL's scheme without opening it.
+func splitDatabaseURL(raw string) (dialect, rest string, err error) {
+	switch {
+	case strings.HasPrefix(raw, "postgres://"), strings.HasPrefix(raw, "postgresql://"):
+		if _, err = url.Parse(raw); err != nil {
+			return "", "", errors.New("not a valid postgres:// URL")
+		}
+		return "postgres", raw, nil
+	case strings.HasPrefix(raw, "sqlite:") && len(raw) > len("sqlite:"):
+		return "sqlite", strings.TrimPrefix(raw, "sqlite:"), nil
+	default:
+		return "", "", errors.New("must be postgres://… or sqlite:PATH")
+	}
+}

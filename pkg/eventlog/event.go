@@ -1,0 +1,90 @@
+// Package eventlog is the durable log of everything the homeserver pushed to
+// the bridge. A transaction is acknowledged only once its events are
+// committed here; every consumer reads the log by position with a durable
+// cursor, so nothing downstream can lose an event.
+package eventlog
+
+import (
+	"encoding/json"
+	"time"
+
+	"go.mau.fi/util/dbutil"
+)
+
+// Kind says where in a transaction an event came from.
+type Kind string
+
+const (
+	// KindTimeline is a room event from the transaction's `events` array.
+	KindTimeline Kind = "timeline"
+	// KindEphemeral is an EDU (typing, receipt, presence) from `ephemeral` or
+	// `de.sorunome.msc2409.ephemeral`.
+	KindEphemeral Kind = "ephemeral"
+)
+
+// IncomingEvent is an event as extracted from a transaction, before commit.
+// Only the fields the log indexes are decoded; JSON is kept byte for byte
+// (a string, because lib/pq would send []byte as bytea).
+type IncomingEvent struct {
+	EventID string
+	Kind    Kind
+	RoomID  string
+	Type    string
+	Sender  string
+	JSON    string
+}
+
+// Event is an event as stored in the log.
+type Event struct {
+	Position   int64
+	EventID    string
+	Kind       Kind
+	RoomID     string
+	Type       string
+	Sender     string
+	TxnID      string
+	ReceivedAt time.Time
+	JSON       json.RawMessage
+}
+
+func (evt *Event) Scan(row dbutil.Scannable) (*Event, error) {
+	var receivedAt int64
+	var raw string
+	err := row.Scan(&evt.Position, &evt.EventID, &evt.Kind, &evt.RoomID, &evt.Type, &evt.Sender,
+		&evt.TxnID, &receivedAt, &raw)
+	if err != nil {
+		return nil, err
+	}
+	evt.ReceivedAt = time.UnixMilli(receivedAt)
+	evt.JSON = json.RawMessage(raw)
+	return evt, nil
+}
+
+// Transaction is the audit record of one transaction id.
+type Transaction struct {
+	TxnID       string
+	FirstSeenAt time.Time
+	LastSeenAt  time.Time
+	Attempts    int
+	EventCount  int
+	StoredCount int
+}
+
+func (txn *Transaction) Scan(row dbutil.Scannable) (*Transaction, error) {
+	var first, last int64
+	err := row.Scan(&txn.TxnID, &first, &last, &txn.Attempts, &txn.EventCount, &txn.StoredCount)
+	if err != nil {
+		return nil, err
+	}
+	txn.FirstSeenAt = time.UnixMilli(first)
+	txn.LastSeenAt = time.UnixMilli(last)
+	return txn, nil
+}
+
+// AppendResult says what one Append stored.
+type AppendResult struct {
+	// Stored is how many events were new to the log.
+	Stored int
+	// Duplicates is how many were already in it (a resent transaction or event).
+	Duplicates int
+}

@@ -1,0 +1,157 @@
+package eventlog
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.mau.fi/util/dbutil"
+)
+
+// Log is the durable event log.
+type Log struct {
+	db *dbutil.Database
+
+	// appendMu serialises appends inside this process. Appends are sequential
+	// anyway (a homeserver sends one transaction at a time), and waiting here
+	// is cheaper than waiting on a database lock. It is also what makes a
+	// retried transaction id that arrives while the first copy is still being
+	// committed wait for it instead of racing it.
+	appendMu sync.Mutex
+	pgAppend *pgAppender
+
+	changed *notifier
+}
+
+// New returns the log stored in db (already upgraded).
+func New(db *dbutil.Database) *Log {
+	l := &Log{db: db, changed: newNotifier()}
+	if db.Dialect == dbutil.Postgres {
+		l.pgAppend = newPGAppender(db.RawDB)
+	}
+	return l
+}
+
+// Close releases prepared statements.
+func (l *Log) Close() error {
+	if l.pgAppend != nil {
+		return l.pgAppend.close()
+	}
+	return nil
+}
+
+// Append durably stores the events of transaction txnID. Events already in the
+// log (by event id) are skipped, so a resent transaction or a resent event is
+// stored once; the transaction id is recorded with its attempt count. It
+// returns only after the commit.
+func (l *Log) Append(ctx context.Context, txnID string, events []IncomingEvent) (AppendResult, error) {
+	now := time.Now().UnixMilli()
+	l.appendMu.Lock()
+	var stored int
+	var err error
+	if l.pgAppend != nil {
+		stored, err = l.pgAppend.append(ctx, txnID, now, events)
+	} else {
+		stored, err = l.appendSQLite(ctx, txnID, now, events)
+	}
+	l.appendMu.Unlock()
+	if err != nil {
+		return AppendResult{}, fmt.Errorf("failed to append transaction %s to the event log: %w", txnID, err)
+	}
+	if stored > 0 {
+		l.changed.notify()
+	}
+	return AppendResult{Stored: stored, Duplicates: len(events) - stored}, nil
+}
+
+// Changed returns a channel that is closed when events are next appended by
+// this process. Take it before reading the log so no append is missed.
+func (l *Log) Changed() <-chan struct{} {
+	return l.changed.wait()
+}
+
+const readEventsQuery = `
+	SELECT position, event_id, kind, room_id, event_type, sender, txn_id, received_at, event_json
+	FROM event_log WHERE position > $1 ORDER BY position LIMIT $2
+`
+
+// Read returns up to limit events after position, in log order.
+func (l *Log) Read(ctx context.Context, after int64, limit int) ([]*Event, error) {
+	rows, err := l.db.Query(ctx, readEventsQuery, after, limit)
+	events, err := dbutil.NewRowIterWithError(rows, scanEvent, err).AsList()
+	if err != nil {
+		return nil, fmt.Errorf("failed to read the event log after position %d: %w", after, err)
+	}
+	return events, nil
+}
+
+func scanEvent(row dbutil.Scannable) (*Event, error) {
+	return (&Event{}).Scan(row)
+}
+
+// Head returns the position of the newest event, 0 when the log is empty.
+func (l *Log) Head(ctx context.Context) (int64, error) {
+	var head sql.NullInt64
+	err := l.db.QueryRow(ctx, "SELECT MAX(position) FROM event_log").Scan(&head)
+	if err != nil {
+		return 0, fmt.Errorf("failed to read the event log head: %w", err)
+	}
+	return head.Int64, nil
+}
+
+// Count returns how many events the log holds.
+func (l *Log) Count(ctx context.Context) (int64, error) {
+	var n int64
+	if err := l.db.QueryRow(ctx, "SELECT COUNT(*) FROM event_log").Scan(&n); err != nil {
+		return 0, fmt.Errorf("failed to count the event log: %w", err)
+	}
+	return n, nil
+}
+
+const getTransactionQuery = `
+	SELECT txn_id, first_seen_at, last_seen_at, attempts, event_count, stored_count
+	FROM as_transaction WHERE txn_id = $1
+`
+
+// Transaction returns the audit record of a transaction id, nil when unseen.
+func (l *Log) Transaction(ctx context.Context, txnID string) (*Transaction, error) {
+	txn, err := (&Transaction{}).Scan(l.db.QueryRow(ctx, getTransactionQuery, txnID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("failed to read transaction %s: %w", txnID, err)
+	}
+	return txn, nil
+}
+
+const (
+	getCursorQuery  = `SELECT position FROM consumer_cursor WHERE name = $1`
+	saveCursorQuery = `
+		INSERT INTO consumer_cursor (name, position, updated_at) VALUES ($1, $2, $3)
+		ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at
+	`
+)
+
+// Cursor returns the saved position of a consumer, 0 when it has none.
+func (l *Log) Cursor(ctx context.Context, consumer string) (int64, error) {
+	var pos int64
+	err := l.db.QueryRow(ctx, getCursorQuery, consumer).Scan(&pos)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	} else if err != nil {
+		return 0, fmt.Errorf("failed to read cursor of consumer %s: %w", consumer, err)
+	}
+	return pos, nil
+}
+
+// SaveCursor durably records that a consumer has handled everything up to position.
+func (l *Log) SaveCursor(ctx context.Context, consumer string, position int64) error {
+	_, err := l.db.Exec(ctx, saveCursorQuery, consumer, position, time.Now().UnixMilli())
+	if err != nil {
+		return fmt.Errorf("failed to save cursor of consumer %s: %w", consumer, err)
+	}
+	return nil
+}

@@ -1,0 +1,28 @@
+package eventlog
+
+import "sync"
+
+// notifier wakes every waiter when the log grows. A waiter takes the current
+// channel and blocks on it; notify closes it and installs a fresh one, so a
+// wake-up is never missed between reading the log and starting to wait.
+type notifier struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func newNotifier() *notifier {
+	return &notifier{ch: make(chan struct{})}
+}
+
+func (n *notifier) wait() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.ch
+}
+
+func (n *notifier) notify() {
+	n.mu.Lock()
+	close(n.ch)
+	n.ch = make(chan struct{})
+	n.mu.Unlock()
+}
