@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"gopkg.in/yaml.v3"
 )
@@ -46,12 +47,23 @@ func EnsureTokens(path string) (bool, error) {
 	if err = enc.Encode(&doc); err != nil {
 		return false, fmt.Errorf("failed to encode config file: %w", err)
 	}
-	info, err := os.Stat(path)
+	// The file now holds secrets: it is replaced atomically by one readable
+	// by its owner only.
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".config-*.yaml")
 	if err != nil {
-		return false, fmt.Errorf("failed to stat config file: %w", err)
+		return false, fmt.Errorf("failed to write config file: %w", err)
 	}
-	// The file now holds secrets: never widen its permissions past 0600.
-	if err = os.WriteFile(path, buf.Bytes(), info.Mode().Perm()&0o600); err != nil {
+	defer os.Remove(tmp.Name())
+	if _, err = tmp.Write(buf.Bytes()); err == nil {
+		err = tmp.Chmod(0o600)
+	}
+	if closeErr := tmp.Close(); err == nil {
+		err = closeErr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
 		return false, fmt.Errorf("failed to write config file: %w", err)
 	}
 	return true, nil

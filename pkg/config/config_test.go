@@ -1,0 +1,217 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	matrixbridge "github.com/daarion/matrix-bridge"
+)
+
+func env(vars map[string]string) func(string) string {
+	return func(k string) string { return vars[k] }
+}
+
+func TestExampleConfigIsTheDefaults(t *testing.T) {
+	cfg := Default()
+	if err := Parse([]byte(matrixbridge.ExampleConfig), cfg); err != nil {
+		t.Fatalf("config.example.yaml does not parse: %v", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("config.example.yaml does not validate: %v", err)
+	}
+	if *cfg != *Default() {
+		t.Errorf("config.example.yaml differs from the embedded defaults:\n%+v\n%+v", *cfg, *Default())
+	}
+}
+
+func TestExampleConfigDocumentsEveryEnvName(t *testing.T) {
+	for _, name := range EnvNames() {
+		if !strings.Contains(matrixbridge.ExampleConfig, name) {
+			t.Errorf("config.example.yaml does not mention %s", name)
+		}
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	cfg := Default()
+	err := cfg.ApplyEnv(env(map[string]string{
+		"SYNAPSE_URL":             "http://synapse:8008",
+		"MATRIX_SERVER_NAME":      "daarion.space",
+		"SYNAPSE_ADMIN_TOKEN":     "adm",
+		"INTERNAL_SERVICE_SECRET": "svc",
+		"MATRIX_GATEWAY_PORT":     "7100",
+		"APPSERVICE_URL":          "http://bridge:29330",
+		"APPSERVICE_LISTEN":       "0.0.0.0:29330",
+		"DATABASE_URL":            "postgres://u:p@db/bridge",
+		"WEBHOOK_TIMEOUT_MS":      "1500",
+		"SYNC_TIMEOUT_MS":         "1000",
+		"NATS_URL":                "nats://nats:4222",
+		"METRICS_LISTEN":          "127.0.0.1:9100",
+		"LOG_LEVEL":               "debug",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	want.Homeserver.URL = "http://synapse:8008"
+	want.Homeserver.ServerName = "daarion.space"
+	want.Homeserver.AdminToken = "adm"
+	want.InternalAPI.ServiceSecret = "svc"
+	want.InternalAPI.Port = 7100
+	want.AppService.URL = "http://bridge:29330"
+	want.AppService.Listen = "0.0.0.0:29330"
+	want.Database.URL = "postgres://u:p@db/bridge"
+	want.Delivery = Delivery{WebhookTimeoutMS: 1500, SyncTimeoutMS: 1000, NATSURL: "nats://nats:4222"}
+	want.Metrics.Listen = "127.0.0.1:9100"
+	want.Logging.Level = "debug"
+	if *cfg != *want {
+		t.Errorf("after env:\n%+v\nwant\n%+v", *cfg, *want)
+	}
+	if err = cfg.Validate(); err != nil {
+		t.Errorf("validate: %v", err)
+	}
+
+	// The primary name wins over its alias.
+	cfg = Default()
+	_ = cfg.ApplyEnv(env(map[string]string{"MATRIX_HOMESERVER_URL": "http://a:1", "SYNAPSE_URL": "http://b:2",
+		"MATRIX_ADMIN_TOKEN": "primary", "SYNAPSE_ADMIN_TOKEN": "alias"}))
+	if cfg.Homeserver.URL != "http://a:1" || cfg.Homeserver.AdminToken != "primary" {
+		t.Errorf("alias won over the primary name: %q %q", cfg.Homeserver.URL, cfg.Homeserver.AdminToken)
+	}
+
+	for _, name := range []string{"MATRIX_GATEWAY_PORT", "WEBHOOK_TIMEOUT_MS", "SYNC_TIMEOUT_MS"} {
+		err := Default().ApplyEnv(env(map[string]string{name: "soon"}))
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s=soon: error %v does not name the variable", name, err)
+		}
+	}
+}
+
+func TestValidateNamesTheKey(t *testing.T) {
+	cases := []struct {
+		key    string
+		mutate func(*Config)
+	}{
+		{"homeserver.url", func(c *Config) { c.Homeserver.URL = "ftp://x" }},
+		{"homeserver.url", func(c *Config) { c.Homeserver.URL = "" }},
+		{"homeserver.server_name", func(c *Config) { c.Homeserver.ServerName = "bad name" }},
+		{"appservice.id", func(c *Config) { c.AppService.ID = "a b" }},
+		{"appservice.url", func(c *Config) { c.AppService.URL = "127.0.0.1:29330" }},
+		{"appservice.listen", func(c *Config) { c.AppService.Listen = "29330" }},
+		{"appservice.listen", func(c *Config) { c.AppService.Listen = "127.0.0.1:99999" }},
+		{"appservice.bot.localpart", func(c *Config) { c.AppService.Bot.Localpart = "Bot" }},
+		{"appservice.bot.localpart", func(c *Config) { c.AppService.Bot.Localpart = "agent_bot" }},
+		{"appservice.max_body_bytes", func(c *Config) { c.AppService.MaxBodyBytes = 1 << 20 }},
+		{"appservice.double_puppet.user_regex", func(c *Config) { c.AppService.DoublePuppet.UserRegex = "(" }},
+		{"database.url", func(c *Config) { c.Database.URL = "mysql://x" }},
+		{"database.url", func(c *Config) { c.Database.URL = "sqlite:" }},
+		{"database.max_open_conns", func(c *Config) { c.Database.MaxOpenConns = -1 }},
+		{"internal_api.port", func(c *Config) { c.InternalAPI.Port = 0 }},
+		{"internal_api.host", func(c *Config) { c.InternalAPI.Host = "example.org" }},
+		{"delivery.webhook_timeout_ms", func(c *Config) { c.Delivery.WebhookTimeoutMS = 0 }},
+		{"delivery.sync_timeout_ms", func(c *Config) { c.Delivery.SyncTimeoutMS = -1 }},
+		{"delivery.nats_url", func(c *Config) { c.Delivery.NATSURL = "nats" }},
+		{"metrics.listen", func(c *Config) { c.Metrics.Listen = "nowhere" }},
+		{"logging.level", func(c *Config) { c.Logging.Level = "loud" }},
+		{"logging.format", func(c *Config) { c.Logging.Format = "xml" }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.key, func(t *testing.T) {
+			cfg := Default()
+			tc.mutate(cfg)
+			err := cfg.Validate()
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Key != tc.key || !strings.HasPrefix(err.Error(), tc.key+": ") {
+				t.Errorf("error %v does not name %s", err, tc.key)
+			}
+		})
+	}
+}
+
+func TestLoadRejectsUnknownKeysAndBadYAML(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{
+		"unknown key": "homeserver:\n    urll: http://x\n",
+		"bad type":    "internal_api:\n    port: seven\n",
+		"not yaml":    "homeserver: [\n",
+	} {
+		path := filepath.Join(dir, "c.yaml")
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(path, nil); err == nil {
+			t.Errorf("%s: loaded without error", name)
+		}
+	}
+	if _, err := Load(filepath.Join(dir, "missing.yaml"), nil); err == nil {
+		t.Error("missing file loaded without error")
+	}
+}
+
+func TestEnsureTokens(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(matrixbridge.ExampleConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wrote, err := EnsureTokens(path)
+	if err != nil || !wrote {
+		t.Fatalf("EnsureTokens = %v, %v", wrote, err)
+	}
+	cfg, err := Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	as, hs := cfg.AppService.ASToken, cfg.AppService.HSToken
+	if len(as) != 64 || len(hs) != 64 || as == hs {
+		t.Errorf("tokens %q %q: want two different 64-character tokens", as, hs)
+	}
+	data, _ := os.ReadFile(path)
+	if !strings.Contains(string(data), "# ENV: DATABASE_URL") {
+		t.Error("comments of the config file were lost")
+	}
+	if info, _ := os.Stat(path); info.Mode().Perm() != 0o600 {
+		t.Errorf("config with tokens has mode %v, want 0600", info.Mode().Perm())
+	}
+	// Second call keeps the tokens.
+	if wrote, err = EnsureTokens(path); err != nil || wrote {
+		t.Errorf("second EnsureTokens = %v, %v; want no write", wrote, err)
+	}
+	again, _ := Load(path, nil)
+	if again.AppService.ASToken != as || again.AppService.HSToken != hs {
+		t.Error("second EnsureTokens changed the tokens")
+	}
+
+	// A config without an appservice section gets one.
+	minimal := filepath.Join(t.TempDir(), "min.yaml")
+	_ = os.WriteFile(minimal, []byte("logging:\n    level: debug\n"), 0o600)
+	if _, err = EnsureTokens(minimal); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = Load(minimal, nil); err != nil || cfg.AppService.ASToken == "" || cfg.Logging.Level != "debug" {
+		t.Errorf("minimal config after EnsureTokens: %+v, %v", cfg, err)
+	}
+}
+
+func TestNamespaces(t *testing.T) {
+	cfg := Default()
+	cfg.Homeserver.ServerName = "daarion.space"
+	if got := cfg.AgentUserRegex(); got != `@agent_.*:daarion\.space` {
+		t.Errorf("agent regex = %s", got)
+	}
+	if got := cfg.CityAliasRegex(); got != `#city_.*:daarion\.space` {
+		t.Errorf("city regex = %s", got)
+	}
+	if cfg.DoublePuppetRegex() != "" {
+		t.Error("double puppeting is on by default")
+	}
+	cfg.AppService.DoublePuppet.Enabled = true
+	if got := cfg.DoublePuppetRegex(); got != `@.*:daarion\.space` {
+		t.Errorf("double puppet regex = %s", got)
+	}
+	if cfg.BotUserID() != "@daarion-bot:daarion.space" {
+		t.Errorf("bot = %s", cfg.BotUserID())
+	}
+}

@@ -1,0 +1,185 @@
+package consumer_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/daarion/matrix-bridge/database"
+	"github.com/daarion/matrix-bridge/pkg/consumer"
+	"github.com/daarion/matrix-bridge/pkg/eventlog"
+	"github.com/daarion/matrix-bridge/pkg/testrig"
+)
+
+func TestMain(m *testing.M) { os.Exit(testrig.RunTests(m)) }
+
+func openLog(t *testing.T, tdb testrig.TestDatabase) *eventlog.Log {
+	t.Helper()
+	db, err := database.Open(context.Background(), database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return eventlog.New(db)
+}
+
+func appendN(t *testing.T, l *eventlog.Log, txn string, room string, from, n int) {
+	t.Helper()
+	evts := make([]eventlog.IncomingEvent, n)
+	for i := range evts {
+		id := fmt.Sprintf("$%s_%d", room, from+i)
+		evts[i] = eventlog.IncomingEvent{EventID: id, Kind: eventlog.KindTimeline, RoomID: room, Type: "m.room.message", JSON: `{}`}
+	}
+	if _, err := l.Append(context.Background(), txn, evts); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recorder fails its first `failures` batches, then records event ids.
+type recorder struct {
+	mu       sync.Mutex
+	failures int
+	ids      []string
+	calls    int
+}
+
+func (r *recorder) HandleEvents(_ context.Context, evts []*eventlog.Event) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls++
+	if r.failures > 0 {
+		r.failures--
+		return errors.New("subscriber down")
+	}
+	for _, e := range evts {
+		r.ids = append(r.ids, e.EventID)
+	}
+	return nil
+}
+
+func (r *recorder) seen() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.ids...)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+var fast = consumer.Options{BatchSize: 7, PollInterval: 50 * time.Millisecond, MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}
+
+func TestRunnerDeliversEverythingInOrderThroughFailures(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		ctx := context.Background()
+		l := openLog(t, tdb)
+		appendN(t, l, "t1", "!a", 0, 20)
+
+		rec := &recorder{failures: 3}
+		runner := consumer.NewRunner("rec", l, rec, fast)
+		group := consumer.NewGroup(runner)
+		group.Start(ctx)
+		// Appended while running: the runner is woken, not polled.
+		appendN(t, l, "t2", "!a", 20, 10)
+		waitFor(t, "30 events", func() bool { return len(rec.seen()) >= 30 })
+		group.Stop()
+
+		got := rec.seen()
+		if len(got) != 30 {
+			t.Fatalf("handled %d events, want 30", len(got))
+		}
+		for i, id := range got {
+			if want := fmt.Sprintf("$!a_%d", i); id != want {
+				t.Fatalf("event %d = %s, want %s (order lost)", i, id, want)
+			}
+		}
+		if runner.Failures() != 3 {
+			t.Errorf("failures = %d, want 3", runner.Failures())
+		}
+		head, _ := l.Head(ctx)
+		if pos, err := l.Cursor(ctx, "rec"); err != nil || pos != head {
+			t.Errorf("saved cursor = %d (%v), want head %d", pos, err, head)
+		}
+	})
+}
+
+func TestRunnerResumesFromItsCursor(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		ctx := context.Background()
+		l := openLog(t, tdb)
+		appendN(t, l, "t1", "!b", 0, 5)
+		first := &recorder{}
+		g := consumer.NewGroup(consumer.NewRunner("resume", l, first, fast))
+		g.Start(ctx)
+		waitFor(t, "first 5", func() bool { return len(first.seen()) == 5 })
+		g.Stop()
+
+		appendN(t, l, "t2", "!b", 5, 3)
+		second := &recorder{}
+		g = consumer.NewGroup(consumer.NewRunner("resume", l, second, fast))
+		g.Start(ctx)
+		waitFor(t, "next 3", func() bool { return len(second.seen()) == 3 })
+		g.Stop()
+		if got := second.seen(); got[0] != "$!b_5" || got[2] != "$!b_7" {
+			t.Errorf("after restart the consumer got %v, want $!b_5..$!b_7", got)
+		}
+
+		// Another consumer has its own cursor and starts at the beginning.
+		other := &recorder{}
+		g = consumer.NewGroup(consumer.NewRunner("other", l, other, fast))
+		g.Start(ctx)
+		waitFor(t, "all 8", func() bool { return len(other.seen()) == 8 })
+		g.Stop()
+	})
+}
+
+// A consumer that never succeeds must not hold up appends or other consumers.
+func TestFailingConsumerDelaysOnlyItself(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		ctx := context.Background()
+		l := openLog(t, tdb)
+		broken := &recorder{failures: 1 << 30}
+		healthy := &recorder{}
+		g := consumer.NewGroup(
+			consumer.NewRunner("broken", l, broken, fast),
+			consumer.NewRunner("healthy", l, healthy, fast),
+		)
+		g.Start(ctx)
+		defer g.Stop()
+		for i := 0; i < 5; i++ {
+			appendN(t, l, fmt.Sprintf("t%d", i), "!c", i*4, 4)
+		}
+		waitFor(t, "healthy consumer", func() bool { return len(healthy.seen()) == 20 })
+		if len(broken.seen()) != 0 {
+			t.Error("broken consumer recorded events")
+		}
+		if pos, _ := l.Cursor(ctx, "broken"); pos != 0 {
+			t.Errorf("broken consumer's cursor moved to %d", pos)
+		}
+	})
+}
+
+func TestTypeCounter(t *testing.T) {
+	tc := consumer.NewTypeCounter()
+	evts := []*eventlog.Event{{Type: "m.room.message"}, {Type: "m.room.member"}, {Type: "m.room.message"}}
+	if err := tc.HandleEvents(context.Background(), evts); err != nil {
+		t.Fatal(err)
+	}
+	got := tc.Counts()
+	if got["m.room.message"] != 2 || got["m.room.member"] != 1 || len(got) != 2 {
+		t.Errorf("counts = %v", got)
+	}
+}
