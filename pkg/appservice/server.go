@@ -39,7 +39,7 @@ type QueryHandler interface {
 // NoQueries answers every query with "does not exist".
 type NoQueries struct{}
 
-func (NoQueries) QueryUser(context.Context, id.UserID) (bool, error)      { return false, nil }
+func (NoQueries) QueryUser(context.Context, id.UserID) (bool, error)     { return false, nil }
 func (NoQueries) QueryAlias(context.Context, id.RoomAlias) (bool, error) { return false, nil }
 
 // Options configure the server.
