@@ -83,6 +83,14 @@ type TestDatabase struct {
 	URI string
 }
 
+// URL is the database as the bridge's DATABASE_URL names it.
+func (d TestDatabase) URL() string {
+	if d.Name == SQLite {
+		return "sqlite:" + d.URI
+	}
+	return d.URI
+}
+
 var dbCounter atomic.Int64
 
 // NewTestDatabase returns a fresh, empty database of the given kind

@@ -1,0 +1,147 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/daarion/matrix-bridge/pkg/testrig"
+)
+
+// A human on the homeserver talks in a city room the bot created; every event
+// the human produced reaches the bridge's log exactly once, the consumers read
+// it, and SIGTERM stops the bridge cleanly.
+func TestHumanEventsAreLoggedExactlyOnce(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		s := newStack(t, tdb)
+		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
+		// Dendrite has no appservice ping endpoint; the bridge says so and goes on.
+		s.bridge.waitForLog("no appservice ping endpoint", 30*time.Second)
+
+		roomID := s.createCityRoom("e2e")
+		alice, joined := s.humanJoins("alice", id.NewRoomAlias("city_e2e", serverName))
+		if joined != roomID {
+			t.Fatalf("alias resolved to %s, want %s", joined, roomID)
+		}
+		for i := 0; i < 20; i++ {
+			sendText(t, alice, roomID, fmt.Sprintf("message %d", i))
+		}
+		produced := eventsBy(t, alice, roomID)
+		if len(produced) != 21 { // her join and 20 messages
+			t.Fatalf("the homeserver has %d events by alice, want 21", len(produced))
+		}
+		s.waitLogged(produced, 60*time.Second)
+
+		// The bot's own events come back too (Dendrite and Synapse both echo
+		// an appservice's events to it): the room's creation is in the log.
+		ctx := context.Background()
+		all, err := s.log.Read(ctx, 0, 10000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sawCreate bool
+		for _, e := range all {
+			if e.Type == "m.room.create" && e.RoomID == roomID.String() {
+				sawCreate = true
+			}
+			if e.Kind != "timeline" {
+				t.Errorf("Dendrite sent a %s event %s; docs/dendrite-differences.md says it sends none", e.Kind, e.Type)
+			}
+		}
+		if !sawCreate {
+			t.Error("the room's m.room.create event is not in the log")
+		}
+
+		// The type-counter consumer reads the whole log in the real process.
+		head, err := s.log.Head(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			pos, err := s.log.Cursor(ctx, "type-counter")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pos >= head {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("type-counter consumer is at %d, log head %d", pos, head)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+
+		if code := s.bridge.terminate(30 * time.Second); code != 0 {
+			t.Errorf("bridge exited %d after SIGTERM:\n%s", code, tail(s.bridge.logs(), 20))
+		}
+		if countLines(s.bridge.logs(), `"Stopped"`) != 1 {
+			t.Errorf("bridge did not log a clean stop:\n%s", tail(s.bridge.logs(), 20))
+		}
+	})
+}
+
+// The bridge is SIGKILLed while a human is posting and restarted: the
+// homeserver redelivers, and the log holds every event exactly once.
+func TestSIGKILLMidStreamLosesNothing(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		s := newStack(t, tdb)
+		roomID := s.createCityRoom("chaos")
+		alice, _ := s.humanJoins("alice", id.NewRoomAlias("city_chaos", serverName))
+
+		const total = 60
+		var (
+			mu   sync.Mutex
+			sent int
+		)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for i := 0; i < total; i++ {
+				sendText(t, alice, roomID, fmt.Sprintf("steady %d", i))
+				mu.Lock()
+				sent++
+				mu.Unlock()
+				time.Sleep(25 * time.Millisecond)
+			}
+		}()
+		// Kill once part of the stream is through, and keep it down while the
+		// human goes on posting.
+		for {
+			mu.Lock()
+			n := sent
+			mu.Unlock()
+			if n >= total/4 {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		s.bridge.kill()
+		mu.Lock()
+		sentAtKill := sent
+		mu.Unlock()
+		time.Sleep(700 * time.Millisecond)
+		mu.Lock()
+		sentAtRestart := sent
+		mu.Unlock()
+		s.bridge = s.startBridge()
+		<-done
+		if sentAtRestart <= sentAtKill {
+			t.Fatalf("no message was sent while the bridge was down (%d at kill, %d at restart)", sentAtKill, sentAtRestart)
+		}
+
+		produced := eventsBy(t, alice, roomID)
+		if len(produced) != total+1 {
+			t.Fatalf("the homeserver has %d events by alice, want %d", len(produced), total+1)
+		}
+		// Dendrite backs off 2 s doubling after failed deliveries.
+		s.waitLogged(produced, 120*time.Second)
+		if countLines(s.bridge.logs(), "panic") != 0 {
+			t.Errorf("bridge panicked:\n%s", s.bridge.logs())
+		}
+	})
+}

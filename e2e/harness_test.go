@@ -1,0 +1,358 @@
+// Package e2e_test runs the bridge binary against a real homeserver (the
+// pinned Dendrite) and a real database, as an operator would run it.
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/daarion/matrix-bridge/database"
+	"github.com/daarion/matrix-bridge/pkg/config"
+	"github.com/daarion/matrix-bridge/pkg/eventlog"
+	"github.com/daarion/matrix-bridge/pkg/testrig"
+)
+
+const serverName = "daarion.test"
+
+var bridgeBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "e2e-bridge-*")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	bridgeBin = filepath.Join(dir, "bridge")
+	build := exec.Command("go", "build", "-o", bridgeBin, "../cmd/bridge")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err = build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the bridge:", err)
+		return 1
+	}
+	return testrig.RunTests(m)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// stack is one homeserver and one bridge process sharing a database.
+type stack struct {
+	t          *testing.T
+	dir        string
+	configPath string
+	cfg        *config.Config
+	hs         *testrig.Homeserver
+	bridge     *bridgeProcess
+	db         testrig.TestDatabase
+	log        *eventlog.Log
+}
+
+func newStack(t *testing.T, tdb testrig.TestDatabase) *stack {
+	t.Helper()
+	dir := t.TempDir()
+	hsPort, asPort := freePort(t), freePort(t)
+	s := &stack{t: t, dir: dir, db: tdb, configPath: filepath.Join(dir, "config.yaml")}
+	cfgYAML := fmt.Sprintf(`homeserver:
+    url: http://127.0.0.1:%d
+    server_name: %s
+appservice:
+    url: http://127.0.0.1:%d
+    listen: 127.0.0.1:%d
+database:
+    url: %q
+logging:
+    level: debug
+`, hsPort, serverName, asPort, asPort, tdb.URL())
+	if err := os.WriteFile(s.configPath, []byte(cfgYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	registrationPath := filepath.Join(dir, "registration.yaml")
+	if out, err := exec.Command(bridgeBin, "-g", "-c", s.configPath, "-r", registrationPath).CombinedOutput(); err != nil {
+		t.Fatalf("bridge -g: %v\n%s", err, out)
+	}
+	cfg, err := config.Load(s.configPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cfg = cfg
+	s.hs = testrig.StartTestHomeserver(t, testrig.HomeserverOptions{
+		Dir:               filepath.Join(dir, "homeserver"),
+		ServerName:        serverName,
+		RegistrationFiles: []string{registrationPath},
+		Port:              hsPort,
+	})
+	s.bridge = s.startBridge()
+	t.Cleanup(func() { s.bridge.kill() })
+
+	db, err := database.Open(context.Background(), mustTarget(t, tdb.URL()), database.PoolOptions{}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	s.log = eventlog.New(db)
+	return s
+}
+
+func mustTarget(t *testing.T, url string) database.Target {
+	target, err := database.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return target
+}
+
+type bridgeProcess struct {
+	t       *testing.T
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{}
+}
+
+// startBridge starts the bridge binary and waits until it answers the
+// homeserver's ping route.
+func (s *stack) startBridge() *bridgeProcess {
+	t := s.t
+	t.Helper()
+	logPath := filepath.Join(s.dir, fmt.Sprintf("bridge-%d.log", time.Now().UnixNano()))
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bridgeBin, "-c", s.configPath)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err = cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	b := &bridgeProcess{t: t, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		_ = logFile.Close()
+		close(b.done)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		req, _ := http.NewRequest(http.MethodPost, s.cfg.AppService.URL+"/_matrix/app/v1/ping", strings.NewReader(`{}`))
+		req.Header.Set("Authorization", "Bearer "+s.cfg.AppService.HSToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return b
+			}
+		}
+		select {
+		case <-b.done:
+			t.Fatalf("bridge exited during start:\n%s", b.logs())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bridge did not come up:\n%s", b.logs())
+		}
+	}
+}
+
+func (b *bridgeProcess) logs() string {
+	data, _ := os.ReadFile(b.logPath)
+	return string(data)
+}
+
+// kill sends SIGKILL: no shutdown code runs.
+func (b *bridgeProcess) kill() {
+	select {
+	case <-b.done:
+		return
+	default:
+	}
+	_ = b.cmd.Process.Signal(syscall.SIGKILL)
+	<-b.done
+}
+
+// terminate sends SIGTERM and returns the exit code.
+func (b *bridgeProcess) terminate(timeout time.Duration) int {
+	b.t.Helper()
+	_ = b.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-b.done:
+		return b.cmd.ProcessState.ExitCode()
+	case <-time.After(timeout):
+		b.kill()
+		b.t.Fatalf("bridge did not stop within %s of SIGTERM", timeout)
+		return -1
+	}
+}
+
+// waitForLog waits until the bridge's log has a line containing text.
+func (b *bridgeProcess) waitForLog(text string, timeout time.Duration) {
+	b.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !strings.Contains(b.logs(), text) {
+		if time.Now().After(deadline) {
+			b.t.Fatalf("bridge never logged %q:\n%s", text, b.logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// botClient acts as the bridge bot with the appservice token.
+func (s *stack) botClient() *mautrix.Client {
+	s.t.Helper()
+	cli, err := s.hs.Client(s.cfg.BotUserID(), s.cfg.AppService.ASToken)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return cli
+}
+
+// createCityRoom makes a public room with a #city_ alias as the bot,
+// retrying while the bridge is still registering its bot.
+func (s *stack) createCityRoom(slug string) id.RoomID {
+	s.t.Helper()
+	bot := s.botClient()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := bot.CreateRoom(context.Background(), &mautrix.ReqCreateRoom{
+			Preset:        "public_chat",
+			RoomAliasName: "city_" + slug,
+			Name:          "DAARION City — " + slug,
+		})
+		if err == nil {
+			return resp.RoomID
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("bot could not create the room: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// humanJoins registers a human and joins the room by its alias.
+func (s *stack) humanJoins(localpart string, alias id.RoomAlias) (*mautrix.Client, id.RoomID) {
+	s.t.Helper()
+	ctx := context.Background()
+	cli, err := s.hs.RegisterUser(ctx, localpart, "correct horse battery staple", false)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	resp, err := cli.JoinRoom(ctx, alias.String(), nil)
+	if err != nil {
+		s.t.Fatalf("%s joining %s: %v", localpart, alias, err)
+	}
+	return cli, resp.RoomID
+}
+
+// eventsBy lists, from the homeserver, the ids of every event a user sent in a room.
+func eventsBy(t *testing.T, cli *mautrix.Client, roomID id.RoomID) []id.EventID {
+	t.Helper()
+	var ids []id.EventID
+	from := ""
+	for {
+		// Backward from the end: Dendrite refuses a forward page without a token.
+		resp, err := cli.Messages(context.Background(), roomID, from, "", mautrix.DirectionBackward, nil, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, evt := range resp.Chunk {
+			if evt.Sender == cli.UserID {
+				ids = append(ids, evt.ID)
+			}
+		}
+		if resp.End == "" || len(resp.Chunk) == 0 {
+			slices.Reverse(ids)
+			return ids
+		}
+		from = resp.End
+	}
+}
+
+// loggedEvents returns how many times each event id is in the bridge's log.
+func (s *stack) loggedEvents() map[string]int {
+	s.t.Helper()
+	all, err := s.log.Read(context.Background(), 0, 1_000_000)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	seen := make(map[string]int, len(all))
+	for _, e := range all {
+		seen[e.EventID]++
+	}
+	return seen
+}
+
+// waitLogged waits until every id is in the log, then checks each is there once.
+func (s *stack) waitLogged(ids []id.EventID, timeout time.Duration) map[string]int {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		seen := s.loggedEvents()
+		missing := 0
+		for _, evtID := range ids {
+			if seen[evtID.String()] == 0 {
+				missing++
+			}
+		}
+		if missing == 0 {
+			for _, evtID := range ids {
+				if seen[evtID.String()] != 1 {
+					s.t.Errorf("event %s is in the log %d times", evtID, seen[evtID.String()])
+				}
+			}
+			return seen
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("%d of %d events never reached the log\nbridge log:\n%s", missing, len(ids), tail(s.bridge.logs(), 40))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func sendText(t *testing.T, cli *mautrix.Client, roomID id.RoomID, body string) id.EventID {
+	t.Helper()
+	resp, err := cli.SendMessageEvent(context.Background(), roomID, event.EventMessage, &event.MessageEventContent{
+		MsgType: event.MsgText, Body: body,
+	})
+	if err != nil {
+		t.Fatalf("send %q: %v", body, err)
+	}
+	return resp.EventID
+}
+
+// countLines counts log lines containing text.
+func countLines(logs, text string) int {
+	return bytes.Count([]byte(logs), []byte(text))
+}
