@@ -1,0 +1,115 @@
+package bridge
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/daarion/matrix-bridge/pkg/config"
+	"github.com/daarion/matrix-bridge/pkg/testrig"
+)
+
+func TestMain(m *testing.M) { os.Exit(testrig.RunTests(m)) }
+
+func testConfig(tdb testrig.TestDatabase) *config.Config {
+	cfg := config.Default()
+	cfg.Database.URL = tdb.URL()
+	cfg.AppService.Listen = "127.0.0.1:0"
+	cfg.AppService.ASToken = "as"
+	cfg.AppService.HSToken = "hs"
+	// No homeserver here: the bridge must serve transactions regardless.
+	cfg.Homeserver.URL = "http://127.0.0.1:9"
+	return cfg
+}
+
+// Stop lets the transaction in flight finish and commit before it returns.
+func TestStopFinishesTheTransactionInFlight(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		b := New(testConfig(tdb), zerolog.Nop())
+		if err := b.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		stopped := false
+		defer func() {
+			if !stopped {
+				_ = b.Stop(context.Background())
+			}
+		}()
+
+		// A raw connection, so the first half of the body is really on the
+		// wire before Stop is called; the second half follows after.
+		full := `{"events":[{"event_id":"$inflight","room_id":"!r:s","type":"m.room.message","content":{}}]}`
+		conn, err := net.Dial("tcp", b.AppserviceAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		head := fmt.Sprintf("PUT /_matrix/app/v1/transactions/inflight HTTP/1.1\r\nHost: bridge\r\n"+
+			"Authorization: Bearer hs\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(full))
+		if _, err = conn.Write([]byte(head + full[:20])); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+
+		stopDone := make(chan error, 1)
+		go func() { stopDone <- b.Stop(context.Background()) }()
+		select {
+		case err := <-stopDone:
+			t.Fatalf("Stop returned (%v) while a transaction was in flight", err)
+		case <-time.After(300 * time.Millisecond):
+		}
+		// New connections are refused once shutdown began.
+		if _, err := http.Get("http://" + b.AppserviceAddr() + "/"); err == nil {
+			t.Error("the listener still accepts connections during shutdown")
+		}
+
+		if _, err = conn.Write([]byte(full[20:])); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("reading the answer: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("transaction in flight answered %d, want 200", resp.StatusCode)
+		}
+		if err := <-stopDone; err != nil {
+			t.Fatalf("Stop: %v", err)
+		}
+		stopped = true
+
+		// Committed: a fresh bridge on the same database sees it.
+		again := New(testConfig(tdb), zerolog.Nop())
+		if err := again.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		defer again.Stop(context.Background())
+		evts, err := again.EventLog.Read(context.Background(), 0, 10)
+		if err != nil || len(evts) != 1 || evts[0].EventID != "$inflight" {
+			t.Fatalf("after restart the log holds %v (%v), want $inflight", evts, err)
+		}
+	})
+}
+
+// The database URL's password never reaches an error message.
+func TestStartErrorsDoNotLeakTheDatabasePassword(t *testing.T) {
+	cfg := testConfig(testrig.TestDatabase{Name: "postgres", URI: "postgres://bridge:s3cret-pw@127.0.0.1:1/nowhere?sslmode=disable&connect_timeout=2"})
+	b := New(cfg, zerolog.Nop())
+	err := b.Start(context.Background())
+	_ = b.Stop(context.Background())
+	if err == nil {
+		t.Fatal("started against a database that does not exist")
+	}
+	if strings.Contains(err.Error(), "s3cret-pw") {
+		t.Errorf("error leaks the password: %v", err)
+	}
+}
