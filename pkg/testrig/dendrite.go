@@ -378,13 +378,21 @@ func (h *Homeserver) startLocked(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, dendriteReadyTimeout)
 		defer cancel()
 	}
+	// Fail fast if the port is taken: otherwise another server answering
+	// /versions there could pass for ours until Dendrite fails to bind.
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(h.Port))
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("dendrite: port %d: %w", h.Port, err)
+	}
+	l.Close()
 	out, logFile, logOffset, err := h.openProcessLog()
 	if err != nil {
 		return err
 	}
 	p, err := spawnDendrite(h.BinPath, h.Dir, out, logFile,
 		"-config", h.ConfigPath,
-		"-http-bind-address", net.JoinHostPort("127.0.0.1", strconv.Itoa(h.Port)))
+		"-http-bind-address", addr)
 	if err != nil {
 		if logFile != nil {
 			logFile.Close()
@@ -472,7 +480,12 @@ func (h *Homeserver) waitReady(ctx context.Context, p *dendriteProcess) error {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode == http.StatusOK {
-			return nil
+			select {
+			case <-p.done: // someone else answered, and ours died
+				return fmt.Errorf("dendrite exited during start-up: %v", p.err)
+			default:
+				return nil
+			}
 		}
 	}
 }
