@@ -12,8 +12,10 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -25,6 +27,7 @@ type Config struct {
 	AppService  AppService  `yaml:"appservice"`
 	Database    Database    `yaml:"database"`
 	InternalAPI InternalAPI `yaml:"internal_api"`
+	Rooms       Rooms       `yaml:"rooms"`
 	Delivery    Delivery    `yaml:"delivery"`
 	Metrics     Metrics     `yaml:"metrics"`
 	Logging     Logging     `yaml:"logging"`
@@ -84,9 +87,47 @@ type Database struct {
 
 // InternalAPI is the listener DAARION services call.
 type InternalAPI struct {
-	Host          string `yaml:"host"`
-	Port          int    `yaml:"port"`
+	Host string `yaml:"host"`
+	Port int    `yaml:"port"`
+	// ServiceSecret is one token with every scope (INTERNAL_SERVICE_SECRET).
 	ServiceSecret string `yaml:"service_secret"`
+	// Services are named tokens, each with its scopes.
+	Services []ServiceToken `yaml:"services"`
+	// RateLimit applies per service.
+	RateLimit RateLimit `yaml:"rate_limit"`
+	// MaxBodyBytes bounds a request body (uploads have their own limit).
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+}
+
+// ServiceToken is one DAARION service's credentials.
+type ServiceToken struct {
+	Name   string   `yaml:"name"`
+	Token  string   `yaml:"token"`
+	Scopes []string `yaml:"scopes"`
+}
+
+// Scopes a service token can have.
+var Scopes = []string{"rooms", "messaging", "agents", "subscriptions", "admin"}
+
+// SecretServiceName names the service INTERNAL_SERVICE_SECRET authenticates.
+const SecretServiceName = "internal"
+
+// RateLimit is a token bucket: a steady rate and a burst.
+type RateLimit struct {
+	RequestsPerSecond float64 `yaml:"requests_per_second"`
+	Burst             int     `yaml:"burst"`
+}
+
+// Rooms configures city rooms.
+type Rooms struct {
+	// HistoryVisibility of new city rooms: shared, invited, joined or world_readable.
+	HistoryVisibility string `yaml:"history_visibility"`
+	// GuestAccess of new city rooms: can_join or forbidden.
+	GuestAccess string `yaml:"guest_access"`
+	// CreateOnAliasQuery lets a user joining an unknown #city_<slug> create it.
+	CreateOnAliasQuery bool `yaml:"create_on_alias_query"`
+	// MetadataCacheTTL bounds how long room metadata is served from the cache.
+	MetadataCacheTTL string `yaml:"metadata_cache_ttl"`
 }
 
 // Delivery tunes the sinks that carry DTOs to DAARION services.
@@ -123,10 +164,20 @@ func Default() *Config {
 			MaxBodyBytes:    32 << 20,
 			EphemeralEvents: true,
 		},
-		Database:    Database{URL: "sqlite:daarion-bridge.db"},
-		InternalAPI: InternalAPI{Host: "127.0.0.1", Port: 7025},
-		Delivery:    Delivery{WebhookTimeoutMS: 5000, SyncTimeoutMS: 30000},
-		Logging:     Logging{Level: "info", Format: "json"},
+		Database: Database{URL: "sqlite:daarion-bridge.db"},
+		InternalAPI: InternalAPI{
+			Host:         "127.0.0.1",
+			Port:         7025,
+			RateLimit:    RateLimit{RequestsPerSecond: 100, Burst: 200},
+			MaxBodyBytes: 1 << 20,
+		},
+		Rooms: Rooms{
+			HistoryVisibility: "shared",
+			GuestAccess:       "forbidden",
+			MetadataCacheTTL:  "5m",
+		},
+		Delivery: Delivery{WebhookTimeoutMS: 5000, SyncTimeoutMS: 30000},
+		Logging:  Logging{Level: "info", Format: "json"},
 	}
 }
 
@@ -306,6 +357,51 @@ func (cfg *Config) Validate() error {
 	}
 	if net.ParseIP(cfg.InternalAPI.Host) == nil && cfg.InternalAPI.Host != "localhost" {
 		fail("internal_api.host", "must be an IP address to listen on, got %q", cfg.InternalAPI.Host)
+	}
+
+	seenNames := map[string]bool{}
+	for i, svc := range cfg.InternalAPI.Services {
+		key := fmt.Sprintf("internal_api.services[%d]", i)
+		switch {
+		case !appserviceID.MatchString(svc.Name):
+			fail(key+".name", "must be letters, digits, '.', '_' or '-', got %q", svc.Name)
+		case seenNames[svc.Name] || svc.Name == SecretServiceName && cfg.InternalAPI.ServiceSecret != "":
+			fail(key+".name", "%q is used twice", svc.Name)
+		}
+		seenNames[svc.Name] = true
+		if len(svc.Token) < 16 {
+			fail(key+".token", "must be at least 16 characters")
+		}
+		if len(svc.Scopes) == 0 {
+			fail(key+".scopes", "must list at least one of %s", strings.Join(Scopes, ", "))
+		}
+		for j, scope := range svc.Scopes {
+			if !slices.Contains(Scopes, scope) {
+				fail(fmt.Sprintf("%s.scopes[%d]", key, j), "unknown scope %q (known: %s)", scope, strings.Join(Scopes, ", "))
+			}
+		}
+	}
+	if cfg.InternalAPI.RateLimit.RequestsPerSecond <= 0 {
+		fail("internal_api.rate_limit.requests_per_second", "must be positive")
+	}
+	if cfg.InternalAPI.RateLimit.Burst < 1 {
+		fail("internal_api.rate_limit.burst", "must be at least 1")
+	}
+	if cfg.InternalAPI.MaxBodyBytes < 1024 {
+		fail("internal_api.max_body_bytes", "must be at least 1024")
+	}
+	switch cfg.Rooms.HistoryVisibility {
+	case "shared", "invited", "joined", "world_readable":
+	default:
+		fail("rooms.history_visibility", "must be shared, invited, joined or world_readable, got %q", cfg.Rooms.HistoryVisibility)
+	}
+	switch cfg.Rooms.GuestAccess {
+	case "can_join", "forbidden":
+	default:
+		fail("rooms.guest_access", "must be can_join or forbidden, got %q", cfg.Rooms.GuestAccess)
+	}
+	if d, err := time.ParseDuration(cfg.Rooms.MetadataCacheTTL); err != nil || d <= 0 {
+		fail("rooms.metadata_cache_ttl", "must be a positive duration such as 5m, got %q", cfg.Rooms.MetadataCacheTTL)
 	}
 
 	if cfg.Delivery.WebhookTimeoutMS < 1 {

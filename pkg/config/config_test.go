@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -22,7 +23,7 @@ func TestExampleConfigIsTheDefaults(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("config.example.yaml does not validate: %v", err)
 	}
-	if *cfg != *Default() {
+	if !reflect.DeepEqual(cfg, Default()) {
 		t.Errorf("config.example.yaml differs from the embedded defaults:\n%+v\n%+v", *cfg, *Default())
 	}
 }
@@ -67,7 +68,7 @@ func TestEnvOverrides(t *testing.T) {
 	want.Delivery = Delivery{WebhookTimeoutMS: 1500, SyncTimeoutMS: 1000, NATSURL: "nats://nats:4222"}
 	want.Metrics.Listen = "127.0.0.1:9100"
 	want.Logging.Level = "debug"
-	if *cfg != *want {
+	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("after env:\n%+v\nwant\n%+v", *cfg, *want)
 	}
 	if err = cfg.Validate(); err != nil {
@@ -117,6 +118,25 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"metrics.listen", func(c *Config) { c.Metrics.Listen = "nowhere" }},
 		{"logging.level", func(c *Config) { c.Logging.Level = "loud" }},
 		{"logging.format", func(c *Config) { c.Logging.Format = "xml" }},
+		{"internal_api.services[0].name", func(c *Config) {
+			c.InternalAPI.Services = []ServiceToken{{Name: "a b", Token: strings.Repeat("t", 16), Scopes: []string{"rooms"}}}
+		}},
+		{"internal_api.services[1].name", func(c *Config) {
+			c.InternalAPI.Services = []ServiceToken{{Name: "x", Token: strings.Repeat("t", 16), Scopes: []string{"rooms"}}, {Name: "x", Token: strings.Repeat("u", 16), Scopes: []string{"rooms"}}}
+		}},
+		{"internal_api.services[0].token", func(c *Config) {
+			c.InternalAPI.Services = []ServiceToken{{Name: "x", Token: "short", Scopes: []string{"rooms"}}}
+		}},
+		{"internal_api.services[0].scopes", func(c *Config) { c.InternalAPI.Services = []ServiceToken{{Name: "x", Token: strings.Repeat("t", 16)}} }},
+		{"internal_api.services[0].scopes[1]", func(c *Config) {
+			c.InternalAPI.Services = []ServiceToken{{Name: "x", Token: strings.Repeat("t", 16), Scopes: []string{"rooms", "root"}}}
+		}},
+		{"internal_api.rate_limit.requests_per_second", func(c *Config) { c.InternalAPI.RateLimit.RequestsPerSecond = 0 }},
+		{"internal_api.rate_limit.burst", func(c *Config) { c.InternalAPI.RateLimit.Burst = 0 }},
+		{"internal_api.max_body_bytes", func(c *Config) { c.InternalAPI.MaxBodyBytes = 10 }},
+		{"rooms.history_visibility", func(c *Config) { c.Rooms.HistoryVisibility = "everyone" }},
+		{"rooms.guest_access", func(c *Config) { c.Rooms.GuestAccess = "sure" }},
+		{"rooms.metadata_cache_ttl", func(c *Config) { c.Rooms.MetadataCacheTTL = "forever" }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.key, func(t *testing.T) {
