@@ -168,6 +168,7 @@ func Default() *Config {
 		InternalAPI: InternalAPI{
 			Host:         "127.0.0.1",
 			Port:         7025,
+			Services:     []ServiceToken{},
 			RateLimit:    RateLimit{RequestsPerSecond: 100, Burst: 200},
 			MaxBodyBytes: 1 << 20,
 		},
