@@ -28,7 +28,10 @@ import (
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
 
-const serverName = "daarion.test"
+const (
+	serverName    = "daarion.test"
+	serviceSecret = "e2e-internal-service-secret"
+)
 
 var bridgeBin string
 
@@ -78,7 +81,7 @@ type stack struct {
 func newStack(t *testing.T, tdb testrig.TestDatabase) *stack {
 	t.Helper()
 	dir := t.TempDir()
-	hsPort, asPort := freePort(t), freePort(t)
+	hsPort, asPort, apiPort := freePort(t), freePort(t), freePort(t)
 	s := &stack{t: t, dir: dir, db: tdb, configPath: filepath.Join(dir, "config.yaml")}
 	cfgYAML := fmt.Sprintf(`homeserver:
     url: http://127.0.0.1:%d
@@ -88,9 +91,12 @@ appservice:
     listen: 127.0.0.1:%d
 database:
     url: %q
+internal_api:
+    port: %d
+    service_secret: %s
 logging:
     level: debug
-`, hsPort, serverName, asPort, asPort, tdb.URL())
+`, hsPort, serverName, asPort, asPort, tdb.URL(), apiPort, serviceSecret)
 	if err := os.WriteFile(s.configPath, []byte(cfgYAML), 0o600); err != nil {
 		t.Fatal(err)
 	}

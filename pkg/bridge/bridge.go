@@ -21,7 +21,9 @@ import (
 	"github.com/daarion/matrix-bridge/pkg/config"
 	"github.com/daarion/matrix-bridge/pkg/consumer"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
+	"github.com/daarion/matrix-bridge/pkg/internalapi"
 	"github.com/daarion/matrix-bridge/pkg/registration"
+	"github.com/daarion/matrix-bridge/pkg/rooms"
 )
 
 // Version is set at build time with -ldflags.
@@ -37,10 +39,14 @@ type Bridge struct {
 	AS          *mxappservice.AppService
 	TypeCounter *consumer.TypeCounter
 	Consumers   *consumer.Group
+	Rooms       *rooms.Service
+	InternalAPI *internalapi.API
 
-	asListener net.Listener
-	asServer   *http.Server
-	serveDone  chan struct{}
+	asListener  net.Listener
+	asServer    *http.Server
+	apiListener net.Listener
+	apiServer   *http.Server
+	serving     sync.WaitGroup
 
 	background sync.WaitGroup
 	cancel     context.CancelFunc
@@ -84,29 +90,46 @@ func (b *Bridge) Start(ctx context.Context) error {
 		return fmt.Errorf("failed to set up the appservice client: %w", err)
 	}
 	b.AS.Log = b.Log.With().Str("component", "mautrix").Logger()
+	// Fail fast: the internal API answers 502/503 promptly when the
+	// homeserver is down, and the callers that should retry do so themselves.
+	b.AS.DefaultHTTPRetries = 0
 
-	handler := appservice.NewServer(appservice.Options{
+	b.Rooms, err = rooms.NewService(rooms.NewStore(b.DB), b.AS.BotIntent(), cfg.Homeserver.ServerName, cfg.Rooms)
+	if err != nil {
+		return err
+	}
+	b.InternalAPI, err = internalapi.New(internalapi.Options{
+		Services:     cfg.InternalAPI.Services,
+		Secret:       cfg.InternalAPI.ServiceSecret,
+		RateLimit:    cfg.InternalAPI.RateLimit,
+		MaxBodyBytes: cfg.InternalAPI.MaxBodyBytes,
+		Logger:       b.Log.With().Str("component", "internal_api").Logger(),
+	})
+	if err != nil {
+		return fmt.Errorf("failed to set up the internal API: %w", err)
+	}
+	b.InternalAPI.HandlePublic(http.MethodGet, "/healthz", b.handleHealth)
+	b.Rooms.RegisterRoutes(b.InternalAPI)
+
+	asHandler := appservice.NewServer(appservice.Options{
 		HSToken:         cfg.AppService.HSToken,
 		AllowQueryToken: cfg.AppService.AllowQueryToken,
 		MaxBodyBytes:    cfg.AppService.MaxBodyBytes,
-	}, b.EventLog, appservice.NoQueries{}, b.Log.With().Str("component", "appservice").Logger())
-	b.asListener, err = net.Listen("tcp", cfg.AppService.Listen)
-	if err != nil {
-		return fmt.Errorf("appservice.listen: failed to listen on %s: %w", cfg.AppService.Listen, err)
+	}, b.EventLog, queries{rooms: b.Rooms}, b.Log.With().Str("component", "appservice").Logger())
+	if b.asListener, b.asServer, err = b.serve("appservice.listen", cfg.AppService.Listen, asHandler); err != nil {
+		return err
 	}
-	b.asServer = &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second}
-	b.serveDone = make(chan struct{})
-	go func() {
-		defer close(b.serveDone)
-		if err := b.asServer.Serve(b.asListener); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			b.Log.Err(err).Msg("Appservice listener failed")
-		}
-	}()
 	b.Log.Info().Str("address", b.asListener.Addr().String()).Msg("Listening for the homeserver")
+	apiAddr := net.JoinHostPort(cfg.InternalAPI.Host, fmt.Sprint(cfg.InternalAPI.Port))
+	if b.apiListener, b.apiServer, err = b.serve("internal_api.port", apiAddr, b.InternalAPI); err != nil {
+		return err
+	}
+	b.Log.Info().Str("address", b.apiListener.Addr().String()).Msg("Internal API listening")
 
 	b.TypeCounter = consumer.NewTypeCounter()
 	b.Consumers = consumer.NewGroup(
 		consumer.NewRunner("type-counter", b.EventLog, b.TypeCounter, consumer.Options{}),
+		consumer.NewRunner("rooms", b.EventLog, b.Rooms, consumer.Options{}),
 	)
 	b.Consumers.Start(ctx)
 
@@ -118,9 +141,31 @@ func (b *Bridge) Start(ctx context.Context) error {
 	return nil
 }
 
+// serve starts an HTTP server on addr; key names the config key for errors.
+func (b *Bridge) serve(key, addr string, handler http.Handler) (net.Listener, *http.Server, error) {
+	listener, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: failed to listen on %s: %w", key, addr, err)
+	}
+	server := &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second}
+	b.serving.Add(1)
+	go func() {
+		defer b.serving.Done()
+		if err := server.Serve(listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			b.Log.Err(err).Str("address", addr).Msg("Listener failed")
+		}
+	}()
+	return listener, server, nil
+}
+
 // AppserviceAddr is the address the appservice listener is bound to.
 func (b *Bridge) AppserviceAddr() string {
 	return b.asListener.Addr().String()
+}
+
+// InternalAPIAddr is the address the internal API listener is bound to.
+func (b *Bridge) InternalAPIAddr() string {
+	return b.apiListener.Addr().String()
 }
 
 // connectHomeserver registers the bot, sets its profile and pings the
@@ -178,12 +223,15 @@ func (b *Bridge) pingHomeserver(ctx context.Context, log zerolog.Logger) {
 // flight), stop the consumers, close the database.
 func (b *Bridge) Stop(ctx context.Context) error {
 	var errs []error
-	if b.asServer != nil {
-		if err := b.asServer.Shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("failed to shut down the appservice listener: %w", err))
+	for _, server := range []*http.Server{b.asServer, b.apiServer} {
+		if server == nil {
+			continue
 		}
-		<-b.serveDone
+		if err := server.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("failed to shut down a listener: %w", err))
+		}
 	}
+	b.serving.Wait()
 	if b.cancel != nil {
 		b.cancel()
 	}

@@ -23,6 +23,7 @@ func testConfig(tdb testrig.TestDatabase) *config.Config {
 	cfg := config.Default()
 	cfg.Database.URL = tdb.URL()
 	cfg.AppService.Listen = "127.0.0.1:0"
+	cfg.InternalAPI.Port = freePort()
 	cfg.AppService.ASToken = "as"
 	cfg.AppService.HSToken = "hs"
 	// No homeserver here: the bridge must serve transactions regardless.
@@ -112,4 +113,13 @@ func TestStartErrorsDoNotLeakTheDatabasePassword(t *testing.T) {
 	if strings.Contains(err.Error(), "s3cret-pw") {
 		t.Errorf("error leaks the password: %v", err)
 	}
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }

@@ -1,0 +1,398 @@
+// Package internalapi is the HTTP framework of the bridge's internal API,
+// the one DAARION services call with an X-Internal-Service-Token. It
+// authenticates the calling service, checks the route's scope, applies the
+// per-service rate limit, bounds request bodies, assigns request ids, turns
+// panics into 500s and writes one access-log line per request. Endpoint
+// handlers live in other packages and register through Handle.
+package internalapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
+
+	"github.com/daarion/matrix-bridge/pkg/config"
+)
+
+// Header names the API reads and writes.
+const (
+	HeaderToken     = "X-Internal-Service-Token"
+	HeaderRequestID = "X-Request-Id"
+)
+
+// Scope is a permission a service token carries; every authenticated route
+// needs one.
+type Scope string
+
+// The scopes, as config.Scopes lists them.
+const (
+	ScopeRooms         Scope = "rooms"
+	ScopeMessaging     Scope = "messaging"
+	ScopeAgents        Scope = "agents"
+	ScopeSubscriptions Scope = "subscriptions"
+	ScopeAdmin         Scope = "admin"
+)
+
+func knownScope(s Scope) bool { return slices.Contains(config.Scopes, string(s)) }
+
+// Service is the authenticated caller of a request.
+type Service struct {
+	Name   string
+	Scopes []Scope
+}
+
+// Has reports whether the service carries scope.
+func (s *Service) Has(scope Scope) bool { return s != nil && slices.Contains(s.Scopes, scope) }
+
+type serviceKey struct{}
+type infoKey struct{}
+
+// ServiceFrom returns the service that made the request, or nil on a public
+// route. The value is the request's own copy.
+func ServiceFrom(ctx context.Context) *Service {
+	svc, _ := ctx.Value(serviceKey{}).(*Service)
+	return svc
+}
+
+// RequestIDFrom returns the request's id ("" outside a request).
+func RequestIDFrom(ctx context.Context) string {
+	if info, ok := ctx.Value(infoKey{}).(*requestInfo); ok {
+		return info.id
+	}
+	return ""
+}
+
+// Options configure the API.
+type Options struct {
+	// Services are the named tokens, each with its scopes.
+	Services []config.ServiceToken
+	// Secret is INTERNAL_SERVICE_SECRET: it authenticates the service
+	// config.SecretServiceName with every scope. "" means no such service.
+	Secret string
+	// RateLimit is a token bucket per service. A RequestsPerSecond of zero
+	// (or less) turns rate limiting off; Burst is at least 1.
+	RateLimit config.RateLimit
+	// MaxBodyBytes bounds a request body; 0 means 1 MiB.
+	MaxBodyBytes int64
+	// Logger gets the access log and is the base of each request's logger.
+	Logger zerolog.Logger
+	// Now is the clock of the rate limiter and the access log; nil means
+	// time.Now.
+	Now func() time.Time
+}
+
+// API is the internal API's router with its middleware. Serve the API
+// itself, not Router: the middleware runs in ServeHTTP.
+type API struct {
+	// Router holds the routes; register them through Handle and
+	// HandlePublic. It is exposed for inspection (Walk, URL building).
+	Router *mux.Router
+
+	tokens       []serviceToken
+	limiters     map[string]*rate.Limiter
+	maxBodyBytes int64
+	logger       zerolog.Logger
+	now          func() time.Time
+}
+
+// New checks the services and builds an API with no routes yet.
+func New(opts Options) (*API, error) {
+	a := &API{
+		limiters:     map[string]*rate.Limiter{},
+		maxBodyBytes: opts.MaxBodyBytes,
+		logger:       opts.Logger,
+		now:          opts.Now,
+	}
+	if a.maxBodyBytes <= 0 {
+		a.maxBodyBytes = 1 << 20
+	}
+	if a.now == nil {
+		a.now = time.Now
+	}
+
+	services := slices.Clone(opts.Services)
+	if opts.Secret != "" {
+		services = append(services, config.ServiceToken{
+			Name: config.SecretServiceName, Token: opts.Secret, Scopes: config.Scopes,
+		})
+	}
+	var errs []error
+	for i, st := range services {
+		key := fmt.Sprintf("service %q", st.Name)
+		if st.Name == config.SecretServiceName && opts.Secret != "" {
+			key = "the service secret"
+		}
+		if st.Name == "" {
+			errs = append(errs, fmt.Errorf("service #%d has no name", i))
+			continue
+		}
+		if _, dup := a.limiters[st.Name]; dup {
+			errs = append(errs, fmt.Errorf("service name %q is used twice", st.Name))
+			continue
+		}
+		a.limiters[st.Name] = newLimiter(opts.RateLimit)
+		if st.Token == "" {
+			errs = append(errs, fmt.Errorf("%s has no token", key))
+			continue
+		}
+		if len(st.Scopes) == 0 {
+			errs = append(errs, fmt.Errorf("%s has no scopes", key))
+		}
+		svc := &Service{Name: st.Name}
+		for _, s := range st.Scopes {
+			if !knownScope(Scope(s)) {
+				errs = append(errs, fmt.Errorf("%s has unknown scope %q", key, s))
+			}
+			svc.Scopes = append(svc.Scopes, Scope(s))
+		}
+		tok := serviceToken{hash: hashToken(st.Token), service: svc}
+		// Never name the token itself, only who shares it.
+		if j := findToken(st.Token, a.tokens); j >= 0 {
+			errs = append(errs, fmt.Errorf("%s has the same token as service %q", key, a.tokens[j].service.Name))
+			continue
+		}
+		a.tokens = append(a.tokens, tok)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("internal API: %w", err)
+	}
+
+	r := mux.NewRouter().UseEncodedPath()
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		WriteError(w, http.StatusNotFound, ErrUnrecognized, "unrecognized request")
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		WriteError(w, http.StatusMethodNotAllowed, ErrUnrecognized, "method not allowed")
+	})
+	a.Router = r
+	return a, nil
+}
+
+func newLimiter(rl config.RateLimit) *rate.Limiter {
+	if rl.RequestsPerSecond <= 0 {
+		return rate.NewLimiter(rate.Inf, 0)
+	}
+	return rate.NewLimiter(rate.Limit(rl.RequestsPerSecond), max(rl.Burst, 1))
+}
+
+// Handle registers an authenticated route that needs scope. The handler
+// finds the caller with ServiceFrom and its logger with zerolog.Ctx. Path
+// variables are matched on the escaped path: read them with PathVar.
+// An unknown scope or a nil handler panics.
+func (a *API) Handle(method, path string, scope Scope, h http.HandlerFunc) {
+	if !knownScope(scope) {
+		panic(fmt.Sprintf("internalapi: route %s %s has unknown scope %q", method, path, scope))
+	}
+	a.handle(method, path, scope, h)
+}
+
+// HandlePublic registers a route without authentication or rate limit
+// (GET /healthz).
+func (a *API) HandlePublic(method, path string, h http.HandlerFunc) {
+	a.handle(method, path, "", h)
+}
+
+func (a *API) handle(method, path string, scope Scope, h http.HandlerFunc) {
+	if h == nil {
+		panic(fmt.Sprintf("internalapi: route %s %s has no handler", method, path))
+	}
+	a.Router.Handle(path, a.route(path, scope, h)).Methods(method)
+}
+
+// PathVar returns the named path variable, unescaped; false when it is
+// missing, empty or badly escaped.
+func PathVar(r *http.Request, name string) (string, bool) {
+	raw, ok := mux.Vars(r)[name]
+	if !ok {
+		return "", false
+	}
+	value, err := url.PathUnescape(raw)
+	return value, err == nil && value != ""
+}
+
+// requestInfo is what the route wrapper tells ServeHTTP's access log.
+type requestInfo struct {
+	id      string
+	route   string
+	service string
+}
+
+// ServeHTTP runs the request through the middleware and the router.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := a.now()
+	info := &requestInfo{id: requestID(r.Header.Get(HeaderRequestID))}
+	w.Header().Set(HeaderRequestID, info.id)
+	logger := a.logger.With().Str("request_id", info.id).Logger()
+	ctx := logger.WithContext(context.WithValue(r.Context(), infoKey{}, info))
+	rec := &recorder{ResponseWriter: w}
+
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v) // a deliberate abort: net/http drops the connection quietly
+			}
+			logger.Error().
+				Str("route", info.route).
+				Str("service", info.service).
+				Str("panic", fmt.Sprint(v)).
+				Str("stack", string(debug.Stack())).
+				Msg("Internal API handler panicked")
+			// After the handler started its response, all that can be done
+			// is to log; the status logged is the one the client got.
+			if !rec.wroteHeader {
+				WriteError(rec, http.StatusInternalServerError, ErrInternal, "internal error")
+			}
+		}
+		a.logAccess(logger, r.Method, info, rec.statusCode(), a.now().Sub(start))
+	}()
+
+	if r.ContentLength > a.maxBodyBytes {
+		writeTooLarge(rec, a.maxBodyBytes)
+		return
+	}
+	r = r.WithContext(ctx)
+	if r.Body != nil && r.Body != http.NoBody {
+		// The server's own writer: MaxBytesReader tells it to close the
+		// connection after the response.
+		r.Body = http.MaxBytesReader(w, r.Body, a.maxBodyBytes)
+	}
+	a.Router.ServeHTTP(rec, r)
+}
+
+func (a *API) logAccess(logger zerolog.Logger, method string, info *requestInfo, status int, d time.Duration) {
+	event := logger.Debug()
+	if status >= 500 {
+		event = logger.Error()
+	}
+	route := info.route
+	if route == "" {
+		route = "unmatched"
+	}
+	event.
+		Str("method", method).
+		Str("route", route).
+		Int("status", status).
+		Dur("duration", d).
+		Str("service", info.service).
+		Msg("Internal API request")
+}
+
+// route wraps a handler with the route's logger fields and, when scope is
+// set, authentication, the rate limit and the scope check, in that order.
+func (a *API) route(path string, scope Scope, h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		info, _ := ctx.Value(infoKey{}).(*requestInfo)
+		if info != nil {
+			info.route = path
+		}
+		logger := zerolog.Ctx(ctx).With().Str("route", path).Logger()
+		if scope == "" {
+			h(w, r.WithContext(logger.WithContext(ctx)))
+			return
+		}
+
+		token := r.Header.Get(HeaderToken)
+		if token == "" {
+			WriteError(w, http.StatusUnauthorized, ErrMissingToken, "missing "+HeaderToken+" header")
+			return
+		}
+		i := findToken(token, a.tokens)
+		if i < 0 {
+			WriteError(w, http.StatusUnauthorized, ErrUnknownToken, "unknown service token")
+			return
+		}
+		known := a.tokens[i].service
+		if info != nil {
+			info.service = known.Name
+		}
+		logger = logger.With().Str("service", known.Name).Logger()
+
+		if ok, wait := a.allow(known.Name); !ok {
+			writeRateLimited(w, wait)
+			return
+		}
+		if !known.Has(scope) {
+			WriteError(w, http.StatusForbidden, ErrForbidden,
+				fmt.Sprintf("service %q lacks the %q scope this route needs", known.Name, scope))
+			return
+		}
+
+		svc := &Service{Name: known.Name, Scopes: slices.Clone(known.Scopes)}
+		ctx = context.WithValue(logger.WithContext(ctx), serviceKey{}, svc)
+		h(w, r.WithContext(ctx))
+	})
+}
+
+// allow takes a token from the service's bucket; when it is empty, it says
+// how long until one is available.
+func (a *API) allow(service string) (bool, time.Duration) {
+	lim := a.limiters[service]
+	if lim == nil {
+		return true, 0
+	}
+	now := a.now()
+	res := lim.ReserveN(now, 1)
+	if !res.OK() {
+		return false, time.Second
+	}
+	if wait := res.DelayFrom(now); wait > 0 {
+		res.CancelAt(now)
+		return false, wait
+	}
+	return true, 0
+}
+
+func writeRateLimited(w http.ResponseWriter, wait time.Duration) {
+	ms := max(int64(math.Ceil(float64(wait)/float64(time.Millisecond))), 1)
+	secs := max((ms+999)/1000, 1)
+	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+	writeErrorBody(w, http.StatusTooManyRequests, errorBody{
+		Error:        ErrLimitExceeded,
+		Message:      "too many requests; retry after " + strconv.FormatInt(ms, 10) + " ms",
+		RetryAfterMS: ms,
+	})
+}
+
+// recorder remembers the status for the access log.
+type recorder struct {
+	http.ResponseWriter
+	status      int
+	wroteHeader bool
+}
+
+func (rec *recorder) WriteHeader(status int) {
+	if !rec.wroteHeader && status >= 200 {
+		rec.status = status
+		rec.wroteHeader = true
+	}
+	rec.ResponseWriter.WriteHeader(status)
+}
+
+func (rec *recorder) Write(b []byte) (int, error) {
+	if !rec.wroteHeader {
+		rec.WriteHeader(http.StatusOK)
+	}
+	return rec.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (rec *recorder) Unwrap() http.ResponseWriter { return rec.ResponseWriter }
+
+func (rec *recorder) statusCode() int {
+	if rec.status == 0 {
+		return http.StatusOK
+	}
+	return rec.status
+}

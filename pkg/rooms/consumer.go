@@ -1,0 +1,99 @@
+package rooms
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/rs/zerolog"
+	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/daarion/matrix-bridge/pkg/eventlog"
+)
+
+// HandleEvents is the rooms consumer of the event log: a state event drops
+// its room from the metadata cache, and a tombstone in a city room moves the
+// city room to its replacement.
+func (s *Service) HandleEvents(ctx context.Context, events []*eventlog.Event) error {
+	for _, evt := range events {
+		if evt.Kind != eventlog.KindTimeline || evt.RoomID == "" {
+			continue
+		}
+		fields := gjson.GetMany(string(evt.JSON), "state_key", "content.replacement_room")
+		if !fields[0].Exists() {
+			continue
+		}
+		roomID := id.RoomID(evt.RoomID)
+		s.cache.Invalidate(roomID)
+		if evt.Type == "m.room.tombstone" && fields[0].Str == "" && fields[1].Str != "" {
+			if err := s.followTombstone(ctx, roomID, id.RoomID(fields[1].Str)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// followTombstone moves a city room to the room that replaced it: the bot
+// joins the new room, the #city_ alias is pointed at it, and the mapping
+// moves while the old room id stays resolvable.
+func (s *Service) followTombstone(ctx context.Context, oldRoomID, newRoomID id.RoomID) error {
+	log := zerolog.Ctx(ctx).With().Stringer("old_room_id", oldRoomID).Stringer("new_room_id", newRoomID).Logger()
+	if ValidateRoomID("replacement_room", newRoomID) != nil {
+		log.Warn().Msg("Ignoring tombstone with an invalid replacement room")
+		return nil
+	}
+	cr, err := s.store.ByRoomID(ctx, oldRoomID)
+	if err != nil {
+		return err
+	}
+	if cr == nil || cr.RoomID != oldRoomID {
+		return nil // not a city room, or already moved
+	}
+	unlock := s.locks.lock(cr.Slug)
+	defer unlock()
+
+	if _, err = s.bot.JoinRoomByID(ctx, newRoomID); err != nil {
+		if isTransient(err) {
+			return fmt.Errorf("failed to join replacement room: %w", err)
+		}
+		// A replacement the bot may not join will not become joinable by
+		// retrying; say so and leave the mapping where it is.
+		log.Error().Err(err).Str("slug", cr.Slug).Msg("Bridge bot cannot join the replacement of a city room; mapping not moved")
+		return nil
+	}
+	// Synapse moves local aliases on upgrade itself; elsewhere move it here.
+	resolved, err := s.bot.ResolveAlias(ctx, cr.Alias)
+	if err != nil && !isMatrixCode(err, "M_NOT_FOUND") {
+		return fmt.Errorf("failed to resolve %s: %w", cr.Alias, err)
+	}
+	if resolved == nil || resolved.RoomID != newRoomID {
+		if resolved != nil {
+			if _, err = s.bot.DeleteAlias(ctx, cr.Alias); err != nil && !isMatrixCode(err, "M_NOT_FOUND") {
+				return fmt.Errorf("failed to remove %s from the old room: %w", cr.Alias, err)
+			}
+		}
+		if _, err = s.bot.CreateAlias(ctx, cr.Alias, newRoomID); err != nil {
+			return fmt.Errorf("failed to point %s at the new room: %w", cr.Alias, err)
+		}
+	}
+	if err = s.store.MoveToRoom(ctx, cr.Slug, oldRoomID, newRoomID); err != nil {
+		return err
+	}
+	log.Info().Str("slug", cr.Slug).Msg("City room followed its room upgrade")
+	return nil
+}
+
+// isTransient reports whether a failed homeserver call may succeed later:
+// the homeserver was unreachable, failed, or rate limited the bridge.
+func isTransient(err error) bool {
+	var httpErr mautrix.HTTPError
+	if errors.As(err, &httpErr) && httpErr.Response != nil {
+		code := httpErr.Response.StatusCode
+		return code >= 500 || code == http.StatusTooManyRequests
+	}
+	return true
+}

@@ -1,0 +1,399 @@
+package rooms
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/daarion/matrix-bridge/pkg/config"
+	"github.com/daarion/matrix-bridge/pkg/internalapi"
+)
+
+// RegisterRoutes adds the room endpoints to the internal API. Static paths
+// are registered before /rooms/{roomId}, which would otherwise match them.
+func (s *Service) RegisterRoutes(api *internalapi.API) {
+	api.Handle(http.MethodPost, "/internal/matrix/rooms/create", internalapi.ScopeRooms, s.handleCreateCityRoom)
+	api.Handle(http.MethodGet, "/internal/matrix/rooms/find-by-alias", internalapi.ScopeRooms, s.handleFindByAlias)
+	api.Handle(http.MethodGet, "/internal/matrix/rooms", internalapi.ScopeRooms, s.handleList)
+	api.Handle(http.MethodPost, "/internal/matrix/create-room", internalapi.ScopeRooms, s.handleCreateRoom)
+	api.Handle(http.MethodGet, "/internal/matrix/rooms/{roomId}", internalapi.ScopeRooms, s.handleGetRoom)
+	api.Handle(http.MethodPut, "/internal/matrix/rooms/{roomId}/name", internalapi.ScopeRooms, s.handleSetState(event.StateRoomName, "name"))
+	api.Handle(http.MethodPut, "/internal/matrix/rooms/{roomId}/topic", internalapi.ScopeRooms, s.handleSetState(event.StateTopic, "topic"))
+	api.Handle(http.MethodPut, "/internal/matrix/rooms/{roomId}/avatar", internalapi.ScopeRooms, s.handleSetState(event.StateRoomAvatar, "avatar_url"))
+	api.Handle(http.MethodPost, "/internal/matrix/rooms/{roomId}/archive", internalapi.ScopeRooms, s.handleArchive)
+	api.Handle(http.MethodPost, "/internal/matrix/rooms/{roomId}/unarchive", internalapi.ScopeRooms, s.handleUnarchive)
+}
+
+// writeError answers an error from the service in the shape the specs use.
+func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var fieldErr *FieldError
+	var conflict *ConflictError
+	var matrixErr *MatrixError
+	switch {
+	case errors.As(err, &fieldErr):
+		internalapi.WriteFieldError(w, fieldErr.Field, fieldErr.Problem)
+	case errors.Is(err, ErrNotFound):
+		internalapi.WriteError(w, http.StatusNotFound, "M_NOT_FOUND", "no such room, or the bridge bot is not in it")
+	case errors.As(err, &conflict):
+		internalapi.WriteError(w, http.StatusConflict, "M_ROOM_IN_USE", conflict.Detail)
+	case errors.As(err, &matrixErr):
+		// The rooms bridge spec's shape for a homeserver failure.
+		internalapi.WriteJSON(w, matrixErr.Status, map[string]string{"error": "matrix_unavailable", "detail": matrixErr.Detail})
+	default:
+		internalapi.WriteInternalError(w, r, err)
+	}
+}
+
+// roomIDVar reads and checks the {roomId} path variable.
+func roomIDVar(w http.ResponseWriter, r *http.Request) (id.RoomID, bool) {
+	raw, _ := internalapi.PathVar(r, "roomId")
+	roomID := id.RoomID(raw)
+	if err := ValidateRoomID("roomId", roomID); err != nil {
+		writeError(w, r, err)
+		return "", false
+	}
+	return roomID, true
+}
+
+type mappingResponse struct {
+	MatrixRoomID    id.RoomID    `json:"matrix_room_id"`
+	MatrixRoomAlias id.RoomAlias `json:"matrix_room_alias"`
+}
+
+func (s *Service) handleCreateCityRoom(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Slug       string `json:"slug"`
+		Name       string `json:"name"`
+		Visibility string `json:"visibility"`
+		Topic      string `json:"topic"`
+	}
+	if !internalapi.DecodeJSON(w, r, &body) {
+		return
+	}
+	cr, err := s.Create(r.Context(), CreateRequest{Slug: body.Slug, Name: body.Name, Visibility: body.Visibility, Topic: body.Topic})
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	internalapi.WriteJSON(w, http.StatusOK, mappingResponse{cr.RoomID, cr.Alias})
+}
+
+func (s *Service) handleFindByAlias(w http.ResponseWriter, r *http.Request) {
+	alias := r.URL.Query().Get("alias")
+	if alias == "" {
+		internalapi.WriteFieldError(w, "alias", "is required")
+		return
+	}
+	cr, err := s.FindByAlias(r.Context(), id.RoomAlias(alias))
+	if errors.Is(err, ErrNotFound) {
+		internalapi.WriteJSON(w, http.StatusNotFound, map[string]string{"error": "not_found"})
+		return
+	} else if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	internalapi.WriteJSON(w, http.StatusOK, mappingResponse{cr.RoomID, cr.Alias})
+}
+
+// CityRoomJSON is a city room in list answers.
+type CityRoomJSON struct {
+	Slug            string       `json:"slug"`
+	MatrixRoomID    id.RoomID    `json:"matrix_room_id"`
+	MatrixRoomAlias id.RoomAlias `json:"matrix_room_alias"`
+	Name            string       `json:"name"`
+	Topic           string       `json:"topic"`
+	Visibility      string       `json:"visibility"`
+	Archived        bool         `json:"archived"`
+	CreatedAt       time.Time    `json:"created_at"`
+	UpdatedAt       time.Time    `json:"updated_at"`
+}
+
+// ToJSON returns the list-answer form of a city room.
+func (cr *CityRoom) ToJSON() CityRoomJSON {
+	return CityRoomJSON{cr.Slug, cr.RoomID, cr.Alias, cr.Name, cr.Topic, cr.Visibility, cr.Archived,
+		cr.CreatedAt.UTC(), cr.UpdatedAt.UTC()}
+}
+
+const (
+	defaultListLimit = 50
+	maxListLimit     = 500
+)
+
+func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	opts := ListOptions{Prefix: q.Get("prefix"), After: q.Get("after"), Limit: defaultListLimit}
+	if opts.Prefix != "" && !slugRegex.MatchString(opts.Prefix) {
+		internalapi.WriteFieldError(w, "prefix", "must be the start of a slug (lower-case letters, digits, '-', '_')")
+		return
+	}
+	if raw := q.Get("archived"); raw != "" {
+		archived, err := strconv.ParseBool(raw)
+		if err != nil {
+			internalapi.WriteFieldError(w, "archived", "must be true or false")
+			return
+		}
+		opts.Archived = &archived
+	}
+	if raw := q.Get("limit"); raw != "" {
+		n, err := strconv.Atoi(raw)
+		if err != nil || n < 1 || n > maxListLimit {
+			internalapi.WriteFieldError(w, "limit", "must be a whole number from 1 to 500")
+			return
+		}
+		opts.Limit = n
+	}
+	list, err := s.List(r.Context(), opts)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	resp := struct {
+		Rooms     []CityRoomJSON `json:"rooms"`
+		NextAfter string         `json:"next_after,omitempty"`
+	}{Rooms: make([]CityRoomJSON, 0, len(list))}
+	for _, cr := range list {
+		resp.Rooms = append(resp.Rooms, cr.ToJSON())
+	}
+	if len(list) == opts.Limit {
+		resp.NextAfter = list[len(list)-1].Slug
+	}
+	internalapi.WriteJSON(w, http.StatusOK, resp)
+}
+
+func (s *Service) handleGetRoom(w http.ResponseWriter, r *http.Request) {
+	roomID, ok := roomIDVar(w, r)
+	if !ok {
+		return
+	}
+	// A city room's old id (before an upgrade) resolves to where it lives now.
+	if cr, err := s.store.ByRoomID(r.Context(), roomID); err == nil && cr != nil {
+		roomID = cr.RoomID
+	}
+	meta, err := s.cache.Get(r.Context(), roomID)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	internalapi.WriteJSON(w, http.StatusOK, meta)
+}
+
+// handleSetState sets the room's name, topic or avatar from {field: value}.
+func (s *Service) handleSetState(evtType event.Type, field string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		roomID, ok := roomIDVar(w, r)
+		if !ok {
+			return
+		}
+		var body map[string]*string
+		if !internalapi.DecodeJSON(w, r, &body) {
+			return
+		}
+		for key := range body {
+			if key != field {
+				internalapi.WriteError(w, http.StatusBadRequest, "M_BAD_JSON", key+": unknown field")
+				return
+			}
+		}
+		value := body[field]
+		if value == nil {
+			internalapi.WriteFieldError(w, field, "is required")
+			return
+		}
+		var content any
+		switch field {
+		case "name":
+			if err := validateText(field, *value, false, maxNameRunes); err != nil {
+				writeError(w, r, err)
+				return
+			}
+			content = &event.RoomNameEventContent{Name: *value}
+		case "topic":
+			if err := validateText(field, *value, false, maxTopicRunes); err != nil {
+				writeError(w, r, err)
+				return
+			}
+			content = &event.TopicEventContent{Topic: *value}
+		default:
+			uri, err := id.ParseContentURI(*value)
+			if *value != "" && (err != nil || uri.IsEmpty()) {
+				internalapi.WriteFieldError(w, field, "must be an mxc:// URI")
+				return
+			}
+			content = &event.RoomAvatarEventContent{URL: id.ContentURIString(*value)}
+		}
+		resp, err := s.bot.Client.SendStateEvent(r.Context(), roomID, evtType, "", content)
+		if isMatrixCode(err, "M_FORBIDDEN") || isMatrixCode(err, "M_NOT_FOUND") {
+			writeError(w, r, ErrNotFound)
+			return
+		} else if err != nil {
+			writeError(w, r, matrixFailure("setting the room's "+field, err))
+			return
+		}
+		s.cache.Invalidate(roomID)
+		internalapi.WriteJSON(w, http.StatusOK, map[string]id.EventID{"event_id": resp.EventID})
+	}
+}
+
+type archiveResponse struct {
+	MatrixRoomID    id.RoomID    `json:"matrix_room_id"`
+	MatrixRoomAlias id.RoomAlias `json:"matrix_room_alias"`
+	Slug            string       `json:"slug"`
+	Archived        bool         `json:"archived"`
+}
+
+func (s *Service) handleArchive(w http.ResponseWriter, r *http.Request) {
+	roomID, ok := roomIDVar(w, r)
+	if !ok {
+		return
+	}
+	var body struct {
+		Reason string `json:"reason"`
+	}
+	if r.ContentLength != 0 && !internalapi.DecodeJSON(w, r, &body) {
+		return
+	}
+	cr, err := s.Archive(r.Context(), roomID, body.Reason)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	internalapi.WriteJSON(w, http.StatusOK, archiveResponse{cr.RoomID, cr.Alias, cr.Slug, cr.Archived})
+}
+
+func (s *Service) handleUnarchive(w http.ResponseWriter, r *http.Request) {
+	roomID, ok := roomIDVar(w, r)
+	if !ok {
+		return
+	}
+	cr, err := s.Unarchive(r.Context(), roomID)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	internalapi.WriteJSON(w, http.StatusOK, archiveResponse{cr.RoomID, cr.Alias, cr.Slug, cr.Archived})
+}
+
+// createRoomBody is the gateway spec's POST /internal/matrix/create-room.
+type createRoomBody struct {
+	Name                      string          `json:"name"`
+	Topic                     string          `json:"topic"`
+	Visibility                string          `json:"visibility"`
+	RoomAliasName             string          `json:"room_alias_name"`
+	Preset                    string          `json:"preset"`
+	InitialState              []stateEvent    `json:"initial_state"`
+	PowerLevelContentOverride json.RawMessage `json:"power_level_content_override"`
+	CreationContent           json.RawMessage `json:"creation_content"`
+}
+
+type stateEvent struct {
+	Type     string          `json:"type"`
+	StateKey *string         `json:"state_key"`
+	Content  json.RawMessage `json:"content"`
+}
+
+func (b *createRoomBody) toRequest() (*mautrix.ReqCreateRoom, error) {
+	if err := errors.Join(
+		validateText("name", b.Name, false, maxNameRunes),
+		validateText("topic", b.Topic, false, maxTopicRunes),
+	); err != nil {
+		return nil, err
+	}
+	switch b.Visibility {
+	case "", "public", "private":
+	default:
+		return nil, &FieldError{Field: "visibility", Problem: `must be "public" or "private"`}
+	}
+	switch b.Preset {
+	case "", "private_chat", "public_chat", "trusted_private_chat":
+	default:
+		return nil, &FieldError{Field: "preset", Problem: "must be private_chat, public_chat or trusted_private_chat"}
+	}
+	if b.RoomAliasName != "" {
+		if len(b.RoomAliasName) > 200 || strings.ContainsAny(b.RoomAliasName, ": #\x00") {
+			return nil, &FieldError{Field: "room_alias_name", Problem: "must be an alias localpart without ':', '#' or spaces, at most 200 characters"}
+		}
+		if strings.HasPrefix(b.RoomAliasName, config.CityAliasPrefix) {
+			return nil, &FieldError{Field: "room_alias_name", Problem: "city_ aliases are made by POST /internal/matrix/rooms/create"}
+		}
+	}
+	req := &mautrix.ReqCreateRoom{Name: b.Name, Topic: b.Topic, Visibility: b.Visibility, RoomAliasName: b.RoomAliasName, Preset: b.Preset}
+	for i, st := range b.InitialState {
+		field := "initial_state[" + strconv.Itoa(i) + "]"
+		if st.Type == "" {
+			return nil, &FieldError{Field: field + ".type", Problem: "is required"}
+		}
+		if !isJSONObject(st.Content) {
+			return nil, &FieldError{Field: field + ".content", Problem: "must be an object"}
+		}
+		stateKey := ""
+		if st.StateKey != nil {
+			stateKey = *st.StateKey
+		}
+		evt := &event.Event{Type: event.Type{Type: st.Type, Class: event.StateEventType}, StateKey: &stateKey}
+		evt.Content.VeryRaw = st.Content
+		req.InitialState = append(req.InitialState, evt)
+	}
+	if len(b.PowerLevelContentOverride) > 0 {
+		if !isJSONObject(b.PowerLevelContentOverride) {
+			return nil, &FieldError{Field: "power_level_content_override", Problem: "must be an object"}
+		}
+		var pl event.PowerLevelsEventContent
+		if err := json.Unmarshal(b.PowerLevelContentOverride, &pl); err != nil {
+			return nil, &FieldError{Field: "power_level_content_override", Problem: "is not valid power levels content: " + err.Error()}
+		}
+		req.PowerLevelOverride = &pl
+	}
+	if len(b.CreationContent) > 0 {
+		if !isJSONObject(b.CreationContent) {
+			return nil, &FieldError{Field: "creation_content", Problem: "must be an object"}
+		}
+		_ = json.Unmarshal(b.CreationContent, &req.CreationContent)
+	}
+	return req, nil
+}
+
+func isJSONObject(raw json.RawMessage) bool {
+	var obj map[string]json.RawMessage
+	return json.Unmarshal(raw, &obj) == nil && obj != nil
+}
+
+func (s *Service) handleCreateRoom(w http.ResponseWriter, r *http.Request) {
+	var body createRoomBody
+	if !internalapi.DecodeJSON(w, r, &body) {
+		return
+	}
+	req, err := body.toRequest()
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	resp, err := s.bot.CreateRoom(r.Context(), req)
+	if isMatrixCode(err, "M_ROOM_IN_USE") {
+		writeError(w, r, &ConflictError{Detail: "room_alias_name is already taken"})
+		return
+	} else if isMatrixCode(err, "M_BAD_JSON") || isMatrixCode(err, "M_INVALID_PARAM") || isMatrixCode(err, "M_UNSUPPORTED_ROOM_VERSION") {
+		var httpErr mautrix.HTTPError
+		errors.As(err, &httpErr)
+		internalapi.WriteError(w, http.StatusBadRequest, httpErr.RespError.ErrCode, "the homeserver refused the room: "+httpErr.RespError.Err)
+		return
+	} else if err != nil {
+		writeError(w, r, matrixFailure("creating the room", err))
+		return
+	}
+	var alias *id.RoomAlias
+	if body.RoomAliasName != "" {
+		a := id.NewRoomAlias(body.RoomAliasName, s.serverName)
+		alias = &a
+	}
+	internalapi.WriteJSON(w, http.StatusOK, struct {
+		RoomID    id.RoomID     `json:"room_id"`
+		RoomAlias *id.RoomAlias `json:"room_alias"`
+	}{resp.RoomID, alias})
+}

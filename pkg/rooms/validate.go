@@ -1,0 +1,70 @@
+package rooms
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"maunium.net/go/mautrix/id"
+)
+
+// Slug rules: lower-case letters, digits, '-' and '_', starting with a letter
+// or digit, 1 to 64 characters. The alias #city_<slug>:<server> then stays
+// well inside Matrix's 255-byte limit.
+var slugRegex = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+
+const (
+	maxNameRunes  = 200
+	maxTopicRunes = 1000
+)
+
+// ValidateSlug checks a city room slug.
+func ValidateSlug(field, slug string) error {
+	if !slugRegex.MatchString(slug) {
+		return &FieldError{Field: field, Problem: "must be 1-64 lower-case letters, digits, '-' or '_', starting with a letter or digit"}
+	}
+	return nil
+}
+
+func validateText(field, value string, required bool, maxRunes int) error {
+	switch {
+	case required && strings.TrimSpace(value) == "":
+		return &FieldError{Field: field, Problem: "is required"}
+	case !utf8.ValidString(value):
+		return &FieldError{Field: field, Problem: "must be valid UTF-8"}
+	case utf8.RuneCountInString(value) > maxRunes:
+		return &FieldError{Field: field, Problem: fmt.Sprintf("must be at most %d characters", maxRunes)}
+	case strings.ContainsFunc(value, func(r rune) bool { return unicode.IsControl(r) && r != '\n' && r != '\t' }):
+		return &FieldError{Field: field, Problem: "must not contain control characters"}
+	}
+	return nil
+}
+
+// ValidateVisibility checks a visibility value.
+func ValidateVisibility(field, v string) error {
+	if v != "public" && v != "private" {
+		return &FieldError{Field: field, Problem: `must be "public" or "private"`}
+	}
+	return nil
+}
+
+// ValidateRoomID checks a Matrix room id (!opaque:server).
+func ValidateRoomID(field string, roomID id.RoomID) error {
+	s := string(roomID)
+	if len(s) < 4 || len(s) > 255 || s[0] != '!' || !strings.Contains(s[1:], ":") || strings.ContainsAny(s, " \x00/") {
+		return &FieldError{Field: field, Problem: "must be a Matrix room id such as !abc:example.org"}
+	}
+	return nil
+}
+
+// parseAlias checks a room alias (#local:server).
+func parseAlias(field string, alias id.RoomAlias) (localpart, server string, err error) {
+	s := string(alias)
+	local, srv, ok := strings.Cut(strings.TrimPrefix(s, "#"), ":")
+	if len(s) > 255 || !strings.HasPrefix(s, "#") || !ok || local == "" || srv == "" || strings.ContainsAny(s, " \x00") {
+		return "", "", &FieldError{Field: field, Problem: "must be a Matrix room alias such as #city_kyiv:example.org"}
+	}
+	return local, srv, nil
+}
