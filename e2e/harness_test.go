@@ -76,13 +76,29 @@ type stack struct {
 	bridge     *bridgeProcess
 	db         testrig.TestDatabase
 	log        *eventlog.Log
+	apiURL     string
+}
+
+// stackOptions add to the bridge's config.
+type stackOptions struct {
+	// internalAPI is YAML indented by four spaces, added under internal_api.
+	internalAPI string
+	// extra is YAML of further top-level sections.
+	extra string
 }
 
 func newStack(t *testing.T, tdb testrig.TestDatabase) *stack {
 	t.Helper()
+	return newStackWith(t, tdb, stackOptions{})
+}
+
+// newStackWith starts a homeserver and a bridge with extra config.
+func newStackWith(t *testing.T, tdb testrig.TestDatabase, opts stackOptions) *stack {
+	t.Helper()
 	dir := t.TempDir()
 	hsPort, asPort, apiPort := freePort(t), freePort(t), freePort(t)
-	s := &stack{t: t, dir: dir, db: tdb, configPath: filepath.Join(dir, "config.yaml")}
+	s := &stack{t: t, dir: dir, db: tdb, configPath: filepath.Join(dir, "config.yaml"),
+		apiURL: fmt.Sprintf("http://127.0.0.1:%d", apiPort)}
 	cfgYAML := fmt.Sprintf(`homeserver:
     url: http://127.0.0.1:%d
     server_name: %s
@@ -94,9 +110,11 @@ database:
 internal_api:
     port: %d
     service_secret: %s
+%s
 logging:
     level: debug
-`, hsPort, serverName, asPort, asPort, tdb.URL(), apiPort, serviceSecret)
+%s
+`, hsPort, serverName, asPort, asPort, tdb.URL(), apiPort, serviceSecret, opts.internalAPI, opts.extra)
 	if err := os.WriteFile(s.configPath, []byte(cfgYAML), 0o600); err != nil {
 		t.Fatal(err)
 	}

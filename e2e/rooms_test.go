@@ -1,0 +1,520 @@
+package e2e_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/daarion/matrix-bridge/pkg/testrig"
+)
+
+func createCity(t *testing.T, s *stack, slug, name, topic string) (id.RoomID, id.RoomAlias) {
+	t.Helper()
+	res := s.api(t, http.MethodPost, "/internal/matrix/rooms/create", map[string]string{
+		"slug": slug, "name": name, "visibility": "public", "topic": topic,
+	})
+	if res.status != http.StatusOK {
+		t.Fatalf("create %s: %d %s", slug, res.status, res.body)
+	}
+	return id.RoomID(res.str("matrix_room_id")), id.RoomAlias(res.str("matrix_room_alias"))
+}
+
+func listSlugs(t *testing.T, s *stack, query string) []string {
+	t.Helper()
+	res := s.api(t, http.MethodGet, "/internal/matrix/rooms"+query, nil)
+	if res.status != http.StatusOK {
+		t.Fatalf("list: %d %s", res.status, res.body)
+	}
+	var slugs []string
+	rooms, _ := res.json["rooms"].([]any)
+	for _, r := range rooms {
+		slugs = append(slugs, r.(map[string]any)["slug"].(string))
+	}
+	return slugs
+}
+
+func eventually(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// The whole life of a city room, with a human on a real client watching.
+func TestCityRoomLifecycle(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		ctx := context.Background()
+		s := newStack(t, tdb)
+		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
+
+		roomID, alias := createCity(t, s, "kyiv", "Kyiv", "The capital")
+		if alias != id.NewRoomAlias("city_kyiv", serverName) {
+			t.Errorf("alias = %s", alias)
+		}
+		// The same slug again is the same room.
+		if again, _ := createCity(t, s, "kyiv", "Kyiv", "The capital"); again != roomID {
+			t.Errorf("second create gave %s, first %s", again, roomID)
+		}
+
+		// A human joins by the alias and sees the name and topic.
+		alice, joined := s.humanJoins("alice", alias)
+		if joined != roomID {
+			t.Fatalf("alias resolved to %s, want %s", joined, roomID)
+		}
+		var name event.RoomNameEventContent
+		var topic event.TopicEventContent
+		if err := alice.StateEvent(ctx, roomID, event.StateRoomName, "", &name); err != nil || name.Name != "DAARION City — Kyiv" {
+			t.Errorf("the human sees name %q (%v)", name.Name, err)
+		}
+		if err := alice.StateEvent(ctx, roomID, event.StateTopic, "", &topic); err != nil || topic.Topic != "The capital" {
+			t.Errorf("the human sees topic %q (%v)", topic.Topic, err)
+		}
+		var pl event.PowerLevelsEventContent
+		if err := alice.StateEvent(ctx, roomID, event.StatePowerLevels, "", &pl); err != nil || pl.GetUserLevel(s.cfg.BotUserID()) != 100 {
+			t.Errorf("bot power level = %d (%v), want 100", pl.GetUserLevel(s.cfg.BotUserID()), err)
+		}
+
+		// Metadata, then a name change made by the human in Matrix.
+		meta := s.api(t, http.MethodGet, "/internal/matrix/rooms/"+url.PathEscape(roomID.String()), nil)
+		if meta.status != 200 || meta.str("name") != "DAARION City — Kyiv" || meta.str("topic") != "The capital" ||
+			meta.json["joined_members"] != float64(2) || meta.json["encryption"] != nil {
+			t.Fatalf("metadata = %d %s", meta.status, meta.body)
+		}
+		pl.SetUserLevel(alice.UserID, 50)
+		if _, err := s.botClient().SendStateEvent(ctx, roomID, event.StatePowerLevels, "", &pl); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.SendStateEvent(ctx, roomID, event.StateRoomName, "", &event.RoomNameEventContent{Name: "Kyiv by Alice"}); err != nil {
+			t.Fatal(err)
+		}
+		// The cache TTL is minutes: only the state event can refresh it this fast.
+		eventually(t, "the cached name to follow the human's change", 15*time.Second, func() bool {
+			return s.api(t, http.MethodGet, "/internal/matrix/rooms/"+url.PathEscape(roomID.String()), nil).str("name") == "Kyiv by Alice"
+		})
+
+		// Name, topic and avatar through the API.
+		for _, tc := range []struct{ path, field, value string }{
+			{"name", "name", "DAARION City — Kyiv"},
+			{"topic", "topic", "Capital of Ukraine"},
+			{"avatar", "avatar_url", "mxc://daarion.test/avatar1"},
+		} {
+			res := s.api(t, http.MethodPut, "/internal/matrix/rooms/"+url.PathEscape(roomID.String())+"/"+tc.path, map[string]string{tc.field: tc.value})
+			if res.status != 200 || !strings.HasPrefix(res.str("event_id"), "$") {
+				t.Errorf("PUT %s: %d %s", tc.path, res.status, res.body)
+			}
+		}
+		meta = s.api(t, http.MethodGet, "/internal/matrix/rooms/"+url.PathEscape(roomID.String()), nil)
+		if meta.str("topic") != "Capital of Ukraine" || meta.str("avatar_url") != "mxc://daarion.test/avatar1" {
+			t.Errorf("metadata after PUTs = %s", meta.body)
+		}
+
+		// Archive blocks the human; unarchive lets them talk again.
+		res := s.api(t, http.MethodPost, "/internal/matrix/rooms/"+url.PathEscape(roomID.String())+"/archive", map[string]string{"reason": "season over"})
+		if res.status != 200 || res.json["archived"] != true {
+			t.Fatalf("archive: %d %s", res.status, res.body)
+		}
+		_, err := alice.SendText(ctx, roomID, "can I still talk?")
+		if !isForbidden(err) {
+			t.Errorf("a human posted in an archived room (err %v)", err)
+		}
+		if got := listSlugs(t, s, "?archived=true"); len(got) != 1 || got[0] != "kyiv" {
+			t.Errorf("archived rooms = %v", got)
+		}
+		res = s.api(t, http.MethodPost, "/internal/matrix/rooms/"+url.PathEscape(roomID.String())+"/unarchive", nil)
+		if res.status != 200 || res.json["archived"] != false {
+			t.Fatalf("unarchive: %d %s", res.status, res.body)
+		}
+		if _, err = alice.SendText(ctx, roomID, "back again"); err != nil {
+			t.Errorf("human cannot post after unarchive: %v", err)
+		}
+
+		createCity(t, s, "lviv", "Lviv", "")
+		if got := listSlugs(t, s, "?prefix=ky"); len(got) != 1 || got[0] != "kyiv" {
+			t.Errorf("prefix ky = %v", got)
+		}
+		if got := listSlugs(t, s, "?limit=1"); len(got) != 1 || got[0] != "kyiv" {
+			t.Errorf("first page = %v", got)
+		}
+		if got := listSlugs(t, s, "?limit=1&after=kyiv"); len(got) != 1 || got[0] != "lviv" {
+			t.Errorf("second page = %v", got)
+		}
+		if got := listSlugs(t, s, "?archived=false"); len(got) != 2 {
+			t.Errorf("unarchived = %v", got)
+		}
+
+		// Health: both parts connected.
+		if h := s.apiAs(t, "", http.MethodGet, "/healthz", nil); h.status != 200 || h.str("synapse") != "connected" || h.str("database") != "connected" {
+			t.Errorf("healthz = %d %s", h.status, h.body)
+		}
+	})
+}
+
+func isForbidden(err error) bool {
+	var httpErr mautrix.HTTPError
+	return err != nil && errors.As(err, &httpErr) && httpErr.RespError != nil && httpErr.RespError.ErrCode == "M_FORBIDDEN"
+}
+
+// 20 concurrent creates of one slug make one Matrix room.
+func TestConcurrentCreatesMakeOneRoom(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		s := newStack(t, tdb)
+		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
+		var wg sync.WaitGroup
+		results := make([]apiResult, 20)
+		for i := range results {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i] = s.api(t, http.MethodPost, "/internal/matrix/rooms/create",
+					map[string]string{"slug": "odesa", "name": "Odesa", "visibility": "public"})
+			}()
+		}
+		wg.Wait()
+		first := results[0].str("matrix_room_id")
+		for i, res := range results {
+			if res.status != 200 || res.str("matrix_room_id") != first {
+				t.Errorf("request %d: %d %s (first got %s)", i, res.status, res.body, first)
+			}
+		}
+		joined, err := s.botClient().JoinedRooms(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(joined.JoinedRooms) != 1 {
+			t.Errorf("the bot is in %d rooms, want exactly one", len(joined.JoinedRooms))
+		}
+		if got := listSlugs(t, s, ""); len(got) != 1 {
+			t.Errorf("mappings = %v", got)
+		}
+	})
+}
+
+// With the homeserver down the API says so and records nothing; when it is
+// back, the retry succeeds.
+func TestHomeserverOutage(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		s := newStack(t, tdb)
+		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
+		if err := s.hs.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		body := map[string]string{"slug": "outage", "name": "Outage", "visibility": "private"}
+		res := s.api(t, http.MethodPost, "/internal/matrix/rooms/create", body)
+		if (res.status != 502 && res.status != 503) || res.str("error") != "matrix_unavailable" || res.str("detail") == "" {
+			t.Errorf("create with the homeserver down: %d %s", res.status, res.body)
+		}
+		if got := listSlugs(t, s, ""); len(got) != 0 {
+			t.Errorf("a failed create left rows: %v", got)
+		}
+		if h := s.apiAs(t, "", http.MethodGet, "/healthz", nil); h.status != 503 || h.str("synapse") != "unreachable" || h.str("database") != "connected" {
+			t.Errorf("healthz with the homeserver down = %d %s", h.status, h.body)
+		}
+
+		if err := s.hs.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		res = s.api(t, http.MethodPost, "/internal/matrix/rooms/create", body)
+		if res.status != 200 || !strings.HasPrefix(res.str("matrix_room_id"), "!") {
+			t.Fatalf("retry after the outage: %d %s", res.status, res.body)
+		}
+		if got := listSlugs(t, s, ""); len(got) != 1 || got[0] != "outage" {
+			t.Errorf("after the retry: %v", got)
+		}
+		if h := s.apiAs(t, "", http.MethodGet, "/healthz", nil); h.status != 200 {
+			t.Errorf("healthz after the outage = %d %s", h.status, h.body)
+		}
+	})
+}
+
+func TestFindByAlias(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		ctx := context.Background()
+		s := newStack(t, tdb)
+		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
+		find := func(alias string) apiResult {
+			return s.api(t, http.MethodGet, "/internal/matrix/rooms/find-by-alias?alias="+url.QueryEscape(alias), nil)
+		}
+
+		if res := find("#city_nowhere:" + serverName); res.status != 404 || res.str("error") != "not_found" {
+			t.Errorf("unknown alias: %d %s", res.status, res.body)
+		}
+
+		// A room with a city alias made outside the bridge's tables (as an
+		// interrupted create would leave it) is found and recorded.
+		orphan, err := s.botClient().CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: "city_orphan", Name: "DAARION City — Orphan"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := find("#city_orphan:" + serverName)
+		if res.status != 200 || res.str("matrix_room_id") != orphan.RoomID.String() {
+			t.Fatalf("orphan: %d %s", res.status, res.body)
+		}
+		if got := listSlugs(t, s, ""); len(got) != 1 || got[0] != "orphan" {
+			t.Errorf("orphan not recorded: %v", got)
+		}
+		list := s.api(t, http.MethodGet, "/internal/matrix/rooms", nil)
+		if !strings.Contains(string(list.body), `"name":"Orphan"`) || !strings.Contains(string(list.body), `"visibility":"public"`) {
+			t.Errorf("adopted room's description: %s", list.body)
+		}
+
+		// A squatted alias (Dendrite lets any user create one) is a conflict.
+		mallory, err := s.hs.RegisterUser(ctx, "mallory", "squatter password", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err = mallory.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: "city_squat"}); err != nil {
+			t.Fatal(err)
+		}
+		if res = find("#city_squat:" + serverName); res.status != 409 || res.str("error") != "M_ROOM_IN_USE" {
+			t.Errorf("squatted alias: %d %s", res.status, res.body)
+		}
+		res = s.api(t, http.MethodPost, "/internal/matrix/rooms/create", map[string]string{"slug": "squat", "name": "Squat", "visibility": "public"})
+		if res.status != 409 {
+			t.Errorf("create over a squatted alias: %d %s", res.status, res.body)
+		}
+		if got := listSlugs(t, s, ""); len(got) != 1 {
+			t.Errorf("squatted alias was recorded: %v", got)
+		}
+
+		for _, bad := range []string{"#general:" + serverName, "#city_x:elsewhere.org", "city_x", "#city_Bad!:" + serverName} {
+			if res = find(bad); res.status != 400 || res.str("field") != "alias" {
+				t.Errorf("alias %q: %d %s", bad, res.status, res.body)
+			}
+		}
+	})
+}
+
+// The homeserver asks the bridge about #city_ aliases it does not know: a
+// known slug gets its alias back; with create_on_alias_query an unknown slug
+// gets a new room.
+func TestAliasQuery(t *testing.T) {
+	ctx := context.Background()
+	tdb := testrig.NewTestDatabase(t, testrig.SQLite)
+	s := newStackWith(t, tdb, stackOptions{extra: "rooms:\n    create_on_alias_query: true\n"})
+	s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
+	roomID, alias := createCity(t, s, "kharkiv", "Kharkiv", "")
+	if _, err := s.botClient().DeleteAlias(ctx, alias); err != nil {
+		t.Fatal(err)
+	}
+	alice, joined := s.humanJoins("alice", alias)
+	if joined != roomID {
+		t.Errorf("joining %s after its alias was lost gave %s, want %s", alias, joined, roomID)
+	}
+	resp, err := alice.JoinRoom(ctx, "#city_newplace:"+serverName, nil)
+	if err != nil {
+		t.Fatalf("joining an unknown city alias with create_on_alias_query: %v", err)
+	}
+	res := s.api(t, http.MethodGet, "/internal/matrix/rooms/find-by-alias?alias="+url.QueryEscape("#city_newplace:"+serverName), nil)
+	if res.status != 200 || res.str("matrix_room_id") != resp.RoomID.String() {
+		t.Errorf("room made on the alias query: %d %s, joined %s", res.status, res.body, resp.RoomID)
+	}
+	if _, err = alice.JoinRoom(ctx, "#city_BAD:"+serverName, nil); err == nil {
+		t.Error("joined an alias with an invalid slug")
+	}
+}
+
+// An admin upgrades a city room: the bridge follows the tombstone.
+func TestTombstoneMovesTheCityRoom(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		ctx := context.Background()
+		s := newStack(t, tdb)
+		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
+		oldRoom, alias := createCity(t, s, "dnipro", "Dnipro", "river city")
+		var upgraded struct {
+			ReplacementRoom id.RoomID `json:"replacement_room"`
+		}
+		bot := s.botClient()
+		if _, err := bot.MakeRequest(ctx, http.MethodPost, bot.BuildClientURL("v3", "rooms", oldRoom, "upgrade"),
+			map[string]string{"new_version": "11"}, &upgraded); err != nil {
+			t.Fatalf("upgrading the room: %v", err)
+		}
+		eventually(t, "find-by-alias to give the replacement room", 30*time.Second, func() bool {
+			res := s.api(t, http.MethodGet, "/internal/matrix/rooms/find-by-alias?alias="+url.QueryEscape(alias.String()), nil)
+			return res.str("matrix_room_id") == upgraded.ReplacementRoom.String()
+		})
+		resolved, err := bot.ResolveAlias(ctx, alias)
+		if err != nil || resolved.RoomID != upgraded.ReplacementRoom {
+			t.Errorf("%s resolves to %v (%v), want %s", alias, resolved, err, upgraded.ReplacementRoom)
+		}
+		// The old id still resolves to the city room.
+		meta := s.api(t, http.MethodGet, "/internal/matrix/rooms/"+url.PathEscape(oldRoom.String()), nil)
+		if meta.status != 200 || meta.str("room_id") != upgraded.ReplacementRoom.String() {
+			t.Errorf("old room id: %d %s", meta.status, meta.body)
+		}
+		res := s.api(t, http.MethodPost, "/internal/matrix/rooms/"+url.PathEscape(oldRoom.String())+"/archive", nil)
+		if res.status != 200 || res.str("matrix_room_id") != upgraded.ReplacementRoom.String() {
+			t.Errorf("archive by the old id: %d %s", res.status, res.body)
+		}
+	})
+}
+
+func TestCreateRoomGeneric(t *testing.T) {
+	s := newStack(t, testrig.NewTestDatabase(t, testrig.SQLite))
+	s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
+	res := s.api(t, http.MethodPost, "/internal/matrix/create-room", map[string]any{
+		"name": "General Discussion", "topic": "Main channel", "visibility": "public",
+		"room_alias_name": "general", "preset": "public_chat",
+		"initial_state":                []map[string]any{{"type": "m.room.guest_access", "state_key": "", "content": map[string]string{"guest_access": "can_join"}}},
+		"power_level_content_override": map[string]any{"events": map[string]int{"m.room.name": 50, "m.room.topic": 50}},
+		"creation_content":             map[string]any{"m.federate": true},
+	})
+	if res.status != 200 || res.str("room_alias") != "#general:"+serverName || !strings.HasPrefix(res.str("room_id"), "!") {
+		t.Fatalf("create-room: %d %s", res.status, res.body)
+	}
+	var guest event.GuestAccessEventContent
+	if err := s.botClient().StateEvent(context.Background(), id.RoomID(res.str("room_id")), event.StateGuestAccess, "", &guest); err != nil || guest.GuestAccess != "can_join" {
+		t.Errorf("initial_state not applied: %+v %v", guest, err)
+	}
+	if res = s.api(t, http.MethodPost, "/internal/matrix/create-room", map[string]any{"room_alias_name": "general"}); res.status != 409 {
+		t.Errorf("taken alias: %d %s", res.status, res.body)
+	}
+	if res = s.api(t, http.MethodPost, "/internal/matrix/create-room", map[string]any{}); res.status != 200 || res.json["room_alias"] != nil {
+		t.Errorf("minimal room: %d %s", res.status, res.body)
+	}
+}
+
+// Every auth, scope and bad-input answer; nothing is written by a refused request.
+func TestInternalAPIRefusals(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		s := newStackWith(t, tdb, stackOptions{internalAPI: `    services:
+        - name: city-service
+          token: city-service-token-0123
+          scopes: [rooms]
+        - name: messenger
+          token: messenger-token-0123456
+          scopes: [messaging]`})
+		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
+		roomPath := "/internal/matrix/rooms/" + url.PathEscape("!nope:"+serverName)
+		endpoints := []struct{ method, path string }{
+			{http.MethodPost, "/internal/matrix/rooms/create"},
+			{http.MethodGet, "/internal/matrix/rooms/find-by-alias?alias=%23city_x%3Adaarion.test"},
+			{http.MethodGet, "/internal/matrix/rooms"},
+			{http.MethodPost, "/internal/matrix/create-room"},
+			{http.MethodGet, roomPath},
+			{http.MethodPut, roomPath + "/name"},
+			{http.MethodPut, roomPath + "/topic"},
+			{http.MethodPut, roomPath + "/avatar"},
+			{http.MethodPost, roomPath + "/archive"},
+			{http.MethodPost, roomPath + "/unarchive"},
+		}
+		for _, ep := range endpoints {
+			if res := s.apiAs(t, "", ep.method, ep.path, nil); res.status != 401 || res.str("error") != "M_MISSING_TOKEN" {
+				t.Errorf("%s %s without a token: %d %s", ep.method, ep.path, res.status, res.body)
+			}
+			if res := s.apiAs(t, "wrong-token-wrong-token", ep.method, ep.path, nil); res.status != 401 || res.str("error") != "M_UNKNOWN_TOKEN" {
+				t.Errorf("%s %s with a wrong token: %d %s", ep.method, ep.path, res.status, res.body)
+			}
+			if res := s.apiAs(t, "messenger-token-0123456", ep.method, ep.path, nil); res.status != 403 || res.str("error") != "M_FORBIDDEN" {
+				t.Errorf("%s %s without the rooms scope: %d %s", ep.method, ep.path, res.status, res.body)
+			}
+		}
+		if res := s.apiAs(t, "city-service-token-0123", http.MethodGet, "/internal/matrix/rooms", nil); res.status != 200 {
+			t.Errorf("city-service with the rooms scope: %d %s", res.status, res.body)
+		}
+
+		create := "/internal/matrix/rooms/create"
+		long := strings.Repeat("a", 65)
+		for _, tc := range []struct {
+			name, body, field string
+			status            int
+		}{
+			{"missing slug", `{"name":"X","visibility":"public"}`, "slug", 400},
+			{"bad slug", `{"slug":"Kyiv!","name":"X","visibility":"public"}`, "slug", 400},
+			{"long slug", `{"slug":"` + long + `","name":"X","visibility":"public"}`, "slug", 400},
+			{"empty name", `{"slug":"ok","name":" ","visibility":"public"}`, "name", 400},
+			{"long name", `{"slug":"ok","name":"` + strings.Repeat("n", 201) + `","visibility":"public"}`, "name", 400},
+			{"bad visibility", `{"slug":"ok","name":"X","visibility":"secret"}`, "visibility", 400},
+			{"topic not a string", `{"slug":"ok","name":"X","visibility":"public","topic":5}`, "topic", 400},
+			{"unknown field", `{"slug":"ok","name":"X","visibility":"public","colour":"red"}`, "colour", 400},
+			{"not json", `{"slug":`, "", 400},
+		} {
+			res := s.apiRaw(t, http.MethodPost, create, serviceSecret, "application/json", []byte(tc.body))
+			if res.status != tc.status || (tc.field != "" && (res.str("field") != tc.field || !strings.Contains(res.str("message"), tc.field))) {
+				t.Errorf("%s: %d %s, want %d naming %q", tc.name, res.status, res.body, tc.status, tc.field)
+			}
+		}
+		big := `{"slug":"ok","name":"X","visibility":"public","topic":"` + strings.Repeat("t", 2<<20) + `"}`
+		if res := s.apiRaw(t, http.MethodPost, create, serviceSecret, "application/json", []byte(big)); res.status != 413 {
+			t.Errorf("2 MiB body: %d %s", res.status, res.body)
+		}
+		for _, tc := range []struct{ method, path, body, field string }{
+			{http.MethodPost, "/internal/matrix/create-room", `{"preset":"open"}`, "preset"},
+			{http.MethodPost, "/internal/matrix/create-room", `{"visibility":"everyone"}`, "visibility"},
+			{http.MethodPost, "/internal/matrix/create-room", `{"room_alias_name":"city_x"}`, "room_alias_name"},
+			{http.MethodPost, "/internal/matrix/create-room", `{"initial_state":[{"content":{}}]}`, "initial_state[0].type"},
+			{http.MethodPost, "/internal/matrix/create-room", `{"creation_content":[1]}`, "creation_content"},
+			{http.MethodGet, "/internal/matrix/rooms/not-a-room", "", "roomId"},
+			{http.MethodGet, "/internal/matrix/rooms?limit=0", "", "limit"},
+			{http.MethodGet, "/internal/matrix/rooms?archived=maybe", "", "archived"},
+			{http.MethodGet, "/internal/matrix/rooms?prefix=UP", "", "prefix"},
+			{http.MethodGet, "/internal/matrix/rooms/find-by-alias", "", "alias"},
+			{http.MethodPut, roomPath + "/avatar", `{"avatar_url":"https://example.org/a.png"}`, "avatar_url"},
+			{http.MethodPut, roomPath + "/name", `{}`, "name"},
+		} {
+			res := s.apiRaw(t, tc.method, tc.path, serviceSecret, "application/json", []byte(tc.body))
+			if res.status != 400 || res.str("field") != tc.field {
+				t.Errorf("%s %s %s: %d %s, want 400 naming %s", tc.method, tc.path, tc.body, res.status, res.body, tc.field)
+			}
+		}
+		if res := s.api(t, http.MethodGet, roomPath, nil); res.status != 404 {
+			t.Errorf("metadata of a room the bot is not in: %d %s", res.status, res.body)
+		}
+		if res := s.api(t, http.MethodPost, roomPath+"/archive", nil); res.status != 404 {
+			t.Errorf("archive of an unmapped room: %d %s", res.status, res.body)
+		}
+		if got := listSlugs(t, s, ""); len(got) != 0 {
+			t.Errorf("refused requests wrote rows: %v", got)
+		}
+		// The request id is echoed.
+		req, _ := http.NewRequest(http.MethodGet, s.apiURL+"/healthz", nil)
+		req.Header.Set("X-Request-Id", "trace-123")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.Header.Get("X-Request-Id") != "trace-123" {
+			t.Errorf("X-Request-Id = %q", resp.Header.Get("X-Request-Id"))
+		}
+	})
+}
+
+func TestRateLimit(t *testing.T) {
+	s := newStackWith(t, testrig.NewTestDatabase(t, testrig.SQLite), stackOptions{internalAPI: `    rate_limit:
+        requests_per_second: 2
+        burst: 3
+    services:
+        - name: other
+          token: other-service-token-01
+          scopes: [rooms]`})
+	var limited apiResult
+	for i := 0; i < 10; i++ {
+		if res := s.api(t, http.MethodGet, "/internal/matrix/rooms", nil); res.status == 429 {
+			limited = res
+			break
+		}
+	}
+	if limited.status != 429 || limited.str("error") != "M_LIMIT_EXCEEDED" || limited.header.Get("Retry-After") == "" {
+		t.Fatalf("no 429 with Retry-After within 10 quick requests: %d %s", limited.status, limited.body)
+	}
+	if res := s.apiAs(t, "other-service-token-01", http.MethodGet, "/internal/matrix/rooms", nil); res.status != 200 {
+		t.Errorf("another service was limited too: %d", res.status)
+	}
+	time.Sleep(time.Second)
+	if res := s.api(t, http.MethodGet, "/internal/matrix/rooms", nil); res.status != 200 {
+		t.Errorf("still limited after waiting: %d", res.status)
+	}
+}
