@@ -102,6 +102,8 @@ type API struct {
 	tokens       []serviceToken
 	limiters     map[string]*rate.Limiter
 	maxBodyBytes int64
+	// bodyLimits are routes with their own body limit (uploads).
+	bodyLimits map[*mux.Route]int64
 	logger       zerolog.Logger
 	now          func() time.Time
 }
@@ -111,6 +113,7 @@ func New(opts Options) (*API, error) {
 	a := &API{
 		limiters:     map[string]*rate.Limiter{},
 		maxBodyBytes: opts.MaxBodyBytes,
+		bodyLimits:   map[*mux.Route]int64{},
 		logger:       opts.Logger,
 		now:          opts.Now,
 	}
@@ -203,11 +206,33 @@ func (a *API) HandlePublic(method, path string, h http.HandlerFunc) {
 	a.handle(method, path, "", h)
 }
 
-func (a *API) handle(method, path string, scope Scope, h http.HandlerFunc) {
+// HandleWithBodyLimit is Handle for a route whose bodies may be larger (or
+// must be smaller) than the API's limit, such as media uploads.
+func (a *API) HandleWithBodyLimit(method, path string, scope Scope, maxBodyBytes int64, h http.HandlerFunc) {
+	if !knownScope(scope) {
+		panic(fmt.Sprintf("internalapi: route %s %s has unknown scope %q", method, path, scope))
+	}
+	a.bodyLimits[a.handle(method, path, scope, h)] = maxBodyBytes
+}
+
+func (a *API) handle(method, path string, scope Scope, h http.HandlerFunc) *mux.Route {
 	if h == nil {
 		panic(fmt.Sprintf("internalapi: route %s %s has no handler", method, path))
 	}
-	a.Router.Handle(path, a.route(path, scope, h)).Methods(method)
+	return a.Router.Handle(path, a.route(path, scope, h)).Methods(method)
+}
+
+// bodyLimit is the body limit of the route r goes to.
+func (a *API) bodyLimit(r *http.Request) int64 {
+	if len(a.bodyLimits) > 0 {
+		var match mux.RouteMatch
+		if a.Router.Match(r, &match) && match.Route != nil {
+			if limit, ok := a.bodyLimits[match.Route]; ok {
+				return limit
+			}
+		}
+	}
+	return a.maxBodyBytes
 }
 
 // PathVar returns the named path variable, unescaped; false when it is
@@ -257,15 +282,16 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.logAccess(logger, r.Method, info, rec.statusCode(), a.now().Sub(start))
 	}()
 
-	if r.ContentLength > a.maxBodyBytes {
-		writeTooLarge(rec, a.maxBodyBytes)
+	limit := a.bodyLimit(r)
+	if r.ContentLength > limit {
+		writeTooLarge(rec, limit)
 		return
 	}
 	r = r.WithContext(ctx)
 	if r.Body != nil && r.Body != http.NoBody {
 		// The server's own writer: MaxBytesReader tells it to close the
 		// connection after the response.
-		r.Body = http.MaxBytesReader(w, r.Body, a.maxBodyBytes)
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
 	}
 	a.Router.ServeHTTP(rec, r)
 }

@@ -200,3 +200,7 @@ func jsonKind(t reflect.Type) string {
 		return "a " + t.Kind().String()
 	}
 }
+
+// WriteTooLarge answers 413 M_TOO_LARGE for a body past limit (a handler
+// that streams its body sees *http.MaxBytesError only as it reads).
+func WriteTooLarge(w http.ResponseWriter, limit int64) { writeTooLarge(w, limit) }
