@@ -104,8 +104,8 @@ type API struct {
 	maxBodyBytes int64
 	// bodyLimits are routes with their own body limit (uploads).
 	bodyLimits map[*mux.Route]int64
-	logger       zerolog.Logger
-	now          func() time.Time
+	logger     zerolog.Logger
+	now        func() time.Time
 }
 
 // New checks the services and builds an API with no routes yet.
