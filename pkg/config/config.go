@@ -28,6 +28,8 @@ type Config struct {
 	Database    Database    `yaml:"database"`
 	InternalAPI InternalAPI `yaml:"internal_api"`
 	Rooms       Rooms       `yaml:"rooms"`
+	Agents      Agents      `yaml:"agents"`
+	Media       Media       `yaml:"media"`
 	Delivery    Delivery    `yaml:"delivery"`
 	Metrics     Metrics     `yaml:"metrics"`
 	Logging     Logging     `yaml:"logging"`
@@ -38,6 +40,9 @@ type Homeserver struct {
 	URL        string `yaml:"url"`
 	ServerName string `yaml:"server_name"`
 	AdminToken string `yaml:"admin_token"`
+	// RegistrationSharedSecret enables registering humans through the
+	// homeserver's shared-secret registration (/_synapse/admin/v1/register).
+	RegistrationSharedSecret string `yaml:"registration_shared_secret"`
 	// PingOnStart asks the homeserver to ping the bridge back on start.
 	PingOnStart bool `yaml:"ping_on_start"`
 }
@@ -130,6 +135,28 @@ type Rooms struct {
 	MetadataCacheTTL string `yaml:"metadata_cache_ttl"`
 }
 
+// Agents configures agent ghosts.
+type Agents struct {
+	// AcceptInvitesFrom says whose invites an agent accepts: "nobody", or
+	// "power_level:<n>" for room members with at least that power level.
+	AcceptInvitesFrom string `yaml:"accept_invites_from"`
+}
+
+// InviteMinPowerLevel parses AcceptInvitesFrom; ok is false for "nobody".
+func (a Agents) InviteMinPowerLevel() (level int, ok bool) {
+	rest, found := strings.CutPrefix(a.AcceptInvitesFrom, "power_level:")
+	if !found {
+		return 0, false
+	}
+	n, err := strconv.Atoi(rest)
+	return n, err == nil
+}
+
+// Media configures uploads.
+type Media struct {
+	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
+}
+
 // Delivery tunes the sinks that carry DTOs to DAARION services.
 type Delivery struct {
 	WebhookTimeoutMS int    `yaml:"webhook_timeout_ms"`
@@ -177,6 +204,8 @@ func Default() *Config {
 			GuestAccess:       "forbidden",
 			MetadataCacheTTL:  "5m",
 		},
+		Agents:   Agents{AcceptInvitesFrom: "power_level:50"},
+		Media:    Media{MaxUploadBytes: 50 << 20},
 		Delivery: Delivery{WebhookTimeoutMS: 5000, SyncTimeoutMS: 30000},
 		Logging:  Logging{Level: "info", Format: "json"},
 	}
@@ -403,6 +432,13 @@ func (cfg *Config) Validate() error {
 	}
 	if d, err := time.ParseDuration(cfg.Rooms.MetadataCacheTTL); err != nil || d <= 0 {
 		fail("rooms.metadata_cache_ttl", "must be a positive duration such as 5m, got %q", cfg.Rooms.MetadataCacheTTL)
+	}
+
+	if _, ok := cfg.Agents.InviteMinPowerLevel(); !ok && cfg.Agents.AcceptInvitesFrom != "nobody" {
+		fail("agents.accept_invites_from", `must be "nobody" or "power_level:<n>", got %q`, cfg.Agents.AcceptInvitesFrom)
+	}
+	if cfg.Media.MaxUploadBytes < 1 {
+		fail("media.max_upload_bytes", "must be positive, got %d", cfg.Media.MaxUploadBytes)
 	}
 
 	if cfg.Delivery.WebhookTimeoutMS < 1 {

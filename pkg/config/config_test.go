@@ -137,6 +137,9 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"rooms.history_visibility", func(c *Config) { c.Rooms.HistoryVisibility = "everyone" }},
 		{"rooms.guest_access", func(c *Config) { c.Rooms.GuestAccess = "sure" }},
 		{"rooms.metadata_cache_ttl", func(c *Config) { c.Rooms.MetadataCacheTTL = "forever" }},
+		{"agents.accept_invites_from", func(c *Config) { c.Agents.AcceptInvitesFrom = "admins" }},
+		{"agents.accept_invites_from", func(c *Config) { c.Agents.AcceptInvitesFrom = "power_level:x" }},
+		{"media.max_upload_bytes", func(c *Config) { c.Media.MaxUploadBytes = 0 }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.key, func(t *testing.T) {
@@ -233,5 +236,18 @@ func TestNamespaces(t *testing.T) {
 	}
 	if cfg.BotUserID() != "@daarion-bot:daarion.space" {
 		t.Errorf("bot = %s", cfg.BotUserID())
+	}
+}
+
+func TestInviteMinPowerLevel(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		level int
+		ok    bool
+	}{{"power_level:50", 50, true}, {"power_level:0", 0, true}, {"nobody", 0, false}, {"power_level:", 0, false}} {
+		level, ok := Agents{AcceptInvitesFrom: tc.value}.InviteMinPowerLevel()
+		if level != tc.level || ok != tc.ok {
+			t.Errorf("%q = %d %v, want %d %v", tc.value, level, ok, tc.level, tc.ok)
+		}
 	}
 }
