@@ -53,7 +53,7 @@ func (s *Service) followTombstone(ctx context.Context, oldRoomID, newRoomID id.R
 	if cr == nil || cr.RoomID != oldRoomID {
 		return nil // not a city room, or already moved
 	}
-	unlock := s.locks.lock(cr.Slug)
+	unlock := s.locks.Lock(cr.Slug)
 	defer unlock()
 
 	if _, err = s.bot.JoinRoomByID(ctx, newRoomID); err != nil {

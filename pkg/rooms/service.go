@@ -16,6 +16,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/daarion/matrix-bridge/pkg/config"
+	"github.com/daarion/matrix-bridge/pkg/keylock"
 )
 
 // NamePrefix starts every city room's Matrix name.
@@ -28,7 +29,7 @@ type Service struct {
 	serverName string
 	cfg        config.Rooms
 	cache      *MetadataCache
-	locks      keyedMutex
+	locks      keylock.Mutex
 }
 
 // NewService builds the rooms service. The bot acts for the bridge.
@@ -94,7 +95,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (*CityRoom, err
 	if err := req.Validate(); err != nil {
 		return nil, err
 	}
-	unlock := s.locks.lock(req.Slug)
+	unlock := s.locks.Lock(req.Slug)
 	defer unlock()
 	if existing, err := s.store.BySlug(ctx, req.Slug); err != nil || existing != nil {
 		return existing, err
@@ -193,7 +194,7 @@ func (s *Service) FindByAlias(ctx context.Context, alias id.RoomAlias) (*CityRoo
 	}
 	cr := &CityRoom{Slug: slug, RoomID: roomID, Alias: alias, Visibility: "private"}
 	s.describeAdoptedRoom(ctx, cr)
-	unlock := s.locks.lock(slug)
+	unlock := s.locks.Lock(slug)
 	defer unlock()
 	if _, err = s.store.Insert(ctx, cr); err != nil {
 		return nil, err
@@ -326,7 +327,7 @@ func (s *Service) lockedByRoomID(ctx context.Context, roomID id.RoomID) (*CityRo
 	} else if cr == nil {
 		return nil, nil, ErrNotFound
 	}
-	unlock := s.locks.lock(cr.Slug)
+	unlock := s.locks.Lock(cr.Slug)
 	// Re-read under the lock.
 	if cr, err = s.store.BySlug(ctx, cr.Slug); err != nil || cr == nil {
 		unlock()

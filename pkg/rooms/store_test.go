@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -102,36 +101,6 @@ func slugs(list []*CityRoom) []string {
 		out = append(out, cr.Slug)
 	}
 	return out
-}
-
-func TestKeyedMutex(t *testing.T) {
-	var km keyedMutex
-	var mu sync.Mutex
-	inside := map[string]int{}
-	var wg sync.WaitGroup
-	for i := 0; i < 50; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			key := fmt.Sprint(i % 3)
-			unlock := km.lock(key)
-			mu.Lock()
-			inside[key]++
-			if inside[key] > 1 {
-				t.Errorf("two holders of key %s", key)
-			}
-			mu.Unlock()
-			time.Sleep(time.Millisecond)
-			mu.Lock()
-			inside[key]--
-			mu.Unlock()
-			unlock()
-		}()
-	}
-	wg.Wait()
-	if len(km.locks) != 0 {
-		t.Errorf("%d locks left behind", len(km.locks))
-	}
 }
 
 func TestMetadataCache(t *testing.T) {
