@@ -5,6 +5,7 @@ package e2e_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -83,6 +84,8 @@ type stack struct {
 type stackOptions struct {
 	// internalAPI is YAML indented by four spaces, added under internal_api.
 	internalAPI string
+	// appservice is YAML indented by four spaces, added under appservice.
+	appservice string
 	// extra is YAML of further top-level sections.
 	extra string
 }
@@ -105,6 +108,7 @@ func newStackWith(t *testing.T, tdb testrig.TestDatabase, opts stackOptions) *st
 appservice:
     url: http://127.0.0.1:%d
     listen: 127.0.0.1:%d
+%s
 database:
     url: %q
 internal_api:
@@ -114,7 +118,7 @@ internal_api:
 logging:
     level: debug
 %s
-`, hsPort, serverName, asPort, asPort, tdb.URL(), apiPort, serviceSecret, opts.internalAPI, opts.extra)
+`, hsPort, serverName, asPort, asPort, opts.appservice, tdb.URL(), apiPort, serviceSecret, opts.internalAPI, opts.extra)
 	if err := os.WriteFile(s.configPath, []byte(cfgYAML), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -379,4 +383,9 @@ func sendText(t *testing.T, cli *mautrix.Client, roomID id.RoomID, body string) 
 // countLines counts log lines containing text.
 func countLines(logs, text string) int {
 	return bytes.Count([]byte(logs), []byte(text))
+}
+
+func jsonDecode(resp *http.Response, v any) error {
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
 }

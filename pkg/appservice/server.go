@@ -188,7 +188,7 @@ func (s *Server) getUser(w http.ResponseWriter, r *http.Request) {
 		mautrix.MInvalidParam.WithMessage("userId must be a Matrix user id such as @agent_x:example.org").Write(w)
 		return
 	}
-	exists, err := s.queries.QueryUser(r.Context(), userID)
+	exists, err := s.queries.QueryUser(s.logger.WithContext(r.Context()), userID)
 	s.answerQuery(w, "user", string(userID), exists, err)
 }
 
@@ -199,7 +199,7 @@ func (s *Server) getRoom(w http.ResponseWriter, r *http.Request) {
 		mautrix.MInvalidParam.WithMessage("roomAlias must be a Matrix room alias such as #city_x:example.org").Write(w)
 		return
 	}
-	exists, err := s.queries.QueryAlias(r.Context(), alias)
+	exists, err := s.queries.QueryAlias(s.logger.WithContext(r.Context()), alias)
 	s.answerQuery(w, "alias", string(alias), exists, err)
 }
 

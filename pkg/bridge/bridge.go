@@ -17,11 +17,14 @@ import (
 	mxappservice "maunium.net/go/mautrix/appservice"
 
 	"github.com/daarion/matrix-bridge/database"
+	"github.com/daarion/matrix-bridge/pkg/agents"
 	"github.com/daarion/matrix-bridge/pkg/appservice"
 	"github.com/daarion/matrix-bridge/pkg/config"
 	"github.com/daarion/matrix-bridge/pkg/consumer"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
+	"github.com/daarion/matrix-bridge/pkg/identity"
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
+	"github.com/daarion/matrix-bridge/pkg/messaging"
 	"github.com/daarion/matrix-bridge/pkg/registration"
 	"github.com/daarion/matrix-bridge/pkg/rooms"
 )
@@ -40,6 +43,8 @@ type Bridge struct {
 	TypeCounter *consumer.TypeCounter
 	Consumers   *consumer.Group
 	Rooms       *rooms.Service
+	Agents      *agents.Service
+	Messaging   *messaging.Service
 	InternalAPI *internalapi.API
 
 	asListener  net.Listener
@@ -98,6 +103,16 @@ func (b *Bridge) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	mapper := identity.NewMapper(cfg)
+	b.Agents = agents.NewService(agents.NewStore(b.DB), b.AS, mapper, cfg.Agents)
+	b.Messaging = messaging.NewService(messaging.Options{
+		AppService:  b.AS,
+		Agents:      b.Agents,
+		Rooms:       b.Rooms,
+		Mapper:      mapper,
+		Idempotency: messaging.NewIdempotencyStore(b.DB),
+		Config:      cfg,
+	})
 	b.InternalAPI, err = internalapi.New(internalapi.Options{
 		Services:     cfg.InternalAPI.Services,
 		Secret:       cfg.InternalAPI.ServiceSecret,
@@ -110,12 +125,13 @@ func (b *Bridge) Start(ctx context.Context) error {
 	}
 	b.InternalAPI.HandlePublic(http.MethodGet, "/healthz", b.handleHealth)
 	b.Rooms.RegisterRoutes(b.InternalAPI)
+	b.Messaging.RegisterRoutes(b.InternalAPI)
 
 	asHandler := appservice.NewServer(appservice.Options{
 		HSToken:         cfg.AppService.HSToken,
 		AllowQueryToken: cfg.AppService.AllowQueryToken,
 		MaxBodyBytes:    cfg.AppService.MaxBodyBytes,
-	}, b.EventLog, queries{rooms: b.Rooms}, b.Log.With().Str("component", "appservice").Logger())
+	}, b.EventLog, queries{rooms: b.Rooms, agents: b.Agents}, b.Log.With().Str("component", "appservice").Logger())
 	if b.asListener, b.asServer, err = b.serve("appservice.listen", cfg.AppService.Listen, asHandler); err != nil {
 		return err
 	}
@@ -130,6 +146,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 	b.Consumers = consumer.NewGroup(
 		consumer.NewRunner("type-counter", b.EventLog, b.TypeCounter, consumer.Options{}),
 		consumer.NewRunner("rooms", b.EventLog, b.Rooms, consumer.Options{}),
+		consumer.NewRunner("agents", b.EventLog, b.Agents, consumer.Options{}),
 	)
 	b.Consumers.Start(ctx)
 

@@ -1,0 +1,207 @@
+// Package messaging lets DAARION services act in Matrix: agents as their
+// ghosts, humans through double puppeting, the bridge as its bot. It sends
+// messages, reactions and redactions, manages membership, uploads media and
+// reads history.
+package messaging
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/daarion/matrix-bridge/pkg/agents"
+	"github.com/daarion/matrix-bridge/pkg/config"
+	"github.com/daarion/matrix-bridge/pkg/identity"
+	"github.com/daarion/matrix-bridge/pkg/internalapi"
+	"github.com/daarion/matrix-bridge/pkg/keylock"
+	"github.com/daarion/matrix-bridge/pkg/rooms"
+)
+
+// Service is the messaging service.
+type Service struct {
+	as           *appservice.AppService
+	agents       *agents.Service
+	rooms        *rooms.Service
+	mapper       identity.Mapper
+	doublePuppet *regexp.Regexp // nil: acting as humans is off
+	idem         *IdempotencyStore
+	media        config.Media
+	regSecret    string
+	order        keylock.Mutex
+}
+
+// Options configure the service.
+type Options struct {
+	AppService  *appservice.AppService
+	Agents      *agents.Service
+	Rooms       *rooms.Service
+	Mapper      identity.Mapper
+	Idempotency *IdempotencyStore
+	Config      *config.Config
+}
+
+// NewService returns the messaging service.
+func NewService(opts Options) *Service {
+	s := &Service{
+		as: opts.AppService, agents: opts.Agents, rooms: opts.Rooms, mapper: opts.Mapper,
+		idem: opts.Idempotency, media: opts.Config.Media, regSecret: opts.Config.Homeserver.RegistrationSharedSecret,
+	}
+	if re := opts.Config.DoublePuppetRegex(); re != "" {
+		s.doublePuppet = regexp.MustCompile("^" + re + "$")
+	}
+	return s
+}
+
+// ForbiddenError is a 403 M_FORBIDDEN: the caller may not act as someone.
+type ForbiddenError struct{ Message string }
+
+func (e *ForbiddenError) Error() string { return e.Message }
+
+// Actor is who a request acts as.
+type Actor struct {
+	Entity identity.Entity
+	Intent *appservice.IntentAPI
+}
+
+// actAs resolves the identity a request acts as. field holds a DAARION id
+// (or a Matrix id); matrixField/matrixID, when given, must name the same
+// user. The calling service's scopes decide who it may act as: agents need
+// the agents scope, humans need the double-puppeting namespace, the bridge
+// bot needs the admin scope.
+func (s *Service) actAs(ctx context.Context, field, value, matrixField string, matrixID id.UserID) (*Actor, error) {
+	if value == "" && matrixID != "" {
+		field, value = matrixField, string(matrixID)
+	}
+	if value == "" {
+		return nil, &identity.FieldError{Field: field, Problem: "is required"}
+	}
+	entity, err := s.mapper.ParseUser(field, value)
+	if err != nil {
+		return nil, err
+	}
+	if matrixID != "" && matrixID != entity.UserID {
+		return nil, &identity.FieldError{Field: matrixField, Problem: fmt.Sprintf("is %s, but %s is %s", matrixID, field, entity.UserID)}
+	}
+	svc := internalapi.ServiceFrom(ctx)
+	switch entity.Kind {
+	case identity.KindAgent:
+		if !svc.Has(internalapi.ScopeAgents) {
+			return nil, &ForbiddenError{Message: fmt.Sprintf("service %q lacks the agents scope needed to act as %s", svc.Name, entity.ID)}
+		}
+		intent, err := s.agents.Intent(ctx, field, entity.ID[len("agent:"):])
+		if err != nil {
+			return nil, err
+		}
+		return &Actor{Entity: entity, Intent: intent}, nil
+	case identity.KindHuman:
+		if s.doublePuppet == nil || !s.doublePuppet.MatchString(string(entity.UserID)) {
+			return nil, &ForbiddenError{Message: fmt.Sprintf("cannot act as %s: the double-puppeting users namespace is not enabled for it (appservice.double_puppet)", entity.UserID)}
+		}
+		return &Actor{Entity: entity, Intent: s.as.Intent(entity.UserID)}, nil
+	case identity.KindBridge:
+		if !svc.Has(internalapi.ScopeAdmin) {
+			return nil, &ForbiddenError{Message: fmt.Sprintf("service %q lacks the admin scope needed to act as the bridge bot", svc.Name)}
+		}
+		return &Actor{Entity: entity, Intent: s.as.BotIntent()}, nil
+	default:
+		return nil, &ForbiddenError{Message: fmt.Sprintf("cannot act as %s: not a user of this homeserver the bridge may act for", entity.UserID)}
+	}
+}
+
+// resolveRoom takes a room id, or a city slug when the room id is empty.
+func (s *Service) resolveRoom(ctx context.Context, roomID id.RoomID, slug string) (id.RoomID, error) {
+	switch {
+	case roomID != "" && slug != "":
+		return "", &identity.FieldError{Field: "city_slug", Problem: "give room_id or city_slug, not both"}
+	case roomID != "":
+		if err := rooms.ValidateRoomID("room_id", roomID); err != nil {
+			return "", err
+		}
+		// A city room's old id (before an upgrade) goes to its current room.
+		if cr, err := s.rooms.Store().ByRoomID(ctx, roomID); err == nil && cr != nil {
+			return cr.RoomID, nil
+		}
+		return roomID, nil
+	case slug != "":
+		if err := rooms.ValidateSlug("city_slug", slug); err != nil {
+			return "", err
+		}
+		cr, err := s.rooms.Store().BySlug(ctx, slug)
+		if err != nil {
+			return "", err
+		} else if cr == nil {
+			return "", &NotFoundError{Message: "no city room with slug " + slug}
+		}
+		return cr.RoomID, nil
+	default:
+		return "", &identity.FieldError{Field: "room_id", Problem: "is required (or city_slug)"}
+	}
+}
+
+// NotFoundError is a 404 M_NOT_FOUND.
+type NotFoundError struct{ Message string }
+
+func (e *NotFoundError) Error() string { return e.Message }
+
+// ConflictError is a 409: an Idempotency-Key reused for another request.
+type ConflictError struct{ Message string }
+
+func (e *ConflictError) Error() string { return e.Message }
+
+// writeError answers an error in the API's shapes.
+func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var (
+		idField   *identity.FieldError
+		roomField *rooms.FieldError
+		forbidden *ForbiddenError
+		notFound  *NotFoundError
+		conflict  *ConflictError
+		agentErr  *agents.MatrixError
+		roomMxErr *rooms.MatrixError
+		httpErr   mautrix.HTTPError
+	)
+	switch {
+	case errors.As(err, &idField):
+		internalapi.WriteFieldError(w, idField.Field, idField.Problem)
+	case errors.As(err, &roomField):
+		internalapi.WriteFieldError(w, roomField.Field, roomField.Problem)
+	case errors.As(err, &forbidden):
+		internalapi.WriteError(w, http.StatusForbidden, "M_FORBIDDEN", forbidden.Message)
+	case errors.As(err, &notFound), errors.Is(err, rooms.ErrNotFound):
+		msg := "not found"
+		if notFound != nil {
+			msg = notFound.Message
+		}
+		internalapi.WriteError(w, http.StatusNotFound, "M_NOT_FOUND", msg)
+	case errors.As(err, &conflict):
+		internalapi.WriteError(w, http.StatusConflict, "M_IDEMPOTENCY_CONFLICT", conflict.Message)
+	case errors.As(err, &agentErr):
+		internalapi.WriteJSON(w, agentErr.Status, map[string]string{"error": "matrix_unavailable", "detail": agentErr.Detail})
+	case errors.As(err, &roomMxErr):
+		internalapi.WriteJSON(w, roomMxErr.Status, map[string]string{"error": "matrix_unavailable", "detail": roomMxErr.Detail})
+	case errors.As(err, &httpErr) && httpErr.RespError != nil && httpErr.Response != nil && httpErr.Response.StatusCode < 500:
+		// The homeserver refused what was asked (not in the room, no power,
+		// unknown event): pass its verdict on, as the gateway spec shows.
+		status := httpErr.Response.StatusCode
+		if status == http.StatusTooManyRequests {
+			status = http.StatusServiceUnavailable
+		}
+		internalapi.WriteError(w, status, httpErr.RespError.ErrCode, httpErr.RespError.Err)
+	case errors.As(err, &httpErr) || isNetworkError(err):
+		detail := agents.HomeserverFailure("calling the homeserver", err).(*agents.MatrixError)
+		internalapi.WriteJSON(w, detail.Status, map[string]string{"error": "matrix_unavailable", "detail": detail.Detail})
+	default:
+		internalapi.WriteInternalError(w, r, err)
+	}
+}
+
+func isNetworkError(err error) bool {
+	var urlErr interface{ Timeout() bool }
+	return errors.As(err, &urlErr)
+}

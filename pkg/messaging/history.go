@@ -1,0 +1,129 @@
+package messaging
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/daarion/matrix-bridge/pkg/identity"
+	"github.com/daarion/matrix-bridge/pkg/internalapi"
+	"github.com/daarion/matrix-bridge/pkg/rooms"
+)
+
+const (
+	defaultHistoryLimit = 10
+	maxHistoryLimit     = 100
+	// maxTokenBytes bounds a pagination token (they are opaque, and short).
+	maxTokenBytes = 1024
+)
+
+// historyQuery is GET /internal/matrix/rooms/{roomId}/messages's query.
+type historyQuery struct {
+	From  string
+	Dir   mautrix.Direction
+	Limit int
+	As    string
+}
+
+// parseHistoryQuery reads from, dir, limit and as. limit is clamped to
+// 1–100 rather than refused; dir=f needs from (a page forward from nowhere
+// is refused by some homeservers).
+func parseHistoryQuery(q url.Values) (historyQuery, error) {
+	hq := historyQuery{From: q.Get("from"), Dir: mautrix.DirectionBackward, Limit: defaultHistoryLimit, As: q.Get("as")}
+	switch q.Get("dir") {
+	case "", "b":
+	case "f":
+		hq.Dir = mautrix.DirectionForward
+	default:
+		return hq, &identity.FieldError{Field: "dir", Problem: `must be "b" (backwards, the default) or "f" (forwards)`}
+	}
+	if raw := q.Get("limit"); raw != "" {
+		n, err := strconv.ParseInt(raw, 10, 64)
+		var numErr *strconv.NumError
+		switch {
+		case err == nil:
+		case errors.As(err, &numErr) && errors.Is(numErr.Err, strconv.ErrRange):
+			n = maxHistoryLimit // far out of range either way: clamped below
+			if raw[0] == '-' {
+				n = 1
+			}
+		default:
+			return hq, &identity.FieldError{Field: "limit", Problem: "must be a whole number (it is clamped to 1-100)"}
+		}
+		hq.Limit = int(min(max(n, 1), maxHistoryLimit))
+	}
+	if len(hq.From) > maxTokenBytes {
+		return hq, &identity.FieldError{Field: "from", Problem: "is too long to be a pagination token"}
+	}
+	if hq.Dir == mautrix.DirectionForward && hq.From == "" {
+		return hq, &identity.FieldError{Field: "from", Problem: "is required with dir=f (a start or end token from an earlier page)"}
+	}
+	return hq, nil
+}
+
+// historyResponse is the homeserver's /messages answer with the events as
+// it gave them.
+type historyResponse struct {
+	Start string            `json:"start"`
+	End   string            `json:"end,omitempty"`
+	Chunk []json.RawMessage `json:"chunk"`
+}
+
+func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	raw, _ := internalapi.PathVar(r, "roomId")
+	roomID := id.RoomID(raw)
+	if err := rooms.ValidateRoomID("roomId", roomID); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	q, err := parseHistoryQuery(r.URL.Query())
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	actor := s.botActor()
+	if q.As != "" {
+		if actor, err = s.actAs(ctx, "as", q.As, "", ""); err != nil {
+			writeError(w, r, err)
+			return
+		}
+	}
+	query := map[string]string{"dir": string(q.Dir), "limit": strconv.Itoa(q.Limit)}
+	if q.From != "" {
+		query["from"] = q.From
+	}
+	var resp historyResponse
+	cli := actor.Intent.Client
+	_, err = cli.MakeRequest(ctx, http.MethodGet, cli.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "rooms", roomID, "messages"}, query), nil, &resp)
+	var httpErr mautrix.HTTPError
+	switch {
+	case err == nil:
+	case errors.As(err, &httpErr) && httpErr.Response != nil &&
+		(httpErr.Response.StatusCode == http.StatusForbidden || httpErr.Response.StatusCode == http.StatusNotFound):
+		writeError(w, r, &NotFoundError{Message: "no such room, or " + actor.Entity.ID + " is not in it"})
+		return
+	case q.From != "" && errors.As(err, &httpErr) && httpErr.Response != nil && httpErr.Response.StatusCode == http.StatusBadRequest:
+		internalapi.WriteFieldError(w, "from", "the homeserver refused the token: "+httpErrMessage(httpErr))
+		return
+	default:
+		writeError(w, r, err)
+		return
+	}
+	if resp.Chunk == nil {
+		resp.Chunk = []json.RawMessage{}
+	}
+	internalapi.WriteJSON(w, http.StatusOK, resp)
+}
+
+func httpErrMessage(err mautrix.HTTPError) string {
+	if err.RespError != nil {
+		return err.RespError.ErrCode + " " + err.RespError.Err
+	}
+	return err.Error()
+}

@@ -1,0 +1,86 @@
+package messaging
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.mau.fi/util/dbutil"
+	"maunium.net/go/mautrix/id"
+)
+
+// IdempotencyStore remembers what each (service, Idempotency-Key) made, so a
+// retried request answers the same event and sends nothing new, across
+// restarts too.
+type IdempotencyStore struct{ db *dbutil.Database }
+
+// NewIdempotencyStore returns the store in db.
+func NewIdempotencyStore(db *dbutil.Database) *IdempotencyStore { return &IdempotencyStore{db: db} }
+
+// idempotentResult is a remembered answer.
+type idempotentResult struct {
+	RequestHash string
+	EventID     id.EventID
+	SentAt      time.Time
+}
+
+func (s *IdempotencyStore) get(ctx context.Context, service, key string) (*idempotentResult, error) {
+	var res idempotentResult
+	var sentAt int64
+	err := s.db.QueryRow(ctx, `SELECT request_hash, event_id, sent_at FROM idempotent_request WHERE service = $1 AND idem_key = $2`,
+		service, key).Scan(&res.RequestHash, &res.EventID, &sentAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("failed to look up idempotency key: %w", err)
+	}
+	res.SentAt = time.UnixMilli(sentAt)
+	return &res, nil
+}
+
+func (s *IdempotencyStore) put(ctx context.Context, service, key string, res idempotentResult) error {
+	_, err := s.db.Exec(ctx, `
+		INSERT INTO idempotent_request (service, idem_key, request_hash, event_id, sent_at) VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (service, idem_key) DO NOTHING`, service, key, res.RequestHash, res.EventID, res.SentAt.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("failed to record idempotency key: %w", err)
+	}
+	return nil
+}
+
+// maxIdempotencyKey bounds the header's length.
+const maxIdempotencyKey = 255
+
+// validIdempotencyKey accepts printable ASCII without spaces.
+func validIdempotencyKey(key string) bool {
+	if len(key) == 0 || len(key) > maxIdempotencyKey {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		if key[i] <= ' ' || key[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// matrixTxnID turns a service's Idempotency-Key into the Matrix transaction
+// id of the send, so the homeserver deduplicates too: were the bridge to die
+// between sending and recording, the retry's send returns the same event.
+func matrixTxnID(service, key string) string {
+	sum := sha256.Sum256([]byte(service + "\x00" + key))
+	return "daarion_" + hex.EncodeToString(sum[:16])
+}
+
+func requestHash(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}

@@ -1,0 +1,358 @@
+package messaging
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+
+	"github.com/daarion/matrix-bridge/pkg/identity"
+	"github.com/daarion/matrix-bridge/pkg/internalapi"
+)
+
+// RegisterMediaRoutes adds media upload and room history to the internal API.
+func (s *Service) RegisterMediaRoutes(api *internalapi.API) {
+	api.HandleWithBodyLimit(http.MethodPost, "/internal/matrix/upload", internalapi.ScopeMessaging,
+		uploadBodyLimit(s.media.MaxUploadBytes), s.handleUpload)
+	api.Handle(http.MethodGet, "/internal/matrix/rooms/{roomId}/messages", internalapi.ScopeMessaging, s.handleHistory)
+}
+
+const (
+	// multipartOverhead is what an upload's body may hold besides the file:
+	// boundaries, part headers and the agent field.
+	multipartOverhead = 64 << 10
+	// maxUploadParts bounds the parts of an upload (file, agent and a few
+	// more to name in an error).
+	maxUploadParts = 8
+	// maxFieldBytes bounds a form field other than the file.
+	maxFieldBytes = 1024
+	// sniffBytes is what http.DetectContentType looks at.
+	sniffBytes = 512
+	// maxFileNameBytes bounds the file name passed to the homeserver.
+	maxFileNameBytes = 255
+	// maxExtensionBytes is the longest extension kept when a name is cut.
+	maxExtensionBytes = 16
+)
+
+// uploadBodyLimit is the body limit of the upload route for a file limit.
+func uploadBodyLimit(maxFile int64) int64 { return maxFile + multipartOverhead }
+
+// uploadResponse is the answer to POST /internal/matrix/upload.
+type uploadResponse struct {
+	ContentURI  string `json:"content_uri"`
+	ContentType string `json:"content_type"`
+	Size        int64  `json:"size"`
+}
+
+// errFileTooLarge: the file part has more bytes than media.max_upload_bytes.
+var errFileTooLarge = errors.New("file too large")
+
+// spooledFile is the file part of an upload, copied to an unlinked temporary
+// file: the homeserver needs its length up front (Synapse refuses an upload
+// without Content-Length), and the file must not be held in memory.
+type spooledFile struct {
+	f    *os.File
+	size int64
+	head []byte // the first sniffBytes bytes, for http.DetectContentType
+	name string // sanitised; "" for none
+}
+
+func (sf *spooledFile) close() {
+	if sf != nil && sf.f != nil {
+		name := sf.f.Name()
+		_ = sf.f.Close()
+		_ = os.Remove(name)
+	}
+}
+
+// spool copies src to a new temporary file, counting its bytes: more than
+// limit is errFileTooLarge. Memory use is a copy buffer, whatever the size.
+func spool(src io.Reader, limit int64) (*spooledFile, error) {
+	f, err := os.CreateTemp("", "daarion-upload-*")
+	if err != nil {
+		return nil, err
+	}
+	// Unlinked at once where the OS allows: nothing is left behind even if
+	// the process dies mid-upload. close removes it again for other systems.
+	_ = os.Remove(f.Name())
+	sf := &spooledFile{f: f}
+	head := make([]byte, sniffBytes)
+	n, err := io.ReadFull(src, head)
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		sf.close()
+		return nil, err
+	}
+	sf.head = head[:n]
+	if _, err = f.Write(sf.head); err != nil {
+		sf.close()
+		return nil, err
+	}
+	rest, err := io.Copy(f, io.LimitReader(src, limit-int64(n)+1))
+	sf.size = int64(n) + rest
+	if err != nil {
+		sf.close()
+		return nil, err
+	}
+	if sf.size > limit {
+		sf.close()
+		return nil, errFileTooLarge
+	}
+	if _, err = f.Seek(0, io.SeekStart); err != nil {
+		sf.close()
+		return nil, err
+	}
+	return sf, nil
+}
+
+// uploadForm is a parsed upload body.
+type uploadForm struct {
+	file  *spooledFile
+	agent string
+}
+
+// formError is a problem with the upload body itself, answered as is.
+type formError struct {
+	status  int
+	errcode string
+	field   string
+	message string
+}
+
+func (e *formError) Error() string { return e.message }
+
+func (e *formError) write(w http.ResponseWriter) {
+	if e.field != "" && e.status == http.StatusBadRequest {
+		internalapi.WriteFieldError(w, e.field, e.message)
+		return
+	}
+	internalapi.WriteError(w, e.status, e.errcode, e.message)
+}
+
+// readUploadForm reads the multipart body part by part: the file goes to
+// disk as it arrives, agent is a short text field, anything else is refused.
+// onAgent runs as soon as the agent field is read, so that a refused actor
+// is refused before a file that follows it is read.
+func readUploadForm(r *http.Request, maxFile int64, onAgent func(string) error) (*uploadForm, error) {
+	mr, err := r.MultipartReader()
+	if errors.Is(err, http.ErrNotMultipart) {
+		return nil, &formError{status: http.StatusUnsupportedMediaType, errcode: internalapi.ErrInvalidParam,
+			message: "Content-Type must be multipart/form-data"}
+	} else if err != nil {
+		return nil, &formError{status: http.StatusBadRequest, errcode: internalapi.ErrInvalidParam,
+			message: "request body is not multipart/form-data: " + err.Error()}
+	}
+	form := &uploadForm{}
+	seenAgent := false
+	fail := func(err error) (*uploadForm, error) {
+		form.file.close()
+		return nil, err
+	}
+	for parts := 0; ; parts++ {
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return fail(bodyError(err))
+		}
+		if parts == maxUploadParts {
+			part.Close()
+			return fail(&formError{status: http.StatusBadRequest, errcode: internalapi.ErrInvalidParam,
+				message: fmt.Sprintf("an upload has at most %d parts", maxUploadParts)})
+		}
+		name := part.FormName()
+		switch name {
+		case "file":
+			if form.file != nil {
+				part.Close()
+				return fail(fieldErr("file", "is given more than once"))
+			}
+			form.file, err = spool(part, maxFile)
+			if errors.Is(err, errFileTooLarge) {
+				part.Close()
+				return fail(&formError{status: http.StatusRequestEntityTooLarge, errcode: internalapi.ErrTooLarge,
+					message: fmt.Sprintf("file is larger than %d bytes", maxFile)})
+			} else if err != nil {
+				part.Close()
+				return fail(bodyError(err))
+			}
+			form.file.name = sanitizeFileName(part.FileName())
+		case "agent":
+			if seenAgent {
+				part.Close()
+				return fail(fieldErr("agent", "is given more than once"))
+			}
+			seenAgent = true
+			value, err := io.ReadAll(io.LimitReader(part, maxFieldBytes+1))
+			if err != nil {
+				part.Close()
+				return fail(bodyError(err))
+			}
+			if len(value) > maxFieldBytes {
+				part.Close()
+				return fail(fieldErr("agent", fmt.Sprintf("is longer than %d bytes", maxFieldBytes)))
+			}
+			form.agent = string(value)
+			if err = onAgent(form.agent); err != nil {
+				part.Close()
+				return fail(err)
+			}
+		case "":
+			part.Close()
+			return fail(&formError{status: http.StatusBadRequest, errcode: internalapi.ErrInvalidParam,
+				message: "every part must be form-data with a name (file, agent)"})
+		default:
+			part.Close()
+			return fail(fieldErr(name, "unknown field (an upload has file and, optionally, agent)"))
+		}
+		part.Close()
+	}
+	if form.file == nil {
+		return nil, fieldErr("file", "is required: a multipart/form-data part named file")
+	}
+	return form, nil
+}
+
+func fieldErr(field, problem string) *formError {
+	return &formError{status: http.StatusBadRequest, errcode: internalapi.ErrInvalidParam, field: field, message: problem}
+}
+
+// bodyError classifies a failure to read the upload body.
+func bodyError(err error) error {
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return &formError{status: http.StatusRequestEntityTooLarge, errcode: internalapi.ErrTooLarge,
+			message: fmt.Sprintf("request body is larger than %d bytes", tooLarge.Limit)}
+	}
+	var pathErr *os.PathError
+	if errors.As(err, &pathErr) {
+		return err // the temporary file: ours, a 500
+	}
+	return &formError{status: http.StatusBadRequest, errcode: internalapi.ErrInvalidParam,
+		message: "request body is not valid multipart/form-data: " + err.Error()}
+}
+
+// sanitizeFileName makes a client's file name safe to pass on: the last path
+// element only, without control, format (bidi overrides, zero-width) or
+// separator characters, invalid UTF-8, leading dots, '~' or spaces, trailing
+// dots or spaces, cut to maxFileNameBytes (keeping a short extension).
+// The result may be "" (no name).
+func sanitizeFileName(name string) string {
+	if i := strings.LastIndexAny(name, `/\`); i >= 0 {
+		name = name[i+1:]
+	}
+	var b strings.Builder
+	for i, r := range name {
+		if r == utf8.RuneError {
+			if _, size := utf8.DecodeRuneInString(name[i:]); size <= 1 {
+				continue // invalid UTF-8
+			}
+		}
+		if unicode.In(r, unicode.Cc, unicode.Cf, unicode.Co, unicode.Zl, unicode.Zp) {
+			continue
+		}
+		if unicode.IsSpace(r) {
+			r = ' '
+		}
+		b.WriteRune(r)
+	}
+	name = strings.TrimLeft(b.String(), ".~ ")
+	name = strings.TrimRight(name, ". ")
+	if len(name) <= maxFileNameBytes {
+		return name
+	}
+	ext := filepath.Ext(name)
+	if len(ext) > maxExtensionBytes || len(ext) == len(name) {
+		ext = ""
+	}
+	stem := cutUTF8(strings.TrimSuffix(name, ext), maxFileNameBytes-len(ext))
+	return strings.TrimRight(stem, ". ") + ext
+}
+
+// cutUTF8 cuts s to at most n bytes without splitting a character.
+func cutUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// uploadActor is who uploads: the agent named in the form, or the bot.
+func (s *Service) uploadActor(ctx context.Context, agent string) (*Actor, error) {
+	if agent == "" {
+		return s.botActor(), nil
+	}
+	entity, err := s.mapper.ParseUser("agent", agent)
+	if err != nil {
+		return nil, err
+	}
+	if entity.Kind != identity.KindAgent {
+		return nil, &identity.FieldError{Field: "agent", Problem: "must be an agent id such as agent:sofia"}
+	}
+	return s.actAs(ctx, "agent", agent, "", "")
+}
+
+// botActor is the bridge bot, which services with the messaging scope may
+// use for reading and uploading.
+func (s *Service) botActor() *Actor {
+	return &Actor{Entity: s.mapper.FromMatrix(s.as.BotMXID()), Intent: s.as.BotIntent()}
+}
+
+func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	var actor *Actor
+	form, err := readUploadForm(r, s.media.MaxUploadBytes, func(agent string) (err error) {
+		actor, err = s.uploadActor(ctx, agent)
+		return err
+	})
+	var fe *formError
+	if errors.As(err, &fe) {
+		fe.write(w)
+		return
+	} else if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	defer form.file.close()
+	if form.file.size == 0 {
+		internalapi.WriteFieldError(w, "file", "is empty")
+		return
+	}
+	if actor == nil {
+		actor = s.botActor()
+	}
+	// The client's Content-Type is not trusted: the bytes decide.
+	contentType := http.DetectContentType(form.file.head)
+	resp, err := actor.Intent.UploadMedia(ctx, mautrix.ReqUploadMedia{
+		Content:       form.file.f,
+		ContentLength: form.file.size,
+		ContentType:   contentType,
+		FileName:      form.file.name,
+	})
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	zerolog.Ctx(ctx).Debug().
+		Stringer("content_uri", resp.ContentURI).
+		Str("content_type", contentType).
+		Int64("size", form.file.size).
+		Str("as", actor.Entity.ID).
+		Msg("Uploaded media")
+	internalapi.WriteJSON(w, http.StatusOK, uploadResponse{
+		ContentURI:  resp.ContentURI.String(),
+		ContentType: contentType,
+		Size:        form.file.size,
+	})
+}

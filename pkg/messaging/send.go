@@ -1,0 +1,421 @@
+package messaging
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/daarion/matrix-bridge/pkg/identity"
+	"github.com/daarion/matrix-bridge/pkg/internalapi"
+)
+
+// RegisterRoutes adds the sending and membership endpoints.
+func (s *Service) RegisterRoutes(api *internalapi.API) {
+	api.Handle(http.MethodPost, "/internal/matrix/send", internalapi.ScopeMessaging, s.handleSend)
+	api.Handle(http.MethodPost, "/internal/matrix/send-reaction", internalapi.ScopeMessaging, s.handleReaction)
+	api.Handle(http.MethodPost, "/internal/matrix/redact", internalapi.ScopeMessaging, s.handleRedact)
+	for _, action := range []membershipAction{actionInvite, actionJoin, actionLeave, actionKick, actionBan, actionUnban} {
+		api.Handle(http.MethodPost, "/internal/matrix/"+string(action), internalapi.ScopeMessaging, s.handleMembership(action))
+	}
+}
+
+// sendRequest is POST /internal/matrix/send.
+type sendRequest struct {
+	RoomID         id.RoomID       `json:"room_id"`
+	CitySlug       string          `json:"city_slug"`
+	Sender         string          `json:"sender"`
+	SenderMatrixID id.UserID       `json:"sender_matrix_id"`
+	MsgType        string          `json:"msgtype"`
+	Body           string          `json:"body"`
+	Format         string          `json:"format"`
+	FormattedBody  string          `json:"formatted_body"`
+	RelatesTo      json.RawMessage `json:"relates_to"`
+	Mentions       *struct {
+		UserIDs []id.UserID `json:"user_ids"`
+		Room    bool        `json:"room"`
+	} `json:"mentions"`
+	URL      string          `json:"url"`
+	Info     json.RawMessage `json:"info"`
+	FileName string          `json:"filename"`
+}
+
+var mediaTypes = map[event.MessageType]bool{event.MsgImage: true, event.MsgFile: true, event.MsgAudio: true, event.MsgVideo: true}
+var textTypes = map[event.MessageType]bool{event.MsgText: true, event.MsgNotice: true, event.MsgEmote: true}
+
+const maxBodyRunes = 65536
+
+// content builds the message content; kind decides the default msgtype (an
+// agent's message without one is a notice).
+func (req *sendRequest) content(kind identity.Kind) (*event.MessageEventContent, error) {
+	msgType := event.MessageType(req.MsgType)
+	if msgType == "" {
+		msgType = event.MsgText
+		if kind == identity.KindAgent {
+			msgType = event.MsgNotice
+		}
+	}
+	if !textTypes[msgType] && !mediaTypes[msgType] {
+		return nil, &identity.FieldError{Field: "msgtype", Problem: "must be m.text, m.notice, m.emote, m.image, m.file, m.audio or m.video"}
+	}
+	if strings.TrimSpace(req.Body) == "" {
+		return nil, &identity.FieldError{Field: "body", Problem: "is required"}
+	}
+	if len([]rune(req.Body)) > maxBodyRunes || len([]rune(req.FormattedBody)) > maxBodyRunes {
+		return nil, &identity.FieldError{Field: "body", Problem: fmt.Sprintf("must be at most %d characters", maxBodyRunes)}
+	}
+	content := &event.MessageEventContent{MsgType: msgType, Body: req.Body}
+	switch {
+	case req.Format == "" && req.FormattedBody != "":
+		return nil, &identity.FieldError{Field: "format", Problem: "is required with formatted_body (org.matrix.custom.html)"}
+	case req.Format != "" && req.Format != string(event.FormatHTML):
+		return nil, &identity.FieldError{Field: "format", Problem: "must be org.matrix.custom.html"}
+	case req.Format != "" && req.FormattedBody == "":
+		return nil, &identity.FieldError{Field: "formatted_body", Problem: "is required with format"}
+	case req.Format != "":
+		content.Format, content.FormattedBody = event.FormatHTML, req.FormattedBody
+	}
+	if mediaTypes[msgType] {
+		uri, err := id.ParseContentURI(req.URL)
+		if err != nil || uri.IsEmpty() {
+			return nil, &identity.FieldError{Field: "url", Problem: "must be an mxc:// URI for " + string(msgType)}
+		}
+		content.URL = uri.CUString()
+		content.FileName = req.FileName
+		if len(req.Info) > 0 {
+			var info event.FileInfo
+			if err = json.Unmarshal(req.Info, &info); err != nil {
+				return nil, &identity.FieldError{Field: "info", Problem: "must be a file info object: " + err.Error()}
+			}
+			content.Info = &info
+		}
+	} else if req.URL != "" || len(req.Info) > 0 {
+		return nil, &identity.FieldError{Field: "url", Problem: "is only for m.image, m.file, m.audio and m.video"}
+	}
+	if req.Mentions != nil {
+		content.Mentions = &event.Mentions{Room: req.Mentions.Room}
+		for i, u := range req.Mentions.UserIDs {
+			if _, _, err := u.Parse(); err != nil {
+				return nil, &identity.FieldError{Field: fmt.Sprintf("mentions.user_ids[%d]", i), Problem: "must be a Matrix user id"}
+			}
+			content.Mentions.UserIDs = append(content.Mentions.UserIDs, u)
+		}
+	}
+	if len(req.RelatesTo) > 0 && string(req.RelatesTo) != "null" {
+		if err := applyRelation(content, req.RelatesTo); err != nil {
+			return nil, err
+		}
+	}
+	return content, nil
+}
+
+// applyRelation adds a reply, a thread message or an edit.
+func applyRelation(content *event.MessageEventContent, raw json.RawMessage) error {
+	var rel struct {
+		RelType       string `json:"rel_type"`
+		EventID       string `json:"event_id"`
+		IsFallingBack *bool  `json:"is_falling_back"`
+		InReplyTo     *struct {
+			EventID string `json:"event_id"`
+		} `json:"m.in_reply_to"`
+	}
+	if err := json.Unmarshal(raw, &rel); err != nil {
+		return &identity.FieldError{Field: "relates_to", Problem: "must be an object: " + err.Error()}
+	}
+	eventID := func(field, v string) (id.EventID, error) {
+		if !strings.HasPrefix(v, "$") || len(v) > 255 || strings.ContainsAny(v, " \x00") {
+			return "", &identity.FieldError{Field: field, Problem: "must be a Matrix event id such as $abc"}
+		}
+		return id.EventID(v), nil
+	}
+	switch rel.RelType {
+	case "":
+		if rel.InReplyTo == nil {
+			return &identity.FieldError{Field: "relates_to", Problem: "needs m.in_reply_to, or rel_type m.thread or m.replace"}
+		}
+		target, err := eventID("relates_to.m.in_reply_to.event_id", rel.InReplyTo.EventID)
+		if err != nil {
+			return err
+		}
+		content.RelatesTo = &event.RelatesTo{InReplyTo: &event.InReplyTo{EventID: target}}
+	case string(event.RelThread):
+		root, err := eventID("relates_to.event_id", rel.EventID)
+		if err != nil {
+			return err
+		}
+		// Without an explicit reply, the thread's fallback replies to its root.
+		replyTo, fallingBack := root, true
+		if rel.InReplyTo != nil {
+			if replyTo, err = eventID("relates_to.m.in_reply_to.event_id", rel.InReplyTo.EventID); err != nil {
+				return err
+			}
+			fallingBack = rel.IsFallingBack != nil && *rel.IsFallingBack
+		}
+		content.RelatesTo = &event.RelatesTo{Type: event.RelThread, EventID: root, InReplyTo: &event.InReplyTo{EventID: replyTo}, IsFallingBack: fallingBack}
+	case string(event.RelReplace):
+		target, err := eventID("relates_to.event_id", rel.EventID)
+		if err != nil {
+			return err
+		}
+		newContent := *content
+		content.NewContent = &newContent
+		content.Body = "* " + content.Body
+		if content.FormattedBody != "" {
+			content.FormattedBody = "* " + content.FormattedBody
+		}
+		content.RelatesTo = &event.RelatesTo{Type: event.RelReplace, EventID: target}
+	default:
+		return &identity.FieldError{Field: "relates_to.rel_type", Problem: "must be m.thread or m.replace (or absent for a reply)"}
+	}
+	return nil
+}
+
+func (s *Service) handleSend(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	var req sendRequest
+	if !internalapi.DecodeJSON(w, r, &req) {
+		return
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if key != "" && !validIdempotencyKey(key) {
+		internalapi.WriteFieldError(w, "Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
+		return
+	}
+	roomID, err := s.resolveRoom(ctx, req.RoomID, req.CitySlug)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	actor, err := s.actAs(ctx, "sender", req.Sender, "sender_matrix_id", req.SenderMatrixID)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	content, err := req.content(actor.Entity.Kind)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	raw, _ := json.Marshal(content)
+	eventID, sentAt, err := s.sendOnce(ctx, key, requestHash(string(roomID), string(actor.Entity.UserID), string(raw)), func(txnID string) (id.EventID, error) {
+		return s.send(ctx, actor, roomID, event.EventMessage, content, txnID)
+	})
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	internalapi.WriteJSON(w, http.StatusOK, map[string]string{"event_id": eventID.String(), "sent_at": sentAt.UTC().Format(time.RFC3339Nano)})
+}
+
+// sendOnce runs send at most once per (service, Idempotency-Key): a retry
+// with the same request answers the remembered event; the same key with a
+// different request is a conflict. Without a key it just sends.
+func (s *Service) sendOnce(ctx context.Context, key, hash string, send func(txnID string) (id.EventID, error)) (id.EventID, time.Time, error) {
+	if key == "" {
+		eventID, err := send("")
+		return eventID, time.Now(), err
+	}
+	service := internalapi.ServiceFrom(ctx).Name
+	unlock := s.order.Lock("idem\x00" + service + "\x00" + key)
+	defer unlock()
+	prev, err := s.idem.get(ctx, service, key)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	if prev != nil {
+		if prev.RequestHash != hash {
+			return "", time.Time{}, &ConflictError{Message: "Idempotency-Key was already used for a different request"}
+		}
+		zerolog.Ctx(ctx).Debug().Str("event_id", prev.EventID.String()).Msg("Idempotent retry answered from the record")
+		return prev.EventID, prev.SentAt, nil
+	}
+	eventID, err := send(matrixTxnID(service, key))
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	res := idempotentResult{RequestHash: hash, EventID: eventID, SentAt: time.Now()}
+	if err = s.idem.put(ctx, service, key, res); err != nil {
+		// Sent but not recorded: the homeserver's transaction id still makes
+		// a prompt retry return this same event.
+		zerolog.Ctx(ctx).Err(err).Msg("Sent, but failed to record the Idempotency-Key")
+	}
+	return eventID, res.SentAt, nil
+}
+
+// maxRateLimitRetries bounds how often a send waits out the homeserver's 429.
+const maxRateLimitRetries = 5
+
+// send posts one event as actor, in order per (sender, room): the ghost
+// joins first when it is not in the room, and the homeserver's rate limit
+// is waited out.
+func (s *Service) send(ctx context.Context, actor *Actor, roomID id.RoomID, evtType event.Type, content any, txnID string) (id.EventID, error) {
+	unlock := s.order.Lock(string(actor.Entity.UserID) + "\x00" + string(roomID))
+	defer unlock()
+	if err := s.ensureJoined(ctx, actor, roomID, false); err != nil {
+		return "", err
+	}
+	var extra []mautrix.ReqSendEvent
+	if txnID != "" {
+		extra = append(extra, mautrix.ReqSendEvent{TransactionID: txnID})
+	}
+	rejoined := false
+	for attempt := 0; ; attempt++ {
+		resp, err := actor.Intent.SendMessageEvent(ctx, roomID, evtType, content, extra...)
+		if err == nil {
+			return resp.EventID, nil
+		}
+		if wait, limited := rateLimited(err); limited && attempt < maxRateLimitRetries {
+			if !sleep(ctx, wait) {
+				return "", ctx.Err()
+			}
+			continue
+		}
+		// The membership cache may be stale (the ghost was kicked): join again once.
+		if errors.Is(err, mautrix.MForbidden) && actor.Entity.Kind == identity.KindAgent && !rejoined {
+			rejoined = true
+			if joinErr := s.ensureJoined(ctx, actor, roomID, true); joinErr == nil {
+				continue
+			}
+		}
+		return "", err
+	}
+}
+
+// ensureJoined makes an agent's ghost a member (the bot invites it where the
+// room needs an invite). Humans and the bot are not joined implicitly.
+func (s *Service) ensureJoined(ctx context.Context, actor *Actor, roomID id.RoomID, ignoreCache bool) error {
+	if actor.Entity.Kind != identity.KindAgent {
+		return nil
+	}
+	return actor.Intent.EnsureJoined(ctx, roomID, appservice.EnsureJoinedParams{IgnoreCache: ignoreCache, BotOverride: s.as.BotClient()})
+}
+
+// rateLimited reports a 429 and how long the homeserver asked to wait.
+func rateLimited(err error) (time.Duration, bool) {
+	var httpErr mautrix.HTTPError
+	if !errors.As(err, &httpErr) || httpErr.Response == nil || httpErr.Response.StatusCode != http.StatusTooManyRequests {
+		return 0, false
+	}
+	wait := time.Second
+	if httpErr.RespError != nil {
+		if ms, ok := httpErr.RespError.ExtraData["retry_after_ms"].(float64); ok && ms > 0 {
+			wait = time.Duration(ms) * time.Millisecond
+		}
+	}
+	return min(wait, 30*time.Second), true
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (s *Service) handleReaction(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	var req struct {
+		RoomID          id.RoomID `json:"room_id"`
+		CitySlug        string    `json:"city_slug"`
+		EventID         string    `json:"event_id"`
+		Reactor         string    `json:"reactor"`
+		ReactorMatrixID id.UserID `json:"reactor_matrix_id"`
+		Emoji           string    `json:"emoji"`
+	}
+	if !internalapi.DecodeJSON(w, r, &req) {
+		return
+	}
+	roomID, err := s.resolveRoom(ctx, req.RoomID, req.CitySlug)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	if !strings.HasPrefix(req.EventID, "$") || len(req.EventID) > 255 {
+		internalapi.WriteFieldError(w, "event_id", "must be a Matrix event id such as $abc")
+		return
+	}
+	if req.Emoji == "" || len(req.Emoji) > 256 {
+		internalapi.WriteFieldError(w, "emoji", "must be 1-256 bytes")
+		return
+	}
+	actor, err := s.actAs(ctx, "reactor", req.Reactor, "reactor_matrix_id", req.ReactorMatrixID)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	content := &event.ReactionEventContent{RelatesTo: event.RelatesTo{Type: event.RelAnnotation, EventID: id.EventID(req.EventID), Key: req.Emoji}}
+	raw, _ := json.Marshal(content)
+	eventID, _, err := s.sendOnce(ctx, r.Header.Get("Idempotency-Key"), requestHash("reaction", string(roomID), string(actor.Entity.UserID), string(raw)), func(txnID string) (id.EventID, error) {
+		return s.send(ctx, actor, roomID, event.EventReaction, content, txnID)
+	})
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	internalapi.WriteJSON(w, http.StatusOK, map[string]string{"event_id": eventID.String()})
+}
+
+func (s *Service) handleRedact(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	var req struct {
+		RoomID           id.RoomID `json:"room_id"`
+		CitySlug         string    `json:"city_slug"`
+		EventID          string    `json:"event_id"`
+		Reason           string    `json:"reason"`
+		Redactor         string    `json:"redactor"`
+		RedactorMatrixID id.UserID `json:"redactor_matrix_id"`
+	}
+	if !internalapi.DecodeJSON(w, r, &req) {
+		return
+	}
+	roomID, err := s.resolveRoom(ctx, req.RoomID, req.CitySlug)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	if !strings.HasPrefix(req.EventID, "$") || len(req.EventID) > 255 {
+		internalapi.WriteFieldError(w, "event_id", "must be a Matrix event id such as $abc")
+		return
+	}
+	if len(req.Reason) > 1000 {
+		internalapi.WriteFieldError(w, "reason", "must be at most 1000 bytes")
+		return
+	}
+	actor, err := s.actAsOrBot(ctx, "redactor", req.Redactor, "redactor_matrix_id", req.RedactorMatrixID)
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	if err = s.ensureJoined(ctx, actor, roomID, false); err != nil {
+		writeError(w, r, err)
+		return
+	}
+	resp, err := actor.Intent.RedactEvent(ctx, roomID, id.EventID(req.EventID), mautrix.ReqRedact{Reason: req.Reason})
+	if err != nil {
+		writeError(w, r, err)
+		return
+	}
+	internalapi.WriteJSON(w, http.StatusOK, map[string]string{"event_id": resp.EventID.String()})
+}
+
+// actAsOrBot is actAs, defaulting to the bridge bot when no one is named:
+// the bot moderates city rooms (redacts, invites, kicks) for the services.
+func (s *Service) actAsOrBot(ctx context.Context, field, value, matrixField string, matrixID id.UserID) (*Actor, error) {
+	if value == "" && matrixID == "" {
+		return &Actor{Entity: s.mapper.FromMatrix(s.as.BotMXID()), Intent: s.as.BotIntent()}, nil
+	}
+	return s.actAs(ctx, field, value, matrixField, matrixID)
+}
