@@ -1,0 +1,362 @@
+package mapping
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/daarion/matrix-bridge/pkg/eventlog"
+	"github.com/daarion/matrix-bridge/pkg/identity"
+)
+
+// RoomInfo tells the city room behind a Matrix room, if any.
+type RoomInfo func(roomID string) (alias, slug string)
+
+// OriginInfo tells whether the bridge sent an event, for whom.
+type OriginInfo func(eventID string) *Origin
+
+// Mapper maps log events to DTOs.
+type Mapper struct {
+	IDs    identity.Mapper
+	Rooms  RoomInfo
+	Origin OriginInfo
+}
+
+// rawEvent is the part of a Matrix event the mapping reads.
+type rawEvent struct {
+	EventID        string          `json:"event_id"`
+	Type           string          `json:"type"`
+	Sender         string          `json:"sender"`
+	StateKey       *string         `json:"state_key"`
+	OriginServerTS int64           `json:"origin_server_ts"`
+	Content        json.RawMessage `json:"content"`
+	Redacts        string          `json:"redacts"`
+	Unsigned       struct {
+		PrevContent json.RawMessage `json:"prev_content"`
+	} `json:"unsigned"`
+	PrevContent json.RawMessage `json:"prev_content"`
+}
+
+// PreviewRunes bounds a message preview.
+const PreviewRunes = 200
+
+// Preview is the start of a body with whitespace collapsed, as
+// messaging-service indexes it.
+func Preview(body string) string {
+	fields := strings.FieldsFunc(body, unicode.IsSpace)
+	s := strings.Join(fields, " ")
+	if r := []rune(s); len(r) > PreviewRunes {
+		return string(r[:PreviewRunes-1]) + "…"
+	}
+	return s
+}
+
+// Map returns the DTO of a log event, nil for types that map to nothing
+// (they are counted by the caller, not delivered).
+func (m *Mapper) Map(evt *eventlog.Event) *DTO {
+	var raw rawEvent
+	if json.Unmarshal(evt.JSON, &raw) != nil {
+		return nil
+	}
+	dto := &DTO{ID: evt.EventID, Version: Version, OccurredAt: evt.ReceivedAt.UTC()}
+	if raw.OriginServerTS > 0 {
+		dto.OccurredAt = time.UnixMilli(raw.OriginServerTS).UTC()
+	}
+	if evt.RoomID != "" {
+		dto.Room = &Room{MatrixRoomID: evt.RoomID}
+		if m.Rooms != nil {
+			dto.Room.MatrixRoomAlias, dto.Room.CitySlug = m.Rooms(evt.RoomID)
+		}
+	}
+	if raw.Sender != "" {
+		dto.Sender = m.entity(raw.Sender)
+	}
+	var ok bool
+	if evt.Kind == eventlog.KindEphemeral {
+		ok = m.mapEphemeral(dto, &raw)
+	} else {
+		dto.MatrixEventID = evt.EventID
+		ok = m.mapTimeline(dto, &raw)
+		if ok && m.Origin != nil {
+			dto.Origin = m.Origin(evt.EventID)
+		}
+	}
+	if !ok {
+		return nil
+	}
+	return dto
+}
+
+func (m *Mapper) entity(userID string) *Entity {
+	e := m.IDs.FromMatrix(id.UserID(userID))
+	return &Entity{ID: e.ID, Type: string(e.Kind), MatrixID: userID}
+}
+
+type messageContent struct {
+	MsgType       string          `json:"msgtype"`
+	Body          string          `json:"body"`
+	Format        string          `json:"format"`
+	FormattedBody string          `json:"formatted_body"`
+	URL           string          `json:"url"`
+	Info          json.RawMessage `json:"info"`
+	FileName      string          `json:"filename"`
+	RelatesTo     *struct {
+		RelType   string `json:"rel_type"`
+		EventID   string `json:"event_id"`
+		Key       string `json:"key"`
+		InReplyTo *struct {
+			EventID string `json:"event_id"`
+		} `json:"m.in_reply_to"`
+	} `json:"m.relates_to"`
+	NewContent *messageContent `json:"m.new_content"`
+	Mentions   *struct {
+		UserIDs []string `json:"user_ids"`
+		Room    bool     `json:"room"`
+	} `json:"m.mentions"`
+}
+
+// channelFields are the room state events that update a channel: the DTO's
+// field name and the content key holding the value.
+var channelFields = map[string]struct{ field, contentKey string }{
+	"m.room.name":            {"name", "name"},
+	"m.room.topic":           {"topic", "topic"},
+	"m.room.avatar":          {"avatar_url", "url"},
+	"m.room.canonical_alias": {"canonical_alias", "alias"},
+}
+
+var mediaTypes = map[string]bool{"m.image": true, "m.file": true, "m.audio": true, "m.video": true}
+
+func (m *Mapper) mapTimeline(dto *DTO, raw *rawEvent) bool {
+	switch raw.Type {
+	case "m.room.message":
+		return m.mapMessage(dto, raw)
+	case "m.reaction":
+		var c messageContent
+		if json.Unmarshal(raw.Content, &c) != nil || c.RelatesTo == nil || c.RelatesTo.RelType != "m.annotation" {
+			return false
+		}
+		dto.Type = ReactionAdded
+		dto.Data = map[string]any{"target_event_id": c.RelatesTo.EventID, "key": c.RelatesTo.Key}
+		return true
+	case "m.room.redaction":
+		var c struct {
+			Redacts string `json:"redacts"`
+			Reason  string `json:"reason"`
+		}
+		_ = json.Unmarshal(raw.Content, &c)
+		target := c.Redacts // room v11 puts it in content
+		if target == "" {
+			target = raw.Redacts
+		}
+		if target == "" {
+			return false
+		}
+		dto.Type = MessageDeleted
+		dto.Data = map[string]any{"redacted_event_id": target, "reason": c.Reason}
+		return true
+	case "m.room.member":
+		return m.mapMember(dto, raw)
+	case "m.room.name", "m.room.topic", "m.room.avatar", "m.room.canonical_alias":
+		if raw.StateKey == nil || *raw.StateKey != "" {
+			return false
+		}
+		var c map[string]any
+		if json.Unmarshal(raw.Content, &c) != nil {
+			return false
+		}
+		f := channelFields[raw.Type]
+		value, _ := c[f.contentKey].(string)
+		dto.Type = ChannelUpdated
+		dto.Data = map[string]any{"field": f.field, "value": value}
+		return true
+	case "m.room.tombstone":
+		var c struct {
+			Body            string `json:"body"`
+			ReplacementRoom string `json:"replacement_room"`
+		}
+		if json.Unmarshal(raw.Content, &c) != nil || c.ReplacementRoom == "" {
+			return false
+		}
+		dto.Type = ChannelUpgraded
+		dto.Data = map[string]any{"replacement_room_id": c.ReplacementRoom, "body": c.Body}
+		return true
+	}
+	return false
+}
+
+func (m *Mapper) mapMessage(dto *DTO, raw *rawEvent) bool {
+	var c messageContent
+	if json.Unmarshal(raw.Content, &c) != nil || c.MsgType == "" {
+		return false
+	}
+	if c.RelatesTo != nil && c.RelatesTo.RelType == "m.replace" {
+		newBody := c.Body
+		newFormatted := c.FormattedBody
+		if c.NewContent != nil {
+			newBody, newFormatted = c.NewContent.Body, c.NewContent.FormattedBody
+		}
+		dto.Type = MessageEdited
+		dto.Data = map[string]any{"edited_event_id": c.RelatesTo.EventID, "body": newBody, "preview": Preview(newBody)}
+		if newFormatted != "" {
+			dto.Data["formatted_body"] = newFormatted
+		}
+		return true
+	}
+	data := map[string]any{"msgtype": c.MsgType, "body": c.Body, "preview": Preview(c.Body)}
+	switch {
+	case mediaTypes[c.MsgType]:
+		dto.Type = MediaUploaded
+		data["url"] = c.URL
+		if c.FileName != "" {
+			data["filename"] = c.FileName
+		}
+		if len(c.Info) > 0 {
+			var info map[string]any
+			if json.Unmarshal(c.Info, &info) == nil {
+				data["info"] = info
+			}
+		}
+	case c.MsgType == "m.text" || c.MsgType == "m.notice" || c.MsgType == "m.emote":
+		dto.Type = MessageCreated
+	default:
+		return false
+	}
+	if c.Format != "" && c.FormattedBody != "" {
+		data["format"], data["formatted_body"] = c.Format, c.FormattedBody
+	}
+	if rel := c.RelatesTo; rel != nil {
+		if rel.RelType == "m.thread" && rel.EventID != "" {
+			data["thread_root_event_id"] = rel.EventID
+		}
+		if rel.InReplyTo != nil && rel.InReplyTo.EventID != "" && (rel.RelType != "m.thread" || rel.InReplyTo.EventID != rel.EventID) {
+			data["reply_to_event_id"] = rel.InReplyTo.EventID
+		}
+	}
+	if c.Mentions != nil {
+		var ids []string
+		for _, u := range c.Mentions.UserIDs {
+			ids = append(ids, m.IDs.FromMatrix(id.UserID(u)).ID)
+		}
+		data["mentions"] = map[string]any{"ids": ids, "room": c.Mentions.Room}
+	}
+	dto.Data = data
+	return true
+}
+
+func (m *Mapper) mapMember(dto *DTO, raw *rawEvent) bool {
+	if raw.StateKey == nil || *raw.StateKey == "" {
+		return false
+	}
+	var c, prev struct {
+		Membership  string `json:"membership"`
+		Reason      string `json:"reason"`
+		Displayname string `json:"displayname"`
+	}
+	if json.Unmarshal(raw.Content, &c) != nil {
+		return false
+	}
+	prevRaw := raw.Unsigned.PrevContent
+	if len(prevRaw) == 0 {
+		prevRaw = raw.PrevContent
+	}
+	if len(prevRaw) > 0 {
+		_ = json.Unmarshal(prevRaw, &prev)
+	}
+	target := m.entity(*raw.StateKey)
+	self := raw.Sender == *raw.StateKey
+	switch {
+	case c.Membership == "join" && prev.Membership == "join":
+		return false // a profile change, not a membership change
+	case c.Membership == "join":
+		dto.Type = MemberJoined
+	case c.Membership == "invite":
+		dto.Type = MemberInvited
+	case c.Membership == "ban":
+		dto.Type = MemberBanned
+	case c.Membership == "leave" && prev.Membership == "ban":
+		dto.Type = MemberUnbanned
+	case c.Membership == "leave" && !self:
+		dto.Type = MemberKicked
+	case c.Membership == "leave":
+		dto.Type = MemberLeft
+	default:
+		return false
+	}
+	dto.Data = map[string]any{"target": target, "actor": dto.Sender, "membership": c.Membership}
+	if c.Reason != "" {
+		dto.Data["reason"] = c.Reason
+	}
+	if c.Displayname != "" {
+		dto.Data["displayname"] = c.Displayname
+	}
+	return true
+}
+
+func (m *Mapper) mapEphemeral(dto *DTO, raw *rawEvent) bool {
+	switch raw.Type {
+	case "m.typing":
+		var c struct {
+			UserIDs []string `json:"user_ids"`
+		}
+		if json.Unmarshal(raw.Content, &c) != nil {
+			return false
+		}
+		ids := []*Entity{}
+		for _, u := range c.UserIDs {
+			ids = append(ids, m.entity(u))
+		}
+		dto.Type = TypingUpdated
+		dto.Data = map[string]any{"typing": ids}
+		return true
+	case "m.receipt":
+		var c map[string]map[string]map[string]struct {
+			TS       int64  `json:"ts"`
+			ThreadID string `json:"thread_id"`
+		}
+		if json.Unmarshal(raw.Content, &c) != nil {
+			return false
+		}
+		receipts := []map[string]any{}
+		for eventID, byType := range c {
+			for receiptType, byUser := range byType {
+				for user, r := range byUser {
+					entry := map[string]any{"event_id": eventID, "receipt_type": receiptType, "user": m.entity(user), "ts": r.TS}
+					if r.ThreadID != "" {
+						entry["thread_id"] = r.ThreadID
+					}
+					receipts = append(receipts, entry)
+				}
+			}
+		}
+		// Maps have no order: sort so that the same receipt event is the same DTO.
+		slices.SortFunc(receipts, func(a, b map[string]any) int {
+			return strings.Compare(fmt.Sprint(a["event_id"], a["receipt_type"], a["user"].(*Entity).ID),
+				fmt.Sprint(b["event_id"], b["receipt_type"], b["user"].(*Entity).ID))
+		})
+		dto.Type = ReadUpdated
+		dto.Data = map[string]any{"receipts": receipts}
+		return true
+	case "m.presence":
+		var c struct {
+			Presence        string `json:"presence"`
+			LastActiveAgo   int64  `json:"last_active_ago"`
+			CurrentlyActive bool   `json:"currently_active"`
+			StatusMsg       string `json:"status_msg"`
+		}
+		if json.Unmarshal(raw.Content, &c) != nil || c.Presence == "" {
+			return false
+		}
+		dto.Type = PresenceUpdated
+		dto.Data = map[string]any{"presence": c.Presence, "last_active_ago": c.LastActiveAgo, "currently_active": c.CurrentlyActive}
+		if c.StatusMsg != "" {
+			dto.Data["status_msg"] = c.StatusMsg
+		}
+		return true
+	}
+	return false
+}
