@@ -84,3 +84,18 @@ func requestHash(parts ...string) string {
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
+
+// recordSent remembers that the bridge sent eventID for service, so the
+// DTO of its echo carries the origin.
+func (s *IdempotencyStore) recordSent(ctx context.Context, eventID id.EventID, service, key string) error {
+	var idemKey any
+	if key != "" {
+		idemKey = key
+	}
+	_, err := s.db.Exec(ctx, `INSERT INTO sent_event (event_id, service, idem_key, sent_at) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (event_id) DO NOTHING`, eventID, service, idemKey, time.Now().UnixMilli())
+	if err != nil {
+		return fmt.Errorf("failed to record sent event: %w", err)
+	}
+	return nil
+}

@@ -220,11 +220,14 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request) {
 // with the same request answers the remembered event; the same key with a
 // different request is a conflict. Without a key it just sends.
 func (s *Service) sendOnce(ctx context.Context, key, hash string, send func(txnID string) (id.EventID, error)) (id.EventID, time.Time, error) {
+	service := internalapi.ServiceFrom(ctx).Name
 	if key == "" {
 		eventID, err := send("")
+		if err == nil {
+			s.noteSent(ctx, eventID, service, "")
+		}
 		return eventID, time.Now(), err
 	}
-	service := internalapi.ServiceFrom(ctx).Name
 	unlock := s.order.Lock("idem\x00" + service + "\x00" + key)
 	defer unlock()
 	prev, err := s.idem.get(ctx, service, key)
@@ -242,6 +245,7 @@ func (s *Service) sendOnce(ctx context.Context, key, hash string, send func(txnI
 	if err != nil {
 		return "", time.Time{}, err
 	}
+	s.noteSent(ctx, eventID, service, key)
 	res := idempotentResult{RequestHash: hash, EventID: eventID, SentAt: time.Now()}
 	if err = s.idem.put(ctx, service, key, res); err != nil {
 		// Sent but not recorded: the homeserver's transaction id still makes
@@ -249,6 +253,14 @@ func (s *Service) sendOnce(ctx context.Context, key, hash string, send func(txnI
 		zerolog.Ctx(ctx).Err(err).Msg("Sent, but failed to record the Idempotency-Key")
 	}
 	return eventID, res.SentAt, nil
+}
+
+// noteSent records an event the bridge sent; a failure only loses the
+// origin mark on the echo's DTO, so it is logged, not returned.
+func (s *Service) noteSent(ctx context.Context, eventID id.EventID, service, key string) {
+	if err := s.idem.recordSent(ctx, eventID, service, key); err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Str("event_id", eventID.String()).Msg("Failed to record a sent event")
+	}
 }
 
 // maxRateLimitRetries bounds how often a send waits out the homeserver's 429.
@@ -408,6 +420,7 @@ func (s *Service) handleRedact(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
+	s.noteSent(ctx, resp.EventID, internalapi.ServiceFrom(ctx).Name, "")
 	internalapi.WriteJSON(w, http.StatusOK, map[string]string{"event_id": resp.EventID.String()})
 }
 

@@ -23,17 +23,25 @@ func TestMessageContent(t *testing.T) {
 		{"agent default is notice", sendRequest{Body: "hi"}, identity.KindAgent, "", func(c *event.MessageEventContent) bool { return c.MsgType == event.MsgNotice }},
 		{"human default is text", sendRequest{Body: "hi"}, identity.KindHuman, "", func(c *event.MessageEventContent) bool { return c.MsgType == event.MsgText }},
 		{"html", sendRequest{Body: "hi", Format: "org.matrix.custom.html", FormattedBody: "<b>hi</b>"}, identity.KindAgent, "",
-			func(c *event.MessageEventContent) bool { return c.Format == event.FormatHTML && c.FormattedBody == "<b>hi</b>" }},
+			func(c *event.MessageEventContent) bool {
+				return c.Format == event.FormatHTML && c.FormattedBody == "<b>hi</b>"
+			}},
 		{"image", sendRequest{Body: "cat.png", MsgType: "m.image", URL: "mxc://s/abc", Info: json.RawMessage(`{"mimetype":"image/png","size":10}`)}, identity.KindAgent, "",
-			func(c *event.MessageEventContent) bool { return c.URL == "mxc://s/abc" && c.Info != nil && c.Info.MimeType == "image/png" }},
+			func(c *event.MessageEventContent) bool {
+				return c.URL == "mxc://s/abc" && c.Info != nil && c.Info.MimeType == "image/png"
+			}},
 		{"reply", sendRequest{Body: "x", RelatesTo: json.RawMessage(`{"m.in_reply_to":{"event_id":"$q"}}`)}, identity.KindAgent, "",
-			func(c *event.MessageEventContent) bool { return c.RelatesTo.InReplyTo.EventID == "$q" && c.RelatesTo.Type == "" }},
+			func(c *event.MessageEventContent) bool {
+				return c.RelatesTo.InReplyTo.EventID == "$q" && c.RelatesTo.Type == ""
+			}},
 		{"thread falls back to root", sendRequest{Body: "x", RelatesTo: json.RawMessage(`{"rel_type":"m.thread","event_id":"$root"}`)}, identity.KindAgent, "",
 			func(c *event.MessageEventContent) bool {
 				return c.RelatesTo.Type == event.RelThread && c.RelatesTo.InReplyTo.EventID == "$root" && c.RelatesTo.IsFallingBack
 			}},
 		{"thread reply", sendRequest{Body: "x", RelatesTo: json.RawMessage(`{"rel_type":"m.thread","event_id":"$root","m.in_reply_to":{"event_id":"$last"}}`)}, identity.KindAgent, "",
-			func(c *event.MessageEventContent) bool { return c.RelatesTo.InReplyTo.EventID == "$last" && !c.RelatesTo.IsFallingBack }},
+			func(c *event.MessageEventContent) bool {
+				return c.RelatesTo.InReplyTo.EventID == "$last" && !c.RelatesTo.IsFallingBack
+			}},
 		{"edit", sendRequest{Body: "new", RelatesTo: json.RawMessage(`{"rel_type":"m.replace","event_id":"$old"}`)}, identity.KindAgent, "",
 			func(c *event.MessageEventContent) bool {
 				return c.Body == "* new" && c.NewContent.Body == "new" && c.NewContent.RelatesTo == nil && c.RelatesTo.EventID == "$old"
