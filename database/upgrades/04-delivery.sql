@@ -42,3 +42,5 @@ CREATE TABLE webhook_delivery (
 		REFERENCES webhook_subscription (id) ON DELETE CASCADE
 );
 CREATE INDEX webhook_delivery_due_idx ON webhook_delivery (state, next_attempt_at);
+-- A (subscription, room) queue in order: its head is the lowest pending position.
+CREATE INDEX webhook_delivery_queue_idx ON webhook_delivery (subscription_id, room_id, state, position);

@@ -21,6 +21,8 @@ import (
 	"github.com/daarion/matrix-bridge/pkg/appservice"
 	"github.com/daarion/matrix-bridge/pkg/config"
 	"github.com/daarion/matrix-bridge/pkg/consumer"
+	"github.com/daarion/matrix-bridge/pkg/delivery"
+	"github.com/daarion/matrix-bridge/pkg/delivery/webhook"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 	"github.com/daarion/matrix-bridge/pkg/identity"
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
@@ -45,6 +47,8 @@ type Bridge struct {
 	Rooms       *rooms.Service
 	Agents      *agents.Service
 	Messaging   *messaging.Service
+	DTOs        *delivery.DTOSource
+	Webhooks    *webhook.Deliverer
 	InternalAPI *internalapi.API
 
 	asListener  net.Listener
@@ -123,9 +127,23 @@ func (b *Bridge) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("failed to set up the internal API: %w", err)
 	}
+	b.DTOs = delivery.NewDTOSource(b.DB, mapper)
+	webhookStore := webhook.NewStore(b.DB)
+	policy := webhook.Policy{AllowLinkLocal: cfg.Delivery.WebhookAllowLinkLocal}
+	b.Webhooks = webhook.NewDeliverer(webhookStore, webhook.DelivererOptions{
+		Workers:     cfg.Delivery.WebhookWorkers,
+		Timeout:     time.Duration(cfg.Delivery.WebhookTimeoutMS) * time.Millisecond,
+		RetryWindow: cfg.Delivery.RetryWindow(),
+		MaxBackoff:  cfg.Delivery.MaxBackoff(),
+		Policy:      policy,
+		UserAgent:   "daarion-matrix-bridge/" + Version,
+	})
+	webhook.NewAPI(webhookStore, policy, b.Webhooks).RegisterRoutes(b.InternalAPI)
 	b.InternalAPI.HandlePublic(http.MethodGet, "/healthz", b.handleHealth)
 	b.Rooms.RegisterRoutes(b.InternalAPI)
 	b.Messaging.RegisterRoutes(b.InternalAPI)
+	b.Messaging.RegisterMediaRoutes(b.InternalAPI)
+	b.Agents.RegisterRoutes(b.InternalAPI, cfg.Homeserver)
 
 	asHandler := appservice.NewServer(appservice.Options{
 		HSToken:         cfg.AppService.HSToken,
@@ -147,8 +165,14 @@ func (b *Bridge) Start(ctx context.Context) error {
 		consumer.NewRunner("type-counter", b.EventLog, b.TypeCounter, consumer.Options{}),
 		consumer.NewRunner("rooms", b.EventLog, b.Rooms, consumer.Options{}),
 		consumer.NewRunner("agents", b.EventLog, b.Agents, consumer.Options{}),
+		consumer.NewRunner("webhooks", b.EventLog, webhook.NewFanout(webhookStore, b.DTOs, b.Webhooks.Wake), consumer.Options{}),
 	)
 	b.Consumers.Start(ctx)
+	b.background.Add(1)
+	go func() {
+		defer b.background.Done()
+		b.Webhooks.Run(ctx)
+	}()
 
 	b.background.Add(1)
 	go func() {

@@ -162,6 +162,28 @@ type Delivery struct {
 	WebhookTimeoutMS int    `yaml:"webhook_timeout_ms"`
 	SyncTimeoutMS    int    `yaml:"sync_timeout_ms"`
 	NATSURL          string `yaml:"nats_url"`
+	// WebhookRetryWindow is how long a failing delivery is retried before it
+	// goes to the dead-letter list.
+	WebhookRetryWindow string `yaml:"webhook_retry_window"`
+	// WebhookMaxBackoff caps the wait between two attempts.
+	WebhookMaxBackoff string `yaml:"webhook_max_backoff"`
+	// WebhookWorkers is how many (subscription, room) queues are delivered at once.
+	WebhookWorkers int `yaml:"webhook_workers"`
+	// WebhookAllowLinkLocal allows webhook URLs on link-local and cloud
+	// metadata addresses (169.254.0.0/16, fe80::/10), refused by default.
+	WebhookAllowLinkLocal bool `yaml:"webhook_allow_link_local"`
+}
+
+// RetryWindow parses WebhookRetryWindow (validated).
+func (d Delivery) RetryWindow() time.Duration {
+	v, _ := time.ParseDuration(d.WebhookRetryWindow)
+	return v
+}
+
+// MaxBackoff parses WebhookMaxBackoff (validated).
+func (d Delivery) MaxBackoff() time.Duration {
+	v, _ := time.ParseDuration(d.WebhookMaxBackoff)
+	return v
 }
 
 // Metrics is the Prometheus listener; empty Listen turns it off.
@@ -206,7 +228,7 @@ func Default() *Config {
 		},
 		Agents:   Agents{AcceptInvitesFrom: "power_level:50"},
 		Media:    Media{MaxUploadBytes: 50 << 20},
-		Delivery: Delivery{WebhookTimeoutMS: 5000, SyncTimeoutMS: 30000},
+		Delivery: Delivery{WebhookTimeoutMS: 5000, SyncTimeoutMS: 30000, WebhookRetryWindow: "24h", WebhookMaxBackoff: "1h", WebhookWorkers: 8},
 		Logging:  Logging{Level: "info", Format: "json"},
 	}
 }
@@ -443,6 +465,15 @@ func (cfg *Config) Validate() error {
 
 	if cfg.Delivery.WebhookTimeoutMS < 1 {
 		fail("delivery.webhook_timeout_ms", "must be positive, got %d", cfg.Delivery.WebhookTimeoutMS)
+	}
+	if d, err := time.ParseDuration(cfg.Delivery.WebhookRetryWindow); err != nil || d <= 0 {
+		fail("delivery.webhook_retry_window", "must be a positive duration such as 24h, got %q", cfg.Delivery.WebhookRetryWindow)
+	}
+	if d, err := time.ParseDuration(cfg.Delivery.WebhookMaxBackoff); err != nil || d <= 0 {
+		fail("delivery.webhook_max_backoff", "must be a positive duration such as 1h, got %q", cfg.Delivery.WebhookMaxBackoff)
+	}
+	if cfg.Delivery.WebhookWorkers < 1 || cfg.Delivery.WebhookWorkers > 256 {
+		fail("delivery.webhook_workers", "must be 1-256, got %d", cfg.Delivery.WebhookWorkers)
 	}
 	if cfg.Delivery.SyncTimeoutMS < 0 {
 		fail("delivery.sync_timeout_ms", "must not be negative, got %d", cfg.Delivery.SyncTimeoutMS)

@@ -65,7 +65,7 @@ func TestEnvOverrides(t *testing.T) {
 	want.AppService.URL = "http://bridge:29330"
 	want.AppService.Listen = "0.0.0.0:29330"
 	want.Database.URL = "postgres://u:p@db/bridge"
-	want.Delivery = Delivery{WebhookTimeoutMS: 1500, SyncTimeoutMS: 1000, NATSURL: "nats://nats:4222"}
+	want.Delivery.WebhookTimeoutMS, want.Delivery.SyncTimeoutMS, want.Delivery.NATSURL = 1500, 1000, "nats://nats:4222"
 	want.Metrics.Listen = "127.0.0.1:9100"
 	want.Logging.Level = "debug"
 	if !reflect.DeepEqual(cfg, want) {
@@ -140,6 +140,9 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"agents.accept_invites_from", func(c *Config) { c.Agents.AcceptInvitesFrom = "admins" }},
 		{"agents.accept_invites_from", func(c *Config) { c.Agents.AcceptInvitesFrom = "power_level:x" }},
 		{"media.max_upload_bytes", func(c *Config) { c.Media.MaxUploadBytes = 0 }},
+		{"delivery.webhook_retry_window", func(c *Config) { c.Delivery.WebhookRetryWindow = "1 day" }},
+		{"delivery.webhook_max_backoff", func(c *Config) { c.Delivery.WebhookMaxBackoff = "-1s" }},
+		{"delivery.webhook_workers", func(c *Config) { c.Delivery.WebhookWorkers = 0 }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.key, func(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"go.mau.fi/util/dbutil"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 	"github.com/daarion/matrix-bridge/pkg/identity"
@@ -58,7 +59,7 @@ func (s *DTOSource) Unmapped() int64 { return s.unmapped.Load() }
 // Map returns the DTOs of a batch, in log order; events no DTO exists for
 // are counted and left out.
 func (s *DTOSource) Map(ctx context.Context, events []*eventlog.Event) ([]Mapped, error) {
-	origins, err := s.origins(ctx, events)
+	origins, err := s.originsOfEchoes(ctx, events)
 	if err != nil {
 		return nil, err
 	}
@@ -84,6 +85,42 @@ func (s *DTOSource) Map(ctx context.Context, events []*eventlog.Event) ([]Mapped
 		}
 	}
 	return out, nil
+}
+
+// echoWait bounds how long a fresh event sent by a bridge-controlled user
+// (an agent ghost or the bot) waits for the send's record: the homeserver
+// can deliver the echo before the API call that sent it has recorded it.
+const echoWait = 2 * time.Second
+
+// originsOfEchoes is origins, waiting up to echoWait while a fresh event of
+// a bridge-controlled sender has no record yet. Events the bridge sent
+// outside the API (an agent accepting an invite) simply have none.
+func (s *DTOSource) originsOfEchoes(ctx context.Context, events []*eventlog.Event) (map[string]*mapping.Origin, error) {
+	deadline := time.Now().Add(echoWait)
+	for {
+		origins, err := s.origins(ctx, events)
+		if err != nil || time.Now().After(deadline) || !s.awaitingRecord(events, origins) {
+			return origins, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (s *DTOSource) awaitingRecord(events []*eventlog.Event, origins map[string]*mapping.Origin) bool {
+	for _, evt := range events {
+		if evt.Kind != eventlog.KindTimeline || origins[evt.EventID] != nil || time.Since(evt.ReceivedAt) > echoWait {
+			continue
+		}
+		switch s.ids.FromMatrix(id.UserID(evt.Sender)).Kind {
+		case identity.KindAgent, identity.KindBridge:
+			return true
+		}
+	}
+	return false
 }
 
 // origins looks up, in one query, which events of the batch the bridge sent.

@@ -1,0 +1,242 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// DelivererOptions tune delivery.
+type DelivererOptions struct {
+	Workers     int
+	Timeout     time.Duration
+	RetryWindow time.Duration
+	MaxBackoff  time.Duration
+	Policy      Policy
+	UserAgent   string
+}
+
+// Deliverer sends the outbox: each (subscription, room) queue strictly in
+// order, several queues at once. A failed delivery is retried with
+// exponential backoff and jitter (Retry-After honoured) until the retry
+// window ends, then goes to the dead-letter list and the queue moves on.
+type Deliverer struct {
+	store  *Store
+	opts   DelivererOptions
+	client *http.Client
+	wakeCh chan struct{}
+
+	mu       sync.Mutex
+	inflight map[queueKey]bool
+	stats    Stats
+}
+
+// Stats count delivery outcomes since start.
+type Stats struct {
+	Delivered, Failed, DeadLettered, Disabled int64
+}
+
+// NewDeliverer returns a deliverer; Run starts it.
+func NewDeliverer(store *Store, opts DelivererOptions) *Deliverer {
+	if opts.Workers < 1 {
+		opts.Workers = 8
+	}
+	return &Deliverer{
+		store: store, opts: opts, client: opts.Policy.Client(opts.Timeout),
+		wakeCh: make(chan struct{}, 1), inflight: map[queueKey]bool{},
+	}
+}
+
+// Wake makes the deliverer look for work now.
+func (d *Deliverer) Wake() {
+	select {
+	case d.wakeCh <- struct{}{}:
+	default:
+	}
+}
+
+// Stats returns the outcome counts.
+func (d *Deliverer) Stats() Stats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.stats
+}
+
+// Run delivers until ctx ends, then waits for deliveries in flight.
+func (d *Deliverer) Run(ctx context.Context) {
+	log := zerolog.Ctx(ctx).With().Str("component", "webhooks").Logger()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ticker := time.NewTicker(250 * time.Millisecond)
+	defer ticker.Stop()
+	for ctx.Err() == nil {
+		keys, err := d.store.DueQueues(ctx, time.Now(), 1000)
+		if err != nil && ctx.Err() == nil {
+			log.Err(err).Msg("Failed to look for webhook deliveries")
+		}
+		for _, k := range keys {
+			d.mu.Lock()
+			busy := d.inflight[k] || len(d.inflight) >= d.opts.Workers
+			if !busy {
+				d.inflight[k] = true
+			}
+			d.mu.Unlock()
+			if busy {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d.drain(log.WithContext(ctx), k)
+				d.mu.Lock()
+				delete(d.inflight, k)
+				d.mu.Unlock()
+				d.Wake()
+			}()
+		}
+		select {
+		case <-ctx.Done():
+		case <-d.wakeCh:
+		case <-ticker.C:
+		}
+	}
+}
+
+// drain delivers a queue's due head in order, until a delivery fails (the
+// queue then waits for its retry) or the queue is empty.
+func (d *Deliverer) drain(ctx context.Context, k queueKey) {
+	log := zerolog.Ctx(ctx).With().Str("subscription_id", k.subscriptionID).Str("room_id", k.roomID).Logger()
+	sub, err := d.store.Subscription(ctx, k.subscriptionID)
+	if err != nil || sub == nil || sub.State != StateActive {
+		return
+	}
+	for ctx.Err() == nil {
+		head, err := d.store.QueueHead(ctx, k, 50)
+		if err != nil {
+			log.Err(err).Msg("Failed to read a webhook queue")
+			return
+		}
+		if len(head) == 0 {
+			return
+		}
+		for _, del := range head {
+			if del.NextAttemptAt.After(time.Now()) {
+				return
+			}
+			if !d.attempt(ctx, sub, del) {
+				return
+			}
+		}
+	}
+}
+
+// attempt delivers once; true when the queue may go on to the next row.
+func (d *Deliverer) attempt(ctx context.Context, sub *Subscription, del *Delivery) bool {
+	log := zerolog.Ctx(ctx).With().Str("event_id", del.EventID).Logger()
+	status, retryAfter, err := d.post(ctx, sub, del)
+	now := time.Now()
+	switch {
+	case err == nil && status >= 200 && status < 300:
+		if err = d.store.Delivered(ctx, del); err != nil {
+			log.Err(err).Msg("Delivered, but failed to mark it; it will be delivered again")
+			return false
+		}
+		d.count(func(s *Stats) { s.Delivered++ })
+		return true
+	case err == nil && status == http.StatusGone:
+		// The receiver is gone for good: stop, keep what is queued.
+		_ = d.store.SetState(ctx, sub.ID, StateDisabled, "receiver answered 410 Gone")
+		d.count(func(s *Stats) { s.Disabled++ })
+		log.Warn().Msg("Webhook receiver answered 410 Gone; subscription disabled")
+		return false
+	}
+	reason := fmt.Sprintf("receiver answered %d", status)
+	if err != nil {
+		reason = err.Error()
+	}
+	firstFailed := del.FirstFailedAt
+	if firstFailed.IsZero() {
+		firstFailed = now
+	}
+	deadline := firstFailed.Add(d.opts.RetryWindow)
+	dead := !now.Before(deadline)
+	next := now.Add(max(d.backoff(del.Attempts), retryAfter))
+	if next.After(deadline) {
+		next = deadline // one last try at the end of the window
+	}
+	if err = d.store.Failed(ctx, del, dead, next, firstFailed, reason); err != nil {
+		log.Err(err).Msg("Failed to record a failed webhook delivery")
+		return false
+	}
+	if dead {
+		d.count(func(s *Stats) { s.DeadLettered++ })
+		log.Warn().Str("reason", reason).Int("attempts", del.Attempts+1).Msg("Webhook delivery moved to the dead-letter list")
+		return true // the queue moves on; the dead letter can be redelivered
+	}
+	d.count(func(s *Stats) { s.Failed++ })
+	log.Debug().Str("reason", reason).Time("next_attempt_at", next).Msg("Webhook delivery failed; will retry")
+	return false
+}
+
+func (d *Deliverer) count(f func(*Stats)) {
+	d.mu.Lock()
+	f(&d.stats)
+	d.mu.Unlock()
+}
+
+// backoff is 1 s doubling per attempt up to MaxBackoff, with ±20% jitter.
+func (d *Deliverer) backoff(attempts int) time.Duration {
+	wait := time.Second << min(attempts, 30)
+	if wait <= 0 || wait > d.opts.MaxBackoff {
+		wait = d.opts.MaxBackoff
+	}
+	jitter := time.Duration(rand.Int64N(int64(wait)/5*2+1)) - wait/5
+	return wait + jitter
+}
+
+// post sends one delivery, signed per Standard Webhooks.
+func (d *Deliverer) post(ctx context.Context, sub *Subscription, del *Delivery) (status int, retryAfter time.Duration, err error) {
+	ts := time.Now().Unix()
+	sig, err := Sign(sub.Secret, del.EventID, ts, del.Body)
+	if err != nil {
+		return 0, 0, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, sub.URL, bytes.NewReader(del.Body))
+	if err != nil {
+		return 0, 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", d.opts.UserAgent)
+	req.Header.Set("webhook-id", del.EventID)
+	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
+	req.Header.Set("webhook-signature", sig)
+	resp, err := d.client.Do(req)
+	if err != nil {
+		return 0, 0, fmt.Errorf("delivery failed: %w", err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	return resp.StatusCode, parseRetryAfter(resp.Header.Get("Retry-After")), nil
+}
+
+// parseRetryAfter reads seconds or an HTTP date; 0 when absent or invalid.
+func parseRetryAfter(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.Atoi(v); err == nil && secs > 0 {
+		return time.Duration(secs) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(time.Until(t), 0)
+	}
+	return 0
+}

@@ -1,0 +1,90 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/daarion/matrix-bridge/pkg/delivery"
+	"github.com/daarion/matrix-bridge/pkg/eventlog"
+)
+
+// Fanout is the webhook consumer of the event log: it maps each batch to
+// DTOs and puts one delivery per matching subscription in the outbox, in
+// the same order. The outbox, not the consumer, then carries retries, so a
+// dead receiver never holds up the log or another subscription.
+type Fanout struct {
+	store  *Store
+	source *delivery.DTOSource
+	wake   func()
+}
+
+// NewFanout returns the fan-out consumer; wake is called after new rows are
+// queued (the deliverer's Wake).
+func NewFanout(store *Store, source *delivery.DTOSource, wake func()) *Fanout {
+	return &Fanout{store: store, source: source, wake: wake}
+}
+
+// Body is what a webhook receives.
+type Body struct {
+	SubscriptionID string          `json:"subscription_id"`
+	RoomID         string          `json:"room_id"`
+	Event          json.RawMessage `json:"event"`
+	DTO            json.RawMessage `json:"dto"`
+}
+
+// HandleEvents queues the batch's deliveries.
+func (f *Fanout) HandleEvents(ctx context.Context, events []*eventlog.Event) error {
+	subs, err := f.store.Subscriptions(ctx, "")
+	if err != nil {
+		return err
+	}
+	subs = slices.DeleteFunc(subs, func(s *Subscription) bool { return s.State == StateDisabled })
+	if len(subs) == 0 {
+		return nil
+	}
+	mapped, err := f.source.Map(ctx, events)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	var queued []*Delivery
+	for _, m := range mapped {
+		dto := m.DTO.JSON()
+		for _, sub := range subs {
+			if !sub.matches(m) {
+				continue
+			}
+			body, _ := json.Marshal(Body{SubscriptionID: sub.ID, RoomID: m.Event.RoomID, Event: m.Event.JSON, DTO: dto})
+			queued = append(queued, &Delivery{
+				SubscriptionID: sub.ID, Position: m.Event.Position, RoomID: m.Event.RoomID,
+				EventID: m.DTO.ID, Body: body, NextAttemptAt: now,
+			})
+		}
+	}
+	if len(queued) == 0 {
+		return nil
+	}
+	if err = f.store.Enqueue(ctx, queued); err != nil {
+		return err
+	}
+	f.wake()
+	return nil
+}
+
+// matches reports whether a subscription wants an event: its room filter
+// ("*", a room id, or "city:<slug>") and its types (Matrix or DTO types).
+func (s *Subscription) matches(m delivery.Mapped) bool {
+	switch {
+	case s.RoomFilter == "*":
+	case strings.HasPrefix(s.RoomFilter, "city:"):
+		if m.DTO.Room == nil || m.DTO.Room.CitySlug != strings.TrimPrefix(s.RoomFilter, "city:") {
+			return false
+		}
+	case s.RoomFilter != m.Event.RoomID:
+		return false
+	}
+	return len(s.EventTypes) == 0 || slices.Contains(s.EventTypes, m.Event.Type) || slices.Contains(s.EventTypes, m.DTO.Type)
+}

@@ -1,0 +1,255 @@
+package webhook
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/daarion/matrix-bridge/pkg/internalapi"
+	"github.com/daarion/matrix-bridge/pkg/rooms"
+)
+
+// API is the subscription endpoints.
+type API struct {
+	store     *Store
+	policy    Policy
+	deliverer *Deliverer
+}
+
+// NewAPI returns the subscription endpoints.
+func NewAPI(store *Store, policy Policy, deliverer *Deliverer) *API {
+	return &API{store: store, policy: policy, deliverer: deliverer}
+}
+
+// RegisterRoutes adds the webhook endpoints (scope subscriptions).
+func (a *API) RegisterRoutes(api *internalapi.API) {
+	const base = "/internal/matrix/webhook/subscribe"
+	api.Handle(http.MethodPost, base, internalapi.ScopeSubscriptions, a.handleSubscribe)
+	api.Handle(http.MethodGet, "/internal/matrix/webhook/subscriptions", internalapi.ScopeSubscriptions, a.handleList)
+	api.Handle(http.MethodGet, base+"/{id}", internalapi.ScopeSubscriptions, a.withSubscription(a.handleGet))
+	api.Handle(http.MethodDelete, base+"/{id}", internalapi.ScopeSubscriptions, a.withSubscription(a.handleDelete))
+	api.Handle(http.MethodGet, base+"/{id}/dead-letters", internalapi.ScopeSubscriptions, a.withSubscription(a.handleDeadLetters))
+	api.Handle(http.MethodPost, base+"/{id}/redeliver", internalapi.ScopeSubscriptions, a.withSubscription(a.handleRedeliver))
+	api.Handle(http.MethodPost, base+"/{id}/pause", internalapi.ScopeSubscriptions, a.withSubscription(a.handleState(StatePaused)))
+	api.Handle(http.MethodPost, base+"/{id}/resume", internalapi.ScopeSubscriptions, a.withSubscription(a.handleState(StateActive)))
+}
+
+const maxEventTypes = 100
+
+func (a *API) handleSubscribe(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		RoomID     string   `json:"room_id"`
+		CitySlug   string   `json:"city_slug"`
+		WebhookURL string   `json:"webhook_url"`
+		Events     []string `json:"events"`
+	}
+	if !internalapi.DecodeJSON(w, r, &req) {
+		return
+	}
+	var filter string
+	switch {
+	case req.RoomID != "" && req.CitySlug != "":
+		internalapi.WriteFieldError(w, "city_slug", `give room_id (a room id or "*") or city_slug, not both`)
+		return
+	case req.RoomID == "*":
+		filter = "*"
+	case req.RoomID != "":
+		if err := rooms.ValidateRoomID("room_id", id.RoomID(req.RoomID)); err != nil {
+			internalapi.WriteFieldError(w, "room_id", `must be a Matrix room id or "*"`)
+			return
+		}
+		filter = req.RoomID
+	case req.CitySlug != "":
+		if err := rooms.ValidateSlug("city_slug", req.CitySlug); err != nil {
+			internalapi.WriteFieldError(w, "city_slug", err.(*rooms.FieldError).Problem)
+			return
+		}
+		filter = "city:" + req.CitySlug
+	default:
+		internalapi.WriteFieldError(w, "room_id", `is required (a room id or "*"), or city_slug`)
+		return
+	}
+	if req.WebhookURL == "" {
+		internalapi.WriteFieldError(w, "webhook_url", "is required")
+		return
+	}
+	if err := a.policy.CheckURL(req.WebhookURL); err != nil {
+		internalapi.WriteFieldError(w, "webhook_url", err.Error())
+		return
+	}
+	if len(req.Events) > maxEventTypes {
+		internalapi.WriteFieldError(w, "events", "must list at most 100 types")
+		return
+	}
+	for i, t := range req.Events {
+		if t == "" || len(t) > 255 || strings.ContainsAny(t, " \x00") {
+			internalapi.WriteFieldError(w, "events["+strconv.Itoa(i)+"]", "must be a Matrix event type or a DTO type")
+			return
+		}
+	}
+	if req.Events == nil {
+		req.Events = []string{}
+	}
+	sub := &Subscription{
+		ID: newSubscriptionID(), Service: internalapi.ServiceFrom(r.Context()).Name, RoomFilter: filter,
+		URL: req.WebhookURL, EventTypes: req.Events, Secret: NewSecret(), State: StateActive,
+	}
+	if err := a.store.CreateSubscription(r.Context(), sub); err != nil {
+		internalapi.WriteInternalError(w, r, err)
+		return
+	}
+	internalapi.WriteJSON(w, http.StatusOK, map[string]string{"subscription_id": sub.ID, "secret": sub.Secret})
+}
+
+func newSubscriptionID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return "sub_" + hex.EncodeToString(b)
+}
+
+// subscriptionJSON is a subscription in answers; the secret is shown only
+// once, when it is created.
+type subscriptionJSON struct {
+	SubscriptionID string    `json:"subscription_id"`
+	Service        string    `json:"service"`
+	RoomID         string    `json:"room_id,omitempty"`
+	CitySlug       string    `json:"city_slug,omitempty"`
+	WebhookURL     string    `json:"webhook_url"`
+	Events         []string  `json:"events"`
+	State          string    `json:"state"`
+	StateReason    string    `json:"state_reason,omitempty"`
+	Pending        int64     `json:"pending"`
+	DeadLetters    int64     `json:"dead_letters"`
+	CreatedAt      time.Time `json:"created_at"`
+}
+
+func (a *API) toJSON(r *http.Request, sub *Subscription) (subscriptionJSON, error) {
+	out := subscriptionJSON{SubscriptionID: sub.ID, Service: sub.Service, WebhookURL: sub.URL, Events: sub.EventTypes,
+		State: sub.State, StateReason: sub.StateReason, CreatedAt: sub.CreatedAt.UTC()}
+	if slug, ok := strings.CutPrefix(sub.RoomFilter, "city:"); ok {
+		out.CitySlug = slug
+	} else {
+		out.RoomID = sub.RoomFilter
+	}
+	var err error
+	out.Pending, out.DeadLetters, err = a.store.Counts(r.Context(), sub.ID)
+	return out, err
+}
+
+// visibleTo: a service sees its own subscriptions; admin sees all.
+func visibleTo(r *http.Request, sub *Subscription) bool {
+	svc := internalapi.ServiceFrom(r.Context())
+	return sub.Service == svc.Name || svc.Has(internalapi.ScopeAdmin)
+}
+
+func (a *API) handleList(w http.ResponseWriter, r *http.Request) {
+	svc := internalapi.ServiceFrom(r.Context())
+	owner := svc.Name
+	if svc.Has(internalapi.ScopeAdmin) {
+		owner = ""
+	}
+	subs, err := a.store.Subscriptions(r.Context(), owner)
+	if err != nil {
+		internalapi.WriteInternalError(w, r, err)
+		return
+	}
+	out := make([]subscriptionJSON, 0, len(subs))
+	for _, sub := range subs {
+		j, err := a.toJSON(r, sub)
+		if err != nil {
+			internalapi.WriteInternalError(w, r, err)
+			return
+		}
+		out = append(out, j)
+	}
+	internalapi.WriteJSON(w, http.StatusOK, map[string]any{"subscriptions": out})
+}
+
+func (a *API) withSubscription(h func(http.ResponseWriter, *http.Request, *Subscription)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		subID, _ := internalapi.PathVar(r, "id")
+		sub, err := a.store.Subscription(r.Context(), subID)
+		if err != nil {
+			internalapi.WriteInternalError(w, r, err)
+			return
+		}
+		if sub == nil || !visibleTo(r, sub) {
+			internalapi.WriteError(w, http.StatusNotFound, "M_NOT_FOUND", "no such subscription")
+			return
+		}
+		h(w, r, sub)
+	}
+}
+
+func (a *API) handleGet(w http.ResponseWriter, r *http.Request, sub *Subscription) {
+	j, err := a.toJSON(r, sub)
+	if err != nil {
+		internalapi.WriteInternalError(w, r, err)
+		return
+	}
+	internalapi.WriteJSON(w, http.StatusOK, j)
+}
+
+func (a *API) handleDelete(w http.ResponseWriter, r *http.Request, sub *Subscription) {
+	if err := a.store.DeleteSubscription(r.Context(), sub.ID); err != nil {
+		internalapi.WriteInternalError(w, r, err)
+		return
+	}
+	internalapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "unsubscribed"})
+}
+
+func (a *API) handleDeadLetters(w http.ResponseWriter, r *http.Request, sub *Subscription) {
+	dead, err := a.store.DeadLetters(r.Context(), sub.ID, 500)
+	if err != nil {
+		internalapi.WriteInternalError(w, r, err)
+		return
+	}
+	type letter struct {
+		EventID       string    `json:"event_id"`
+		RoomID        string    `json:"room_id"`
+		Attempts      int       `json:"attempts"`
+		LastError     string    `json:"last_error"`
+		FirstFailedAt time.Time `json:"first_failed_at"`
+	}
+	out := make([]letter, 0, len(dead))
+	for _, d := range dead {
+		out = append(out, letter{d.EventID, d.RoomID, d.Attempts, d.LastError, d.FirstFailedAt.UTC()})
+	}
+	internalapi.WriteJSON(w, http.StatusOK, map[string]any{"dead_letters": out})
+}
+
+func (a *API) handleRedeliver(w http.ResponseWriter, r *http.Request, sub *Subscription) {
+	var req struct {
+		EventID string `json:"event_id"`
+	}
+	if r.ContentLength != 0 && !internalapi.DecodeJSON(w, r, &req) {
+		return
+	}
+	if req.EventID != "" && len(req.EventID) > 255 {
+		internalapi.WriteFieldError(w, "event_id", "must be an event id")
+		return
+	}
+	n, err := a.store.Redeliver(r.Context(), sub.ID, req.EventID)
+	if err != nil {
+		internalapi.WriteInternalError(w, r, err)
+		return
+	}
+	a.deliverer.Wake()
+	internalapi.WriteJSON(w, http.StatusOK, map[string]int64{"redelivered": n})
+}
+
+func (a *API) handleState(state string) func(http.ResponseWriter, *http.Request, *Subscription) {
+	return func(w http.ResponseWriter, r *http.Request, sub *Subscription) {
+		if err := a.store.SetState(r.Context(), sub.ID, state, ""); err != nil {
+			internalapi.WriteInternalError(w, r, err)
+			return
+		}
+		a.deliverer.Wake()
+		internalapi.WriteJSON(w, http.StatusOK, map[string]string{"subscription_id": sub.ID, "state": state})
+	}
+}
