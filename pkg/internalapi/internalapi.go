@@ -197,13 +197,29 @@ func (a *API) Handle(method, path string, scope Scope, h http.HandlerFunc) {
 	if !knownScope(scope) {
 		panic(fmt.Sprintf("internalapi: route %s %s has unknown scope %q", method, path, scope))
 	}
-	a.handle(method, path, scope, h)
+	a.handle(method, path, []Scope{scope}, h)
+}
+
+// HandleAnyScope is Handle for a route a service may call with any one of
+// scopes; the handler decides what each scope allows (ServiceFrom(ctx).Has).
+// Used where the scope depends on the request, such as register-user
+// (agents for ghosts, admin for humans).
+func (a *API) HandleAnyScope(method, path string, scopes []Scope, h http.HandlerFunc) {
+	if len(scopes) == 0 {
+		panic(fmt.Sprintf("internalapi: route %s %s has no scopes", method, path))
+	}
+	for _, scope := range scopes {
+		if !knownScope(scope) {
+			panic(fmt.Sprintf("internalapi: route %s %s has unknown scope %q", method, path, scope))
+		}
+	}
+	a.handle(method, path, slices.Clone(scopes), h)
 }
 
 // HandlePublic registers a route without authentication or rate limit
 // (GET /healthz).
 func (a *API) HandlePublic(method, path string, h http.HandlerFunc) {
-	a.handle(method, path, "", h)
+	a.handle(method, path, nil, h)
 }
 
 // HandleWithBodyLimit is Handle for a route whose bodies may be larger (or
@@ -212,14 +228,14 @@ func (a *API) HandleWithBodyLimit(method, path string, scope Scope, maxBodyBytes
 	if !knownScope(scope) {
 		panic(fmt.Sprintf("internalapi: route %s %s has unknown scope %q", method, path, scope))
 	}
-	a.bodyLimits[a.handle(method, path, scope, h)] = maxBodyBytes
+	a.bodyLimits[a.handle(method, path, []Scope{scope}, h)] = maxBodyBytes
 }
 
-func (a *API) handle(method, path string, scope Scope, h http.HandlerFunc) *mux.Route {
+func (a *API) handle(method, path string, scopes []Scope, h http.HandlerFunc) *mux.Route {
 	if h == nil {
 		panic(fmt.Sprintf("internalapi: route %s %s has no handler", method, path))
 	}
-	return a.Router.Handle(path, a.route(path, scope, h)).Methods(method)
+	return a.Router.Handle(path, a.route(path, scopes, h)).Methods(method)
 }
 
 // bodyLimit is the body limit of the route r goes to.
@@ -314,9 +330,10 @@ func (a *API) logAccess(logger zerolog.Logger, method string, info *requestInfo,
 		Msg("Internal API request")
 }
 
-// route wraps a handler with the route's logger fields and, when scope is
-// set, authentication, the rate limit and the scope check, in that order.
-func (a *API) route(path string, scope Scope, h http.HandlerFunc) http.Handler {
+// route wraps a handler with the route's logger fields and, when scopes are
+// given, authentication, the rate limit and the scope check (any one of
+// scopes), in that order.
+func (a *API) route(path string, scopes []Scope, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := r.Context()
 		info, _ := ctx.Value(infoKey{}).(*requestInfo)
@@ -324,7 +341,7 @@ func (a *API) route(path string, scope Scope, h http.HandlerFunc) http.Handler {
 			info.route = path
 		}
 		logger := zerolog.Ctx(ctx).With().Str("route", path).Logger()
-		if scope == "" {
+		if len(scopes) == 0 {
 			h(w, r.WithContext(logger.WithContext(ctx)))
 			return
 		}
@@ -349,9 +366,12 @@ func (a *API) route(path string, scope Scope, h http.HandlerFunc) http.Handler {
 			writeRateLimited(w, wait)
 			return
 		}
-		if !known.Has(scope) {
-			WriteError(w, http.StatusForbidden, ErrForbidden,
-				fmt.Sprintf("service %q lacks the %q scope this route needs", known.Name, scope))
+		if !slices.ContainsFunc(scopes, known.Has) {
+			msg := fmt.Sprintf("service %q lacks the %q scope this route needs", known.Name, scopes[0])
+			if len(scopes) > 1 {
+				msg = fmt.Sprintf("service %q lacks the scopes this route needs (one of %q)", known.Name, scopes)
+			}
+			WriteError(w, http.StatusForbidden, ErrForbidden, msg)
 			return
 		}
 

@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/daarion/matrix-bridge/pkg/identity"
@@ -94,6 +95,23 @@ func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// Only a member reads: homeservers differ for others (Synapse refuses,
+	// Dendrite answers an empty page), and a former member may still see
+	// the history up to its leave.
+	notIn := &NotFoundError{Message: "no such room, or " + actor.Entity.ID + " is not in it"}
+	var member event.MemberEventContent
+	err = actor.Intent.Client.StateEvent(ctx, roomID, event.StateMember, actor.Intent.UserID.String(), &member)
+	var httpErr mautrix.HTTPError
+	switch {
+	case err == nil && member.Membership == event.MembershipJoin:
+	case err == nil, errors.As(err, &httpErr) && httpErr.Response != nil &&
+		(httpErr.Response.StatusCode == http.StatusForbidden || httpErr.Response.StatusCode == http.StatusNotFound):
+		writeError(w, r, notIn)
+		return
+	default:
+		writeError(w, r, err)
+		return
+	}
 	query := map[string]string{"dir": string(q.Dir), "limit": strconv.Itoa(q.Limit)}
 	if q.From != "" {
 		query["from"] = q.From
@@ -101,12 +119,11 @@ func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
 	var resp historyResponse
 	cli := actor.Intent.Client
 	_, err = cli.MakeRequest(ctx, http.MethodGet, cli.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "rooms", roomID, "messages"}, query), nil, &resp)
-	var httpErr mautrix.HTTPError
 	switch {
 	case err == nil:
 	case errors.As(err, &httpErr) && httpErr.Response != nil &&
 		(httpErr.Response.StatusCode == http.StatusForbidden || httpErr.Response.StatusCode == http.StatusNotFound):
-		writeError(w, r, &NotFoundError{Message: "no such room, or " + actor.Entity.ID + " is not in it"})
+		writeError(w, r, notIn)
 		return
 	case q.From != "" && errors.As(err, &httpErr) && httpErr.Response != nil && httpErr.Response.StatusCode == http.StatusBadRequest:
 		internalapi.WriteFieldError(w, "from", "the homeserver refused the token: "+httpErrMessage(httpErr))

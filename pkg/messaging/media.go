@@ -30,9 +30,6 @@ const (
 	// multipartOverhead is what an upload's body may hold besides the file:
 	// boundaries, part headers and the agent field.
 	multipartOverhead = 64 << 10
-	// maxUploadParts bounds the parts of an upload (file, agent and a few
-	// more to name in an error).
-	maxUploadParts = 8
 	// maxFieldBytes bounds a form field other than the file.
 	maxFieldBytes = 1024
 	// sniffBytes is what http.DetectContentType looks at.
@@ -156,17 +153,13 @@ func readUploadForm(r *http.Request, maxFile int64, onAgent func(string) error) 
 		form.file.close()
 		return nil, err
 	}
-	for parts := 0; ; parts++ {
+	// At most two parts are read: a third is a duplicate or unknown, and refused.
+	for {
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
 			break
 		} else if err != nil {
 			return fail(bodyError(err))
-		}
-		if parts == maxUploadParts {
-			part.Close()
-			return fail(&formError{status: http.StatusBadRequest, errcode: internalapi.ErrInvalidParam,
-				message: fmt.Sprintf("an upload has at most %d parts", maxUploadParts)})
 		}
 		name := part.FormName()
 		switch name {
