@@ -26,6 +26,7 @@ import (
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 	"github.com/daarion/matrix-bridge/pkg/identity"
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
+	"github.com/daarion/matrix-bridge/pkg/leader"
 	"github.com/daarion/matrix-bridge/pkg/messaging"
 	"github.com/daarion/matrix-bridge/pkg/registration"
 	"github.com/daarion/matrix-bridge/pkg/rooms"
@@ -49,6 +50,7 @@ type Bridge struct {
 	Messaging   *messaging.Service
 	DTOs        *delivery.DTOSource
 	Webhooks    *webhook.Deliverer
+	Leader      *leader.Elector
 	InternalAPI *internalapi.API
 
 	asListener  net.Listener
@@ -167,11 +169,17 @@ func (b *Bridge) Start(ctx context.Context) error {
 		consumer.NewRunner("agents", b.EventLog, b.Agents, consumer.Options{}),
 		consumer.NewRunner("webhooks", b.EventLog, webhook.NewFanout(webhookStore, b.DTOs, b.Webhooks.Wake), consumer.Options{}),
 	)
-	b.Consumers.Start(ctx)
+	// Every process serves the appservice endpoint and the internal API; only
+	// the leader runs the consumers and the deliverer.
+	b.Leader = leader.New(b.DB, time.Second)
 	b.background.Add(1)
 	go func() {
 		defer b.background.Done()
-		b.Webhooks.Run(ctx)
+		b.Leader.Run(ctx, func(ctx context.Context) {
+			b.Consumers.Start(ctx)
+			b.Webhooks.Run(ctx)
+			b.Consumers.Stop()
+		})
 	}()
 
 	b.background.Add(1)
@@ -277,9 +285,6 @@ func (b *Bridge) Stop(ctx context.Context) error {
 		b.cancel()
 	}
 	b.background.Wait()
-	if b.Consumers != nil {
-		b.Consumers.Stop()
-	}
 	if b.EventLog != nil {
 		errs = append(errs, b.EventLog.Close())
 	}

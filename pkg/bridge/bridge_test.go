@@ -3,11 +3,14 @@ package bridge
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -122,4 +125,111 @@ func freePort() int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Two bridge processes on one PostgreSQL: both take transactions and serve
+// the API, only the leader delivers, each DTO arrives once, and when the
+// leader stops the other takes over.
+func TestTwoProcessesDeliverOnceAndFailOver(t *testing.T) {
+	tdb := testrig.NewTestDatabase(t, testrig.Postgres)
+	var mu sync.Mutex
+	got := map[string]int{}
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			DTO struct {
+				ID string `json:"id"`
+			} `json:"dto"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		mu.Lock()
+		got[body.DTO.ID]++
+		mu.Unlock()
+	}))
+	defer receiver.Close()
+
+	start := func() *Bridge {
+		cfg := testConfig(tdb)
+		cfg.InternalAPI.ServiceSecret = "two-process-secret"
+		b := New(cfg, zerolog.Nop())
+		if err := b.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	a, b := start(), start()
+	stopped := map[*Bridge]bool{}
+	defer func() {
+		for _, br := range []*Bridge{a, b} {
+			if !stopped[br] {
+				_ = br.Stop(context.Background())
+			}
+		}
+	}()
+
+	req, _ := http.NewRequest(http.MethodPost, "http://"+b.InternalAPIAddr()+"/internal/matrix/webhook/subscribe",
+		strings.NewReader(`{"room_id":"*","webhook_url":"`+receiver.URL+`"}`))
+	req.Header.Set("X-Internal-Service-Token", "two-process-secret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("subscribe: %v %v", resp, err)
+	}
+	resp.Body.Close()
+
+	push := func(br *Bridge, txn string, from int) {
+		var evts []string
+		for i := from; i < from+20; i++ {
+			evts = append(evts, fmt.Sprintf(`{"event_id":"$e%d","room_id":"!r:s","type":"m.room.message","sender":"@u:s","origin_server_ts":1,"content":{"msgtype":"m.text","body":"%d"}}`, i, i))
+		}
+		req, _ := http.NewRequest(http.MethodPut, "http://"+br.AppserviceAddr()+"/_matrix/app/v1/transactions/"+txn,
+			strings.NewReader(`{"events":[`+strings.Join(evts, ",")+`]}`))
+		req.Header.Set("Authorization", "Bearer hs")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("transaction %s: %v %v", txn, resp, err)
+		}
+		resp.Body.Close()
+	}
+	waitDelivered := func(n int) {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			mu.Lock()
+			count := len(got)
+			mu.Unlock()
+			if count >= n {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d of %d DTOs delivered", count, n)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		time.Sleep(700 * time.Millisecond) // room for a duplicate to show up
+		mu.Lock()
+		defer mu.Unlock()
+		for id, c := range got {
+			if c != 1 {
+				t.Errorf("DTO %s delivered %d times", id, c)
+			}
+		}
+	}
+
+	push(a, "t1", 0)
+	push(b, "t2", 20) // the other process takes transactions too
+	waitDelivered(40)
+	if a.Leader.Leading() == b.Leader.Leading() {
+		t.Fatalf("leading: a %v, b %v; want exactly one", a.Leader.Leading(), b.Leader.Leading())
+	}
+	leaderBr, standby := a, b
+	if b.Leader.Leading() {
+		leaderBr, standby = b, a
+	}
+	if err := leaderBr.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	stopped[leaderBr] = true
+	push(standby, "t3", 40)
+	waitDelivered(60)
+	if !standby.Leader.Leading() {
+		t.Error("the standby did not take over")
+	}
 }
