@@ -30,6 +30,7 @@ import (
 	"github.com/daarion/matrix-bridge/pkg/messaging"
 	"github.com/daarion/matrix-bridge/pkg/registration"
 	"github.com/daarion/matrix-bridge/pkg/rooms"
+	"github.com/daarion/matrix-bridge/pkg/syncapi"
 )
 
 // Version is set at build time with -ldflags.
@@ -51,6 +52,7 @@ type Bridge struct {
 	DTOs        *delivery.DTOSource
 	Webhooks    *webhook.Deliverer
 	Leader      *leader.Elector
+	Sync        *syncapi.Handler
 	InternalAPI *internalapi.API
 
 	asListener  net.Listener
@@ -144,6 +146,8 @@ func (b *Bridge) Start(ctx context.Context) error {
 	b.InternalAPI.HandlePublic(http.MethodGet, "/healthz", b.handleHealth)
 	b.Rooms.RegisterRoutes(b.InternalAPI)
 	b.Messaging.RegisterRoutes(b.InternalAPI)
+	b.Sync = syncapi.New(b.EventLog, time.Duration(cfg.Delivery.SyncTimeoutMS)*time.Millisecond)
+	b.Sync.RegisterRoutes(b.InternalAPI)
 	b.Messaging.RegisterMediaRoutes(b.InternalAPI)
 	b.Agents.RegisterRoutes(b.InternalAPI, cfg.Homeserver)
 
@@ -272,6 +276,9 @@ func (b *Bridge) pingHomeserver(ctx context.Context, log zerolog.Logger) {
 // flight), stop the consumers, close the database.
 func (b *Bridge) Stop(ctx context.Context) error {
 	var errs []error
+	if b.Sync != nil {
+		b.Sync.Close() // open long-polls answer now instead of holding up shutdown
+	}
 	for _, server := range []*http.Server{b.asServer, b.apiServer} {
 		if server == nil {
 			continue

@@ -1,0 +1,267 @@
+// Package syncapi serves GET /internal/matrix/sync: DAARION services read the
+// event log by long-polling, in the shape of the Matrix client-server /sync.
+// A sync token is a log position ("s<position>"); see docs/sync.md.
+package syncapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/daarion/matrix-bridge/pkg/eventlog"
+	"github.com/daarion/matrix-bridge/pkg/internalapi"
+)
+
+// Path is the route of the sync endpoint.
+const Path = "/internal/matrix/sync"
+
+const (
+	// DefaultMaxTimeout is the longest wait when New is given none.
+	DefaultMaxTimeout = 60 * time.Second
+	// DefaultLimit is how many events an answer holds at most when the
+	// filter sets no limit; MaxLimit is the largest limit a filter may set.
+	DefaultLimit = 100
+	MaxLimit     = 1000
+
+	// pollInterval is how often a waiting sync looks at the log for events
+	// appended by another process (appends by this process wake it at once).
+	pollInterval = time.Second
+	// scanBudget bounds how many log events one read may look at while a
+	// filter drops them; past it the answer goes out (possibly empty) with
+	// next_batch moved on, and the client's next sync carries on from there.
+	scanBudget = 10_000
+	// filteredPage is the page size while a filter may drop events.
+	filteredPage = 1000
+)
+
+// Handler serves the sync endpoint.
+type Handler struct {
+	log          *eventlog.Log
+	maxTimeout   time.Duration
+	pollInterval time.Duration
+	scanBudget   int
+	filteredPage int
+
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+// New returns the sync handler over log. maxTimeout (SYNC_TIMEOUT_MS) is both
+// the wait when a request gives no timeout and the longest a request may ask
+// for; zero or less means DefaultMaxTimeout.
+func New(log *eventlog.Log, maxTimeout time.Duration) *Handler {
+	if maxTimeout <= 0 {
+		maxTimeout = DefaultMaxTimeout
+	}
+	return &Handler{
+		log: log, maxTimeout: maxTimeout, pollInterval: pollInterval,
+		scanBudget: scanBudget, filteredPage: filteredPage,
+		closed: make(chan struct{}),
+	}
+}
+
+// RegisterRoutes adds GET /internal/matrix/sync (scope subscriptions).
+func (h *Handler) RegisterRoutes(api *internalapi.API) {
+	api.Handle(http.MethodGet, Path, internalapi.ScopeSubscriptions, h.handleSync)
+}
+
+// Close makes every waiting sync answer now, and later ones answer without
+// waiting, so that shutting the server down does not wait out long-polls.
+// Register it with (*http.Server).RegisterOnShutdown.
+func (h *Handler) Close() {
+	h.closeOnce.Do(func() { close(h.closed) })
+}
+
+// Response is the answer of a sync: the shape of the Matrix client-server
+// /sync, restricted to joined rooms and presence.
+type Response struct {
+	// NextBatch is the since of the next sync.
+	NextBatch string `json:"next_batch"`
+	Rooms     Rooms  `json:"rooms"`
+	// Presence holds ephemeral events without a room (m.presence).
+	Presence EventList `json:"presence"`
+}
+
+// Rooms holds the rooms with events in this answer, by room id.
+type Rooms struct {
+	Join map[string]*JoinedRoom `json:"join"`
+}
+
+// JoinedRoom is one room's events in an answer.
+type JoinedRoom struct {
+	Timeline Timeline `json:"timeline"`
+	// Ephemeral holds the room's EDUs (m.typing, m.receipt).
+	Ephemeral EventList `json:"ephemeral"`
+}
+
+// Timeline is a room's timeline events, in log order, as stored.
+type Timeline struct {
+	Events []json.RawMessage `json:"events"`
+	// Limited is true when the answer stopped at the filter's limit while
+	// more events were waiting: sync again at once, nothing is skipped.
+	Limited bool `json:"limited"`
+	// PrevBatch is the token just before the room's first event in this
+	// answer; as a since it reads this answer again from there.
+	PrevBatch string `json:"prev_batch"`
+}
+
+// EventList is a list of events as stored.
+type EventList struct {
+	Events []json.RawMessage `json:"events"`
+}
+
+func (h *Handler) handleSync(w http.ResponseWriter, r *http.Request) {
+	req, ok := h.parseRequest(w, r)
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	head, err := h.log.Head(ctx)
+	if err != nil {
+		h.writeFailure(w, r, err)
+		return
+	}
+	if !req.hasSince {
+		// No token: start at the head, like an initial sync without history.
+		internalapi.WriteJSON(w, http.StatusOK, newBatch(head).response())
+		return
+	} else if req.since > head {
+		internalapi.WriteFieldError(w, "since", "is past the end of the event log; use a next_batch this bridge gave")
+		return
+	}
+
+	timer := time.NewTimer(req.timeout)
+	defer timer.Stop()
+	var ticker <-chan time.Time
+	if req.timeout > 0 {
+		t := time.NewTicker(h.pollInterval)
+		defer t.Stop()
+		ticker = t.C
+	}
+	after := req.since
+	for {
+		// Take the channel before reading, so an append that commits after
+		// the read still wakes this wait.
+		changed := h.log.Changed()
+		b, err := h.collect(ctx, after, &req.filter)
+		if err != nil {
+			h.writeFailure(w, r, err)
+			return
+		}
+		if b.count > 0 || b.budgetSpent || req.timeout == 0 {
+			internalapi.WriteJSON(w, http.StatusOK, b.response())
+			return
+		}
+		after = b.next // events the filter dropped are passed for good
+		select {
+		case <-changed:
+		case <-ticker:
+		case <-timer.C:
+			internalapi.WriteJSON(w, http.StatusOK, b.response())
+			return
+		case <-h.closed:
+			internalapi.WriteJSON(w, http.StatusOK, b.response())
+			return
+		case <-ctx.Done():
+			return // the caller is gone
+		}
+	}
+}
+
+func (h *Handler) writeFailure(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil {
+		return // the caller is gone (the read failed for that); nobody reads an answer
+	}
+	internalapi.WriteInternalError(w, r, err)
+}
+
+// collect reads the log after position after: the events the filter keeps,
+// up to its limit.
+func (h *Handler) collect(ctx context.Context, after int64, f *filter) (*batch, error) {
+	b := newBatch(after)
+	page := f.limit + 1
+	if f.selective() {
+		page = h.filteredPage
+	}
+	for scanned := 0; ; {
+		if scanned >= h.scanBudget {
+			b.budgetSpent = true
+			return b, nil
+		}
+		events, err := h.log.Read(ctx, b.next, page)
+		if err != nil {
+			return nil, err
+		}
+		for _, evt := range events {
+			if f.match(evt) {
+				if b.count == f.limit {
+					b.limited = true
+					return b, nil
+				}
+				b.add(evt)
+			}
+			b.next = evt.Position
+		}
+		scanned += len(events)
+		if len(events) < page {
+			return b, nil // reached the head
+		}
+	}
+}
+
+// batch is an answer being put together.
+type batch struct {
+	next        int64
+	count       int
+	limited     bool
+	budgetSpent bool
+
+	rooms    map[string]*JoinedRoom
+	presence []json.RawMessage
+}
+
+func newBatch(after int64) *batch {
+	return &batch{next: after, rooms: map[string]*JoinedRoom{}}
+}
+
+func (b *batch) add(evt *eventlog.Event) {
+	b.count++
+	if evt.RoomID == "" {
+		// Only ephemeral events lack a room (filter.match drops timeline
+		// ones): that is presence.
+		b.presence = append(b.presence, evt.JSON)
+		return
+	}
+	room := b.rooms[evt.RoomID]
+	if room == nil {
+		room = &JoinedRoom{
+			Timeline:  Timeline{Events: []json.RawMessage{}, PrevBatch: Token(evt.Position - 1)},
+			Ephemeral: EventList{Events: []json.RawMessage{}},
+		}
+		b.rooms[evt.RoomID] = room
+	}
+	if evt.Kind == eventlog.KindEphemeral {
+		room.Ephemeral.Events = append(room.Ephemeral.Events, evt.JSON)
+	} else {
+		room.Timeline.Events = append(room.Timeline.Events, evt.JSON)
+	}
+}
+
+func (b *batch) response() *Response {
+	resp := &Response{
+		NextBatch: Token(b.next),
+		Rooms:     Rooms{Join: b.rooms},
+		Presence:  EventList{Events: b.presence},
+	}
+	if resp.Presence.Events == nil {
+		resp.Presence.Events = []json.RawMessage{}
+	}
+	if b.limited {
+		for _, room := range b.rooms {
+			room.Timeline.Limited = true
+		}
+	}
+	return resp
+}
