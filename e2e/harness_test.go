@@ -32,6 +32,9 @@ import (
 const (
 	serverName    = "daarion.test"
 	serviceSecret = "e2e-internal-service-secret"
+	// homeserverSecret is the test homeserver's registration_shared_secret
+	// (stackOptions.homeserver can hand it to the bridge).
+	homeserverSecret = "e2e-homeserver-registration-shared-secret"
 )
 
 var bridgeBin string
@@ -82,6 +85,9 @@ type stack struct {
 
 // stackOptions add to the bridge's config.
 type stackOptions struct {
+	// homeserver is YAML indented by four spaces, added under homeserver
+	// (e.g. "    registration_shared_secret: " + homeserverSecret).
+	homeserver string
 	// internalAPI is YAML indented by four spaces, added under internal_api.
 	internalAPI string
 	// appservice is YAML indented by four spaces, added under appservice.
@@ -105,6 +111,7 @@ func newStackWith(t *testing.T, tdb testrig.TestDatabase, opts stackOptions) *st
 	cfgYAML := fmt.Sprintf(`homeserver:
     url: http://127.0.0.1:%d
     server_name: %s
+%s
 appservice:
     url: http://127.0.0.1:%d
     listen: 127.0.0.1:%d
@@ -118,7 +125,7 @@ internal_api:
 logging:
     level: debug
 %s
-`, hsPort, serverName, asPort, asPort, opts.appservice, tdb.URL(), apiPort, serviceSecret, opts.internalAPI, opts.extra)
+`, hsPort, serverName, opts.homeserver, asPort, asPort, opts.appservice, tdb.URL(), apiPort, serviceSecret, opts.internalAPI, opts.extra)
 	if err := os.WriteFile(s.configPath, []byte(cfgYAML), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -135,6 +142,7 @@ logging:
 		Dir:               filepath.Join(dir, "homeserver"),
 		ServerName:        serverName,
 		RegistrationFiles: []string{registrationPath},
+		SharedSecret:      homeserverSecret,
 		Port:              hsPort,
 	})
 	s.bridge = s.startBridge()

@@ -124,7 +124,7 @@ const (
 	// maxDisplayNameRunes is Synapse's limit on display names.
 	maxDisplayNameRunes = 256
 	minPasswordRunes    = 8
-	maxPasswordRunes    = 512
+	maxPasswordBytes    = 512 // Dendrite's limit, in bytes
 	maxAvatarURLBytes   = 1024
 )
 
@@ -257,8 +257,8 @@ func (req *RegisterUserRequest) validate(isAgent bool) error {
 		switch {
 		case req.Password == "":
 			return &identity.FieldError{Field: "password", Problem: "is required"}
-		case n < minPasswordRunes || n > maxPasswordRunes:
-			return &identity.FieldError{Field: "password", Problem: fmt.Sprintf("must be %d to %d characters", minPasswordRunes, maxPasswordRunes)}
+		case n < minPasswordRunes || len(req.Password) > maxPasswordBytes:
+			return &identity.FieldError{Field: "password", Problem: fmt.Sprintf("must be %d to %d characters (at most %d bytes)", minPasswordRunes, maxPasswordBytes, maxPasswordBytes)}
 		case strings.ContainsRune(req.Password, 0):
 			return &identity.FieldError{Field: "password", Problem: "must not contain NUL"}
 		}

@@ -117,6 +117,8 @@ func TestRegisterUserValidation(t *testing.T) {
 		{"short password", RegisterUserRequest{Username: "alice", Password: "1234567"}, false, "password"},
 		{"short multibyte password", RegisterUserRequest{Username: "alice", Password: "пароль"}, false, "password"},
 		{"long password", RegisterUserRequest{Username: "alice", Password: strings.Repeat("p", 513)}, false, "password"},
+		{"longest password", RegisterUserRequest{Username: "alice", Password: strings.Repeat("p", 512)}, false, ""},
+		{"long multibyte password", RegisterUserRequest{Username: "alice", Password: strings.Repeat("я", 257)}, false, "password"},
 		{"NUL in password", RegisterUserRequest{Username: "alice", Password: "pass\x00word"}, false, "password"},
 		{"short agent password", RegisterUserRequest{Username: "agent_nova", Password: "short"}, true, "password"},
 		{"blank display name", RegisterUserRequest{Username: "alice", Password: humanPassword, DisplayName: str("  ")}, false, "display_name"},

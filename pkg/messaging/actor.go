@@ -190,7 +190,9 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		// unknown event): pass its verdict on, as the gateway spec shows.
 		status := httpErr.Response.StatusCode
 		if status == http.StatusTooManyRequests {
-			status = http.StatusServiceUnavailable
+			// Still limited after the retries: the homeserver is unavailable to us.
+			internalapi.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "matrix_unavailable", "detail": "the homeserver keeps rate limiting the bridge"})
+			return
 		}
 		internalapi.WriteError(w, status, httpErr.RespError.ErrCode, httpErr.RespError.Err)
 	case errors.As(err, &httpErr) || isNetworkError(err):
