@@ -22,6 +22,7 @@ import (
 	"github.com/daarion/matrix-bridge/pkg/config"
 	"github.com/daarion/matrix-bridge/pkg/consumer"
 	"github.com/daarion/matrix-bridge/pkg/delivery"
+	"github.com/daarion/matrix-bridge/pkg/delivery/jetstream"
 	"github.com/daarion/matrix-bridge/pkg/delivery/webhook"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 	"github.com/daarion/matrix-bridge/pkg/identity"
@@ -51,6 +52,7 @@ type Bridge struct {
 	Messaging   *messaging.Service
 	DTOs        *delivery.DTOSource
 	Webhooks    *webhook.Deliverer
+	NATS        *jetstream.Sink // nil when NATS_URL is unset
 	Leader      *leader.Elector
 	Sync        *syncapi.Handler
 	InternalAPI *internalapi.API
@@ -167,12 +169,24 @@ func (b *Bridge) Start(ctx context.Context) error {
 	b.Log.Info().Str("address", b.apiListener.Addr().String()).Msg("Internal API listening")
 
 	b.TypeCounter = consumer.NewTypeCounter()
-	b.Consumers = consumer.NewGroup(
+	runners := []*consumer.Runner{
 		consumer.NewRunner("type-counter", b.EventLog, b.TypeCounter, consumer.Options{}),
 		consumer.NewRunner("rooms", b.EventLog, b.Rooms, consumer.Options{}),
 		consumer.NewRunner("agents", b.EventLog, b.Agents, consumer.Options{}),
 		consumer.NewRunner("webhooks", b.EventLog, webhook.NewFanout(webhookStore, b.DTOs, b.Webhooks.Wake), consumer.Options{}),
-	)
+	}
+	if cfg.Delivery.NATSURL != "" {
+		b.NATS, err = jetstream.New(ctx, jetstream.Options{
+			URL:    cfg.Delivery.NATSURL,
+			Source: b.DTOs,
+			Logger: b.Log.With().Str("component", "nats").Logger(),
+		})
+		if err != nil {
+			return fmt.Errorf("delivery.nats_url: %w", err)
+		}
+		runners = append(runners, consumer.NewRunner("nats", b.EventLog, b.NATS, consumer.Options{}))
+	}
+	b.Consumers = consumer.NewGroup(runners...)
 	// Every process serves the appservice endpoint and the internal API; only
 	// the leader runs the consumers and the deliverer.
 	b.Leader = leader.New(b.DB, time.Second)
@@ -292,6 +306,9 @@ func (b *Bridge) Stop(ctx context.Context) error {
 		b.cancel()
 	}
 	b.background.Wait()
+	if b.NATS != nil {
+		b.NATS.Close()
+	}
 	if b.EventLog != nil {
 		errs = append(errs, b.EventLog.Close())
 	}

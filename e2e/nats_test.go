@@ -1,0 +1,137 @@
+package e2e_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	natsjs "github.com/nats-io/nats.go/jetstream"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/daarion/matrix-bridge/pkg/testrig"
+)
+
+func startNATSServer(t *testing.T) string {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
+		JetStreamMaxMemory: 64 << 20, JetStreamMaxStore: 1 << 30, NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(20 * time.Second) {
+		t.Fatal("NATS did not start")
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	return srv.ClientURL()
+}
+
+// A human posts steadily while the bridge is SIGKILLed and restarted: the
+// JetStream stream holds each DTO exactly once (Nats-Msg-Id = DTO id).
+func TestNATSOnceThroughAKill(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		natsURL := startNATSServer(t)
+		s := newStackWith(t, tdb, stackOptions{extra: "delivery:\n    nats_url: " + natsURL + "\n"})
+		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
+		roomID, alias := createCity(t, s, "wharf", "Wharf", "")
+		alice, _ := s.humanJoins("alice", alias)
+
+		const total = 40
+		var mu sync.Mutex
+		var sent []id.EventID
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for i := 0; i < total; i++ {
+				evt := sendText(t, alice, roomID, fmt.Sprintf("cargo %d", i))
+				mu.Lock()
+				sent = append(sent, evt)
+				mu.Unlock()
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+		eventually(t, "a third of the stream", 30*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(sent) >= total/3 })
+		s.bridge.kill()
+		time.Sleep(500 * time.Millisecond)
+		s.bridge = s.startBridge()
+		<-done
+
+		nc, err := nats.Connect(natsURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		js, err := natsjs.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts := map[string]int{}
+		subjects := map[string]string{}
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			counts = map[string]int{}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			cons, err := js.OrderedConsumer(ctx, "DAARION_MESSAGING", natsjs.OrderedConsumerConfig{})
+			if err == nil {
+				for {
+					batch, err := cons.Fetch(500, natsjs.FetchMaxWait(500*time.Millisecond))
+					if err != nil {
+						break
+					}
+					n := 0
+					for msg := range batch.Messages() {
+						n++
+						var dto struct {
+							ID   string `json:"id"`
+							Type string `json:"type"`
+						}
+						_ = json.Unmarshal(msg.Data(), &dto)
+						counts[dto.ID]++
+						subjects[dto.ID] = msg.Subject()
+						if msg.Headers().Get("Nats-Msg-Id") != dto.ID {
+							t.Errorf("Nats-Msg-Id %q for DTO %s", msg.Headers().Get("Nats-Msg-Id"), dto.ID)
+						}
+					}
+					if n == 0 {
+						break
+					}
+				}
+			}
+			cancel()
+			missing := 0
+			for _, e := range sent {
+				if counts[e.String()] == 0 {
+					missing++
+				}
+			}
+			if missing == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d of %d messages never reached NATS", missing, len(sent))
+			}
+			time.Sleep(time.Second)
+		}
+		for _, e := range sent {
+			if counts[e.String()] != 1 {
+				t.Errorf("DTO %s is in the stream %d times", e, counts[e.String()])
+			}
+			if !strings.HasSuffix(subjects[e.String()], "messaging.message.created") {
+				t.Errorf("DTO %s on subject %s", e, subjects[e.String()])
+			}
+		}
+		for dtoID, c := range counts {
+			if c != 1 {
+				t.Errorf("DTO %s is in the stream %d times", dtoID, c)
+			}
+		}
+	})
+}
