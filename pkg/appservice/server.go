@@ -42,8 +42,16 @@ type NoQueries struct{}
 func (NoQueries) QueryUser(context.Context, id.UserID) (bool, error)     { return false, nil }
 func (NoQueries) QueryAlias(context.Context, id.RoomAlias) (bool, error) { return false, nil }
 
+// Observer is told about every transaction (metrics).
+type Observer interface {
+	// ObserveTransaction: result is ok, bad_request or error.
+	ObserveTransaction(result string, events []eventlog.IncomingEvent, commit time.Duration)
+}
+
 // Options configure the server.
 type Options struct {
+	// Observer, when set, is told about every transaction.
+	Observer Observer
 	// HSToken is the token the homeserver authenticates with.
 	HSToken string
 	// AllowQueryToken also accepts the legacy access_token query parameter.
@@ -155,6 +163,7 @@ func (s *Server) putTransaction(w http.ResponseWriter, r *http.Request) {
 	log := s.logger.With().Str("txn_id", txnID).Logger()
 	events, parseErr := parseTransaction(txnID, body)
 	if parseErr != nil {
+		s.observe("bad_request", nil, 0)
 		log.Warn().Str("errcode", parseErr.ErrCode).Str("problem", parseErr.Err).Msg("Rejected malformed transaction")
 		parseErr.Write(w)
 		return
@@ -163,13 +172,16 @@ func (s *Server) putTransaction(w http.ResponseWriter, r *http.Request) {
 	// finished commit makes the resend a cheap no-op.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.opts.CommitTimeout)
 	defer cancel()
+	commitStart := time.Now()
 	result, err := s.log.Append(log.WithContext(ctx), txnID, events)
 	if err != nil {
+		s.observe("error", nil, time.Since(commitStart))
 		log.Err(err).Int("events", len(events)).Msg("Failed to commit transaction")
 		mautrix.MUnknown.WithStatus(http.StatusInternalServerError).
 			WithMessage("Failed to store the transaction; retry later").Write(w)
 		return
 	}
+	s.observe("ok", events, time.Since(commitStart))
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write([]byte("{}"))
@@ -179,6 +191,12 @@ func (s *Server) putTransaction(w http.ResponseWriter, r *http.Request) {
 		Int("duplicates", result.Duplicates).
 		Dur("duration", time.Since(start)).
 		Msg("Transaction committed")
+}
+
+func (s *Server) observe(result string, events []eventlog.IncomingEvent, commit time.Duration) {
+	if s.opts.Observer != nil {
+		s.opts.Observer.ObserveTransaction(result, events, commit)
+	}
 }
 
 func (s *Server) getUser(w http.ResponseWriter, r *http.Request) {

@@ -29,6 +29,7 @@ import (
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
 	"github.com/daarion/matrix-bridge/pkg/leader"
 	"github.com/daarion/matrix-bridge/pkg/messaging"
+	"github.com/daarion/matrix-bridge/pkg/metrics"
 	"github.com/daarion/matrix-bridge/pkg/registration"
 	"github.com/daarion/matrix-bridge/pkg/rooms"
 	"github.com/daarion/matrix-bridge/pkg/syncapi"
@@ -55,12 +56,14 @@ type Bridge struct {
 	NATS        *jetstream.Sink // nil when NATS_URL is unset
 	Leader      *leader.Elector
 	Sync        *syncapi.Handler
+	Metrics     *metrics.Metrics
 	InternalAPI *internalapi.API
 
 	asListener  net.Listener
 	asServer    *http.Server
 	apiListener net.Listener
 	apiServer   *http.Server
+	metricsSrv  *http.Server
 	serving     sync.WaitGroup
 
 	background sync.WaitGroup
@@ -105,6 +108,8 @@ func (b *Bridge) Start(ctx context.Context) error {
 		return fmt.Errorf("failed to set up the appservice client: %w", err)
 	}
 	b.AS.Log = b.Log.With().Str("component", "mautrix").Logger()
+	b.Metrics = metrics.New()
+	b.AS.HTTPClient.Transport = b.Metrics.InstrumentTransport(b.AS.HTTPClient.Transport)
 	// Fail fast: the internal API answers 502/503 promptly when the
 	// homeserver is down, and the callers that should retry do so themselves.
 	b.AS.DefaultHTTPRetries = 0
@@ -128,6 +133,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 		Secret:       cfg.InternalAPI.ServiceSecret,
 		RateLimit:    cfg.InternalAPI.RateLimit,
 		MaxBodyBytes: cfg.InternalAPI.MaxBodyBytes,
+		Observer:     b.Metrics,
 		Logger:       b.Log.With().Str("component", "internal_api").Logger(),
 	})
 	if err != nil {
@@ -157,6 +163,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 		HSToken:         cfg.AppService.HSToken,
 		AllowQueryToken: cfg.AppService.AllowQueryToken,
 		MaxBodyBytes:    cfg.AppService.MaxBodyBytes,
+		Observer:        b.Metrics,
 	}, b.EventLog, queries{rooms: b.Rooms, agents: b.Agents}, b.Log.With().Str("component", "appservice").Logger())
 	if b.asListener, b.asServer, err = b.serve("appservice.listen", cfg.AppService.Listen, asHandler); err != nil {
 		return err
@@ -187,6 +194,14 @@ func (b *Bridge) Start(ctx context.Context) error {
 		runners = append(runners, consumer.NewRunner("nats", b.EventLog, b.NATS, consumer.Options{}))
 	}
 	b.Consumers = consumer.NewGroup(runners...)
+	b.registerMetrics(webhookStore)
+	if cfg.Metrics.Listen != "" {
+		var metricsListener net.Listener
+		if metricsListener, b.metricsSrv, err = b.serve("metrics.listen", cfg.Metrics.Listen, b.Metrics.Handler()); err != nil {
+			return err
+		}
+		b.Log.Info().Str("address", metricsListener.Addr().String()).Msg("Metrics listening")
+	}
 	// Every process serves the appservice endpoint and the internal API; only
 	// the leader runs the consumers and the deliverer.
 	b.Leader = leader.New(b.DB, time.Second)
@@ -293,7 +308,7 @@ func (b *Bridge) Stop(ctx context.Context) error {
 	if b.Sync != nil {
 		b.Sync.Close() // open long-polls answer now instead of holding up shutdown
 	}
-	for _, server := range []*http.Server{b.asServer, b.apiServer} {
+	for _, server := range []*http.Server{b.asServer, b.apiServer, b.metricsSrv} {
 		if server == nil {
 			continue
 		}

@@ -73,8 +73,15 @@ func RequestIDFrom(ctx context.Context) string {
 	return ""
 }
 
+// Observer is told about every request (metrics).
+type Observer interface {
+	ObserveRequest(route, service string, status int, d time.Duration)
+}
+
 // Options configure the API.
 type Options struct {
+	// Observer, when set, is told about every request.
+	Observer Observer
 	// Services are the named tokens, each with its scopes.
 	Services []config.ServiceToken
 	// Secret is INTERNAL_SERVICE_SECRET: it authenticates the service
@@ -102,6 +109,7 @@ type API struct {
 	tokens       []serviceToken
 	limiters     map[string]*rate.Limiter
 	maxBodyBytes int64
+	observer     Observer
 	// bodyLimits are routes with their own body limit (uploads).
 	bodyLimits map[*mux.Route]int64
 	logger     zerolog.Logger
@@ -113,6 +121,7 @@ func New(opts Options) (*API, error) {
 	a := &API{
 		limiters:     map[string]*rate.Limiter{},
 		maxBodyBytes: opts.MaxBodyBytes,
+		observer:     opts.Observer,
 		bodyLimits:   map[*mux.Route]int64{},
 		logger:       opts.Logger,
 		now:          opts.Now,
@@ -320,6 +329,9 @@ func (a *API) logAccess(logger zerolog.Logger, method string, info *requestInfo,
 	route := info.route
 	if route == "" {
 		route = "unmatched"
+	}
+	if a.observer != nil {
+		a.observer.ObserveRequest(route, info.service, status, d)
 	}
 	event.
 		Str("method", method).

@@ -259,3 +259,12 @@ func (s *Store) Counts(ctx context.Context, subscriptionID string) (pending, dea
 		FROM webhook_delivery WHERE subscription_id = $1`, subscriptionID).Scan(&pending, &dead)
 	return pending, dead, err
 }
+
+// Totals counts pending and dead deliveries of every subscription.
+func (s *Store) Totals(ctx context.Context) (pending, dead int64, err error) {
+	err = s.db.QueryRow(ctx, `SELECT
+		COALESCE(SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), 0),
+		COALESCE(SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END), 0)
+		FROM webhook_delivery`).Scan(&pending, &dead)
+	return pending, dead, err
+}

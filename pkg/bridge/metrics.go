@@ -1,0 +1,69 @@
+package bridge
+
+import (
+	"github.com/daarion/matrix-bridge/pkg/delivery/webhook"
+	"github.com/daarion/matrix-bridge/pkg/metrics"
+)
+
+// registerMetrics adds the families read from the bridge's parts at scrape
+// time: log position, consumer lag and failures, deliveries, dead letters.
+func (b *Bridge) registerMetrics(webhooks *webhook.Store) {
+	m := b.Metrics
+	m.GaugeFunc("log_position", "Position of the newest event in the event log.", func() float64 {
+		ctx, cancel := metrics.ScrapeContext()
+		defer cancel()
+		head, _ := b.EventLog.Head(ctx)
+		return float64(head)
+	})
+	m.GaugeVecFunc("consumer_lag_events", "Events in the log a consumer has not handled yet (from its durable cursor).",
+		[]string{"consumer"}, func(emit func(float64, ...string)) {
+			ctx, cancel := metrics.ScrapeContext()
+			defer cancel()
+			head, err := b.EventLog.Head(ctx)
+			if err != nil {
+				return
+			}
+			for _, r := range b.Consumers.Runners() {
+				if pos, err := b.EventLog.Cursor(ctx, r.Name()); err == nil {
+					emit(float64(head-pos), r.Name())
+				}
+			}
+		})
+	m.CounterVecFunc("consumer_failures_total", "Failed consumer batches (each is retried), by consumer.",
+		[]string{"consumer"}, func(emit func(float64, ...string)) {
+			for _, r := range b.Consumers.Runners() {
+				emit(float64(r.Failures()), r.Name())
+			}
+		})
+	m.CounterVecFunc("deliveries_total", "DTO deliveries by sink and result.",
+		[]string{"sink", "result"}, func(emit func(float64, ...string)) {
+			st := b.Webhooks.Stats()
+			emit(float64(st.Delivered), "webhook", "delivered")
+			emit(float64(st.Failed), "webhook", "failed")
+			emit(float64(st.DeadLettered), "webhook", "dead_lettered")
+			emit(float64(st.Disabled), "webhook", "disabled")
+			if b.NATS != nil {
+				ns := b.NATS.Stats()
+				emit(float64(ns.Published), "nats", "delivered")
+				emit(float64(ns.Duplicates), "nats", "duplicate")
+				emit(float64(ns.FailedBatches), "nats", "failed")
+			}
+		})
+	m.GaugeVecFunc("webhook_deliveries", "Webhook deliveries waiting, by state (pending, dead: the dead-letter list).",
+		[]string{"state"}, func(emit func(float64, ...string)) {
+			ctx, cancel := metrics.ScrapeContext()
+			defer cancel()
+			if pending, dead, err := webhooks.Totals(ctx); err == nil {
+				emit(float64(pending), "pending")
+				emit(float64(dead), "dead")
+			}
+		})
+	m.CounterVecFunc("unmapped_events_total", "Log events of types no DTO exists for (counted, not delivered).",
+		nil, func(emit func(float64, ...string)) { emit(float64(b.DTOs.Unmapped())) })
+	m.GaugeFunc("leader", "1 when this process runs the consumers.", func() float64 {
+		if b.Leader != nil && b.Leader.Leading() {
+			return 1
+		}
+		return 0
+	})
+}

@@ -1,0 +1,164 @@
+// Package metrics holds the bridge's Prometheus metrics and serves them on
+// METRICS_LISTEN (/metrics). Labels are bounded: event types outside the
+// Matrix spec are "other", routes are templates, homeserver endpoints are
+// paths with their ids replaced.
+package metrics
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/daarion/matrix-bridge/pkg/eventlog"
+)
+
+// Metrics are the bridge's metric families.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	Transactions      *prometheus.CounterVec
+	EventsReceived    *prometheus.CounterVec
+	TransactionCommit prometheus.Histogram
+	Deliveries        *prometheus.CounterVec
+	APIRequests       *prometheus.CounterVec
+	APIRequestSeconds *prometheus.HistogramVec
+	RateLimited       *prometheus.CounterVec
+	HomeserverCalls   *prometheus.CounterVec
+	HomeserverSeconds *prometheus.HistogramVec
+	ConsumerFailures  *prometheus.CounterVec
+	UnmappedEvents    prometheus.Counter
+}
+
+const namespace = "daarion_bridge"
+
+// New registers every family (plus the Go and process collectors).
+func New() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		Transactions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
+			Name: "transactions_total", Help: "Appservice transactions received, by result (ok, bad_request, error)."}, []string{"result"}),
+		EventsReceived: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
+			Name: "events_received_total", Help: "Events received in transactions, by kind and type (types outside the spec are 'other')."}, []string{"kind", "type"}),
+		TransactionCommit: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace,
+			Name: "transaction_commit_seconds", Help: "Time to commit a transaction's events to the event log.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5}}),
+		APIRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
+			Name: "internal_api_requests_total", Help: "Internal API requests by route template, calling service and status."}, []string{"route", "service", "status"}),
+		APIRequestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace,
+			Name: "internal_api_request_seconds", Help: "Internal API request latency by route template and service.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12)}, []string{"route", "service"}),
+		RateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
+			Name: "internal_api_rate_limited_total", Help: "Internal API requests refused by the per-service rate limit."}, []string{"service"}),
+		HomeserverCalls: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
+			Name: "homeserver_requests_total", Help: "Requests to the homeserver by endpoint template and result (2xx, 4xx, 5xx, error)."}, []string{"endpoint", "result"}),
+		HomeserverSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace,
+			Name: "homeserver_request_seconds", Help: "Homeserver request latency by endpoint template.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)}, []string{"endpoint"}),
+	}
+	m.Registry.MustRegister(
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.Transactions, m.EventsReceived, m.TransactionCommit, m.APIRequests, m.APIRequestSeconds,
+		m.RateLimited, m.HomeserverCalls, m.HomeserverSeconds,
+	)
+	return m
+}
+
+// knownTypes are the event types counted by name; others are "other".
+var knownTypes = []string{
+	"m.room.message", "m.room.member", "m.room.name", "m.room.topic", "m.room.avatar", "m.room.canonical_alias",
+	"m.room.create", "m.room.power_levels", "m.room.join_rules", "m.room.history_visibility", "m.room.guest_access",
+	"m.room.encryption", "m.room.encrypted", "m.room.redaction", "m.room.tombstone", "m.room.server_acl",
+	"m.room.pinned_events", "m.reaction", "m.sticker", "m.typing", "m.receipt", "m.presence",
+}
+
+// EventType bounds an event type label.
+func EventType(t string) string {
+	if slices.Contains(knownTypes, t) {
+		return t
+	}
+	return "other"
+}
+
+// ObserveRequest records one internal API request.
+func (m *Metrics) ObserveRequest(route, service string, status int, d time.Duration) {
+	if service == "" {
+		service = "none"
+	}
+	m.APIRequests.WithLabelValues(route, service, strconv.Itoa(status)).Inc()
+	m.APIRequestSeconds.WithLabelValues(route, service).Observe(d.Seconds())
+	if status == http.StatusTooManyRequests {
+		m.RateLimited.WithLabelValues(service).Inc()
+	}
+}
+
+// GaugeFunc registers a gauge read at scrape time.
+func (m *Metrics) GaugeFunc(name, help string, f func() float64) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help}, f))
+}
+
+// GaugeVecFunc registers a labelled gauge collected at scrape time.
+func (m *Metrics) GaugeVecFunc(name, help string, labels []string, collect func(emit func(value float64, labelValues ...string))) {
+	m.Registry.MustRegister(&funcCollector{
+		desc:    prometheus.NewDesc(prometheus.BuildFQName(namespace, "", name), help, labels, nil),
+		collect: collect,
+	})
+}
+
+type funcCollector struct {
+	desc      *prometheus.Desc
+	collect   func(emit func(value float64, labelValues ...string))
+	valueType prometheus.ValueType
+}
+
+func (c *funcCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *funcCollector) Collect(ch chan<- prometheus.Metric) {
+	c.collect(func(v float64, lv ...string) {
+		valueType := c.valueType
+		if valueType == 0 {
+			valueType = prometheus.GaugeValue
+		}
+		ch <- prometheus.MustNewConstMetric(c.desc, valueType, v, lv...)
+	})
+}
+
+// Serve runs the /metrics listener until ctx ends.
+func (m *Metrics) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// scrapeTimeout bounds database reads made during a scrape.
+const scrapeTimeout = 2 * time.Second
+
+// ScrapeContext is the context gauge functions use for their reads.
+func ScrapeContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), scrapeTimeout)
+}
+
+// ObserveTransaction records one appservice transaction.
+func (m *Metrics) ObserveTransaction(result string, events []eventlog.IncomingEvent, commit time.Duration) {
+	m.Transactions.WithLabelValues(result).Inc()
+	for i := range events {
+		m.EventsReceived.WithLabelValues(string(events[i].Kind), EventType(events[i].Type)).Inc()
+	}
+	if result != "bad_request" {
+		m.TransactionCommit.Observe(commit.Seconds())
+	}
+}
+
+// CounterVecFunc registers a labelled counter collected at scrape time
+// (from counts another package keeps).
+func (m *Metrics) CounterVecFunc(name, help string, labels []string, collect func(emit func(value float64, labelValues ...string))) {
+	m.Registry.MustRegister(&funcCollector{
+		desc:      prometheus.NewDesc(prometheus.BuildFQName(namespace, "", name), help, labels, nil),
+		collect:   collect,
+		valueType: prometheus.CounterValue,
+	})
+}
