@@ -1,7 +1,7 @@
 // Package mapping turns Matrix events from the event log into DAARION DTOs:
 // a versioned envelope with DAARION entity ids (user:, agent:, bridge:,
 // matrix:), the city room when the room is one, and type-specific data.
-// docs/events.md and docs/schemas/ describe every DTO.
+// docs/events.md and the JSON Schemas in schemas/ describe every DTO.
 package mapping
 
 import (
