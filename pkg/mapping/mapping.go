@@ -106,10 +106,11 @@ type messageContent struct {
 	Info          json.RawMessage `json:"info"`
 	FileName      string          `json:"filename"`
 	RelatesTo     *struct {
-		RelType   string `json:"rel_type"`
-		EventID   string `json:"event_id"`
-		Key       string `json:"key"`
-		InReplyTo *struct {
+		RelType       string `json:"rel_type"`
+		EventID       string `json:"event_id"`
+		Key           string `json:"key"`
+		IsFallingBack bool   `json:"is_falling_back"`
+		InReplyTo     *struct {
 			EventID string `json:"event_id"`
 		} `json:"m.in_reply_to"`
 	} `json:"m.relates_to"`
@@ -217,7 +218,7 @@ func (m *Mapper) mapMessage(dto *DTO, raw *rawEvent) bool {
 		}
 		if len(c.Info) > 0 {
 			var info map[string]any
-			if json.Unmarshal(c.Info, &info) == nil {
+			if json.Unmarshal(c.Info, &info) == nil && info != nil {
 				data["info"] = info
 			}
 		}
@@ -233,12 +234,15 @@ func (m *Mapper) mapMessage(dto *DTO, raw *rawEvent) bool {
 		if rel.RelType == "m.thread" && rel.EventID != "" {
 			data["thread_root_event_id"] = rel.EventID
 		}
-		if rel.InReplyTo != nil && rel.InReplyTo.EventID != "" && (rel.RelType != "m.thread" || rel.InReplyTo.EventID != rel.EventID) {
+		// In a thread, m.in_reply_to is a real reply only when it is not the
+		// fallback for clients without threads (is_falling_back).
+		isThreadFallback := rel.RelType == "m.thread" && (rel.IsFallingBack || rel.InReplyTo != nil && rel.InReplyTo.EventID == rel.EventID)
+		if rel.InReplyTo != nil && rel.InReplyTo.EventID != "" && !isThreadFallback {
 			data["reply_to_event_id"] = rel.InReplyTo.EventID
 		}
 	}
 	if c.Mentions != nil {
-		var ids []string
+		ids := []string{}
 		for _, u := range c.Mentions.UserIDs {
 			ids = append(ids, m.IDs.FromMatrix(id.UserID(u)).ID)
 		}
