@@ -151,6 +151,9 @@ func TestWebhookDTOs(t *testing.T) {
 			if d.dto.ID == agentMsg.String() {
 				agentEcho = d.dto.Origin != nil && d.dto.Origin.Bridge && d.dto.Origin.Service == "internal" && d.dto.Sender.Type == "agent"
 			}
+			if err := mapping.Validate(d.body.DTO); err != nil {
+				t.Errorf("DTO %s does not match its JSON Schema: %v", d.dto.Type, err)
+			}
 			if d.dto.Version != mapping.Version || len(d.body.Event) == 0 {
 				t.Errorf("DTO %s: version %d, event %s", d.dto.ID, d.dto.Version, d.body.Event)
 			}
