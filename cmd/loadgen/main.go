@@ -465,7 +465,7 @@ type Result struct {
 	Ack *Latency `json:"ack_latency"`
 	// Handler is the time inside the server's HTTP handler.
 	Handler *Latency `json:"handler_latency,omitempty"`
-	// Append is the time inside eventlog.Log.Append (the commit).
+	// Append is the time inside eventlog.Log.Journal (the commit the answer waits for).
 	Append *Latency `json:"append_latency,omitempty"`
 	// CPU per transaction, in microseconds: this process (client and
 	// server) and the PostgreSQL cluster (all its processes).

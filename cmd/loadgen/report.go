@@ -227,10 +227,10 @@ func (r *report) writeText(out io.Writer) error {
 	}
 
 	if len(txnResults) > 0 {
-		fmt.Fprintf(w, "\nWhere the ack time goes (means, ms): client+HTTP = ack - handler; read+parse = handler - Append (bridge only).\n")
+		fmt.Fprintf(w, "\nWhere the ack time goes (means, ms): client+HTTP = ack - handler; read+parse = handler - commit (the journal insert; bridge only).\n")
 		fmt.Fprintf(w, "CPU per txn: this process (client and server together) and all PostgreSQL processes. WAL from pg_stat_wal (approximate counts).\n\n")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "scenario\tack\thandler\tAppend\tclient+HTTP\tread+parse\tcpu µs/txn self\tcpu µs/txn pg\tWAL syncs/txn\tavg sync ms\tWAL kB/txn\tWAL FPI/txn\tother CPU %\t")
+		fmt.Fprintln(tw, "scenario\tack\thandler\tcommit\tclient+HTTP\tread+parse\tcpu µs/txn self\tcpu µs/txn pg\tWAL syncs/txn\tavg sync ms\tWAL kB/txn\tWAL FPI/txn\tother CPU %\t")
 		for _, res := range txnResults {
 			appendMean, parse := "-", "-"
 			if res.Append != nil && res.Handler != nil {

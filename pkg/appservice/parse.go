@@ -22,6 +22,15 @@ const maxIdentifierBytes = 255
 // can never collide.
 const EphemeralIDPrefix = "~edu_"
 
+// ParseTransaction is parseTransaction for the event log's indexer.
+func ParseTransaction(txnID string, body []byte) ([]eventlog.IncomingEvent, error) {
+	events, err := parseTransaction(txnID, body)
+	if err != nil {
+		return nil, *err
+	}
+	return events, nil
+}
+
 // parseTransaction extracts the events of a transaction body without decoding
 // their contents: only the fields the log indexes are read, the rest of each
 // event is kept byte for byte. The error names the offending field.

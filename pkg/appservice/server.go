@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/mux"
 	"github.com/rs/zerolog"
@@ -23,9 +24,10 @@ import (
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 )
 
-// Appender durably stores a transaction's events.
-type Appender interface {
-	Append(ctx context.Context, txnID string, events []eventlog.IncomingEvent) (eventlog.AppendResult, error)
+// Journal durably records a transaction's body. The event log's indexer
+// turns journalled bodies into log events after the answer.
+type Journal interface {
+	Journal(ctx context.Context, txnID string, body []byte) error
 }
 
 // QueryHandler answers the homeserver's questions about the bridge's
@@ -66,14 +68,14 @@ type Options struct {
 // Server is the appservice HTTP API.
 type Server struct {
 	opts    Options
-	log     Appender
+	log     Journal
 	queries QueryHandler
 	logger  zerolog.Logger
 	router  *mux.Router
 }
 
 // NewServer builds the router.
-func NewServer(opts Options, log Appender, queries QueryHandler, logger zerolog.Logger) *Server {
+func NewServer(opts Options, log Journal, queries QueryHandler, logger zerolog.Logger) *Server {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 32 << 20
 	}
@@ -146,7 +148,8 @@ func pathVar(r *http.Request, name string) (string, bool) {
 func (s *Server) putTransaction(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	txnID, ok := pathVar(r, "txnId")
-	if !ok {
+	// The id is stored as text: PostgreSQL refuses NUL and non-UTF-8 bytes.
+	if !ok || !utf8.ValidString(txnID) || strings.ContainsRune(txnID, 0) {
 		mautrix.MInvalidParam.WithMessage("txnId path parameter is missing or badly encoded").Write(w)
 		return
 	}
@@ -168,12 +171,12 @@ func (s *Server) putTransaction(w http.ResponseWriter, r *http.Request) {
 		parseErr.Write(w)
 		return
 	}
-	// The commit goes on when the homeserver hangs up: it will resend, and a
-	// finished commit makes the resend a cheap no-op.
+	// The commit goes on when the homeserver hangs up: it will resend, and
+	// the indexer stores each event once.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.opts.CommitTimeout)
 	defer cancel()
 	commitStart := time.Now()
-	result, err := s.log.Append(log.WithContext(ctx), txnID, events)
+	err = s.log.Journal(log.WithContext(ctx), txnID, body)
 	if err != nil {
 		s.observe("error", nil, time.Since(commitStart))
 		log.Err(err).Int("events", len(events)).Msg("Failed to commit transaction")
@@ -187,8 +190,6 @@ func (s *Server) putTransaction(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("{}"))
 	log.Debug().
 		Int("events", len(events)).
-		Int("stored", result.Stored).
-		Int("duplicates", result.Duplicates).
 		Dur("duration", time.Since(start)).
 		Msg("Transaction committed")
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
@@ -43,6 +44,11 @@ func newRig(t *testing.T, tdb testrig.TestDatabase, opts appservice.Options) *ri
 	opts.HSToken = hsToken
 	srv := httptest.NewServer(appservice.NewServer(opts, l, nil, zerolog.Nop()))
 	t.Cleanup(srv.Close)
+	// The indexer moves journalled transactions into the log, as in the bridge.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); l.RunIndexer(ctx, appservice.ParseTransaction) }()
+	t.Cleanup(func() { cancel(); <-done })
 	return &rig{srv: srv, log: l, db: db}
 }
 
@@ -88,13 +94,31 @@ func txnBody(prefix string, n int) []byte {
 	return []byte(`{"events":[` + strings.Join(evts, ",") + `]}`)
 }
 
+// countEvents counts the log's events once the journal is indexed.
 func countEvents(t *testing.T, l *eventlog.Log) int64 {
 	t.Helper()
+	waitIndexed(t, l)
 	n, err := l.Count(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// waitIndexed waits until the indexer has emptied the journal.
+func waitIndexed(t *testing.T, l *eventlog.Log) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, err := l.JournalBacklog(context.Background())
+		if err == nil && n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the journal still holds %d transactions (%v)", n, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 const bearer = "Bearer " + hsToken
@@ -181,11 +205,17 @@ func TestTransactionIsCommittedBeforeTheAnswer(t *testing.T) {
 		if got := r.do(t, http.MethodPut, "/_matrix/app/v1/transactions/c1", bearer, txnBody("c", 100)); got.status != 200 {
 			t.Fatalf("transaction: %d %s", got.status, got.message)
 		}
-		// Read through a separate connection pool: what was answered 200 is committed.
+		// Read through a separate connection pool: what was answered 200 is
+		// committed — in the journal, or already split into the log.
 		other := openSecondPool(t, tdb)
 		var n int
+		if err := other.QueryRow(context.Background(),
+			"SELECT (SELECT COUNT(*) FROM txn_journal WHERE txn_id = 'c1') + (SELECT COUNT(*) FROM as_transaction WHERE txn_id = 'c1')").Scan(&n); err != nil || n < 1 {
+			t.Errorf("a second connection sees the transaction %d times (%v), want it committed", n, err)
+		}
+		waitIndexed(t, r.log)
 		if err := other.QueryRow(context.Background(), "SELECT COUNT(*) FROM event_log WHERE txn_id = 'c1'").Scan(&n); err != nil || n != 100 {
-			t.Errorf("a second connection sees %d committed events (%v), want 100", n, err)
+			t.Errorf("a second connection sees %d events in the log (%v), want 100", n, err)
 		}
 
 		// With the database gone the bridge must not answer 200.
@@ -308,6 +338,7 @@ func TestEphemeralEventsAreStored(t *testing.T) {
 				t.Fatalf("%s: %d %s", tc.txn, got.status, got.message)
 			}
 		}
+		waitIndexed(t, r.log)
 		evts, err := r.log.Read(context.Background(), 0, 10)
 		if err != nil {
 			t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/agents"
 	"github.com/daarion/matrix-bridge/pkg/appservice"
+	"github.com/daarion/matrix-bridge/pkg/commands"
 	"github.com/daarion/matrix-bridge/pkg/config"
 	"github.com/daarion/matrix-bridge/pkg/consumer"
 	"github.com/daarion/matrix-bridge/pkg/delivery"
@@ -193,6 +194,11 @@ func (b *Bridge) Start(ctx context.Context) error {
 		}
 		runners = append(runners, consumer.NewRunner("nats", b.EventLog, b.NATS, consumer.Options{}))
 	}
+	runners = append(runners, consumer.NewRunner("commands", b.EventLog, commands.New(commands.Options{
+		Config: cfg, AppService: b.AS, DB: b.DB, EventLog: b.EventLog, Rooms: b.Rooms, Agents: b.Agents,
+		Webhooks: webhookStore, Deliverer: b.Webhooks, NATS: b.NATS, Version: Version,
+		Runners: func() []*consumer.Runner { return b.Consumers.Runners() },
+	}), consumer.Options{}))
 	b.Consumers = consumer.NewGroup(runners...)
 	b.registerMetrics(webhookStore)
 	if cfg.Metrics.Listen != "" {
@@ -203,15 +209,23 @@ func (b *Bridge) Start(ctx context.Context) error {
 		b.Log.Info().Str("address", metricsListener.Addr().String()).Msg("Metrics listening")
 	}
 	// Every process serves the appservice endpoint and the internal API; only
-	// the leader runs the consumers and the deliverer.
+	// the leader runs the journal indexer, the consumers and the deliverer.
 	b.Leader = leader.New(b.DB, time.Second)
 	b.background.Add(1)
 	go func() {
 		defer b.background.Done()
 		b.Leader.Run(ctx, func(ctx context.Context) {
+			// One indexer at a time moves journalled transactions (of every
+			// process) into the log, in order.
+			indexed := make(chan struct{})
+			go func() {
+				defer close(indexed)
+				b.EventLog.RunIndexer(ctx, appservice.ParseTransaction)
+			}()
 			b.Consumers.Start(ctx)
 			b.Webhooks.Run(ctx)
 			b.Consumers.Stop()
+			<-indexed
 		})
 	}()
 

@@ -15,6 +15,12 @@ func (b *Bridge) registerMetrics(webhooks *webhook.Store) {
 		head, _ := b.EventLog.Head(ctx)
 		return float64(head)
 	})
+	m.GaugeFunc("journal_backlog", "Transactions answered but not yet split into the event log.", func() float64 {
+		ctx, cancel := metrics.ScrapeContext()
+		defer cancel()
+		n, _ := b.EventLog.JournalBacklog(ctx)
+		return float64(n)
+	})
 	m.GaugeVecFunc("consumer_lag_events", "Events in the log a consumer has not handled yet (from its durable cursor).",
 		[]string{"consumer"}, func(emit func(float64, ...string)) {
 			ctx, cancel := metrics.ScrapeContext()

@@ -162,28 +162,37 @@ const recordSQLiteTransactionQuery = `
 func (l *Log) appendSQLite(ctx context.Context, txnID string, now int64, events []IncomingEvent) (int, error) {
 	stored := 0
 	err := l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		for start := 0; start < len(events); start += sqliteChunk {
-			chunk := events[start:min(start+sqliteChunk, len(events))]
-			args := make([]any, 0, 2+len(chunk)*eventParams)
-			args = append(args, txnID, now)
-			for i := range chunk {
-				args = eventArgs(args, &chunk[i])
-			}
-			res, err := l.db.Exec(ctx, buildSQLiteInsertQuery(len(chunk)), args...)
-			if err != nil {
-				return fmt.Errorf("failed to insert events: %w", err)
-			}
-			n, err := res.RowsAffected()
-			if err != nil {
-				return fmt.Errorf("failed to count inserted events: %w", err)
-			}
-			stored += int(n)
-		}
-		_, err := l.db.Exec(ctx, recordSQLiteTransactionQuery, txnID, now, len(events), stored)
-		if err != nil {
-			return fmt.Errorf("failed to record transaction: %w", err)
-		}
-		return nil
+		var err error
+		stored, err = l.insertTransaction(ctx, txnID, now, events)
+		return err
 	})
 	return stored, err
+}
+
+// insertTransaction stores a transaction's events and records its id,
+// inside the database transaction in ctx. The same SQL serves both dialects
+// (dbutil rewrites $n for SQLite). It returns how many events were new.
+func (l *Log) insertTransaction(ctx context.Context, txnID string, receivedAt int64, events []IncomingEvent) (int, error) {
+	stored := 0
+	for start := 0; start < len(events); start += sqliteChunk {
+		chunk := events[start:min(start+sqliteChunk, len(events))]
+		args := make([]any, 0, 2+len(chunk)*eventParams)
+		args = append(args, txnID, receivedAt)
+		for i := range chunk {
+			args = eventArgs(args, &chunk[i])
+		}
+		res, err := l.db.Exec(ctx, buildSQLiteInsertQuery(len(chunk)), args...)
+		if err != nil {
+			return 0, fmt.Errorf("failed to insert events: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return 0, fmt.Errorf("failed to count inserted events: %w", err)
+		}
+		stored += int(n)
+	}
+	if _, err := l.db.Exec(ctx, recordSQLiteTransactionQuery, txnID, receivedAt, len(events), stored); err != nil {
+		return 0, fmt.Errorf("failed to record transaction: %w", err)
+	}
+	return stored, nil
 }

@@ -22,13 +22,14 @@ type Log struct {
 	// committed wait for it instead of racing it.
 	appendMu sync.Mutex
 	pgAppend *pgAppender
+	journal  *journal
 
 	changed *notifier
 }
 
 // New returns the log stored in db (already upgraded).
 func New(db *dbutil.Database) *Log {
-	l := &Log{db: db, changed: newNotifier()}
+	l := &Log{db: db, changed: newNotifier(), journal: &journal{db: db, wake: make(chan struct{}, 1)}}
 	if db.Dialect == dbutil.Postgres {
 		l.pgAppend = newPGAppender(db.RawDB)
 	}
@@ -37,6 +38,12 @@ func New(db *dbutil.Database) *Log {
 
 // Close releases prepared statements.
 func (l *Log) Close() error {
+	l.journal.prepMu.Lock()
+	if l.journal.insert != nil {
+		_ = l.journal.insert.Close()
+		l.journal.insert = nil
+	}
+	l.journal.prepMu.Unlock()
 	if l.pgAppend != nil {
 		return l.pgAppend.close()
 	}

@@ -157,13 +157,14 @@ func (o Options) withDefaults() (Options, error) {
 	if o.URL == "" {
 		return o, errors.New("jetstream sink: URL is required")
 	}
-	for _, u := range strings.Split(o.URL, ",") {
+	for i, u := range strings.Split(o.URL, ",") {
 		u = strings.TrimSpace(u)
 		if !strings.Contains(u, "://") {
 			u = "nats://" + u
 		}
 		if parsed, err := url.Parse(u); err != nil || parsed.Host == "" {
-			return o, fmt.Errorf("jetstream sink: invalid NATS URL %q", u)
+			// Not the URL itself: it may hold a password or token.
+			return o, fmt.Errorf("jetstream sink: invalid NATS URL (entry %d of the list)", i+1)
 		}
 	}
 	if o.Source == nil {
@@ -196,6 +197,29 @@ func (o Options) withDefaults() (Options, error) {
 		o.MaxReconnectWait = DefaultMaxReconnectWait
 	}
 	return o, nil
+}
+
+// redactURLs is a NATS URL list fit for errors and logs: credentials
+// (user:password, or a token as the user) are replaced by "redacted".
+func redactURLs(list string) string {
+	parts := strings.Split(list, ",")
+	for i, u := range parts {
+		u = strings.TrimSpace(u)
+		if !strings.Contains(u, "://") {
+			u = "nats://" + u
+		}
+		parsed, err := url.Parse(u)
+		switch {
+		case err != nil:
+			parts[i] = "(invalid URL)"
+		case parsed.User != nil:
+			parsed.User = url.User("redacted")
+			parts[i] = parsed.String()
+		default:
+			parts[i] = parsed.String()
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 // reconnectDelay is exponential from minReconnectWait up to
@@ -393,7 +417,7 @@ func (s *Sink) ready(ctx context.Context) (natsjs.JetStream, error) {
 	case closed:
 		return nil, ErrClosed
 	case nc == nil || !nc.IsConnected():
-		return nil, fmt.Errorf("jetstream sink: %w (%s)", ErrNotConnected, s.opts.URL)
+		return nil, fmt.Errorf("jetstream sink: %w (%s)", ErrNotConnected, redactURLs(s.opts.URL))
 	case !ready:
 		if err := s.ensureStream(ctx); err != nil {
 			return nil, err

@@ -63,7 +63,9 @@ func (p Policy) CheckURL(raw string) error {
 }
 
 func (p Policy) checkAddr(addr netip.Addr) error {
-	addr = addr.Unmap()
+	// Without the zone: netip.Prefix.Contains is false for any zoned
+	// address, so fe80::1%eth0 would otherwise pass as not link-local.
+	addr = addr.WithZone("").Unmap()
 	for _, prefix := range alwaysForbidden {
 		if prefix.Contains(addr) {
 			return fmt.Errorf("points at %s, which cannot receive webhooks", addr)

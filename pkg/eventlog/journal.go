@@ -1,0 +1,201 @@
+package eventlog
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
+)
+
+// Parser extracts a transaction's events from its body (the appservice
+// package's parser). The indexer runs it again on journalled bodies, which
+// were already validated when they were received.
+type Parser func(txnID string, body []byte) ([]IncomingEvent, error)
+
+// journal is the transaction path: a transaction's body is committed as one
+// row, in one statement, and the homeserver is answered. Everything else —
+// splitting it into events, deduplicating, recording the transaction id —
+// happens after the answer, in the indexer.
+type journal struct {
+	db     *dbutil.Database
+	prepMu sync.Mutex
+	insert *sql.Stmt
+	wake   chan struct{}
+}
+
+const insertJournalQuery = `INSERT INTO txn_journal (txn_id, received_at, body) VALUES ($1, $2, $3)`
+
+// Journal durably records a transaction's body; it returns after the
+// commit. The indexer turns it into log events.
+func (l *Log) Journal(ctx context.Context, txnID string, body []byte) error {
+	now := time.Now().UnixMilli()
+	var err error
+	if l.db.Dialect == dbutil.Postgres {
+		var stmt *sql.Stmt
+		if stmt, err = l.journal.prepared(ctx); err == nil {
+			_, err = stmt.ExecContext(ctx, txnID, now, string(body))
+		}
+	} else {
+		_, err = l.db.Exec(ctx, insertJournalQuery, txnID, now, string(body))
+	}
+	if err != nil {
+		return fmt.Errorf("failed to journal transaction %s: %w", txnID, err)
+	}
+	select {
+	case l.journal.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// prepared returns the journal insert, prepared once: one round trip per
+// transaction, no re-planning.
+func (j *journal) prepared(ctx context.Context) (*sql.Stmt, error) {
+	j.prepMu.Lock()
+	defer j.prepMu.Unlock()
+	if j.insert == nil {
+		stmt, err := j.db.RawDB.PrepareContext(ctx, insertJournalQuery)
+		if err != nil {
+			return nil, fmt.Errorf("failed to prepare the journal insert: %w", err)
+		}
+		j.insert = stmt
+	}
+	return j.insert, nil
+}
+
+// JournalBacklog counts transactions received but not yet in the log.
+func (l *Log) JournalBacklog(ctx context.Context) (int64, error) {
+	var n int64
+	if err := l.db.QueryRow(ctx, "SELECT COUNT(*) FROM txn_journal").Scan(&n); err != nil {
+		return 0, fmt.Errorf("failed to count the journal: %w", err)
+	}
+	return n, nil
+}
+
+// indexBatch bounds how many journalled transactions one indexing commit takes.
+const indexBatch = 64
+
+type journalRow struct {
+	seq        int64
+	txnID      string
+	receivedAt int64
+	body       string
+}
+
+// IndexPending moves journalled transactions into the log, oldest first,
+// until the journal is empty; it returns how many it moved. Only one
+// indexer may run at a time (the bridge runs it in the leader process).
+func (l *Log) IndexPending(ctx context.Context, parse Parser) (int, error) {
+	total := 0
+	for {
+		rows, err := l.readJournal(ctx)
+		if err != nil || len(rows) == 0 {
+			return total, err
+		}
+		if err = l.indexRows(ctx, parse, rows); err != nil {
+			return total, err
+		}
+		total += len(rows)
+	}
+}
+
+func (l *Log) readJournal(ctx context.Context) ([]journalRow, error) {
+	rows, err := l.db.Query(ctx, `SELECT seq, txn_id, received_at, body FROM txn_journal ORDER BY seq LIMIT $1`, indexBatch)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read the journal: %w", err)
+	}
+	defer rows.Close()
+	var out []journalRow
+	for rows.Next() {
+		var r journalRow
+		if err = rows.Scan(&r.seq, &r.txnID, &r.receivedAt, &r.body); err != nil {
+			return nil, fmt.Errorf("failed to read the journal: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// indexRows stores the events of several journalled transactions and
+// deletes them from the journal, in one database transaction: one commit
+// for the batch, and a crash leaves either all of it or none.
+func (l *Log) indexRows(ctx context.Context, parse Parser, rows []journalRow) error {
+	log := zerolog.Ctx(ctx)
+	stored := 0
+	l.appendMu.Lock()
+	err := l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if l.db.Dialect == dbutil.Postgres {
+			if _, err := l.db.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(appendLockKey)); err != nil {
+				return fmt.Errorf("failed to take the append lock: %w", err)
+			}
+		}
+		seqs := make([]any, 0, len(rows))
+		marks := make([]string, 0, len(rows))
+		for _, row := range rows {
+			seqs = append(seqs, row.seq)
+			marks = append(marks, fmt.Sprintf("$%d", len(seqs)))
+			events, err := parse(row.txnID, []byte(row.body))
+			if err != nil {
+				// It was valid when it was answered 200; a parser change
+				// must not wedge the journal, so it is dropped loudly.
+				log.Error().Err(err).Str("txn_id", row.txnID).Msg("Journalled transaction no longer parses; dropped")
+				continue
+			}
+			n, err := l.insertTransaction(ctx, row.txnID, row.receivedAt, events)
+			if err != nil {
+				return err
+			}
+			stored += n
+		}
+		_, err := l.db.Exec(ctx, `DELETE FROM txn_journal WHERE seq IN (`+strings.Join(marks, ", ")+`)`, seqs...)
+		if err != nil {
+			return fmt.Errorf("failed to clear indexed journal rows: %w", err)
+		}
+		return nil
+	})
+	l.appendMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("failed to index %d journalled transactions: %w", len(rows), err)
+	}
+	if stored > 0 {
+		l.changed.notify()
+	}
+	log.Debug().Int("transactions", len(rows)).Int("stored", stored).Msg("Indexed journalled transactions")
+	return nil
+}
+
+// RunIndexer indexes the journal until ctx ends: at once when this process
+// journals a transaction, and every second for other processes' journals.
+func (l *Log) RunIndexer(ctx context.Context, parse Parser) {
+	log := zerolog.Ctx(ctx).With().Str("component", "indexer").Logger()
+	ctx = log.WithContext(ctx)
+	wait := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		if _, err := l.IndexPending(ctx, parse); err != nil && ctx.Err() == nil {
+			log.Err(err).Dur("retry_in", wait).Msg("Indexing the journal failed")
+			sleepCtx(ctx, wait)
+			wait = min(wait*2, 10*time.Second)
+			continue
+		}
+		wait = 100 * time.Millisecond
+		select {
+		case <-ctx.Done():
+		case <-l.journal.wake:
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
