@@ -12,6 +12,9 @@ AS_PORT=${AS_PORT:-29330}
 SERVER_NAME=${SERVER_NAME:-localhost}
 DEMO_USER=${DEMO_USER:-demo}
 DEMO_PASSWORD=${DEMO_PASSWORD:-demo-password}
+API_PORT=${API_PORT:-7025}
+METRICS_PORT=${METRICS_PORT:-9100}
+SECRET=${INTERNAL_SERVICE_SECRET:-dev-secret-token}
 mkdir -p "$RUN_DIR"
 config="$RUN_DIR/config.yaml"
 registration="$RUN_DIR/registration.yaml"
@@ -27,6 +30,13 @@ appservice:
     listen: 127.0.0.1:${AS_PORT}
 database:
     url: sqlite:${RUN_DIR}/bridge.db
+internal_api:
+    port: ${API_PORT}
+    service_secret: ${SECRET}
+metrics:
+    listen: 127.0.0.1:${METRICS_PORT}
+permissions:
+    "@${DEMO_USER}:${SERVER_NAME}": admin
 logging:
     level: debug
     format: pretty
@@ -66,23 +76,41 @@ for _ in $(seq 1 100); do
 	sleep 0.2
 done
 
+# Something real to look at: a city room with an agent in it.
+api() { curl -fsS -H "X-Internal-Service-Token: $SECRET" -H 'Content-Type: application/json' "$@"; }
+room=$(api -X POST "http://127.0.0.1:${API_PORT}/internal/matrix/rooms/create" \
+	-d '{"slug":"demo","name":"Demo","visibility":"public","topic":"Try the DAARION bridge"}' | sed 's/.*"matrix_room_id":"\([^"]*\)".*/\1/')
+api -X PUT "http://127.0.0.1:${API_PORT}/internal/matrix/users/agent:guide/display-name" -d '{"display_name":"Guide"}' >/dev/null
+api -X POST "http://127.0.0.1:${API_PORT}/internal/matrix/send" -H 'Idempotency-Key: demo-welcome' \
+	-d '{"city_slug":"demo","sender":"agent:guide","body":"Welcome to DAARION City! I am an agent, posting through the bridge."}' >/dev/null
+
 cat <<TXT
 
 The DAARION Matrix bridge is running.
   homeserver   http://127.0.0.1:${HS_PORT}  (Dendrite, server name ${SERVER_NAME})
   bridge       http://127.0.0.1:${AS_PORT}  (appservice endpoint; log: ${RUN_DIR}/bridge.log)
+  internal API http://127.0.0.1:${API_PORT}  (X-Internal-Service-Token: ${SECRET})
+  metrics      http://127.0.0.1:${METRICS_PORT}/metrics
   database     ${RUN_DIR}/bridge.db (SQLite)
-  demo human   @${DEMO_USER}:${SERVER_NAME}, password ${DEMO_PASSWORD}
+  demo human   @${DEMO_USER}:${SERVER_NAME}, password ${DEMO_PASSWORD} (a bridge admin)
+  demo room    #city_demo:${SERVER_NAME} (${room}), where agent:guide has posted a welcome
 
 Try next, in another terminal:
-  # log in as the demo human and create a room; the bridge logs every event the homeserver sends it
+  # post as an agent, list city rooms, read the room's history
+  curl -s -H 'X-Internal-Service-Token: ${SECRET}' -H 'Content-Type: application/json' \\
+    -X POST http://127.0.0.1:${API_PORT}/internal/matrix/send \\
+    -d '{"city_slug":"demo","sender":"agent:guide","body":"Hello again"}'
+  curl -s -H 'X-Internal-Service-Token: ${SECRET}' http://127.0.0.1:${API_PORT}/internal/matrix/rooms
+  curl -s -H 'X-Internal-Service-Token: ${SECRET}' "http://127.0.0.1:${API_PORT}/internal/matrix/rooms/${room}/messages?limit=5"
+  # long-poll what Matrix sends the bridge (Ctrl-C to stop)
+  curl -s -H 'X-Internal-Service-Token: ${SECRET}' "http://127.0.0.1:${API_PORT}/internal/matrix/sync?timeout=30000"
+  # log in as the demo human with any Matrix client at http://127.0.0.1:${HS_PORT}, join #city_demo:${SERVER_NAME},
+  # and DM @daarion-bot:${SERVER_NAME} "help" for the admin commands. Or with curl:
   TOKEN=\$(curl -s -X POST http://127.0.0.1:${HS_PORT}/_matrix/client/v3/login \\
     -d '{"type":"m.login.password","identifier":{"type":"m.id.user","user":"${DEMO_USER}"},"password":"${DEMO_PASSWORD}"}' \\
     | sed 's/.*"access_token":"\\([^"]*\\)".*/\\1/')
-  curl -s -X POST -H "Authorization: Bearer \$TOKEN" http://127.0.0.1:${HS_PORT}/_matrix/client/v3/createRoom \\
-    -d '{"name":"hello","invite":["@daarion-bot:${SERVER_NAME}"]}'
-  # watch the bridge store it:
-  tail -f ${RUN_DIR}/bridge.log
+  curl -s -X POST -H "Authorization: Bearer \$TOKEN" "http://127.0.0.1:${HS_PORT}/_matrix/client/v3/join/%23city_demo:${SERVER_NAME}"
+  # every event the homeserver pushed, as the bridge stored it
   sqlite3 ${RUN_DIR}/bridge.db 'SELECT position, event_type, sender FROM event_log ORDER BY position DESC LIMIT 10'
 
 Press Ctrl-C to stop both.

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+	"maunium.net/go/mautrix/id"
 )
 
 // Config is the whole bridge configuration. config.example.yaml documents
@@ -33,7 +34,16 @@ type Config struct {
 	Delivery    Delivery    `yaml:"delivery"`
 	Metrics     Metrics     `yaml:"metrics"`
 	Logging     Logging     `yaml:"logging"`
+	// Permissions say who may use the bridge bot's commands: a Matrix user
+	// id, a server name, or "*" → "admin" or "user"; the most specific wins.
+	Permissions map[string]string `yaml:"permissions"`
 }
+
+// Permission levels of the bridge bot's commands.
+const (
+	PermissionAdmin = "admin"
+	PermissionUser  = "user"
+)
 
 // Homeserver is how the bridge reaches the Matrix homeserver.
 type Homeserver struct {
@@ -226,10 +236,11 @@ func Default() *Config {
 			GuestAccess:       "forbidden",
 			MetadataCacheTTL:  "5m",
 		},
-		Agents:   Agents{AcceptInvitesFrom: "power_level:50"},
-		Media:    Media{MaxUploadBytes: 50 << 20},
-		Delivery: Delivery{WebhookTimeoutMS: 5000, SyncTimeoutMS: 30000, WebhookRetryWindow: "24h", WebhookMaxBackoff: "1h", WebhookWorkers: 8},
-		Logging:  Logging{Level: "info", Format: "json"},
+		Agents:      Agents{AcceptInvitesFrom: "power_level:50"},
+		Media:       Media{MaxUploadBytes: 50 << 20},
+		Delivery:    Delivery{WebhookTimeoutMS: 5000, SyncTimeoutMS: 30000, WebhookRetryWindow: "24h", WebhookMaxBackoff: "1h", WebhookWorkers: 8},
+		Logging:     Logging{Level: "info", Format: "json"},
+		Permissions: map[string]string{},
 	}
 }
 
@@ -295,6 +306,7 @@ var envVars = []envVar{
 	{[]string{"MATRIX_ADMIN_TOKEN", "SYNAPSE_ADMIN_TOKEN"}, setString(func(c *Config) *string { return &c.Homeserver.AdminToken })},
 	{[]string{"INTERNAL_SERVICE_SECRET"}, setString(func(c *Config) *string { return &c.InternalAPI.ServiceSecret })},
 	{[]string{"MATRIX_GATEWAY_PORT"}, setInt(func(c *Config) *int { return &c.InternalAPI.Port })},
+	{[]string{"MATRIX_GATEWAY_HOST"}, setString(func(c *Config) *string { return &c.InternalAPI.Host })},
 	{[]string{"APPSERVICE_URL"}, setString(func(c *Config) *string { return &c.AppService.URL })},
 	{[]string{"APPSERVICE_LISTEN"}, setString(func(c *Config) *string { return &c.AppService.Listen })},
 	{[]string{"DATABASE_URL"}, setString(func(c *Config) *string { return &c.Database.URL })},
@@ -485,6 +497,22 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.Metrics.Listen != "" {
 		checkHostPort("metrics.listen", cfg.Metrics.Listen)
+	}
+
+	for key, level := range cfg.Permissions {
+		field := fmt.Sprintf("permissions[%q]", key)
+		switch {
+		case key == "*":
+		case strings.HasPrefix(key, "@"):
+			if _, server, err := id.UserID(key).Parse(); err != nil || !serverNameRegex.MatchString(server) {
+				fail(field, "must be a Matrix user id such as @alice:example.org, a server name, or \"*\"")
+			}
+		case !serverNameRegex.MatchString(key):
+			fail(field, "must be a Matrix user id such as @alice:example.org, a server name, or \"*\"")
+		}
+		if level != PermissionAdmin && level != PermissionUser {
+			fail(field, "must be admin or user, got %q", level)
+		}
 	}
 
 	switch cfg.Logging.Level {

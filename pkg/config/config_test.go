@@ -143,6 +143,11 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"delivery.webhook_retry_window", func(c *Config) { c.Delivery.WebhookRetryWindow = "1 day" }},
 		{"delivery.webhook_max_backoff", func(c *Config) { c.Delivery.WebhookMaxBackoff = "-1s" }},
 		{"delivery.webhook_workers", func(c *Config) { c.Delivery.WebhookWorkers = 0 }},
+		{`permissions["@alice:example.org"]`, func(c *Config) { c.Permissions = map[string]string{"@alice:example.org": "root"} }},
+		{`permissions["@alice"]`, func(c *Config) { c.Permissions = map[string]string{"@alice": "admin"} }},
+		{`permissions["@alice:bad server"]`, func(c *Config) { c.Permissions = map[string]string{"@alice:bad server": "admin"} }},
+		{`permissions["not a server"]`, func(c *Config) { c.Permissions = map[string]string{"not a server": "user"} }},
+		{`permissions["*"]`, func(c *Config) { c.Permissions = map[string]string{"*": ""} }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.key, func(t *testing.T) {
@@ -252,5 +257,23 @@ func TestInviteMinPowerLevel(t *testing.T) {
 		if level != tc.level || ok != tc.ok {
 			t.Errorf("%q = %d %v, want %d %v", tc.value, level, ok, tc.level, tc.ok)
 		}
+	}
+}
+
+func TestPermissionsParseAndValidate(t *testing.T) {
+	cfg := Default()
+	err := Parse([]byte("permissions:\n    \"@admin:daarion.test\": admin\n    daarion.test: user\n    \"*\": user\n    \"[::1]:8448\": user\n"), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"@admin:daarion.test": "admin", "daarion.test": "user", "*": "user", "[::1]:8448": "user"}
+	if !reflect.DeepEqual(cfg.Permissions, want) {
+		t.Errorf("permissions = %v, want %v", cfg.Permissions, want)
+	}
+	if err = cfg.Validate(); err != nil {
+		t.Errorf("validate: %v", err)
+	}
+	if len(Default().Permissions) != 0 {
+		t.Error("someone has permissions by default")
 	}
 }
