@@ -2,6 +2,7 @@
 #   make run    start a local dev homeserver (Dendrite) and the bridge on SQLite
 #   make test   every test, against real PostgreSQL, SQLite and Dendrite
 #   make bench  transaction ingest benchmark (see docs/benchmarks.md)
+#   make soak   chaos soak on the real rig (DURATION=10m, SEED=…; see docs/reliability.md)
 
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -9,7 +10,7 @@ LDFLAGS  := -X github.com/daarion/matrix-bridge/pkg/bridge.Version=$(VERSION)
 BIN      := bin
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build dendrite test vet fmt-check unit bench run clean
+.PHONY: all build dendrite test vet fmt-check unit bench soak run clean
 
 all: build
 
@@ -34,9 +35,49 @@ test: dendrite fmt-check vet
 bench: build
 	$(GO) run ./cmd/loadgen $(BENCH_ARGS)
 
+# The chaos soak: the bridge (built by the soak), Dendrite, PostgreSQL, NATS
+# and a webhook receiver under load and faults; stops by itself after
+# DURATION plus a bounded drain. Exit 1 if anything was lost or out of order.
+DURATION ?= 10m
+SEED     ?= 0
+soak: dendrite
+	$(GO) build -o $(BIN)/soak ./cmd/soak
+	$(BIN)/soak -duration $(DURATION) -seed $(SEED) $(SOAK_ARGS)
+
 # Starts Dendrite and the bridge locally on embedded defaults (SQLite, loopback).
 run: build dendrite
 	bash scripts/run-local.sh
 
 clean:
 	rm -rf $(BIN) .run
+
+# Native Go fuzzing of every decoder of untrusted input, each target for
+# FUZZTIME (go test -fuzz takes one target of one package at a time). A
+# failing input is written to the package's testdata/fuzz/, which plain
+# `go test` (and so `make test`) replays. Minimizing is kept short so that a
+# target stops on time; FUZZFLAGS=-parallel=1 leaves a core free.
+FUZZTIME         ?= 30s
+FUZZMINIMIZETIME ?= 5s
+FUZZFLAGS        ?=
+.PHONY: fuzz
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseTransaction$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $(FUZZFLAGS) ./pkg/appservice
+	$(GO) test -run '^$$' -fuzz '^FuzzTransactionHandler$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $(FUZZFLAGS) ./pkg/appservice
+	$(GO) test -run '^$$' -fuzz '^FuzzQueryPaths$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $(FUZZFLAGS) ./pkg/appservice
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJSON$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $(FUZZFLAGS) ./pkg/internalapi
+	$(GO) test -run '^$$' -fuzz '^FuzzCreateRoomBody$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $(FUZZFLAGS) ./pkg/rooms
+	$(GO) test -run '^$$' -fuzz '^FuzzCreateRequestValidate$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $(FUZZFLAGS) ./pkg/rooms
+	$(GO) test -run '^$$' -fuzz '^FuzzValidateIDs$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $(FUZZFLAGS) ./pkg/rooms
+	$(GO) test -run '^$$' -fuzz '^FuzzListQuery$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $(FUZZFLAGS) ./pkg/rooms
+	$(GO) test -run '^$$' -fuzz '^FuzzSendRequest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $(FUZZFLAGS) ./pkg/messaging
+	$(GO) test -run '^$$' -fuzz '^FuzzApplyRelation$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $(FUZZFLAGS) ./pkg/messaging
+	$(GO) test -run '^$$' -fuzz '^FuzzMembershipRequest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $(FUZZFLAGS) ./pkg/messaging
+	$(GO) test -run '^$$' -fuzz '^FuzzMapper$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $(FUZZFLAGS) ./pkg/identity
+	$(GO) test -run '^$$' -fuzz '^FuzzSyncToken$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $(FUZZFLAGS) ./pkg/syncapi
+	$(GO) test -run '^$$' -fuzz '^FuzzSyncRequest$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $(FUZZFLAGS) ./pkg/syncapi
+	$(GO) test -run '^$$' -fuzz '^FuzzCheckURL$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $(FUZZFLAGS) ./pkg/delivery/webhook
+	$(GO) test -run '^$$' -fuzz '^FuzzSignVerify$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $(FUZZFLAGS) ./pkg/delivery/webhook
+	$(GO) test -run '^$$' -fuzz '^FuzzSubscribe$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $(FUZZFLAGS) ./pkg/delivery/webhook
+	$(GO) test -run '^$$' -fuzz '^FuzzConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $(FUZZFLAGS) ./pkg/config
+	$(GO) test -run '^$$' -fuzz '^FuzzEnsureTokens$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $(FUZZFLAGS) ./pkg/config
+	$(GO) test -run '^$$' -fuzz '^FuzzMap$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) $(FUZZFLAGS) ./pkg/mapping

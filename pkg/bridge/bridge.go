@@ -36,6 +36,10 @@ import (
 	"github.com/daarion/matrix-bridge/pkg/syncapi"
 )
 
+// sinkBatch is the DTO sinks' batch: one cursor commit, one origins query
+// and one outbox insert (or one wait for JetStream acks) per 500 events.
+var sinkBatch = consumer.Options{BatchSize: 500}
+
 // Version is set at build time with -ldflags.
 var Version = "dev"
 
@@ -181,7 +185,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 		consumer.NewRunner("type-counter", b.EventLog, b.TypeCounter, consumer.Options{}),
 		consumer.NewRunner("rooms", b.EventLog, b.Rooms, consumer.Options{}),
 		consumer.NewRunner("agents", b.EventLog, b.Agents, consumer.Options{}),
-		consumer.NewRunner("webhooks", b.EventLog, webhook.NewFanout(webhookStore, b.DTOs, b.Webhooks.Wake), consumer.Options{}),
+		consumer.NewRunner("webhooks", b.EventLog, webhook.NewFanout(webhookStore, b.DTOs, b.Webhooks.Wake), sinkBatch),
 	}
 	if cfg.Delivery.NATSURL != "" {
 		b.NATS, err = jetstream.New(ctx, jetstream.Options{
@@ -192,7 +196,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("delivery.nats_url: %w", err)
 		}
-		runners = append(runners, consumer.NewRunner("nats", b.EventLog, b.NATS, consumer.Options{}))
+		runners = append(runners, consumer.NewRunner("nats", b.EventLog, b.NATS, sinkBatch))
 	}
 	runners = append(runners, consumer.NewRunner("commands", b.EventLog, commands.New(commands.Options{
 		Config: cfg, AppService: b.AS, DB: b.DB, EventLog: b.EventLog, Rooms: b.Rooms, Agents: b.Agents,

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -133,6 +134,11 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {
 		internalapi.WriteFieldError(w, "prefix", "must be the start of a slug (lower-case letters, digits, '-', '_')")
 		return
 	}
+	// after goes to the database as text, which PostgreSQL cannot hold otherwise.
+	if !utf8.ValidString(opts.After) || strings.ContainsRune(opts.After, 0) {
+		internalapi.WriteFieldError(w, "after", "must be the next_after of an earlier page")
+		return
+	}
 	if raw := q.Get("archived"); raw != "" {
 		archived, err := strconv.ParseBool(raw)
 		if err != nil {
@@ -170,6 +176,13 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {
 func (s *Service) handleGetRoom(w http.ResponseWriter, r *http.Request) {
 	roomID, ok := roomIDVar(w, r)
 	if !ok {
+		return
+	}
+	// A cached room answers from memory. (The tombstone that moves a city
+	// room is a state event: it drops the old room's entry, so an old id is
+	// never served stale.)
+	if meta, ok := s.cache.Peek(roomID); ok {
+		internalapi.WriteJSON(w, http.StatusOK, meta)
 		return
 	}
 	// A city room's old id (before an upgrade) resolves to where it lives now.

@@ -68,6 +68,19 @@ func (c *MetadataCache) Get(ctx context.Context, roomID id.RoomID) (*Metadata, e
 	return meta, nil
 }
 
+// Peek returns a room's metadata when the cache holds a fresh copy, without
+// fetching: the hot path of GET /rooms/{roomId} answers from memory alone.
+func (c *MetadataCache) Peek(roomID id.RoomID) (*Metadata, bool) {
+	c.mu.RLock()
+	entry, ok := c.entries[roomID]
+	c.mu.RUnlock()
+	if !ok || c.now().Sub(entry.fetchedAt) >= c.ttl {
+		return nil, false
+	}
+	meta := entry.meta
+	return &meta, true
+}
+
 // Invalidate drops a room's entry.
 func (c *MetadataCache) Invalidate(roomID id.RoomID) {
 	c.mu.Lock()

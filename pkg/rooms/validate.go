@@ -53,7 +53,7 @@ func ValidateVisibility(field, v string) error {
 // ValidateRoomID checks a Matrix room id (!opaque:server).
 func ValidateRoomID(field string, roomID id.RoomID) error {
 	s := string(roomID)
-	if len(s) < 4 || len(s) > 255 || s[0] != '!' || !strings.Contains(s[1:], ":") || strings.ContainsAny(s, " \x00/") {
+	if len(s) < 4 || len(s) > 255 || s[0] != '!' || !strings.Contains(s[1:], ":") || strings.ContainsAny(s, " \x00/") || !utf8.ValidString(s) {
 		return &FieldError{Field: field, Problem: "must be a Matrix room id such as !abc:example.org"}
 	}
 	return nil

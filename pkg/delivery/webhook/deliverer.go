@@ -111,15 +111,28 @@ func (d *Deliverer) Run(ctx context.Context) {
 }
 
 // drain delivers a queue's due head in order, until a delivery fails (the
-// queue then waits for its retry) or the queue is empty.
+// queue then waits for its retry) or the queue is empty. Delivered rows are
+// removed in one statement per head read, not one commit per delivery: a
+// crash in between only delivers them again, which at-least-once allows.
 func (d *Deliverer) drain(ctx context.Context, k queueKey) {
 	log := zerolog.Ctx(ctx).With().Str("subscription_id", k.subscriptionID).Str("room_id", k.roomID).Logger()
 	sub, err := d.store.Subscription(ctx, k.subscriptionID)
 	if err != nil || sub == nil || sub.State != StateActive {
 		return
 	}
+	var delivered []int64
+	flush := func() bool {
+		if err := d.store.Delivered(ctx, sub.ID, delivered); err != nil {
+			log.Err(err).Int("deliveries", len(delivered)).Msg("Delivered, but failed to mark them; they will be delivered again")
+			return false
+		}
+		d.count(func(s *Stats) { s.Delivered += int64(len(delivered)) })
+		delivered = delivered[:0]
+		return true
+	}
+	defer flush()
 	for ctx.Err() == nil {
-		head, err := d.store.QueueHead(ctx, k, 50)
+		head, err := d.store.QueueHead(ctx, k, queueHeadBatch)
 		if err != nil {
 			log.Err(err).Msg("Failed to read a webhook queue")
 			return
@@ -131,32 +144,38 @@ func (d *Deliverer) drain(ctx context.Context, k queueKey) {
 			if del.NextAttemptAt.After(time.Now()) {
 				return
 			}
-			if !d.attempt(ctx, sub, del) {
+			ok, goOn := d.attempt(ctx, sub, del)
+			if ok {
+				delivered = append(delivered, del.Position)
+			}
+			if !goOn {
 				return
 			}
+		}
+		if !flush() {
+			return
 		}
 	}
 }
 
-// attempt delivers once; true when the queue may go on to the next row.
-func (d *Deliverer) attempt(ctx context.Context, sub *Subscription, del *Delivery) bool {
+// queueHeadBatch is how many deliveries of a queue are read at once.
+const queueHeadBatch = 200
+
+// attempt delivers once. delivered says the receiver took it; goOn says
+// the queue may go on to its next row.
+func (d *Deliverer) attempt(ctx context.Context, sub *Subscription, del *Delivery) (delivered, goOn bool) {
 	log := zerolog.Ctx(ctx).With().Str("event_id", del.EventID).Logger()
 	status, retryAfter, err := d.post(ctx, sub, del)
 	now := time.Now()
 	switch {
 	case err == nil && status >= 200 && status < 300:
-		if err = d.store.Delivered(ctx, del); err != nil {
-			log.Err(err).Msg("Delivered, but failed to mark it; it will be delivered again")
-			return false
-		}
-		d.count(func(s *Stats) { s.Delivered++ })
-		return true
+		return true, true
 	case err == nil && status == http.StatusGone:
 		// The receiver is gone for good: stop, keep what is queued.
 		_ = d.store.SetState(ctx, sub.ID, StateDisabled, "receiver answered 410 Gone")
 		d.count(func(s *Stats) { s.Disabled++ })
 		log.Warn().Msg("Webhook receiver answered 410 Gone; subscription disabled")
-		return false
+		return false, false
 	}
 	reason := fmt.Sprintf("receiver answered %d", status)
 	if err != nil {
@@ -174,16 +193,16 @@ func (d *Deliverer) attempt(ctx context.Context, sub *Subscription, del *Deliver
 	}
 	if err = d.store.Failed(ctx, del, dead, next, firstFailed, reason); err != nil {
 		log.Err(err).Msg("Failed to record a failed webhook delivery")
-		return false
+		return false, false
 	}
 	if dead {
 		d.count(func(s *Stats) { s.DeadLettered++ })
 		log.Warn().Str("reason", reason).Int("attempts", del.Attempts+1).Msg("Webhook delivery moved to the dead-letter list")
-		return true // the queue moves on; the dead letter can be redelivered
+		return false, true // the queue moves on; the dead letter can be redelivered
 	}
 	d.count(func(s *Stats) { s.Failed++ })
 	log.Debug().Str("reason", reason).Time("next_attempt_at", next).Msg("Webhook delivery failed; will retry")
-	return false
+	return false, false
 }
 
 func (d *Deliverer) count(f func(*Stats)) {

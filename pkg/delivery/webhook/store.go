@@ -203,11 +203,20 @@ func (s *Store) QueueHead(ctx context.Context, k queueKey, limit int) ([]*Delive
 	return list, nil
 }
 
-// Delivered removes a delivered row.
-func (s *Store) Delivered(ctx context.Context, d *Delivery) error {
-	_, err := s.db.Exec(ctx, `DELETE FROM webhook_delivery WHERE subscription_id = $1 AND position = $2`, d.SubscriptionID, d.Position)
+// Delivered removes delivered rows of one subscription, in one statement.
+func (s *Store) Delivered(ctx context.Context, subscriptionID string, positions []int64) error {
+	if len(positions) == 0 {
+		return nil
+	}
+	args := []any{subscriptionID}
+	marks := make([]string, 0, len(positions))
+	for _, p := range positions {
+		args = append(args, p)
+		marks = append(marks, fmt.Sprintf("$%d", len(args)))
+	}
+	_, err := s.db.Exec(ctx, `DELETE FROM webhook_delivery WHERE subscription_id = $1 AND position IN (`+strings.Join(marks, ", ")+`)`, args...)
 	if err != nil {
-		return fmt.Errorf("failed to mark delivery done: %w", err)
+		return fmt.Errorf("failed to mark deliveries done: %w", err)
 	}
 	return nil
 }

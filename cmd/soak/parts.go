@@ -1,0 +1,362 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/daarion/matrix-bridge/pkg/delivery/webhook"
+)
+
+// ---- the bridge as a child process ----
+
+// bridgeProc is one run of the bridge binary.
+type bridgeProc struct {
+	pid     int
+	done    chan struct{} // closed once the process has exited and been reaped
+	err     error         // exit status, valid after done
+	logPath string
+}
+
+// spawnBridge starts the bridge binary from a goroutine locked to its OS
+// thread: the parent-death signal (SIGKILL) is tied to the thread that
+// forked, so a soak that dies does not leave a bridge running.
+func spawnBridge(bin, configPath, logPath string) (*bridgeProc, error) {
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	p := &bridgeProc{done: make(chan struct{}), logPath: logPath}
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		defer logFile.Close()
+		cmd := exec.Command(bin, "-c", configPath)
+		cmd.Stdout, cmd.Stderr = logFile, logFile
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			started <- err
+			close(p.done)
+			return
+		}
+		p.pid = cmd.Process.Pid
+		started <- nil
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *bridgeProc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// kill sends SIGKILL to this process (and nothing else) and waits for it.
+func (p *bridgeProc) kill() {
+	if p.exited() {
+		return
+	}
+	_ = syscall.Kill(p.pid, syscall.SIGKILL)
+	<-p.done
+}
+
+// terminate sends SIGTERM and waits up to timeout, then SIGKILL.
+func (p *bridgeProc) terminate(timeout time.Duration) (clean bool) {
+	if p.exited() {
+		return false
+	}
+	_ = syscall.Kill(p.pid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return p.err == nil
+	case <-time.After(timeout):
+		p.kill()
+		return false
+	}
+}
+
+// ---- NATS with JetStream, in this process ----
+
+// natsServer is a JetStream server on a fixed loopback port and store
+// directory, so that it can be shut down and started again "in place".
+type natsServer struct {
+	port     int
+	storeDir string
+
+	mu  sync.Mutex
+	srv *server.Server
+}
+
+func startNATS(port int, storeDir string) (*natsServer, error) {
+	n := &natsServer{port: port, storeDir: storeDir}
+	return n, n.start()
+}
+
+func (n *natsServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
+
+// start starts a new server on the same port and store directory. No-op
+// when running.
+func (n *natsServer) start() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.srv != nil {
+		return nil
+	}
+	var lastErr error
+	// The port was just freed by our own shutdown; retry briefly if the
+	// kernel has not let go of it yet.
+	for attempt := 0; attempt < 20; attempt++ {
+		srv, err := server.NewServer(&server.Options{
+			Host: "127.0.0.1", Port: n.port, JetStream: true, StoreDir: n.storeDir,
+			JetStreamMaxMemory: 64 << 20, JetStreamMaxStore: 1 << 30, NoLog: true, NoSigs: true,
+		})
+		if err != nil {
+			return err
+		}
+		srv.Start()
+		if srv.ReadyForConnections(10 * time.Second) {
+			n.srv = srv
+			return nil
+		}
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		lastErr = fmt.Errorf("NATS on port %d did not become ready", n.port)
+		time.Sleep(250 * time.Millisecond)
+	}
+	return lastErr
+}
+
+// stop shuts the server down (clients see their connection close).
+func (n *natsServer) stop() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.srv == nil {
+		return
+	}
+	n.srv.Shutdown()
+	n.srv.WaitForShutdown()
+	n.srv = nil
+}
+
+// ---- the signed webhook receiver ----
+
+// hookDelivery is one DTO the receiver accepted (answered 2xx).
+type hookDelivery struct {
+	dtoID, roomID, dtoType, key string
+}
+
+// receiver is a webhook endpoint on loopback that checks every signature
+// and records what it accepted, in arrival order.
+type receiver struct {
+	url string
+	srv *http.Server
+	ln  net.Listener
+
+	mu       sync.Mutex
+	secret   string
+	failing  bool
+	accepted []hookDelivery
+	attempts int // every request
+	refused  int // answered 500 on purpose
+	badSig   int
+	badBody  int
+}
+
+func startReceiver() (*receiver, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	rc := &receiver{ln: ln, url: "http://" + ln.Addr().String() + "/hook"}
+	rc.srv = &http.Server{Handler: http.HandlerFunc(rc.serve), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = rc.srv.Serve(ln) }()
+	return rc, nil
+}
+
+func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rc.attempts++
+	if err != nil {
+		rc.badBody++
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	if rc.failing {
+		rc.refused++
+		w.WriteHeader(http.StatusInternalServerError)
+		return
+	}
+	if rc.secret == "" {
+		// Not subscribed yet (the subscribe answer is still on its way).
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
+	ts, _ := strconv.ParseInt(r.Header.Get("webhook-timestamp"), 10, 64)
+	if !webhook.Verify(rc.secret, r.Header.Get("webhook-id"), ts, body, r.Header.Get("webhook-signature")) {
+		// Not accepted: a receiver must not trust it. The bridge retries.
+		rc.badSig++
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	var b webhook.Body
+	var dto dtoFields
+	if json.Unmarshal(body, &b) != nil || json.Unmarshal(b.DTO, &dto) != nil || dto.ID == "" || dto.ID != r.Header.Get("webhook-id") {
+		rc.badBody++
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	rc.accepted = append(rc.accepted, hookDelivery{dtoID: dto.ID, roomID: b.RoomID, dtoType: dto.Type, key: dto.key()})
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (rc *receiver) setSecret(secret string) {
+	rc.mu.Lock()
+	rc.secret = secret
+	rc.mu.Unlock()
+}
+
+func (rc *receiver) setFailing(f bool) {
+	rc.mu.Lock()
+	rc.failing = f
+	rc.mu.Unlock()
+}
+
+func (rc *receiver) snapshot() []hookDelivery {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return append([]hookDelivery(nil), rc.accepted...)
+}
+
+func (rc *receiver) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = rc.srv.Shutdown(ctx)
+}
+
+// dtoFields is the part of a DTO the soak reads.
+type dtoFields struct {
+	ID   string `json:"id"`
+	Type string `json:"type"`
+	Room *struct {
+		MatrixRoomID string `json:"matrix_room_id"`
+	} `json:"room"`
+	Data struct {
+		Body string `json:"body"`
+	} `json:"data"`
+}
+
+// key is the soak message key in a message DTO's body, "" for other DTOs.
+func (d dtoFields) key() string {
+	return messageKey(d.Data.Body)
+}
+
+// bodyPrefix starts the body of every message the soak sends.
+const bodyPrefix = "soak "
+
+func messageKey(body string) string {
+	k, ok := strings.CutPrefix(body, bodyPrefix)
+	if !ok {
+		return ""
+	}
+	return k
+}
+
+// ---- the internal API ----
+
+// apiClient calls the bridge's internal API with the service secret.
+type apiClient struct {
+	base, token string
+	hc          *http.Client
+}
+
+func newAPIClient(base, token string) *apiClient {
+	return &apiClient{base: base, token: token, hc: &http.Client{
+		Timeout:   30 * time.Second,
+		Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 30 * time.Second},
+	}}
+}
+
+// call posts body as JSON; a 200 answer is decoded into out. err is a
+// transport error (no answer).
+func (c *apiClient) call(ctx context.Context, method, path string, header map[string]string, body, out any) (int, []byte, error) {
+	var reader io.Reader
+	if body != nil {
+		data, err := json.Marshal(body)
+		if err != nil {
+			return 0, nil, err
+		}
+		reader = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, reader)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("X-Internal-Service-Token", c.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp.StatusCode, nil, err
+	}
+	if out != nil && resp.StatusCode == http.StatusOK {
+		if err = json.Unmarshal(data, out); err != nil {
+			return resp.StatusCode, data, fmt.Errorf("decoding %s answer: %w", path, err)
+		}
+	}
+	return resp.StatusCode, data, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// sleepCtx sleeps for d or until ctx ends; false when ctx ended.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
