@@ -83,6 +83,9 @@ func redactURL(raw string) string {
 	return u.Redacted()
 }
 
+// DefaultMaxIdleConns is the idle pool size when the config leaves it 0.
+const DefaultMaxIdleConns = 16
+
 // PoolOptions sizes the connection pool.
 type PoolOptions struct {
 	MaxOpenConns int
@@ -101,9 +104,14 @@ func Open(ctx context.Context, target Target, pool PoolOptions, log zerolog.Logg
 	if pool.MaxOpenConns > 0 {
 		db.RawDB.SetMaxOpenConns(pool.MaxOpenConns)
 	}
-	if pool.MaxIdleConns > 0 {
-		db.RawDB.SetMaxIdleConns(pool.MaxIdleConns)
+	// database/sql keeps only 2 idle connections by default: under the
+	// bridge's concurrency (API, consumers, deliverer) PostgreSQL connections
+	// would be closed and opened again (a process fork each) all the time.
+	idle := pool.MaxIdleConns
+	if idle <= 0 {
+		idle = DefaultMaxIdleConns
 	}
+	db.RawDB.SetMaxIdleConns(idle)
 	if err = db.RawDB.PingContext(ctx); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("failed to connect to %s database: %w", target.Dialect(), err)
