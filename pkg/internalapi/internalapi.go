@@ -65,6 +65,12 @@ func ServiceFrom(ctx context.Context) *Service {
 	return svc
 }
 
+// WithService returns ctx carrying svc as the caller, as the auth middleware
+// does (for code that runs a handler's logic outside a request, and tests).
+func WithService(ctx context.Context, svc *Service) context.Context {
+	return context.WithValue(ctx, serviceKey{}, svc)
+}
+
 // RequestIDFrom returns the request's id ("" outside a request).
 func RequestIDFrom(ctx context.Context) string {
 	if info, ok := ctx.Value(infoKey{}).(*requestInfo); ok {

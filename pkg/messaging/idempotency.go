@@ -42,15 +42,33 @@ func (s *IdempotencyStore) get(ctx context.Context, service, key string) (*idemp
 	return &res, nil
 }
 
-func (s *IdempotencyStore) put(ctx context.Context, service, key string, res idempotentResult) error {
+// reserve records a key as pending (no event yet) before its send, so a
+// retry after a crash in the middle of the send knows to look for the
+// event the first attempt may have made.
+func (s *IdempotencyStore) reserve(ctx context.Context, service, key, hash string) error {
 	_, err := s.db.Exec(ctx, `
-		INSERT INTO idempotent_request (service, idem_key, request_hash, event_id, sent_at) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (service, idem_key) DO NOTHING`, service, key, res.RequestHash, res.EventID, res.SentAt.UnixMilli())
+		INSERT INTO idempotent_request (service, idem_key, request_hash, event_id, sent_at) VALUES ($1, $2, $3, '', $4)
+		ON CONFLICT (service, idem_key) DO NOTHING`, service, key, hash, time.Now().UnixMilli())
+	if err != nil {
+		return fmt.Errorf("failed to reserve idempotency key: %w", err)
+	}
+	return nil
+}
+
+// complete records the event a key's send made.
+func (s *IdempotencyStore) complete(ctx context.Context, service, key string, res idempotentResult) error {
+	_, err := s.db.Exec(ctx, `UPDATE idempotent_request SET event_id = $3, sent_at = $4 WHERE service = $1 AND idem_key = $2`,
+		service, key, res.EventID, res.SentAt.UnixMilli())
 	if err != nil {
 		return fmt.Errorf("failed to record idempotency key: %w", err)
 	}
 	return nil
 }
+
+// TxnMarker is the content key carrying the Matrix transaction id of an
+// idempotent send, so the event can be recognised when a retry must find
+// out whether an interrupted first attempt made it.
+const TxnMarker = "org.daarion.txn_id"
 
 // maxIdempotencyKey bounds the header's length.
 const maxIdempotencyKey = 255

@@ -207,8 +207,8 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request) {
 	}
 	raw, _ := json.Marshal(content)
 	eventID, sentAt, err := s.sendOnce(ctx, key, requestHash(string(roomID), string(actor.Entity.UserID), string(raw)), func(txnID string) (id.EventID, error) {
-		return s.send(ctx, actor, roomID, event.EventMessage, content, txnID)
-	})
+		return s.send(ctx, actor, roomID, event.EventMessage, marked(content, txnID), txnID)
+	}, func(txnID string) id.EventID { return s.findMarked(ctx, actor, roomID, txnID) })
 	if err != nil {
 		writeError(w, r, err)
 		return
@@ -219,7 +219,13 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request) {
 // sendOnce runs send at most once per (service, Idempotency-Key): a retry
 // with the same request answers the remembered event; the same key with a
 // different request is a conflict. Without a key it just sends.
-func (s *Service) sendOnce(ctx context.Context, key, hash string, send func(txnID string) (id.EventID, error)) (id.EventID, time.Time, error) {
+//
+// The key is reserved before the send and completed after it. A retry that
+// finds it reserved but not completed follows a first attempt that died in
+// the middle of its send (the homeserver may have stored the event without
+// remembering the transaction id): find asks the homeserver for an event
+// carrying the key's marker before anything is sent again.
+func (s *Service) sendOnce(ctx context.Context, key, hash string, send func(txnID string) (id.EventID, error), find func(txnID string) id.EventID) (id.EventID, time.Time, error) {
 	service := internalapi.ServiceFrom(ctx).Name
 	if key == "" {
 		eventID, err := send("")
@@ -234,25 +240,61 @@ func (s *Service) sendOnce(ctx context.Context, key, hash string, send func(txnI
 	if err != nil {
 		return "", time.Time{}, err
 	}
-	if prev != nil {
-		if prev.RequestHash != hash {
-			return "", time.Time{}, &ConflictError{Message: "Idempotency-Key was already used for a different request"}
-		}
+	if prev != nil && prev.RequestHash != hash {
+		return "", time.Time{}, &ConflictError{Message: "Idempotency-Key was already used for a different request"}
+	}
+	txnID := matrixTxnID(service, key)
+	switch {
+	case prev != nil && prev.EventID != "":
 		zerolog.Ctx(ctx).Debug().Str("event_id", prev.EventID.String()).Msg("Idempotent retry answered from the record")
 		return prev.EventID, prev.SentAt, nil
+	case prev != nil:
+		if eventID := find(txnID); eventID != "" {
+			zerolog.Ctx(ctx).Info().Str("event_id", eventID.String()).Msg("An interrupted send had made its event; not sending again")
+			res := idempotentResult{RequestHash: hash, EventID: eventID, SentAt: time.Now()}
+			s.noteSent(ctx, eventID, service, key)
+			return eventID, res.SentAt, s.idem.complete(ctx, service, key, res)
+		}
+	default:
+		if err = s.idem.reserve(ctx, service, key, hash); err != nil {
+			return "", time.Time{}, err
+		}
 	}
-	eventID, err := send(matrixTxnID(service, key))
+	eventID, err := send(txnID)
 	if err != nil {
 		return "", time.Time{}, err
 	}
 	s.noteSent(ctx, eventID, service, key)
 	res := idempotentResult{RequestHash: hash, EventID: eventID, SentAt: time.Now()}
-	if err = s.idem.put(ctx, service, key, res); err != nil {
-		// Sent but not recorded: the homeserver's transaction id still makes
-		// a prompt retry return this same event.
+	if err = s.idem.complete(ctx, service, key, res); err != nil {
+		// Sent but not recorded: the retry finds the event by its marker.
 		zerolog.Ctx(ctx).Err(err).Msg("Sent, but failed to record the Idempotency-Key")
 	}
 	return eventID, res.SentAt, nil
+}
+
+// findMarked looks in a room's recent timeline, as actor, for the event an
+// idempotent send with txnID made.
+func (s *Service) findMarked(ctx context.Context, actor *Actor, roomID id.RoomID, txnID string) id.EventID {
+	resp, err := actor.Intent.Messages(ctx, roomID, "", "", mautrix.DirectionBackward, nil, 100)
+	if err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Msg("Could not look for the event of an interrupted send")
+		return ""
+	}
+	for _, evt := range resp.Chunk {
+		if evt.Sender == actor.Entity.UserID && evt.Content.Raw[TxnMarker] == txnID {
+			return evt.ID
+		}
+	}
+	return ""
+}
+
+// marked adds the idempotency marker to content when there is a txnID.
+func marked(content any, txnID string) any {
+	if txnID == "" {
+		return content
+	}
+	return &event.Content{Parsed: content, Raw: map[string]any{TxnMarker: txnID}}
 }
 
 // noteSent records an event the bridge sent; a failure only loses the
@@ -368,11 +410,16 @@ func (s *Service) handleReaction(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
+	key := r.Header.Get("Idempotency-Key")
+	if key != "" && !validIdempotencyKey(key) {
+		internalapi.WriteFieldError(w, "Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
+		return
+	}
 	content := &event.ReactionEventContent{RelatesTo: event.RelatesTo{Type: event.RelAnnotation, EventID: id.EventID(req.EventID), Key: req.Emoji}}
 	raw, _ := json.Marshal(content)
-	eventID, _, err := s.sendOnce(ctx, r.Header.Get("Idempotency-Key"), requestHash("reaction", string(roomID), string(actor.Entity.UserID), string(raw)), func(txnID string) (id.EventID, error) {
-		return s.send(ctx, actor, roomID, event.EventReaction, content, txnID)
-	})
+	eventID, _, err := s.sendOnce(ctx, key, requestHash("reaction", string(roomID), string(actor.Entity.UserID), string(raw)), func(txnID string) (id.EventID, error) {
+		return s.send(ctx, actor, roomID, event.EventReaction, marked(content, txnID), txnID)
+	}, func(txnID string) id.EventID { return s.findMarked(ctx, actor, roomID, txnID) })
 	if err != nil {
 		writeError(w, r, err)
 		return
