@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -268,7 +269,14 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 
 // Parse decodes YAML into cfg. Unknown keys are errors: a misspelt key would
 // otherwise silently fall back to its default.
-func Parse(data []byte, cfg *Config) error {
+func Parse(data []byte, cfg *Config) (err error) {
+	// yaml.v3 panics on some malformed input (a mapping used as a key
+	// beside a merge key) instead of returning an error.
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("invalid config file: %v", r)
+		}
+	}()
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
@@ -445,7 +453,7 @@ func (cfg *Config) Validate() error {
 			}
 		}
 	}
-	if cfg.InternalAPI.RateLimit.RequestsPerSecond <= 0 {
+	if rps := cfg.InternalAPI.RateLimit.RequestsPerSecond; !(rps > 0) || math.IsInf(rps, 0) { // !(>0) also catches NaN
 		fail("internal_api.rate_limit.requests_per_second", "must be positive")
 	}
 	if cfg.InternalAPI.RateLimit.Burst < 1 {
@@ -536,7 +544,8 @@ func splitDatabaseURL(raw string) (dialect, rest string, err error) {
 			return "", "", errors.New("not a valid postgres:// URL")
 		}
 		return "postgres", raw, nil
-	case strings.HasPrefix(raw, "sqlite:") && len(raw) > len("sqlite:"):
+	case strings.HasPrefix(raw, "sqlite:") && strings.TrimPrefix(strings.TrimPrefix(raw, "sqlite:"), "//") != "":
+		// database.ParseURL drops a leading "//": "sqlite://" has no path.
 		return "sqlite", strings.TrimPrefix(raw, "sqlite:"), nil
 	default:
 		return "", "", errors.New("must be postgres://… or sqlite:PATH")

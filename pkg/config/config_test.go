@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -133,6 +134,7 @@ func TestValidateNamesTheKey(t *testing.T) {
 		}},
 		{"internal_api.rate_limit.requests_per_second", func(c *Config) { c.InternalAPI.RateLimit.RequestsPerSecond = 0 }},
 		{"internal_api.rate_limit.burst", func(c *Config) { c.InternalAPI.RateLimit.Burst = 0 }},
+		{"internal_api.rate_limit.requests_per_second", func(c *Config) { c.InternalAPI.RateLimit.RequestsPerSecond = math.NaN() }},
 		{"internal_api.max_body_bytes", func(c *Config) { c.InternalAPI.MaxBodyBytes = 10 }},
 		{"rooms.history_visibility", func(c *Config) { c.Rooms.HistoryVisibility = "everyone" }},
 		{"rooms.guest_access", func(c *Config) { c.Rooms.GuestAccess = "sure" }},

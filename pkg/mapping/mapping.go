@@ -42,6 +42,9 @@ type rawEvent struct {
 	PrevContent json.RawMessage `json:"prev_content"`
 }
 
+// maxTimestampMS is 10000-01-01T00:00:00Z in unix milliseconds.
+const maxTimestampMS = 253402300800000
+
 // PreviewRunes bounds a message preview.
 const PreviewRunes = 200
 
@@ -64,7 +67,9 @@ func (m *Mapper) Map(evt *eventlog.Event) *DTO {
 		return nil
 	}
 	dto := &DTO{ID: evt.EventID, Version: Version, OccurredAt: evt.ReceivedAt.UTC()}
-	if raw.OriginServerTS > 0 {
+	// A timestamp outside what RFC 3339 can write (year 10000 on) would make
+	// the DTO unencodable: such events keep the time they were received.
+	if raw.OriginServerTS > 0 && raw.OriginServerTS < maxTimestampMS {
 		dto.OccurredAt = time.UnixMilli(raw.OriginServerTS).UTC()
 	}
 	if evt.RoomID != "" {

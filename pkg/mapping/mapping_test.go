@@ -160,6 +160,16 @@ func TestOriginMarksEchoes(t *testing.T) {
 	}
 }
 
+func TestHugeTimestampKeepsTheDTOEncodable(t *testing.T) {
+	evt := &eventlog.Event{EventID: "$far", Kind: eventlog.KindTimeline, RoomID: "!city:daarion.space", Type: "m.room.message",
+		ReceivedAt: time.UnixMilli(1732445400000),
+		JSON:       json.RawMessage(`{"event_id":"$far","type":"m.room.message","sender":"@alice:daarion.space","origin_server_ts":253402300800000,"content":{"msgtype":"m.text","body":"x"}}`)}
+	dto := mapper.Map(evt)
+	if dto == nil || len(dto.JSON()) == 0 || dto.OccurredAt.UnixMilli() != 1732445400000 {
+		t.Fatalf("DTO of an event from year 10000: %+v", dto)
+	}
+}
+
 func TestPreview(t *testing.T) {
 	long := strings.Repeat("слово ", 100)
 	p := Preview(long)

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"maunium.net/go/mautrix/id"
 
@@ -173,6 +174,11 @@ func (a *API) handleList(w http.ResponseWriter, r *http.Request) {
 func (a *API) withSubscription(h func(http.ResponseWriter, *http.Request, *Subscription)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		subID, _ := internalapi.PathVar(r, "id")
+		// PostgreSQL cannot compare NUL or non-UTF-8 text: no such id.
+		if !utf8.ValidString(subID) || strings.ContainsRune(subID, 0) {
+			internalapi.WriteError(w, http.StatusNotFound, "M_NOT_FOUND", "no such subscription")
+			return
+		}
 		sub, err := a.store.Subscription(r.Context(), subID)
 		if err != nil {
 			internalapi.WriteInternalError(w, r, err)
