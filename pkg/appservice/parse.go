@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -39,15 +40,30 @@ func parseTransaction(txnID string, body []byte) ([]eventlog.IncomingEvent, *mau
 		err := mautrix.MNotJSON.WithMessage("Request body is not valid UTF-8 JSON")
 		return nil, &err
 	}
-	if root := gjson.ParseBytes(body); !root.IsObject() {
+	root := gjson.ParseBytes(body)
+	if !root.IsObject() {
 		err := mautrix.MBadJSON.WithMessage("Transaction body must be a JSON object")
 		return nil, &err
 	}
-	fields := gjson.GetManyBytes(body, "events", "ephemeral", `de\.sorunome\.msc2409\.ephemeral`)
-	timeline := fields[0]
-	ephemeral, ephemeralField := fields[1], "ephemeral"
+	// One walk over the top-level keys instead of a search per key (a search
+	// for an absent key scans the whole body).
+	var timeline, stable, unstable gjson.Result
+	// For a key given twice (invalid canonical JSON), the first one counts,
+	// as with gjson.Get.
+	root.ForEach(func(key, value gjson.Result) bool {
+		switch {
+		case key.Str == "events" && !timeline.Exists():
+			timeline = value
+		case key.Str == "ephemeral" && !stable.Exists():
+			stable = value
+		case key.Str == "de.sorunome.msc2409.ephemeral" && !unstable.Exists():
+			unstable = value
+		}
+		return true
+	})
+	ephemeral, ephemeralField := stable, "ephemeral"
 	if !ephemeral.Exists() {
-		ephemeral, ephemeralField = fields[2], "de.sorunome.msc2409.ephemeral"
+		ephemeral, ephemeralField = unstable, "de.sorunome.msc2409.ephemeral"
 	}
 
 	var events []eventlog.IncomingEvent
@@ -58,8 +74,10 @@ func parseTransaction(txnID string, body []byte) ([]eventlog.IncomingEvent, *mau
 		events = make([]eventlog.IncomingEvent, 0, len(timeline.Raw)/512+1)
 	}
 	var parseErr *mautrix.RespError
-	timeline.ForEach(func(key, value gjson.Result) bool {
-		evt, err := parseEvent(fmt.Sprintf("events[%d]", key.Int()), value, eventlog.KindTimeline)
+	i := 0
+	timeline.ForEach(func(_, value gjson.Result) bool {
+		evt, err := parseEvent("events", i, value, eventlog.KindTimeline)
+		i++
 		if err != nil {
 			parseErr = err
 			return false
@@ -73,8 +91,10 @@ func parseTransaction(txnID string, body []byte) ([]eventlog.IncomingEvent, *mau
 	if ephemeral.Exists() && !ephemeral.IsArray() {
 		return nil, badField(ephemeralField, "must be an array")
 	}
-	ephemeral.ForEach(func(key, value gjson.Result) bool {
-		evt, err := parseEvent(fmt.Sprintf("%s[%d]", ephemeralField, key.Int()), value, eventlog.KindEphemeral)
+	i = 0
+	ephemeral.ForEach(func(_, value gjson.Result) bool {
+		evt, err := parseEvent(ephemeralField, i, value, eventlog.KindEphemeral)
+		i++
 		if err != nil {
 			parseErr = err
 			return false
@@ -100,51 +120,77 @@ func ephemeralEventID(txnID, raw string) string {
 	return EphemeralIDPrefix + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-func parseEvent(path string, value gjson.Result, kind eventlog.Kind) (eventlog.IncomingEvent, *mautrix.RespError) {
-	if !value.IsObject() {
-		return eventlog.IncomingEvent{}, badField(path, "must be an object")
+func parseEvent(array string, index int, value gjson.Result, kind eventlog.Kind) (eventlog.IncomingEvent, *mautrix.RespError) {
+	// The field path is built only for an error message.
+	path := func(field string) string {
+		p := array + "[" + strconv.Itoa(index) + "]"
+		if field != "" {
+			p += "." + field
+		}
+		return p
 	}
-	f := gjson.GetMany(value.Raw, "event_id", "room_id", "type", "sender")
+	if !value.IsObject() {
+		return eventlog.IncomingEvent{}, badField(path(""), "must be an object")
+	}
+	// One walk over the event's keys picks the four the log indexes.
+	var f [4]gjson.Result
+	value.ForEach(func(key, v gjson.Result) bool {
+		i := -1
+		switch key.Str {
+		case "event_id":
+			i = 0
+		case "room_id":
+			i = 1
+		case "type":
+			i = 2
+		case "sender":
+			i = 3
+		}
+		if i >= 0 && !f[i].Exists() { // the first of a repeated key counts
+			f[i] = v
+		}
+		return true
+	})
 	evt := eventlog.IncomingEvent{Kind: kind, JSON: value.Raw}
 	var err *mautrix.RespError
 	// Room events need an id and a room; ephemeral events have no id, and
 	// presence has no room.
 	required := kind == eventlog.KindTimeline
 	if kind == eventlog.KindTimeline {
-		if evt.EventID, err = identifier(path+".event_id", f[0], required); err != nil {
+		if evt.EventID, err = identifier(path, "event_id", f[0], required); err != nil {
 			return evt, err
 		}
 	}
-	if evt.RoomID, err = identifier(path+".room_id", f[1], required); err != nil {
+	if evt.RoomID, err = identifier(path, "room_id", f[1], required); err != nil {
 		return evt, err
 	}
-	if evt.Type, err = identifier(path+".type", f[2], true); err != nil {
+	if evt.Type, err = identifier(path, "type", f[2], true); err != nil {
 		return evt, err
 	}
-	if evt.Sender, err = identifier(path+".sender", f[3], false); err != nil {
+	if evt.Sender, err = identifier(path, "sender", f[3], false); err != nil {
 		return evt, err
 	}
 	return evt, nil
 }
 
-func identifier(path string, value gjson.Result, required bool) (string, *mautrix.RespError) {
+func identifier(path func(string) string, field string, value gjson.Result, required bool) (string, *mautrix.RespError) {
 	if !value.Exists() || value.Type == gjson.Null {
 		if required {
-			return "", badField(path, "is required")
+			return "", badField(path(field), "is required")
 		}
 		return "", nil
 	}
 	if value.Type != gjson.String {
-		return "", badField(path, "must be a string")
+		return "", badField(path(field), "must be a string")
 	}
 	s := value.Str
 	switch {
 	case s == "" && required:
-		return "", badField(path, "must not be empty")
+		return "", badField(path(field), "must not be empty")
 	case len(s) > maxIdentifierBytes:
-		return "", badField(path, fmt.Sprintf("must be at most %d bytes", maxIdentifierBytes))
+		return "", badField(path(field), fmt.Sprintf("must be at most %d bytes", maxIdentifierBytes))
 	case strings.ContainsRune(s, 0):
-		return "", badField(path, "must not contain NUL")
+		return "", badField(path(field), "must not contain NUL")
 	}
 	return s, nil
 }
