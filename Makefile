@@ -1,7 +1,7 @@
 # DAARION Matrix bridge.
 #   make run    start a local dev homeserver (Dendrite) and the bridge on SQLite
 #   make test   every test, against real PostgreSQL, SQLite and Dendrite
-#   make bench  transaction ingest benchmark (see docs/benchmarks.md)
+#   make bench  benchmarks: transaction ingest (loadgen) and the rig (rigbench); see docs/benchmarks.md
 #   make soak   chaos soak on the real rig (DURATION=10m, SEED=…; see docs/reliability.md)
 
 GO       ?= go
@@ -32,8 +32,9 @@ vet:
 test: dendrite fmt-check vet
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
-bench: build
+bench: build dendrite
 	$(GO) run ./cmd/loadgen $(BENCH_ARGS)
+	$(GO) run ./cmd/rigbench $(RIGBENCH_ARGS)
 
 # The chaos soak: the bridge (built by the soak), Dendrite, PostgreSQL, NATS
 # and a webhook receiver under load and faults; stops by itself after
