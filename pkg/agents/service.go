@@ -3,16 +3,15 @@ package agents
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"sync"
 
 	"github.com/rs/zerolog"
-	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/daarion/matrix-bridge/pkg/config"
+	"github.com/daarion/matrix-bridge/pkg/homeserver"
 	"github.com/daarion/matrix-bridge/pkg/identity"
 )
 
@@ -36,29 +35,11 @@ func NewService(store *Store, as *appservice.AppService, mapper identity.Mapper,
 // Store returns the ghosts' store.
 func (s *Service) Store() *Store { return s.store }
 
-// MatrixError means the homeserver failed; Status is 502 (it answered) or
-// 503 (unreachable).
-type MatrixError struct {
-	Status int
-	Detail string
-	Err    error
-}
-
-func (e *MatrixError) Error() string { return e.Detail }
-func (e *MatrixError) Unwrap() error { return e.Err }
+// MatrixError means the homeserver failed (502) or was unreachable (503).
+type MatrixError = homeserver.Error
 
 // HomeserverFailure classifies a failed homeserver call made while doing action.
-func HomeserverFailure(action string, err error) error {
-	var httpErr mautrix.HTTPError
-	if errors.As(err, &httpErr) && httpErr.Response != nil {
-		errcode := ""
-		if httpErr.RespError != nil {
-			errcode = httpErr.RespError.ErrCode
-		}
-		return &MatrixError{Status: 502, Detail: fmt.Sprintf("%s: homeserver answered %d %s", action, httpErr.Response.StatusCode, errcode), Err: err}
-	}
-	return &MatrixError{Status: 503, Detail: action + ": homeserver unreachable", Err: err}
-}
+var HomeserverFailure = homeserver.Failure
 
 // Ensure registers the ghost of agentID on the homeserver (once) and records
 // it. field names the request field the id came from, for errors.

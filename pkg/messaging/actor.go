@@ -17,6 +17,7 @@ import (
 
 	"github.com/daarion/matrix-bridge/pkg/agents"
 	"github.com/daarion/matrix-bridge/pkg/config"
+	"github.com/daarion/matrix-bridge/pkg/homeserver"
 	"github.com/daarion/matrix-bridge/pkg/identity"
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
 	"github.com/daarion/matrix-bridge/pkg/keylock"
@@ -162,8 +163,7 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		forbidden *ForbiddenError
 		notFound  *NotFoundError
 		conflict  *ConflictError
-		agentErr  *agents.MatrixError
-		roomMxErr *rooms.MatrixError
+		hsErr     *homeserver.Error
 		httpErr   mautrix.HTTPError
 	)
 	switch {
@@ -181,10 +181,8 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		internalapi.WriteError(w, http.StatusNotFound, "M_NOT_FOUND", msg)
 	case errors.As(err, &conflict):
 		internalapi.WriteError(w, http.StatusConflict, "M_IDEMPOTENCY_CONFLICT", conflict.Message)
-	case errors.As(err, &agentErr):
-		internalapi.WriteJSON(w, agentErr.Status, map[string]string{"error": "matrix_unavailable", "detail": agentErr.Detail})
-	case errors.As(err, &roomMxErr):
-		internalapi.WriteJSON(w, roomMxErr.Status, map[string]string{"error": "matrix_unavailable", "detail": roomMxErr.Detail})
+	case errors.As(err, &hsErr):
+		internalapi.WriteJSON(w, hsErr.Status, map[string]string{"error": "matrix_unavailable", "detail": hsErr.Detail})
 	case errors.As(err, &httpErr) && httpErr.RespError != nil && httpErr.Response != nil && httpErr.Response.StatusCode < 500:
 		// The homeserver refused what was asked (not in the room, no power,
 		// unknown event): pass its verdict on, as the gateway spec shows.
@@ -196,7 +194,7 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 		internalapi.WriteError(w, status, httpErr.RespError.ErrCode, httpErr.RespError.Err)
 	case errors.As(err, &httpErr) || isNetworkError(err):
-		detail := agents.HomeserverFailure("calling the homeserver", err).(*agents.MatrixError)
+		detail := homeserver.Failure("calling the homeserver", err).(*homeserver.Error)
 		internalapi.WriteJSON(w, detail.Status, map[string]string{"error": "matrix_unavailable", "detail": detail.Detail})
 	default:
 		internalapi.WriteInternalError(w, r, err)

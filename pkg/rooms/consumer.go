@@ -2,16 +2,14 @@ package rooms
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/http"
 
 	"github.com/rs/zerolog"
 	"github.com/tidwall/gjson"
-	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
+	"github.com/daarion/matrix-bridge/pkg/homeserver"
 )
 
 // HandleEvents is the rooms consumer of the event log: a state event drops
@@ -87,13 +85,5 @@ func (s *Service) followTombstone(ctx context.Context, oldRoomID, newRoomID id.R
 	return nil
 }
 
-// isTransient reports whether a failed homeserver call may succeed later:
-// the homeserver was unreachable, failed, or rate limited the bridge.
-func isTransient(err error) bool {
-	var httpErr mautrix.HTTPError
-	if errors.As(err, &httpErr) && httpErr.Response != nil {
-		code := httpErr.Response.StatusCode
-		return code >= 500 || code == http.StatusTooManyRequests
-	}
-	return true
-}
+// isTransient reports whether a failed homeserver call may succeed later.
+var isTransient = homeserver.Transient

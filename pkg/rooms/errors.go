@@ -6,10 +6,8 @@ package rooms
 
 import (
 	"errors"
-	"fmt"
-	"net/http"
 
-	"maunium.net/go/mautrix"
+	"github.com/daarion/matrix-bridge/pkg/homeserver"
 )
 
 // FieldError is bad input; it names the field.
@@ -29,43 +27,14 @@ type ConflictError struct{ Detail string }
 
 func (e *ConflictError) Error() string { return "conflict: " + e.Detail }
 
-// MatrixError means the homeserver failed or could not be reached.
-type MatrixError struct {
-	// Status is 503 when the homeserver is unreachable, 502 when it answered
-	// with an error.
-	Status int
-	Detail string
-	Err    error
-}
-
-func (e *MatrixError) Error() string { return e.Detail }
-func (e *MatrixError) Unwrap() error { return e.Err }
+// MatrixError means the homeserver failed or could not be reached (502/503).
+type MatrixError = homeserver.Error
 
 // matrixFailure classifies a failed homeserver call.
-func matrixFailure(action string, err error) error {
-	var httpErr mautrix.HTTPError
-	if errors.As(err, &httpErr) && httpErr.Response != nil {
-		errcode := ""
-		if httpErr.RespError != nil {
-			errcode = httpErr.RespError.ErrCode
-		}
-		return &MatrixError{
-			Status: http.StatusBadGateway,
-			Detail: fmt.Sprintf("%s: homeserver answered %d %s", action, httpErr.Response.StatusCode, errcode),
-			Err:    err,
-		}
-	}
-	return &MatrixError{Status: http.StatusServiceUnavailable, Detail: action + ": homeserver unreachable", Err: err}
-}
+var matrixFailure = homeserver.Failure
 
 // isMatrixCode reports whether err is the homeserver answering errcode.
-func isMatrixCode(err error, errcode string) bool {
-	var httpErr mautrix.HTTPError
-	return errors.As(err, &httpErr) && httpErr.RespError != nil && httpErr.RespError.ErrCode == errcode
-}
+var isMatrixCode = homeserver.HasCode
 
 // isHTTPStatus reports whether err is the homeserver answering status.
-func isHTTPStatus(err error, status int) bool {
-	var httpErr mautrix.HTTPError
-	return errors.As(err, &httpErr) && httpErr.Response != nil && httpErr.Response.StatusCode == status
-}
+var isHTTPStatus = homeserver.HasStatus
