@@ -222,7 +222,7 @@ func run() int {
 	}
 	failed := false
 	for _, def := range chosen {
-		sr := &scenarioReport{Name: def.name, Title: def.title}
+		sr := &scenarioReport{Name: def.name, Title: def.title, Rows: []row{}, Checks: []check{}}
 		rep.Scenarios = append(rep.Scenarios, sr)
 		for _, db := range s.dbs {
 			if ctx.Err() != nil {
