@@ -60,7 +60,8 @@ func joinedHuman(ctx context.Context, r *rig, localpart string, roomID id.RoomID
 }
 
 // runAgentsSend measures, in one run: (1) send-as-agent through the bridge
-// against a direct client-server send by a human, alternating one of each,
+// against a direct client-server send by a human (and, for diagnosis, the
+// same ghost sending straight through the appservice API), taking turns,
 // sequentially; (2) s.agents agents posting concurrently through the
 // bridge; (3) as a reference, s.agents humans posting concurrently
 // directly.
@@ -95,7 +96,18 @@ func runAgentsSend(ctx context.Context, r *rig, s *settings, db string, rep *sce
 			return fmt.Errorf("warming up the human: %w", err)
 		}
 	}
-	var recBridge, recDirect recorder
+	// A diagnostic third: the same ghost sending through the bridge's own
+	// appservice client, straight to the homeserver (what the bridge does
+	// after its HTTP API and database), to split the bridge's overhead from
+	// the homeserver's cost of an appservice (masquerading) send.
+	ghost := id.NewUserID("agent_rbseq-"+tag, serverName)
+	ghostIntent := br.b.AS.Intent(ghost)
+	viaAppservice := func(ctx context.Context, body string) (time.Duration, error) {
+		t0 := time.Now()
+		_, err := ghostIntent.SendMessageEvent(ctx, room, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: body})
+		return time.Since(t0), err
+	}
+	var recBridge, recDirect, recAS recorder
 	endPhase := s.phase("send-seq")
 	start := time.Now()
 	deadline := start.Add(s.duration)
@@ -103,10 +115,9 @@ func runAgentsSend(ctx context.Context, r *rig, s *settings, db string, rep *sce
 		order := []struct {
 			send sender
 			rec  *recorder
-		}{{viaBridge, &recBridge}, {direct, &recDirect}}
-		if i%2 == 1 { // neither always goes first
-			order[0], order[1] = order[1], order[0]
-		}
+		}{{viaBridge, &recBridge}, {direct, &recDirect}, {viaAppservice, &recAS}}
+		// None always goes first.
+		order = append(order[i%3:], order[:i%3]...)
 		for _, o := range order {
 			d, err := o.send(ctx, fmt.Sprintf("rigbench sequential %d", i))
 			if err != nil {
@@ -121,16 +132,18 @@ func runAgentsSend(ctx context.Context, r *rig, s *settings, db string, rep *sce
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	sb, sd := summarize(recBridge.samples), summarize(recDirect.samples)
+	sb, sd, sa := summarize(recBridge.samples), summarize(recDirect.samples), summarize(recAS.samples)
 	rep.Rows = append(rep.Rows,
 		newRow(db, "sequential: agent via bridge", "POST /internal/matrix/send", sb, recBridge.errors, elapsed,
 			float64(sb.N)/elapsed.Seconds(), "msg/s"),
 		newRow(db, "sequential: human direct", "client-server PUT /send", sd, recDirect.errors, elapsed,
-			float64(sd.N)/elapsed.Seconds(), "msg/s"))
+			float64(sd.N)/elapsed.Seconds(), "msg/s"),
+		newRow(db, "sequential: same ghost, appservice API direct", "PUT /send?user_id= (diagnostic)", sa, recAS.errors, elapsed,
+			float64(sa.N)/elapsed.Seconds(), "msg/s"))
 	for _, rc := range []struct {
 		name string
 		rec  *recorder
-	}{{"bridge", &recBridge}, {"direct", &recDirect}} {
+	}{{"bridge", &recBridge}, {"direct", &recDirect}, {"appservice", &recAS}} {
 		if rc.rec.errors > 0 {
 			rep.note("[%s] sequential %s: %d failed sends, last: %s", db, rc.name, rc.rec.errors, rc.rec.lastErr)
 		}
@@ -143,6 +156,12 @@ func runAgentsSend(ctx context.Context, r *rig, s *settings, db string, rep *sce
 		Got: fmt.Sprintf("%.2f× (bridge p50 %.2f ms / direct p50 %.2f ms; p99 %.2f / %.2f ms; overhead +%.2f ms)",
 			ratio, ms(sb.P50), ms(sd.P50), ms(sb.P99), ms(sd.P99), ms(sb.P50-sd.P50)),
 		Pass: sb.N > 0 && sd.N > 0 && recBridge.errors == 0 && ratio <= 1.2})
+
+	rep.note("[%s] %s", db, sendPathFloor(ctx, br, room))
+	rep.note("[%s] of the bridge's +%.2f ms at p50, the homeserver's appservice send as the ghost accounts for %+.2f ms (appservice-direct p50 %.2f ms vs human %.2f ms)",
+		db, ms(sb.P50-sd.P50), ms(sa.P50-sd.P50), ms(sa.P50), ms(sd.P50))
+	rep.note("[%s] the bridge's appservice state store has the sequential agent's ghost joined to the room: %v (false: each send first asks the homeserver to join it)",
+		db, br.b.AS.StateStore.IsInRoom(ctx, room, ghost))
 
 	// (2) Concurrent agents through the bridge; every ghost joins first.
 	agentSenders := make([]sender, s.agents)
@@ -213,4 +232,38 @@ func concurrentPhase(ctx context.Context, s *settings, db, phase, variant, laten
 		rep.note("[%s] %s: %d failed sends, last: %s", db, variant, rec.errors, rec.lastErr)
 	}
 	return nil
+}
+
+// sendPathFloor times, one at a time, what the bridge adds to a send besides
+// the homeserver's own work: a round trip through the internal API (a
+// cached metadata GET: auth, routing, JSON), the room lookup a send makes
+// (rooms.Store.ByRoomID, as resolveRoom calls it), and the sent_event
+// record written after it (the same INSERT, with a throwaway event id).
+func sendPathFloor(ctx context.Context, br *bridgeRun, room id.RoomID) string {
+	const n = 200
+	var api, lookup, record []time.Duration
+	path := roomPath(room)
+	for i := range n {
+		t := time.Now()
+		if status, _, err := br.api.call(ctx, http.MethodGet, path, nil, nil); err != nil || status != http.StatusOK {
+			return fmt.Sprintf("send path floor: GET %s: %d %v", path, status, err)
+		}
+		api = append(api, time.Since(t))
+		t = time.Now()
+		if _, err := br.b.Rooms.Store().ByRoomID(ctx, room); err != nil {
+			return "send path floor: " + err.Error()
+		}
+		lookup = append(lookup, time.Since(t))
+		t = time.Now()
+		eventID := fmt.Sprintf("$rbfloor%d", i)
+		if _, err := br.b.DB.Exec(ctx, `INSERT INTO sent_event (event_id, service, idem_key, sent_at) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (event_id) DO NOTHING`, eventID, "rigbench", nil, time.Now().UnixMilli()); err != nil {
+			return "send path floor: " + err.Error()
+		}
+		record = append(record, time.Since(t))
+	}
+	_, _ = br.b.DB.Exec(ctx, `DELETE FROM sent_event WHERE service = 'rigbench'`)
+	a, l, r := summarize(api), summarize(lookup), summarize(record)
+	return fmt.Sprintf("the bridge's own part of a send, timed alone (p50): internal API round trip %.2f ms + room lookup %.2f ms + sent_event insert (a commit) %.2f ms = %.2f ms",
+		ms(a.P50), ms(l.P50), ms(r.P50), ms(a.P50+l.P50+r.P50))
 }

@@ -18,6 +18,13 @@
 //	go run ./cmd/rigbench                                 every scenario, 10s per phase, SQLite and PostgreSQL
 //	go run ./cmd/rigbench -scenarios fanout -db postgres -cpuprofile cpu.out
 //	go run ./cmd/rigbench -duration 3s -json
+//	go run ./cmd/rigbench -quiet-wait 3m                  on a shared machine: wait for other processes to calm down first
+//	go run ./cmd/rigbench -scenarios fanout -db sqlite -cpuprofile cpu.out -cpuprofile-phase latency-webhook -dump-latency lat
+//
+// Every scenario run ends with a host line: how many cores the machine had
+// busy, split into rigbench itself, its Dendrite and PostgreSQL, and other
+// processes; results taken while other processes were busy are not
+// comparable.
 //
 // Load is bounded: every phase stops after -duration (and the create
 // scenario after -create-rooms rooms), waits are capped, and the whole run

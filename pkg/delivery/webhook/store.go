@@ -176,6 +176,7 @@ func (s *Store) DueQueues(ctx context.Context, now time.Time, limit int) ([]queu
 		JOIN webhook_subscription s ON s.id = d.subscription_id AND s.state = 'active'
 		WHERE d.state = 'pending' AND d.next_attempt_at <= $1
 		GROUP BY d.subscription_id, d.room_id
+		ORDER BY MIN(d.position) -- the queue waiting longest gets a free worker first
 		LIMIT $2`, now.UnixMilli(), limit)
 	if err != nil {
 		return nil, fmt.Errorf("failed to find due webhook queues: %w", err)
