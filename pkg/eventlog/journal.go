@@ -129,10 +129,8 @@ func (l *Log) indexRows(ctx context.Context, parse Parser, rows []journalRow) er
 	stored := 0
 	l.appendMu.Lock()
 	err := l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		if l.db.Dialect == dbutil.Postgres {
-			if _, err := l.db.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(appendLockKey)); err != nil {
-				return fmt.Errorf("failed to take the append lock: %w", err)
-			}
+		if err := l.lockAppends(ctx); err != nil {
+			return err
 		}
 		seqs := make([]any, 0, len(rows))
 		marks := make([]string, 0, len(rows))

@@ -21,7 +21,6 @@ type Log struct {
 	// retried transaction id that arrives while the first copy is still being
 	// committed wait for it instead of racing it.
 	appendMu sync.Mutex
-	pgAppend *pgAppender
 	journal  *journal
 
 	changed *notifier
@@ -30,9 +29,6 @@ type Log struct {
 // New returns the log stored in db (already upgraded).
 func New(db *dbutil.Database) *Log {
 	l := &Log{db: db, changed: newNotifier(), journal: &journal{db: db, wake: make(chan struct{}, 1)}}
-	if db.Dialect == dbutil.Postgres {
-		l.pgAppend = newPGAppender(db.RawDB)
-	}
 	return l
 }
 
@@ -44,9 +40,6 @@ func (l *Log) Close() error {
 		l.journal.insert = nil
 	}
 	l.journal.prepMu.Unlock()
-	if l.pgAppend != nil {
-		return l.pgAppend.close()
-	}
 	return nil
 }
 
@@ -57,13 +50,7 @@ func (l *Log) Close() error {
 func (l *Log) Append(ctx context.Context, txnID string, events []IncomingEvent) (AppendResult, error) {
 	now := time.Now().UnixMilli()
 	l.appendMu.Lock()
-	var stored int
-	var err error
-	if l.pgAppend != nil {
-		stored, err = l.pgAppend.append(ctx, txnID, now, events)
-	} else {
-		stored, err = l.appendSQLite(ctx, txnID, now, events)
-	}
+	stored, err := l.appendTxn(ctx, txnID, now, events)
 	l.appendMu.Unlock()
 	if err != nil {
 		return AppendResult{}, fmt.Errorf("failed to append transaction %s to the event log: %w", txnID, err)
