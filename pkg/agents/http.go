@@ -338,7 +338,7 @@ func (reg *registrar) registerAgent(ctx context.Context, agentID string, req *Re
 		Method: http.MethodPost,
 		URL:    intent.BuildClientURL("v3", "register"),
 		RequestJSON: &mautrix.ReqRegister[any]{
-			Username: intent.Localpart,
+			Username: intent.UserID.Localpart(),
 			Type:     mautrix.AuthTypeAppservice,
 		},
 		ResponseJSON:     &out,

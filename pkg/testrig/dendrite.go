@@ -3,6 +3,7 @@ package testrig
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/hmac"
@@ -49,8 +50,28 @@ const (
 	dendriteReadyTimeout = 2 * time.Minute
 )
 
+// Homeserver kinds accepted in HomeserverOptions.Kind.
+const (
+	Dendrite = "dendrite"
+	Synapse  = "synapse"
+)
+
+// HomeserverKinds are the homeservers ForEachHomeserver runs, in order:
+// Synapse, the production homeserver, first.
+var HomeserverKinds = []string{Synapse, Dendrite}
+
 // HomeserverOptions configures StartHomeserver. Only Dir is required.
 type HomeserverOptions struct {
+	// Kind is the homeserver: Dendrite (default) or Synapse.
+	Kind string
+	// PostgresDSN, when set, makes Synapse keep its data in that PostgreSQL
+	// database (a lib/pq URL, e.g. from TestDatabase.URI) instead of SQLite.
+	// Dendrite always uses SQLite.
+	PostgresDSN string
+	// RateLimits, for Synapse, replaces the default rate limits (rc_* keys)
+	// with this YAML; "" keeps Synapse's defaults. Dendrite's rate limiting
+	// is always off.
+	RateLimits string
 	// Dir is the working directory for the config, signing key, SQLite
 	// databases, JetStream storage, media and the default log file. It is
 	// owned by the caller (e.g. t.TempDir()); Restart reuses its contents.
@@ -77,9 +98,11 @@ type HomeserverOptions struct {
 	LogLevel string
 }
 
-// Homeserver is a running (or stopped) Dendrite process started by
-// StartHomeserver. Its methods are safe for concurrent use.
+// Homeserver is a running (or stopped) homeserver process (Dendrite or
+// Synapse) started by StartHomeserver. Its methods are safe for concurrent use.
 type Homeserver struct {
+	// Kind is Dendrite or Synapse.
+	Kind string
 	// URL is the client-server API base URL, http://127.0.0.1:<Port>.
 	URL string
 	// ServerName is the Matrix server name (the part after ':' in user IDs).
@@ -90,13 +113,15 @@ type Homeserver struct {
 	Port int
 	// Dir is the working directory (see HomeserverOptions.Dir).
 	Dir string
-	// ConfigPath is the generated dendrite.yaml.
+	// ConfigPath is the generated dendrite.yaml or homeserver.yaml.
 	ConfigPath string
 	// LogFile is the file Dendrite logs to, or "" when LogOutput was given.
 	LogFile string
-	// BinPath is the Dendrite binary in use.
+	// BinPath is the Dendrite binary, or the Python of Synapse's venv.
 	BinPath string
 
+	postgresDSN       string
+	rateLimits        string
 	logLevel          string
 	registrationFiles []string
 	logOutput         io.Writer // nil: LogFile
@@ -134,12 +159,22 @@ func StartHomeserver(ctx context.Context, opts HomeserverOptions) (*Homeserver, 
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
+	kind := opts.Kind
+	if kind == "" {
+		kind = Dendrite
+	}
+	if kind != Dendrite && kind != Synapse {
+		return nil, fmt.Errorf("testrig: unknown homeserver kind %q (want %q or %q)", kind, Dendrite, Synapse)
+	}
 	h := &Homeserver{
+		Kind:         kind,
+		postgresDSN:  opts.PostgresDSN,
+		rateLimits:   opts.RateLimits,
 		ServerName:   opts.ServerName,
 		SharedSecret: opts.SharedSecret,
 		Port:         opts.Port,
 		Dir:          dir,
-		ConfigPath:   filepath.Join(dir, "dendrite.yaml"),
+		ConfigPath:   filepath.Join(dir, kind+".yaml"),
 		logLevel:     opts.LogLevel,
 		logOutput:    opts.LogOutput,
 		httpClient:   &http.Client{Timeout: 30 * time.Second},
@@ -154,7 +189,7 @@ func StartHomeserver(ctx context.Context, opts HomeserverOptions) (*Homeserver, 
 		h.logLevel = "info"
 	}
 	if h.logOutput == nil {
-		h.LogFile = filepath.Join(dir, "dendrite.log")
+		h.LogFile = filepath.Join(dir, kind+".log")
 	}
 	for _, f := range opts.RegistrationFiles {
 		abs, err := filepath.Abs(f)
@@ -170,14 +205,15 @@ func StartHomeserver(ctx context.Context, opts HomeserverOptions) (*Homeserver, 
 	if err := h.ensureSigningKey(); err != nil {
 		return nil, err
 	}
-	if err := h.writeConfig(); err != nil {
-		return nil, err
-	}
 	buildLog, closeBuildLog, err := h.openLog()
 	if err != nil {
 		return nil, err
 	}
-	h.BinPath, err = resolveDendriteBin(ctx, opts.BinPath, buildLog)
+	if kind == Synapse {
+		h.BinPath, err = resolveSynapsePython(ctx, opts.BinPath, buildLog)
+	} else {
+		h.BinPath, err = resolveDendriteBin(ctx, opts.BinPath, buildLog)
+	}
 	closeBuildLog()
 	if err != nil {
 		return nil, err
@@ -216,11 +252,11 @@ func StartTestHomeserver(t testing.TB, opts HomeserverOptions) *Homeserver {
 	defer cancel()
 	h, err := StartHomeserver(ctx, opts)
 	if err != nil {
-		t.Fatalf("starting Dendrite: %v", err)
+		t.Fatalf("starting the homeserver (%s): %v", cmp.Or(opts.Kind, Dendrite), err)
 	}
 	t.Cleanup(func() {
 		if err := h.Stop(); err != nil {
-			t.Errorf("stopping Dendrite: %v", err)
+			t.Errorf("stopping %s: %v", h.Kind, err)
 		}
 		if t.Failed() && h.LogFile != "" {
 			t.Logf("last lines of %s:\n%s", h.LogFile, dendriteTail(h.LogFile, 0, 60))
@@ -383,16 +419,22 @@ func (h *Homeserver) startLocked(ctx context.Context) error {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(h.Port))
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("dendrite: port %d: %w", h.Port, err)
+		return fmt.Errorf("%s: port %d: %w", h.Kind, h.Port, err)
 	}
 	l.Close()
+	// Written at every start: Synapse's listener port is in its config.
+	if err := h.writeConfig(); err != nil {
+		return err
+	}
 	out, logFile, logOffset, err := h.openProcessLog()
 	if err != nil {
 		return err
 	}
-	p, err := spawnDendrite(h.BinPath, h.Dir, out, logFile,
-		"-config", h.ConfigPath,
-		"-http-bind-address", addr)
+	args := []string{"-config", h.ConfigPath, "-http-bind-address", addr}
+	if h.Kind == Synapse {
+		args = []string{"-m", "synapse.app.homeserver", "-c", h.ConfigPath}
+	}
+	p, err := spawnDendrite(h.BinPath, h.Dir, out, logFile, args...)
 	if err != nil {
 		if logFile != nil {
 			logFile.Close()
@@ -405,7 +447,7 @@ func (h *Homeserver) startLocked(ctx context.Context) error {
 		if h.LogFile != "" {
 			err = fmt.Errorf("%w\nlast lines of %s:\n%s", err, h.LogFile, dendriteTail(h.LogFile, logOffset, 40))
 		}
-		return fmt.Errorf("dendrite on %s: %w", h.URL, err)
+		return fmt.Errorf("%s on %s: %w", h.Kind, h.URL, err)
 	}
 	return nil
 }
@@ -464,7 +506,7 @@ func (h *Homeserver) waitReady(ctx context.Context, p *dendriteProcess) error {
 	for {
 		select {
 		case <-p.done:
-			return fmt.Errorf("dendrite exited during start-up: %v", p.err)
+			return fmt.Errorf("%s exited during start-up: %v", h.Kind, p.err)
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for /_matrix/client/versions: %w", ctx.Err())
 		case <-tick.C:
@@ -482,7 +524,7 @@ func (h *Homeserver) waitReady(ctx context.Context, p *dendriteProcess) error {
 		if resp.StatusCode == http.StatusOK {
 			select {
 			case <-p.done: // someone else answered, and ours died
-				return fmt.Errorf("dendrite exited during start-up: %v", p.err)
+				return fmt.Errorf("%s exited during start-up: %v", h.Kind, p.err)
 			default:
 				return nil
 			}
@@ -511,18 +553,18 @@ func (h *Homeserver) stopLocked() error {
 		default:
 		}
 		if err := syscall.Kill(p.pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-			return fmt.Errorf("signalling dendrite (pid %d): %w", p.pid, err)
+			return fmt.Errorf("signalling %s (pid %d): %w", h.Kind, p.pid, err)
 		}
 		select {
 		case <-p.done:
 			if sig == syscall.SIGKILL {
-				return fmt.Errorf("dendrite (pid %d) did not exit within %v of SIGTERM: %w", p.pid, dendriteStopTimeout, errDendriteKilled)
+				return fmt.Errorf("%s (pid %d) did not exit within %v of SIGTERM: %w", h.Kind, p.pid, dendriteStopTimeout, errDendriteKilled)
 			}
 			return nil
 		case <-time.After(dendriteStopTimeout):
 		}
 	}
-	return fmt.Errorf("dendrite (pid %d) did not exit after SIGKILL", p.pid)
+	return fmt.Errorf("%s (pid %d) did not exit after SIGKILL", h.Kind, p.pid)
 }
 
 // openProcessLog returns the writer for a new process, the file to close
@@ -640,6 +682,9 @@ func dendriteRepoRoot() (string, error) {
 // seed in Dendrite's PEM format (type MATRIX PRIVATE KEY, Key-ID header),
 // the same as `generate-keys --private-key`.
 func (h *Homeserver) ensureSigningKey() error {
+	if h.Kind == Synapse {
+		return h.ensureSynapseSigningKey()
+	}
 	path := filepath.Join(h.Dir, "matrix_key.pem")
 	if _, err := os.Stat(path); err == nil {
 		return nil
@@ -662,6 +707,9 @@ func (h *Homeserver) ensureSigningKey() error {
 }
 
 func (h *Homeserver) writeConfig() error {
+	if h.Kind == Synapse {
+		return h.writeSynapseConfig()
+	}
 	var buf bytes.Buffer
 	err := dendriteConfigTemplate.Execute(&buf, map[string]any{
 		"ServerName":        h.ServerName,
@@ -679,11 +727,7 @@ func (h *Homeserver) writeConfig() error {
 // dendriteConfigTemplate is a Dendrite v0.15.2 config (version 2). Key names
 // follow dendrite-sample.yaml and `generate-config` from that release.
 var dendriteConfigTemplate = template.Must(template.New("dendrite.yaml").Funcs(template.FuncMap{
-	// q renders a YAML double-quoted scalar (JSON strings are valid YAML).
-	"q": func(s string) (string, error) {
-		b, err := json.Marshal(s)
-		return string(b), err
-	},
+	"q":    yamlQuote,
 	"join": filepath.Join,
 }).Parse(`# Generated by pkg/testrig for a throwaway test homeserver. Do not edit.
 version: 2
@@ -815,6 +859,12 @@ logging:
 `))
 
 // ---- helpers ----
+
+// yamlQuote renders a YAML double-quoted scalar (JSON strings are valid YAML).
+func yamlQuote(s string) (string, error) {
+	b, err := json.Marshal(s)
+	return string(b), err
+}
 
 func (h *Homeserver) doJSON(ctx context.Context, method, url string, body, out any) error {
 	var rd io.Reader

@@ -206,18 +206,33 @@ namespaces:
 }
 
 func startWithAppservice(t *testing.T) (*Homeserver, *fakeAppservice) {
+	return startKindWithAppservice(t, HomeserverOptions{Kind: Dendrite})
+}
+
+func startKindWithAppservice(t *testing.T, opts HomeserverOptions) (*Homeserver, *fakeAppservice) {
 	t.Helper()
 	as := newFakeAppservice(t)
-	dir := t.TempDir()
-	reg := writeTestRegistration(t, t.TempDir(), as.srv.URL, DefaultServerName)
+	opts.Dir = t.TempDir()
+	opts.RegistrationFiles = []string{writeTestRegistration(t, t.TempDir(), as.srv.URL, DefaultServerName)}
 	start := time.Now()
-	hs := StartTestHomeserver(t, HomeserverOptions{Dir: dir, RegistrationFiles: []string{reg}})
-	t.Logf("Dendrite %s up at %s in %v", DendriteVersion, hs.URL, time.Since(start).Round(time.Millisecond))
+	hs := StartTestHomeserver(t, opts)
+	t.Logf("%s up at %s in %v", hs.Kind, hs.URL, time.Since(start).Round(time.Millisecond))
 	return hs, as
 }
 
-func TestDendriteDeliversEventsToAppservice(t *testing.T) {
-	hs, as := startWithAppservice(t)
+func TestHomeserverDeliversEventsToAppservice(t *testing.T) {
+	ForEachHomeserver(t, func(t *testing.T, kind string) {
+		hs, as := startKindWithAppservice(t, HomeserverOptions{Kind: kind})
+		testDeliversEventsToAppservice(t, hs, as)
+	})
+	t.Run("synapse-postgres", func(t *testing.T) {
+		db := NewTestDatabase(t, Postgres)
+		hs, as := startKindWithAppservice(t, HomeserverOptions{Kind: Synapse, PostgresDSN: db.URI})
+		testDeliversEventsToAppservice(t, hs, as)
+	})
+}
+
+func testDeliversEventsToAppservice(t *testing.T, hs *Homeserver, as *fakeAppservice) {
 	ctx := t.Context()
 
 	if !strings.HasPrefix(hs.URL, "http://127.0.0.1:") {
