@@ -1,6 +1,6 @@
 # DAARION Matrix bridge.
-#   make run    start a local dev homeserver (Dendrite) and the bridge on SQLite
-#   make test   every test, against real PostgreSQL, SQLite and Dendrite
+#   make run    start a local dev homeserver (Dendrite; HOMESERVER=synapse for Synapse) and the bridge on SQLite
+#   make test   every test, against real PostgreSQL, SQLite, Synapse and Dendrite
 #   make bench  benchmarks: transaction ingest (loadgen) and the rig (rigbench); see docs/benchmarks.md
 #   make soak   chaos soak on the real rig (DURATION=10m, SEED=…; see docs/reliability.md)
 
@@ -10,7 +10,7 @@ LDFLAGS  := -X github.com/daarion/matrix-bridge/pkg/bridge.Version=$(VERSION)
 BIN      := bin
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build dendrite test vet fmt-check unit bench soak run clean
+.PHONY: all build dendrite synapse test vet fmt-check unit bench soak run clean
 
 all: build
 
@@ -21,6 +21,11 @@ build:
 dendrite:
 	bash tools/dendrite/build.sh
 
+# The pinned production homeserver for tests: Synapse from PyPI with hashes
+# (tools/synapse/requirements.txt) in a venv at bin/synapse-venv.
+synapse:
+	bash tools/synapse/build.sh
+
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -29,7 +34,7 @@ vet:
 	$(GO) vet ./...
 
 # Every test, with the race detector, against the real parts.
-test: dendrite fmt-check vet
+test: dendrite synapse fmt-check vet
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 bench: build dendrite
@@ -45,9 +50,11 @@ soak: dendrite
 	$(GO) build -o $(BIN)/soak ./cmd/soak
 	$(BIN)/soak -duration $(DURATION) -seed $(SEED) $(SOAK_ARGS)
 
-# Starts Dendrite and the bridge locally on embedded defaults (SQLite, loopback).
-run: build dendrite
-	bash scripts/run-local.sh
+# Starts a dev homeserver and the bridge locally on embedded defaults (SQLite,
+# loopback): Dendrite by default, HOMESERVER=synapse for the pinned Synapse.
+HOMESERVER ?= dendrite
+run: build $(HOMESERVER)
+	HOMESERVER=$(HOMESERVER) bash scripts/run-local.sh
 
 clean:
 	rm -rf $(BIN) .run

@@ -15,8 +15,6 @@ import (
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
-
-	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
 
 // A 1x1 PNG.
@@ -106,11 +104,12 @@ func whoami(t *testing.T, s *stack, token string) id.UserID {
 // of a human, whose credentials work and never reach the bridge's log.
 func TestAgentsMediaHistoryAndRegistration(t *testing.T) {
 	const limit = 4096
-	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+	forEachRig(t, func(t *testing.T, tdb rig) {
 		ctx := context.Background()
 		s := newStackWith(t, tdb, stackOptions{
-			homeserver: "    registration_shared_secret: " + homeserverSecret,
-			extra:      fmt.Sprintf("media:\n    max_upload_bytes: %d\n", limit),
+			homeserver:           "    registration_shared_secret: " + homeserverSecret,
+			extra:                fmt.Sprintf("media:\n    max_upload_bytes: %d\n", limit),
+			homeserverRateLimits: busyHumans,
 		})
 		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
 		roomID, alias := createCity(t, s, "media", "Media", "")
@@ -268,13 +267,15 @@ func TestAgentsMediaHistoryAndRegistration(t *testing.T) {
 // Without homeserver.registration_shared_secret humans cannot be
 // registered; agents still can.
 func TestRegisterUserWithoutSharedSecret(t *testing.T) {
-	s := newStack(t, testrig.NewTestDatabase(t, testrig.SQLite))
-	s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
-	res := s.api(t, http.MethodPost, "/internal/matrix/register-user", map[string]any{"username": "dave", "password": "dave-password-1"})
-	if res.status != 501 || res.str("error") != "M_UNRECOGNIZED" || !strings.Contains(res.str("message"), "registration_shared_secret is not configured") {
-		t.Errorf("human: %d %s", res.status, res.body)
-	}
-	if res = s.api(t, http.MethodPost, "/internal/matrix/register-user", map[string]any{"username": "agent_echo"}); res.status != 200 {
-		t.Errorf("agent: %d %s", res.status, res.body)
-	}
+	forEachHomeserver(t, func(t *testing.T, r rig) {
+		s := newStack(t, r)
+		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
+		res := s.api(t, http.MethodPost, "/internal/matrix/register-user", map[string]any{"username": "dave", "password": "dave-password-1"})
+		if res.status != 501 || res.str("error") != "M_UNRECOGNIZED" || !strings.Contains(res.str("message"), "registration_shared_secret is not configured") {
+			t.Errorf("human: %d %s", res.status, res.body)
+		}
+		if res = s.api(t, http.MethodPost, "/internal/matrix/register-user", map[string]any{"username": "agent_echo"}); res.status != 200 {
+			t.Errorf("agent: %d %s", res.status, res.body)
+		}
+	})
 }

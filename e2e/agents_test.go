@@ -10,8 +10,6 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
-
-	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
 
 // fetchEvent reads an event as a human's real client, parsed.
@@ -40,7 +38,7 @@ func send(t *testing.T, s *stack, body map[string]any) id.EventID {
 // An agent posts every kind of message; a human on a real client sees each
 // with the agent as sender and the right content.
 func TestAgentMessaging(t *testing.T) {
-	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+	forEachRig(t, func(t *testing.T, tdb rig) {
 		ctx := context.Background()
 		s := newStack(t, tdb)
 		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
@@ -152,7 +150,7 @@ func TestAgentMessaging(t *testing.T) {
 
 // Membership through the API, and ghosts made by the homeserver's questions.
 func TestAgentMembershipAndGhosts(t *testing.T) {
-	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+	forEachRig(t, func(t *testing.T, tdb rig) {
 		ctx := context.Background()
 		s := newStack(t, tdb)
 		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
@@ -237,7 +235,7 @@ func TestAgentMembershipAndGhosts(t *testing.T) {
 
 // Acting as someone: scopes, the double-puppeting namespace, matching ids.
 func TestActingAsSomeone(t *testing.T) {
-	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+	forEachRig(t, func(t *testing.T, tdb rig) {
 		s := newStackWith(t, tdb, stackOptions{internalAPI: `    services:
         - name: messenger
           token: messenger-token-0123456
@@ -315,13 +313,15 @@ func TestActingAsSomeone(t *testing.T) {
 
 // With the double-puppeting namespace on, a service may post as a human.
 func TestDoublePuppeting(t *testing.T) {
-	s := newStackWith(t, testrig.NewTestDatabase(t, testrig.SQLite), stackOptions{appservice: "    double_puppet:\n        enabled: true\n"})
-	s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
-	roomID, alias := createCity(t, s, "plaza", "Plaza", "")
-	alice, _ := s.humanJoins("alice", alias)
-	eventID := send(t, s, map[string]any{"room_id": roomID, "sender": "user:alice", "body": "posted for alice"})
-	evt := fetchEvent(t, alice, roomID, eventID)
-	if evt.Sender != alice.UserID || evt.Content.AsMessage().MsgType != event.MsgText {
-		t.Errorf("double-puppeted message: sender %s, %s", evt.Sender, evt.Content.VeryRaw)
-	}
+	forEachHomeserver(t, func(t *testing.T, r rig) {
+		s := newStackWith(t, r, stackOptions{appservice: "    double_puppet:\n        enabled: true\n"})
+		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
+		roomID, alias := createCity(t, s, "plaza", "Plaza", "")
+		alice, _ := s.humanJoins("alice", alias)
+		eventID := send(t, s, map[string]any{"room_id": roomID, "sender": "user:alice", "body": "posted for alice"})
+		evt := fetchEvent(t, alice, roomID, eventID)
+		if evt.Sender != alice.UserID || evt.Content.AsMessage().MsgType != event.MsgText {
+			t.Errorf("double-puppeted message: sender %s, %s", evt.Sender, evt.Content.VeryRaw)
+		}
+	})
 }

@@ -91,7 +91,7 @@ func (c *chat) run(command string, want ...string) string {
 // An admin opens a direct chat with the bot on a real client and runs every
 // command; a non-admin is refused; a restart answers nothing twice.
 func TestCommands(t *testing.T) {
-	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+	forEachRig(t, func(t *testing.T, tdb rig) {
 		ctx := context.Background()
 		s := newStackWith(t, tdb, stackOptions{extra: fastRetries + commandPermissions})
 		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)

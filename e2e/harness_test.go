@@ -70,6 +70,33 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// rig names the real parts of one stack: which homeserver (testrig.Synapse
+// or testrig.Dendrite) and the bridge's database.
+type rig struct {
+	testrig.TestDatabase
+	homeserver string
+}
+
+// forEachRig runs fn as the subtests synapse/postgres, synapse/sqlite,
+// dendrite/postgres and dendrite/sqlite.
+func forEachRig(t *testing.T, fn func(t *testing.T, r rig)) {
+	t.Helper()
+	testrig.ForEachHomeserver(t, func(t *testing.T, kind string) {
+		testrig.ForEachDatabase(t, func(t *testing.T, db testrig.TestDatabase) {
+			fn(t, rig{TestDatabase: db, homeserver: kind})
+		})
+	})
+}
+
+// forEachHomeserver runs fn as the subtests synapse and dendrite, each with a
+// fresh SQLite database for the bridge.
+func forEachHomeserver(t *testing.T, fn func(t *testing.T, r rig)) {
+	t.Helper()
+	testrig.ForEachHomeserver(t, func(t *testing.T, kind string) {
+		fn(t, rig{TestDatabase: testrig.NewTestDatabase(t, testrig.SQLite), homeserver: kind})
+	})
+}
+
 // stack is one homeserver and one bridge process sharing a database.
 type stack struct {
 	t          *testing.T
@@ -78,7 +105,7 @@ type stack struct {
 	cfg        *config.Config
 	hs         *testrig.Homeserver
 	bridge     *bridgeProcess
-	db         testrig.TestDatabase
+	db         rig
 	log        *eventlog.Log
 	apiURL     string
 }
@@ -94,15 +121,25 @@ type stackOptions struct {
 	appservice string
 	// extra is YAML of further top-level sections.
 	extra string
+	// homeserverRateLimits replaces Synapse's default rate limits (rc_*
+	// keys, YAML) for a test that needs a human to send faster than a
+	// default Synapse allows; "" keeps the defaults.
+	homeserverRateLimits string
 }
 
-func newStack(t *testing.T, tdb testrig.TestDatabase) *stack {
+// busyHumans lets a human test user send (and join) as fast as a test needs:
+// a default Synapse allows a burst of 10 messages, then one per 5 s.
+const busyHumans = `rc_message:
+  per_second: 1000
+  burst_count: 1000`
+
+func newStack(t *testing.T, tdb rig) *stack {
 	t.Helper()
 	return newStackWith(t, tdb, stackOptions{})
 }
 
 // newStackWith starts a homeserver and a bridge with extra config.
-func newStackWith(t *testing.T, tdb testrig.TestDatabase, opts stackOptions) *stack {
+func newStackWith(t *testing.T, tdb rig, opts stackOptions) *stack {
 	t.Helper()
 	dir := t.TempDir()
 	hsPort, asPort, apiPort := freePort(t), freePort(t), freePort(t)
@@ -139,6 +176,8 @@ logging:
 	}
 	s.cfg = cfg
 	s.hs = testrig.StartTestHomeserver(t, testrig.HomeserverOptions{
+		Kind:              tdb.homeserver,
+		RateLimits:        opts.homeserverRateLimits,
 		Dir:               filepath.Join(dir, "homeserver"),
 		ServerName:        serverName,
 		RegistrationFiles: []string{registrationPath},

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
 
 // scrape reads /metrics into "name{labels}" → value.
@@ -60,79 +58,81 @@ func sum(m map[string]float64, family string, fragments ...string) (total float6
 }
 
 func TestMetricsMove(t *testing.T) {
-	port := freePort(t)
-	s := newStackWith(t, testrig.NewTestDatabase(t, testrig.SQLite), stackOptions{
-		internalAPI: `    services:
+	forEachHomeserver(t, func(t *testing.T, r rig) {
+		port := freePort(t)
+		s := newStackWith(t, r, stackOptions{
+			internalAPI: `    services:
         - name: flood
           token: flood-service-token-01
           scopes: [rooms]
     rate_limit:
         requests_per_second: 20
         burst: 20`,
-		extra: fmt.Sprintf("metrics:\n    listen: 127.0.0.1:%d\n%s", port, fastRetries),
-	})
-	s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
-	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
-	before := scrape(t, url)
-
-	roomID, alias := createCity(t, s, "metrics", "Metrics", "")
-	alice, _ := s.humanJoins("alice", alias)
-	rc := newReceiver(t)
-	rc.subscribe(t, s, map[string]any{"room_id": "*"})
-	sendText(t, alice, roomID, "count me")
-	eventually(t, "a webhook delivery", 20*time.Second, func() bool { return len(rc.received()) > 0 })
-	for i := 0; i < 30; i++ {
-		s.apiAs(t, "flood-service-token-01", http.MethodGet, "/internal/matrix/rooms", nil)
-	}
-
-	moved := func(name string, family string, fragments ...string) {
-		t.Helper()
-		eventually(t, name+" to move", 15*time.Second, func() bool {
-			after := scrape(t, url)
-			a, okA := sum(after, family, fragments...)
-			b, _ := sum(before, family, fragments...)
-			return okA && a > b
+			extra: fmt.Sprintf("metrics:\n    listen: 127.0.0.1:%d\n%s", port, fastRetries),
 		})
-	}
-	moved("transactions", "daarion_bridge_transactions_total", `result="ok"`)
-	moved("events by type", "daarion_bridge_events_received_total", `type="m.room.message"`)
-	moved("commit latency", "daarion_bridge_transaction_commit_seconds_count")
-	moved("log position", "daarion_bridge_log_position")
-	moved("API requests", "daarion_bridge_internal_api_requests_total", `route="/internal/matrix/rooms/create"`, `service="internal"`, `status="200"`)
-	moved("API latency", "daarion_bridge_internal_api_request_seconds_count", `route="/internal/matrix/rooms/create"`)
-	moved("rate limited", "daarion_bridge_internal_api_rate_limited_total", `service="flood"`)
-	moved("homeserver calls", "daarion_bridge_homeserver_requests_total", `endpoint="POST /_matrix/client/v3/createRoom"`, `result="2xx"`)
-	moved("homeserver latency", "daarion_bridge_homeserver_request_seconds_count", `endpoint="POST /_matrix/client/v3/createRoom"`)
-	moved("webhook deliveries", "daarion_bridge_deliveries_total", `sink="webhook"`, `result="delivered"`)
-	if v, ok := sum(scrape(t, url), "daarion_bridge_leader"); !ok || v != 1 {
-		t.Errorf("leader gauge = %v (%v), want 1 for the only process", v, ok)
-	}
+		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
+		url := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
+		before := scrape(t, url)
 
-	// Lag and failures exist per consumer; the lag drains to zero.
-	after := scrape(t, url)
-	for _, consumer := range []string{"type-counter", "rooms", "agents", "webhooks"} {
-		if _, ok := sum(after, "daarion_bridge_consumer_lag_events", `consumer="`+consumer+`"`); !ok {
-			t.Errorf("no consumer_lag_events for %s", consumer)
+		roomID, alias := createCity(t, s, "metrics", "Metrics", "")
+		alice, _ := s.humanJoins("alice", alias)
+		rc := newReceiver(t)
+		rc.subscribe(t, s, map[string]any{"room_id": "*"})
+		sendText(t, alice, roomID, "count me")
+		eventually(t, "a webhook delivery", 20*time.Second, func() bool { return len(rc.received()) > 0 })
+		for i := 0; i < 30; i++ {
+			s.apiAs(t, "flood-service-token-01", http.MethodGet, "/internal/matrix/rooms", nil)
 		}
-		if _, ok := sum(after, "daarion_bridge_consumer_failures_total", `consumer="`+consumer+`"`); !ok {
-			t.Errorf("no consumer_failures_total for %s", consumer)
-		}
-	}
-	eventually(t, "the webhooks consumer to catch up", 15*time.Second, func() bool {
-		lag, ok := sum(scrape(t, url), "daarion_bridge_consumer_lag_events", `consumer="webhooks"`)
-		return ok && lag == 0
-	})
 
-	// A receiver that fails: failed deliveries, then a dead letter.
-	rc.setFail(true)
-	sendText(t, alice, roomID, "into the void")
-	before = scrape(t, url)
-	moved("failed deliveries", "daarion_bridge_deliveries_total", `sink="webhook"`, `result="failed"`)
-	eventually(t, "a dead letter in the gauge", 20*time.Second, func() bool {
-		dead, ok := sum(scrape(t, url), "daarion_bridge_webhook_deliveries", `state="dead"`)
-		return ok && dead >= 1
+		moved := func(name string, family string, fragments ...string) {
+			t.Helper()
+			eventually(t, name+" to move", 15*time.Second, func() bool {
+				after := scrape(t, url)
+				a, okA := sum(after, family, fragments...)
+				b, _ := sum(before, family, fragments...)
+				return okA && a > b
+			})
+		}
+		moved("transactions", "daarion_bridge_transactions_total", `result="ok"`)
+		moved("events by type", "daarion_bridge_events_received_total", `type="m.room.message"`)
+		moved("commit latency", "daarion_bridge_transaction_commit_seconds_count")
+		moved("log position", "daarion_bridge_log_position")
+		moved("API requests", "daarion_bridge_internal_api_requests_total", `route="/internal/matrix/rooms/create"`, `service="internal"`, `status="200"`)
+		moved("API latency", "daarion_bridge_internal_api_request_seconds_count", `route="/internal/matrix/rooms/create"`)
+		moved("rate limited", "daarion_bridge_internal_api_rate_limited_total", `service="flood"`)
+		moved("homeserver calls", "daarion_bridge_homeserver_requests_total", `endpoint="POST /_matrix/client/v3/createRoom"`, `result="2xx"`)
+		moved("homeserver latency", "daarion_bridge_homeserver_request_seconds_count", `endpoint="POST /_matrix/client/v3/createRoom"`)
+		moved("webhook deliveries", "daarion_bridge_deliveries_total", `sink="webhook"`, `result="delivered"`)
+		if v, ok := sum(scrape(t, url), "daarion_bridge_leader"); !ok || v != 1 {
+			t.Errorf("leader gauge = %v (%v), want 1 for the only process", v, ok)
+		}
+
+		// Lag and failures exist per consumer; the lag drains to zero.
+		after := scrape(t, url)
+		for _, consumer := range []string{"type-counter", "rooms", "agents", "webhooks"} {
+			if _, ok := sum(after, "daarion_bridge_consumer_lag_events", `consumer="`+consumer+`"`); !ok {
+				t.Errorf("no consumer_lag_events for %s", consumer)
+			}
+			if _, ok := sum(after, "daarion_bridge_consumer_failures_total", `consumer="`+consumer+`"`); !ok {
+				t.Errorf("no consumer_failures_total for %s", consumer)
+			}
+		}
+		eventually(t, "the webhooks consumer to catch up", 15*time.Second, func() bool {
+			lag, ok := sum(scrape(t, url), "daarion_bridge_consumer_lag_events", `consumer="webhooks"`)
+			return ok && lag == 0
+		})
+
+		// A receiver that fails: failed deliveries, then a dead letter.
+		rc.setFail(true)
+		sendText(t, alice, roomID, "into the void")
+		before = scrape(t, url)
+		moved("failed deliveries", "daarion_bridge_deliveries_total", `sink="webhook"`, `result="failed"`)
+		eventually(t, "a dead letter in the gauge", 20*time.Second, func() bool {
+			dead, ok := sum(scrape(t, url), "daarion_bridge_webhook_deliveries", `state="dead"`)
+			return ok && dead >= 1
+		})
+		if _, ok := sum(after, "daarion_bridge_unmapped_events_total"); !ok {
+			t.Error("no unmapped_events_total")
+		}
 	})
-	if _, ok := sum(after, "daarion_bridge_unmapped_events_total"); !ok {
-		t.Error("no unmapped_events_total")
-	}
 }

@@ -13,8 +13,6 @@ import (
 	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 	"maunium.net/go/mautrix/id"
-
-	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
 
 func startNATSServer(t *testing.T) string {
@@ -37,7 +35,7 @@ func startNATSServer(t *testing.T) string {
 // A human posts steadily while the bridge is SIGKILLed and restarted: the
 // JetStream stream holds each DTO exactly once (Nats-Msg-Id = DTO id).
 func TestNATSOnceThroughAKill(t *testing.T) {
-	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+	forEachRig(t, func(t *testing.T, tdb rig) {
 		natsURL := startNATSServer(t)
 		s := newStackWith(t, tdb, stackOptions{extra: "delivery:\n    nats_url: " + natsURL + "\n"})
 		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)

@@ -13,8 +13,6 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
-
-	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
 
 func createCity(t *testing.T, s *stack, slug, name, topic string) (id.RoomID, id.RoomAlias) {
@@ -55,7 +53,7 @@ func eventually(t *testing.T, what string, timeout time.Duration, cond func() bo
 
 // The whole life of a city room, with a human on a real client watching.
 func TestCityRoomLifecycle(t *testing.T) {
-	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+	forEachRig(t, func(t *testing.T, tdb rig) {
 		ctx := context.Background()
 		s := newStack(t, tdb)
 		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
@@ -169,7 +167,7 @@ func isForbidden(err error) bool {
 
 // 20 concurrent creates of one slug make one Matrix room.
 func TestConcurrentCreatesMakeOneRoom(t *testing.T) {
-	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+	forEachRig(t, func(t *testing.T, tdb rig) {
 		s := newStack(t, tdb)
 		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
 		var wg sync.WaitGroup
@@ -205,7 +203,7 @@ func TestConcurrentCreatesMakeOneRoom(t *testing.T) {
 // With the homeserver down the API says so and records nothing; when it is
 // back, the retry succeeds.
 func TestHomeserverOutage(t *testing.T) {
-	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+	forEachRig(t, func(t *testing.T, tdb rig) {
 		s := newStack(t, tdb)
 		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
 		if err := s.hs.Stop(); err != nil {
@@ -240,7 +238,7 @@ func TestHomeserverOutage(t *testing.T) {
 }
 
 func TestFindByAlias(t *testing.T) {
-	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+	forEachRig(t, func(t *testing.T, tdb rig) {
 		ctx := context.Background()
 		s := newStack(t, tdb)
 		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
@@ -301,34 +299,35 @@ func TestFindByAlias(t *testing.T) {
 // known slug gets its alias back; with create_on_alias_query an unknown slug
 // gets a new room.
 func TestAliasQuery(t *testing.T) {
-	ctx := context.Background()
-	tdb := testrig.NewTestDatabase(t, testrig.SQLite)
-	s := newStackWith(t, tdb, stackOptions{extra: "rooms:\n    create_on_alias_query: true\n"})
-	s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
-	roomID, alias := createCity(t, s, "kharkiv", "Kharkiv", "")
-	if _, err := s.botClient().DeleteAlias(ctx, alias); err != nil {
-		t.Fatal(err)
-	}
-	alice, joined := s.humanJoins("alice", alias)
-	if joined != roomID {
-		t.Errorf("joining %s after its alias was lost gave %s, want %s", alias, joined, roomID)
-	}
-	resp, err := alice.JoinRoom(ctx, "#city_newplace:"+serverName, nil)
-	if err != nil {
-		t.Fatalf("joining an unknown city alias with create_on_alias_query: %v", err)
-	}
-	res := s.api(t, http.MethodGet, "/internal/matrix/rooms/find-by-alias?alias="+url.QueryEscape("#city_newplace:"+serverName), nil)
-	if res.status != 200 || res.str("matrix_room_id") != resp.RoomID.String() {
-		t.Errorf("room made on the alias query: %d %s, joined %s", res.status, res.body, resp.RoomID)
-	}
-	if _, err = alice.JoinRoom(ctx, "#city_BAD:"+serverName, nil); err == nil {
-		t.Error("joined an alias with an invalid slug")
-	}
+	forEachHomeserver(t, func(t *testing.T, r rig) {
+		ctx := context.Background()
+		s := newStackWith(t, r, stackOptions{extra: "rooms:\n    create_on_alias_query: true\n"})
+		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
+		roomID, alias := createCity(t, s, "kharkiv", "Kharkiv", "")
+		if _, err := s.botClient().DeleteAlias(ctx, alias); err != nil {
+			t.Fatal(err)
+		}
+		alice, joined := s.humanJoins("alice", alias)
+		if joined != roomID {
+			t.Errorf("joining %s after its alias was lost gave %s, want %s", alias, joined, roomID)
+		}
+		resp, err := alice.JoinRoom(ctx, "#city_newplace:"+serverName, nil)
+		if err != nil {
+			t.Fatalf("joining an unknown city alias with create_on_alias_query: %v", err)
+		}
+		res := s.api(t, http.MethodGet, "/internal/matrix/rooms/find-by-alias?alias="+url.QueryEscape("#city_newplace:"+serverName), nil)
+		if res.status != 200 || res.str("matrix_room_id") != resp.RoomID.String() {
+			t.Errorf("room made on the alias query: %d %s, joined %s", res.status, res.body, resp.RoomID)
+		}
+		if _, err = alice.JoinRoom(ctx, "#city_BAD:"+serverName, nil); err == nil {
+			t.Error("joined an alias with an invalid slug")
+		}
+	})
 }
 
 // An admin upgrades a city room: the bridge follows the tombstone.
 func TestTombstoneMovesTheCityRoom(t *testing.T) {
-	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+	forEachRig(t, func(t *testing.T, tdb rig) {
 		ctx := context.Background()
 		s := newStack(t, tdb)
 		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
@@ -362,33 +361,35 @@ func TestTombstoneMovesTheCityRoom(t *testing.T) {
 }
 
 func TestCreateRoomGeneric(t *testing.T) {
-	s := newStack(t, testrig.NewTestDatabase(t, testrig.SQLite))
-	s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
-	res := s.api(t, http.MethodPost, "/internal/matrix/create-room", map[string]any{
-		"name": "General Discussion", "topic": "Main channel", "visibility": "public",
-		"room_alias_name": "general", "preset": "public_chat",
-		"initial_state":                []map[string]any{{"type": "m.room.guest_access", "state_key": "", "content": map[string]string{"guest_access": "can_join"}}},
-		"power_level_content_override": map[string]any{"events": map[string]int{"m.room.name": 50, "m.room.topic": 50}},
-		"creation_content":             map[string]any{"m.federate": true},
+	forEachHomeserver(t, func(t *testing.T, r rig) {
+		s := newStack(t, r)
+		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
+		res := s.api(t, http.MethodPost, "/internal/matrix/create-room", map[string]any{
+			"name": "General Discussion", "topic": "Main channel", "visibility": "public",
+			"room_alias_name": "general", "preset": "public_chat",
+			"initial_state":                []map[string]any{{"type": "m.room.guest_access", "state_key": "", "content": map[string]string{"guest_access": "can_join"}}},
+			"power_level_content_override": map[string]any{"events": map[string]int{"m.room.name": 50, "m.room.topic": 50}},
+			"creation_content":             map[string]any{"m.federate": true},
+		})
+		if res.status != 200 || res.str("room_alias") != "#general:"+serverName || !strings.HasPrefix(res.str("room_id"), "!") {
+			t.Fatalf("create-room: %d %s", res.status, res.body)
+		}
+		var guest event.GuestAccessEventContent
+		if err := s.botClient().StateEvent(context.Background(), id.RoomID(res.str("room_id")), event.StateGuestAccess, "", &guest); err != nil || guest.GuestAccess != "can_join" {
+			t.Errorf("initial_state not applied: %+v %v", guest, err)
+		}
+		if res = s.api(t, http.MethodPost, "/internal/matrix/create-room", map[string]any{"room_alias_name": "general"}); res.status != 409 {
+			t.Errorf("taken alias: %d %s", res.status, res.body)
+		}
+		if res = s.api(t, http.MethodPost, "/internal/matrix/create-room", map[string]any{}); res.status != 200 || res.json["room_alias"] != nil {
+			t.Errorf("minimal room: %d %s", res.status, res.body)
+		}
 	})
-	if res.status != 200 || res.str("room_alias") != "#general:"+serverName || !strings.HasPrefix(res.str("room_id"), "!") {
-		t.Fatalf("create-room: %d %s", res.status, res.body)
-	}
-	var guest event.GuestAccessEventContent
-	if err := s.botClient().StateEvent(context.Background(), id.RoomID(res.str("room_id")), event.StateGuestAccess, "", &guest); err != nil || guest.GuestAccess != "can_join" {
-		t.Errorf("initial_state not applied: %+v %v", guest, err)
-	}
-	if res = s.api(t, http.MethodPost, "/internal/matrix/create-room", map[string]any{"room_alias_name": "general"}); res.status != 409 {
-		t.Errorf("taken alias: %d %s", res.status, res.body)
-	}
-	if res = s.api(t, http.MethodPost, "/internal/matrix/create-room", map[string]any{}); res.status != 200 || res.json["room_alias"] != nil {
-		t.Errorf("minimal room: %d %s", res.status, res.body)
-	}
 }
 
 // Every auth, scope and bad-input answer; nothing is written by a refused request.
 func TestInternalAPIRefusals(t *testing.T) {
-	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+	forEachRig(t, func(t *testing.T, tdb rig) {
 		s := newStackWith(t, tdb, stackOptions{internalAPI: `    services:
         - name: city-service
           token: city-service-token-0123
@@ -493,28 +494,30 @@ func TestInternalAPIRefusals(t *testing.T) {
 }
 
 func TestRateLimit(t *testing.T) {
-	s := newStackWith(t, testrig.NewTestDatabase(t, testrig.SQLite), stackOptions{internalAPI: `    rate_limit:
+	forEachHomeserver(t, func(t *testing.T, r rig) {
+		s := newStackWith(t, r, stackOptions{internalAPI: `    rate_limit:
         requests_per_second: 2
         burst: 3
     services:
         - name: other
           token: other-service-token-01
           scopes: [rooms]`})
-	var limited apiResult
-	for i := 0; i < 10; i++ {
-		if res := s.api(t, http.MethodGet, "/internal/matrix/rooms", nil); res.status == 429 {
-			limited = res
-			break
+		var limited apiResult
+		for i := 0; i < 10; i++ {
+			if res := s.api(t, http.MethodGet, "/internal/matrix/rooms", nil); res.status == 429 {
+				limited = res
+				break
+			}
 		}
-	}
-	if limited.status != 429 || limited.str("error") != "M_LIMIT_EXCEEDED" || limited.header.Get("Retry-After") == "" {
-		t.Fatalf("no 429 with Retry-After within 10 quick requests: %d %s", limited.status, limited.body)
-	}
-	if res := s.apiAs(t, "other-service-token-01", http.MethodGet, "/internal/matrix/rooms", nil); res.status != 200 {
-		t.Errorf("another service was limited too: %d", res.status)
-	}
-	time.Sleep(time.Second)
-	if res := s.api(t, http.MethodGet, "/internal/matrix/rooms", nil); res.status != 200 {
-		t.Errorf("still limited after waiting: %d", res.status)
-	}
+		if limited.status != 429 || limited.str("error") != "M_LIMIT_EXCEEDED" || limited.header.Get("Retry-After") == "" {
+			t.Fatalf("no 429 with Retry-After within 10 quick requests: %d %s", limited.status, limited.body)
+		}
+		if res := s.apiAs(t, "other-service-token-01", http.MethodGet, "/internal/matrix/rooms", nil); res.status != 200 {
+			t.Errorf("another service was limited too: %d", res.status)
+		}
+		time.Sleep(time.Second)
+		if res := s.api(t, http.MethodGet, "/internal/matrix/rooms", nil); res.status != 200 {
+			t.Errorf("still limited after waiting: %d", res.status)
+		}
+	})
 }

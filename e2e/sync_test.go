@@ -6,13 +6,11 @@ import (
 	"net/url"
 	"testing"
 	"time"
-
-	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
 
 // A long-poll started before a human speaks returns that message promptly.
 func TestSyncReturnsNewEventsPromptly(t *testing.T) {
-	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+	forEachRig(t, func(t *testing.T, tdb rig) {
 		s := newStack(t, tdb)
 		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
 		roomID, alias := createCity(t, s, "market", "Market", "")

@@ -15,7 +15,6 @@ import (
 
 	"github.com/daarion/matrix-bridge/pkg/delivery/webhook"
 	"github.com/daarion/matrix-bridge/pkg/mapping"
-	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
 
 // receiver is a webhook endpoint on loopback that checks every signature.
@@ -97,7 +96,7 @@ const fastRetries = "delivery:\n    webhook_retry_window: 4s\n    webhook_max_ba
 // A human and an agent act in a city room; the webhook receiver gets the
 // right DTOs with entity ids, the city slug and valid signatures.
 func TestWebhookDTOs(t *testing.T) {
-	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+	forEachRig(t, func(t *testing.T, tdb rig) {
 		ctx := context.Background()
 		s := newStackWith(t, tdb, stackOptions{extra: fastRetries})
 		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
@@ -181,7 +180,7 @@ func TestWebhookDTOs(t *testing.T) {
 // Then it never recovers: deliveries go to the dead-letter list and are
 // redelivered through the API.
 func TestWebhookRetriesAndDeadLetters(t *testing.T) {
-	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+	forEachRig(t, func(t *testing.T, tdb rig) {
 		s := newStackWith(t, tdb, stackOptions{extra: fastRetries})
 		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
 		roomID, alias := createCity(t, s, "quay", "Quay", "")
@@ -240,27 +239,29 @@ func TestWebhookRetriesAndDeadLetters(t *testing.T) {
 }
 
 func TestWebhookSubscribeRefusals(t *testing.T) {
-	s := newStack(t, testrig.NewTestDatabase(t, testrig.SQLite))
-	for _, tc := range []struct {
-		body  map[string]any
-		field string
-	}{
-		{map[string]any{"webhook_url": "http://127.0.0.1:9/x"}, "room_id"},
-		{map[string]any{"room_id": "*"}, "webhook_url"},
-		{map[string]any{"room_id": "*", "webhook_url": "ftp://127.0.0.1/x"}, "webhook_url"},
-		{map[string]any{"room_id": "*", "webhook_url": "http://169.254.169.254/latest/meta-data"}, "webhook_url"},
-		{map[string]any{"room_id": "*", "webhook_url": "http://[fe80::1]/x"}, "webhook_url"},
-		{map[string]any{"room_id": "*", "webhook_url": "http://user:pw@127.0.0.1/x"}, "webhook_url"},
-		{map[string]any{"room_id": "general", "webhook_url": "http://127.0.0.1/x"}, "room_id"},
-		{map[string]any{"city_slug": "Bad!", "webhook_url": "http://127.0.0.1/x"}, "city_slug"},
-		{map[string]any{"room_id": "*", "city_slug": "a", "webhook_url": "http://127.0.0.1/x"}, "city_slug"},
-		{map[string]any{"room_id": "*", "webhook_url": "http://127.0.0.1/x", "events": []string{""}}, "events[0]"},
-	} {
-		if res := s.api(t, http.MethodPost, "/internal/matrix/webhook/subscribe", tc.body); res.status != 400 || res.str("field") != tc.field {
-			t.Errorf("%v: %d %s, want 400 naming %s", tc.body, res.status, res.body, tc.field)
+	forEachHomeserver(t, func(t *testing.T, r rig) {
+		s := newStack(t, r)
+		for _, tc := range []struct {
+			body  map[string]any
+			field string
+		}{
+			{map[string]any{"webhook_url": "http://127.0.0.1:9/x"}, "room_id"},
+			{map[string]any{"room_id": "*"}, "webhook_url"},
+			{map[string]any{"room_id": "*", "webhook_url": "ftp://127.0.0.1/x"}, "webhook_url"},
+			{map[string]any{"room_id": "*", "webhook_url": "http://169.254.169.254/latest/meta-data"}, "webhook_url"},
+			{map[string]any{"room_id": "*", "webhook_url": "http://[fe80::1]/x"}, "webhook_url"},
+			{map[string]any{"room_id": "*", "webhook_url": "http://user:pw@127.0.0.1/x"}, "webhook_url"},
+			{map[string]any{"room_id": "general", "webhook_url": "http://127.0.0.1/x"}, "room_id"},
+			{map[string]any{"city_slug": "Bad!", "webhook_url": "http://127.0.0.1/x"}, "city_slug"},
+			{map[string]any{"room_id": "*", "city_slug": "a", "webhook_url": "http://127.0.0.1/x"}, "city_slug"},
+			{map[string]any{"room_id": "*", "webhook_url": "http://127.0.0.1/x", "events": []string{""}}, "events[0]"},
+		} {
+			if res := s.api(t, http.MethodPost, "/internal/matrix/webhook/subscribe", tc.body); res.status != 400 || res.str("field") != tc.field {
+				t.Errorf("%v: %d %s, want 400 naming %s", tc.body, res.status, res.body, tc.field)
+			}
 		}
-	}
-	if res := s.api(t, http.MethodGet, "/internal/matrix/webhook/subscribe/sub_nope", nil); res.status != 404 {
-		t.Errorf("unknown subscription: %d", res.status)
-	}
+		if res := s.api(t, http.MethodGet, "/internal/matrix/webhook/subscribe/sub_nope", nil); res.status != 404 {
+			t.Errorf("unknown subscription: %d", res.status)
+		}
+	})
 }

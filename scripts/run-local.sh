@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # `make run`: the whole thing locally on embedded defaults. A dev homeserver
-# (the pinned Dendrite) and the bridge on SQLite, both on loopback, with the
-# bridge's registration installed in the homeserver. State lives in .run/ and
-# is kept between runs; `make clean` removes it. Ctrl-C stops both.
+# (the pinned Dendrite; HOMESERVER=synapse for the pinned Synapse) and the
+# bridge on SQLite, both on loopback, with the bridge's registration installed
+# in the homeserver. State lives in .run/ (.run/synapse/ for Synapse) and is
+# kept between runs; `make clean` removes it. Ctrl-C stops both.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-RUN_DIR=${RUN_DIR:-.run}
+HOMESERVER=${HOMESERVER:-dendrite}
+case "$HOMESERVER" in
+dendrite) RUN_DIR=${RUN_DIR:-.run} ;;
+synapse) RUN_DIR=${RUN_DIR:-.run/synapse} ;;
+*) echo "HOMESERVER=$HOMESERVER: want dendrite or synapse" >&2; exit 2 ;;
+esac
 HS_PORT=${HS_PORT:-8008}
 AS_PORT=${AS_PORT:-29330}
 SERVER_NAME=${SERVER_NAME:-localhost}
@@ -53,7 +59,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 go build -o bin/devhomeserver ./cmd/devhomeserver
-bin/devhomeserver -dir "$RUN_DIR/homeserver" -port "$HS_PORT" -server-name "$SERVER_NAME" \
+bin/devhomeserver -kind "$HOMESERVER" -dir "$RUN_DIR/homeserver" -port "$HS_PORT" -server-name "$SERVER_NAME" \
 	-registration "$registration" -user "${DEMO_USER}:${DEMO_PASSWORD}" >"$RUN_DIR/homeserver.out" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 600); do
@@ -87,7 +93,7 @@ api -X POST "http://127.0.0.1:${API_PORT}/internal/matrix/send" -H 'Idempotency-
 cat <<TXT
 
 The DAARION Matrix bridge is running.
-  homeserver   http://127.0.0.1:${HS_PORT}  (Dendrite, server name ${SERVER_NAME})
+  homeserver   http://127.0.0.1:${HS_PORT}  (${HOMESERVER}, server name ${SERVER_NAME})
   bridge       http://127.0.0.1:${AS_PORT}  (appservice endpoint; log: ${RUN_DIR}/bridge.log)
   internal API http://127.0.0.1:${API_PORT}  (X-Internal-Service-Token: ${SECRET})
   metrics      http://127.0.0.1:${METRICS_PORT}/metrics

@@ -40,12 +40,13 @@ func main() {
 
 func run() error {
 	var (
-		dir          = flag.String("dir", ".devhomeserver", "working directory for config, signing key, SQLite databases and dendrite.log (kept between runs)")
+		kind         = flag.String("kind", testrig.Dendrite, "homeserver: dendrite (the pinned Go binary, quick to start) or synapse (the pinned Synapse from tools/synapse)")
+		dir          = flag.String("dir", ".devhomeserver", "working directory for config, signing key, SQLite databases and the homeserver's log (kept between runs)")
 		port         = flag.Int("port", 8008, "HTTP port on 127.0.0.1 (0 picks a free one)")
 		serverName   = flag.String("server-name", testrig.DefaultServerName, "Matrix server name")
 		sharedSecret = flag.String("shared-secret", "", "registration shared secret (default: random, printed)")
-		bin          = flag.String("dendrite-bin", "", "Dendrite binary (default: $DENDRITE_BIN, else bin/dendrite, built if missing)")
-		logLevel     = flag.String("log-level", "info", "Dendrite log level: trace, debug, info, warn, error")
+		bin          = flag.String("dendrite-bin", "", "Dendrite binary, or with -kind synapse the venv's python (default: $DENDRITE_BIN/$SYNAPSE_PYTHON, else bin/dendrite or bin/synapse-venv, built if missing)")
+		logLevel     = flag.String("log-level", "info", "homeserver log level: trace, debug, info, warn, error")
 		registration listFlag
 	)
 	flag.Var(&registration, "registration", "appservice registration YAML file (repeatable or comma-separated)")
@@ -63,6 +64,7 @@ func run() error {
 	startCtx, stopStartSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	startCtx, cancel := context.WithTimeout(startCtx, 5*time.Minute)
 	hs, err := testrig.StartHomeserver(startCtx, testrig.HomeserverOptions{
+		Kind:              *kind,
 		Dir:               *dir,
 		ServerName:        *serverName,
 		RegistrationFiles: registration,
@@ -81,7 +83,11 @@ func run() error {
 		return err
 	}
 
-	fmt.Printf("Dendrite %s is running\n", testrig.DendriteVersion)
+	version := testrig.DendriteVersion
+	if hs.Kind == testrig.Synapse {
+		version = testrig.SynapseVersion
+	}
+	fmt.Printf("%s %s is running\n", hs.Kind, version)
 	fmt.Printf("  homeserver URL: %s\n", hs.URL)
 	fmt.Printf("  server name:    %s\n", hs.ServerName)
 	fmt.Printf("  shared secret:  %s\n", hs.SharedSecret)
@@ -107,10 +113,10 @@ func run() error {
 
 	select {
 	case sig := <-sigs:
-		fmt.Printf("received %v, stopping Dendrite\n", sig)
+		fmt.Printf("received %v, stopping %s\n", sig, hs.Kind)
 		return hs.Stop()
 	case <-hs.Done():
 		_ = hs.Stop()
-		return fmt.Errorf("dendrite exited on its own; see %s", hs.LogFile)
+		return fmt.Errorf("%s exited on its own; see %s", hs.Kind, hs.LogFile)
 	}
 }

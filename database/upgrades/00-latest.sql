@@ -17,7 +17,7 @@ CREATE TABLE event_log (
 	-- only: sqlite (line commented)
 --	position    INTEGER PRIMARY KEY AUTOINCREMENT,
 	event_id    TEXT    NOT NULL,
-	kind        TEXT    NOT NULL, -- 'timeline' or 'ephemeral'
+	kind        TEXT    NOT NULL, -- 'timeline', 'ephemeral', 'to_device' or 'device_summary'
 	room_id     TEXT    NOT NULL, -- '' for events outside rooms (presence)
 	event_type  TEXT    NOT NULL,
 	sender      TEXT    NOT NULL,

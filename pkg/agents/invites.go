@@ -10,10 +10,10 @@ import (
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/appservice"
-	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
+	"github.com/daarion/matrix-bridge/pkg/homeserver"
 	"github.com/daarion/matrix-bridge/pkg/identity"
 )
 
@@ -86,8 +86,8 @@ func (s *Service) handleInvite(ctx context.Context, roomID id.RoomID, inviter id
 // powerLevel reads a user's level in a room as reader; false when the reader
 // cannot see the room's state.
 func (s *Service) powerLevel(ctx context.Context, reader *appservice.IntentAPI, roomID id.RoomID, userID id.UserID) (int, bool) {
-	var pl event.PowerLevelsEventContent
-	if err := reader.Client.StateEvent(ctx, roomID, event.StatePowerLevels, "", &pl); err != nil {
+	pl, err := homeserver.PowerLevels(ctx, reader.Client, roomID)
+	if err != nil {
 		return 0, false
 	}
 	return pl.GetUserLevel(userID), true

@@ -48,6 +48,8 @@ func parseTransaction(txnID string, body []byte) ([]eventlog.IncomingEvent, *mau
 	// One walk over the top-level keys instead of a search per key (a search
 	// for an absent key scans the whole body).
 	var timeline, stable, unstable gjson.Result
+	var toDevice [2]gjson.Result // stable, unstable
+	var summaries [len(deviceSummaryFields)][3]gjson.Result // by deviceSummaryFields index
 	// For a key given twice (invalid canonical JSON), the first one counts,
 	// as with gjson.Get.
 	root.ForEach(func(key, value gjson.Result) bool {
@@ -58,6 +60,18 @@ func parseTransaction(txnID string, body []byte) ([]eventlog.IncomingEvent, *mau
 			stable = value
 		case key.Str == "de.sorunome.msc2409.ephemeral" && !unstable.Exists():
 			unstable = value
+		case key.Str == "to_device" && !toDevice[0].Exists():
+			toDevice[0] = value
+		case key.Str == "de.sorunome.msc2409.to_device" && !toDevice[1].Exists():
+			toDevice[1] = value
+		default:
+			for i, names := range deviceSummaryFields {
+				for j, name := range names {
+					if key.Str == name && !summaries[i][j].Exists() {
+						summaries[i][j] = value
+					}
+				}
+			}
 		}
 		return true
 	})
@@ -106,7 +120,66 @@ func parseTransaction(txnID string, body []byte) ([]eventlog.IncomingEvent, *mau
 	if parseErr != nil {
 		return nil, parseErr
 	}
+	if events, parseErr = appendToDevice(events, txnID, toDevice); parseErr != nil {
+		return nil, parseErr
+	}
+	for i, names := range deviceSummaryFields {
+		value, field := summaries[i][0], names[0]
+		for j := 1; !value.Exists() && j < len(names); j++ {
+			value, field = summaries[i][j], names[j]
+		}
+		if !value.Exists() || value.Type == gjson.Null {
+			continue
+		}
+		if !value.IsObject() {
+			return nil, badField(field, "must be an object")
+		}
+		events = append(events, eventlog.IncomingEvent{
+			EventID: ephemeralEventID(txnID, field+"\x00"+value.Raw),
+			Kind:    eventlog.KindDeviceSummary,
+			Type:    names[0],
+			JSON:    value.Raw,
+		})
+	}
 	return events, nil
+}
+
+// deviceSummaryFields are MSC3202's transaction extensions, each as its
+// stable name (the Type it is stored under) and the unstable names Synapse
+// sends (it sends both spellings of the one-time key counts).
+var deviceSummaryFields = [...][]string{
+	{"device_lists", "org.matrix.msc3202.device_lists"},
+	{"device_one_time_keys_count", "org.matrix.msc3202.device_one_time_keys_count", "org.matrix.msc3202.device_one_time_key_counts"},
+	{"device_unused_fallback_key_types", "org.matrix.msc3202.device_unused_fallback_key_types"},
+}
+
+// appendToDevice adds a transaction's to-device messages (the stable field,
+// else the unstable one), each with an id derived like an ephemeral event's.
+func appendToDevice(events []eventlog.IncomingEvent, txnID string, fields [2]gjson.Result) ([]eventlog.IncomingEvent, *mautrix.RespError) {
+	list, field := fields[0], "to_device"
+	if !list.Exists() {
+		list, field = fields[1], "de.sorunome.msc2409.to_device"
+	}
+	if !list.Exists() || list.Type == gjson.Null {
+		return events, nil
+	}
+	if !list.IsArray() {
+		return nil, badField(field, "must be an array")
+	}
+	var parseErr *mautrix.RespError
+	i := 0
+	list.ForEach(func(_, value gjson.Result) bool {
+		evt, err := parseEvent(field, i, value, eventlog.KindToDevice)
+		i++
+		if err != nil {
+			parseErr = err
+			return false
+		}
+		evt.EventID = ephemeralEventID(txnID, value.Raw)
+		events = append(events, evt)
+		return true
+	})
+	return events, parseErr
 }
 
 // ephemeralEventID derives a stable id for an ephemeral event: the same

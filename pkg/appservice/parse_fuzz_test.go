@@ -55,27 +55,49 @@ func checkParsedEvents(t *testing.T, txnID string, body []byte, events []eventlo
 	if !ephemeral.Exists() {
 		ephemeral = root.Get(`de\.sorunome\.msc2409\.ephemeral`)
 	}
-	want := len(timeline.Array()) + len(ephemeral.Array())
+	toDevice := root.Get("to_device")
+	if !toDevice.Exists() {
+		toDevice = root.Get(`de\.sorunome\.msc2409\.to_device`)
+	}
+	want := len(timeline.Array()) + len(ephemeral.Array()) + len(toDevice.Array())
+	for _, names := range deviceSummaryFields {
+		for _, name := range names {
+			if v := root.Get(strings.ReplaceAll(name, ".", `\.`)); v.Exists() {
+				if v.Type != gjson.Null {
+					want++
+				}
+				break
+			}
+		}
+	}
 	if len(events) != want {
 		t.Fatalf("parsed %d events, the body holds %d", len(events), want)
 	}
-	seenEphemeral := false
+	// Kinds come in this order: timeline, ephemeral, to-device, summaries.
+	order := map[eventlog.Kind]int{eventlog.KindTimeline: 0, eventlog.KindEphemeral: 1, eventlog.KindToDevice: 2, eventlog.KindDeviceSummary: 3}
+	last := 0
 	for i, evt := range events {
+		rank, known := order[evt.Kind]
+		if !known {
+			t.Errorf("event %d: kind %q", i, evt.Kind)
+		} else if rank < last {
+			t.Errorf("event %d: a %s event after a later kind", i, evt.Kind)
+		}
+		last = max(last, rank)
 		switch evt.Kind {
 		case eventlog.KindTimeline:
-			if seenEphemeral {
-				t.Errorf("event %d: timeline event after an ephemeral one", i)
-			}
 			if evt.EventID == "" || evt.RoomID == "" {
 				t.Errorf("event %d: timeline event without id or room: %+v", i, evt)
 			}
-		case eventlog.KindEphemeral:
-			seenEphemeral = true
+		case eventlog.KindEphemeral, eventlog.KindToDevice:
 			if want := ephemeralEventID(txnID, evt.JSON); evt.EventID != want {
-				t.Errorf("event %d: ephemeral id %q, want %q", i, evt.EventID, want)
+				t.Errorf("event %d: %s id %q, want %q", i, evt.Kind, evt.EventID, want)
 			}
-		default:
-			t.Errorf("event %d: kind %q", i, evt.Kind)
+		case eventlog.KindDeviceSummary:
+			if !strings.HasPrefix(evt.EventID, EphemeralIDPrefix) || evt.RoomID != "" || evt.Sender != "" {
+				t.Errorf("event %d: summary %+v", i, evt)
+			}
+			continue // its JSON is the field's value, not an event
 		}
 		if evt.Type == "" {
 			t.Errorf("event %d: no type", i)
@@ -84,7 +106,7 @@ func checkParsedEvents(t *testing.T, txnID string, body []byte, events []eventlo
 			if len(v) > maxIdentifierBytes || strings.ContainsRune(v, 0) || !utf8.ValidString(v) {
 				t.Errorf("event %d: %s %q cannot be stored", i, name, v)
 			}
-			if name == "event_id" && evt.Kind == eventlog.KindEphemeral {
+			if name == "event_id" && evt.Kind != eventlog.KindTimeline {
 				continue
 			}
 			if got := gjson.Get(evt.JSON, name); v != "" && got.Str != v {

@@ -11,6 +11,7 @@ func TestParseTransaction(t *testing.T) {
 	msg := `{"event_id":"$1","room_id":"!r:s","type":"m.room.message","sender":"@a:s","content":{"body":"x"}}`
 	typing := `{"type":"m.typing","room_id":"!r:s","content":{"user_ids":["@a:s"]}}`
 	presence := `{"type":"m.presence","sender":"@a:s","content":{"presence":"online"}}`
+	toDevice := `{"type":"m.room.encrypted","sender":"@a:s","to_user_id":"@bot:s","to_device_id":"DEV","content":{"algorithm":"m.olm.v1.curve25519-aes-sha2"}}`
 	cases := []struct {
 		name      string
 		body      string
@@ -26,7 +27,23 @@ func TestParseTransaction(t *testing.T) {
 		{name: "stable wins over unstable", body: `{"ephemeral":[` + typing + `],"de.sorunome.msc2409.ephemeral":[` + typing + `,` + presence + `]}`,
 			wantKinds: []eventlog.Kind{eventlog.KindEphemeral}},
 		{name: "no events key", body: `{}`},
-		{name: "unknown keys ignored", body: `{"events":[],"to_device":[{"type":"x"}],"device_lists":{}}`},
+		{name: "unknown keys ignored", body: `{"events":[],"org.example.other":[{"type":"x"}]}`},
+		// MSC4203 to-device and MSC3202 summaries, stable and unstable names.
+		{name: "stable to-device and device lists", body: `{"events":[],"to_device":[` + toDevice + `],"device_lists":{"changed":["@a:s"],"left":[]}}`,
+			wantKinds: []eventlog.Kind{eventlog.KindToDevice, eventlog.KindDeviceSummary}},
+		{name: "unstable to-device (Synapse)", body: `{"events":[],"de.sorunome.msc2409.to_device":[` + toDevice + `,` + toDevice + `]}`,
+			wantKinds: []eventlog.Kind{eventlog.KindToDevice, eventlog.KindToDevice}},
+		{name: "stable to-device wins", body: `{"to_device":[` + toDevice + `],"de.sorunome.msc2409.to_device":[` + toDevice + `,` + toDevice + `]}`,
+			wantKinds: []eventlog.Kind{eventlog.KindToDevice}},
+		{name: "empty to-device", body: `{"de.sorunome.msc2409.to_device":[]}`},
+		{name: "unstable summaries (Synapse)", body: `{"org.matrix.msc3202.device_lists":{"changed":[],"left":["@b:s"]},` +
+			`"org.matrix.msc3202.device_one_time_key_counts":{"@bot:s":{"DEV":{"signed_curve25519":5}}},` +
+			`"org.matrix.msc3202.device_one_time_keys_count":{"@bot:s":{"DEV":{"signed_curve25519":5}}},` +
+			`"org.matrix.msc3202.device_unused_fallback_key_types":{"@bot:s":{"DEV":["signed_curve25519"]}}}`,
+			wantKinds: []eventlog.Kind{eventlog.KindDeviceSummary, eventlog.KindDeviceSummary, eventlog.KindDeviceSummary}},
+		{name: "to-device not array", body: `{"de.sorunome.msc2409.to_device":{}}`, wantErr: "M_BAD_JSON", wantField: "de.sorunome.msc2409.to_device"},
+		{name: "to-device without type", body: `{"to_device":[{"sender":"@a:s"}]}`, wantErr: "M_BAD_JSON", wantField: "to_device[0].type"},
+		{name: "device lists not object", body: `{"org.matrix.msc3202.device_lists":[]}`, wantErr: "M_BAD_JSON", wantField: "org.matrix.msc3202.device_lists"},
 		{name: "not json", body: `{"events":[`, wantErr: "M_NOT_JSON"},
 		{name: "empty body", body: ``, wantErr: "M_NOT_JSON"},
 		{name: "invalid utf-8", body: "{\"events\":[],\"x\":\"\xff\"}", wantErr: "M_NOT_JSON"},

@@ -20,6 +20,15 @@ const (
 	// KindEphemeral is an EDU (typing, receipt, presence) from `ephemeral` or
 	// `de.sorunome.msc2409.ephemeral`.
 	KindEphemeral Kind = "ephemeral"
+	// KindToDevice is a to-device message sent to one of the appservice's
+	// users (MSC4203, from `to_device` or `de.sorunome.msc2409.to_device`).
+	// It has no room; the end-to-bridge encryption reads it.
+	KindToDevice Kind = "to_device"
+	// KindDeviceSummary is one of a transaction's MSC3202 end-to-end
+	// encryption summaries, kept whole: its Type names which one
+	// (device_lists, device_one_time_keys_count,
+	// device_unused_fallback_key_types) and its JSON is the field's value.
+	KindDeviceSummary Kind = "device_summary"
 )
 
 // IncomingEvent is an event as extracted from a transaction, before commit.

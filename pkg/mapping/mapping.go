@@ -62,6 +62,9 @@ func Preview(body string) string {
 // Map returns the DTO of a log event, nil for types that map to nothing
 // (they are counted by the caller, not delivered).
 func (m *Mapper) Map(evt *eventlog.Event) *DTO {
+	if evt.Kind != eventlog.KindTimeline && evt.Kind != eventlog.KindEphemeral {
+		return nil // to-device messages and device summaries are for the crypto machine only
+	}
 	var raw rawEvent
 	if json.Unmarshal(evt.JSON, &raw) != nil {
 		return nil

@@ -16,6 +16,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/daarion/matrix-bridge/pkg/config"
+	"github.com/daarion/matrix-bridge/pkg/homeserver"
 	"github.com/daarion/matrix-bridge/pkg/keylock"
 )
 
@@ -162,8 +163,7 @@ func (s *Service) resolveOwnedAlias(ctx context.Context, alias id.RoomAlias) (id
 	} else if err != nil {
 		return "", matrixFailure("resolving "+alias.String(), err)
 	}
-	var pl event.PowerLevelsEventContent
-	err = s.bot.Client.StateEvent(ctx, resp.RoomID, event.StatePowerLevels, "", &pl)
+	pl, err := homeserver.PowerLevels(ctx, s.bot.Client, resp.RoomID)
 	if isMatrixCode(err, "M_FORBIDDEN") || isMatrixCode(err, "M_NOT_FOUND") {
 		return "", &ConflictError{Detail: fmt.Sprintf("%s points to %s, which the bridge bot is not in", alias, resp.RoomID)}
 	} else if err != nil {

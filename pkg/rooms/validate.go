@@ -50,13 +50,31 @@ func ValidateVisibility(field, v string) error {
 	return nil
 }
 
-// ValidateRoomID checks a Matrix room id (!opaque:server).
+// ValidateRoomID checks a Matrix room id: !opaque:server (room versions 1 to
+// 11), or, from room version 12 (MSC4291, Synapse's default since 1.136), !
+// and the create event's reference hash in unpadded URL-safe base64, with no
+// server part.
 func ValidateRoomID(field string, roomID id.RoomID) error {
 	s := string(roomID)
-	if len(s) < 4 || len(s) > 255 || s[0] != '!' || !strings.Contains(s[1:], ":") || strings.ContainsAny(s, " \x00/") || !utf8.ValidString(s) {
-		return &FieldError{Field: field, Problem: "must be a Matrix room id such as !abc:example.org"}
+	if len(s) > 255 || !strings.HasPrefix(s, "!") || strings.ContainsAny(s, " \x00/") || !utf8.ValidString(s) ||
+		!(strings.Contains(s[1:], ":") && len(s) >= 4 || isRoomIDHash(s[1:])) {
+		return &FieldError{Field: field, Problem: "must be a Matrix room id such as !abc:example.org (or, from room version 12, ! and a 43-character hash)"}
 	}
 	return nil
+}
+
+// isRoomIDHash reports whether s is a room version 12 room id's opaque part:
+// a SHA-256 in unpadded URL-safe base64.
+func isRoomIDHash(s string) bool {
+	if len(s) != 43 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // parseAlias checks a room alias (#local:server).

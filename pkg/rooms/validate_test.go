@@ -67,6 +67,9 @@ func TestValidateRoomIDAndAlias(t *testing.T) {
 		ok     bool
 	}{
 		{"!abc:daarion.space", true}, {"!a:b", true},
+		// Room version 12 (Synapse's default): the create event's hash, no server.
+		{"!_75YbyNv4to3jz4uq1Zp12OEiojJeqY-m0AsW2ZAq1g", true},
+		{"!_75YbyNv4to3jz4uq1Zp12OEiojJeqY-m0AsW2ZAq1", false}, {"!_75YbyNv4to3jz4uq1Zp12OEiojJeqY+m0AsW2ZAq1g", false},
 		{"", false}, {"abc:server", false}, {"!noserver", false}, {"!a b:c", false}, {"!a/b:c", false},
 		{"!" + strings.Repeat("a", 255) + ":c", false},
 	} {

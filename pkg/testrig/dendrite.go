@@ -403,6 +403,9 @@ func (h *Homeserver) Client(userID id.UserID, accessToken string) (*mautrix.Clie
 		return nil, err
 	}
 	cli.Client = &http.Client{Timeout: 60 * time.Second}
+	// A real client waits out the homeserver's 429 (retry_after_ms), as
+	// Element does: Synapse's default rate limits apply to human test users.
+	cli.DefaultHTTPRetries = 5
 	return cli, nil
 }
 
