@@ -48,7 +48,7 @@ func parseTransaction(txnID string, body []byte) ([]eventlog.IncomingEvent, *mau
 	// One walk over the top-level keys instead of a search per key (a search
 	// for an absent key scans the whole body).
 	var timeline, stable, unstable gjson.Result
-	var toDevice [2]gjson.Result // stable, unstable
+	var toDevice [2]gjson.Result                            // stable, unstable
 	var summaries [len(deviceSummaryFields)][3]gjson.Result // by deviceSummaryFields index
 	// For a key given twice (invalid canonical JSON), the first one counts,
 	// as with gjson.Get.
