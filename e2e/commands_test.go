@@ -93,7 +93,7 @@ func (c *chat) run(command string, want ...string) string {
 func TestCommands(t *testing.T) {
 	forEachRig(t, func(t *testing.T, tdb rig) {
 		ctx := context.Background()
-		s := newStackWith(t, tdb, stackOptions{extra: fastRetries + commandPermissions})
+		s := newStackWith(t, tdb, stackOptions{extra: fastRetries + commandPermissions, homeserverRateLimits: busyHumans})
 		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
 		botID := s.cfg.BotUserID()
 

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -107,7 +108,10 @@ type stack struct {
 	bridge     *bridgeProcess
 	db         rig
 	log        *eventlog.Log
-	apiURL     string
+	database   *dbutil.Database // the bridge's, for tests that count rows
+	// homeserverDSN is Synapse's PostgreSQL database ("": SQLite in hs.Dir).
+	homeserverDSN string
+	apiURL        string
 }
 
 // stackOptions add to the bridge's config.
@@ -125,6 +129,12 @@ type stackOptions struct {
 	// keys, YAML) for a test that needs a human to send faster than a
 	// default Synapse allows; "" keeps the defaults.
 	homeserverRateLimits string
+	// homeserverPostgres keeps Synapse's own data in a fresh PostgreSQL
+	// database instead of SQLite.
+	homeserverPostgres bool
+	// editRegistration, if set, rewrites the registration the bridge
+	// generated before the homeserver reads it.
+	editRegistration func(string) string
 }
 
 // busyHumans lets a human test user send (and join) as fast as a test needs:
@@ -170,6 +180,18 @@ logging:
 	if out, err := exec.Command(bridgeBin, "-g", "-c", s.configPath, "-r", registrationPath).CombinedOutput(); err != nil {
 		t.Fatalf("bridge -g: %v\n%s", err, out)
 	}
+	if opts.homeserverPostgres {
+		s.homeserverDSN = testrig.NewTestDatabase(t, testrig.Postgres).URI
+	}
+	if opts.editRegistration != nil {
+		reg, err := os.ReadFile(registrationPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err = os.WriteFile(registrationPath, []byte(opts.editRegistration(string(reg))), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cfg, err := config.Load(s.configPath, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -178,6 +200,7 @@ logging:
 	s.hs = testrig.StartTestHomeserver(t, testrig.HomeserverOptions{
 		Kind:              tdb.homeserver,
 		RateLimits:        opts.homeserverRateLimits,
+		PostgresDSN:       s.homeserverDSN,
 		Dir:               filepath.Join(dir, "homeserver"),
 		ServerName:        serverName,
 		RegistrationFiles: []string{registrationPath},
@@ -193,6 +216,7 @@ logging:
 	}
 	t.Cleanup(func() { _ = db.Close() })
 	s.log = eventlog.New(db)
+	s.database = db
 	return s
 }
 

@@ -37,7 +37,7 @@ func startNATSServer(t *testing.T) string {
 func TestNATSOnceThroughAKill(t *testing.T) {
 	forEachRig(t, func(t *testing.T, tdb rig) {
 		natsURL := startNATSServer(t)
-		s := newStackWith(t, tdb, stackOptions{extra: "delivery:\n    nats_url: " + natsURL + "\n"})
+		s := newStackWith(t, tdb, stackOptions{extra: "delivery:\n    nats_url: " + natsURL + "\n", homeserverRateLimits: busyHumans})
 		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
 		roomID, alias := createCity(t, s, "wharf", "Wharf", "")
 		alice, _ := s.humanJoins("alice", alias)
@@ -77,32 +77,18 @@ func TestNATSOnceThroughAKill(t *testing.T) {
 		for {
 			counts = map[string]int{}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			cons, err := js.OrderedConsumer(ctx, "DAARION_MESSAGING", natsjs.OrderedConsumerConfig{})
-			if err == nil {
-				for {
-					batch, err := cons.Fetch(500, natsjs.FetchMaxWait(500*time.Millisecond))
-					if err != nil {
-						break
-					}
-					n := 0
-					for msg := range batch.Messages() {
-						n++
-						var dto struct {
-							ID   string `json:"id"`
-							Type string `json:"type"`
-						}
-						_ = json.Unmarshal(msg.Data(), &dto)
-						counts[dto.ID]++
-						subjects[dto.ID] = msg.Subject()
-						if msg.Headers().Get("Nats-Msg-Id") != dto.ID {
-							t.Errorf("Nats-Msg-Id %q for DTO %s", msg.Headers().Get("Nats-Msg-Id"), dto.ID)
-						}
-					}
-					if n == 0 {
-						break
-					}
+			readStream(ctx, js, func(msg natsjs.Msg) {
+				var dto struct {
+					ID   string `json:"id"`
+					Type string `json:"type"`
 				}
-			}
+				_ = json.Unmarshal(msg.Data(), &dto)
+				counts[dto.ID]++
+				subjects[dto.ID] = msg.Subject()
+				if msg.Headers().Get("Nats-Msg-Id") != dto.ID {
+					t.Errorf("Nats-Msg-Id %q for DTO %s", msg.Headers().Get("Nats-Msg-Id"), dto.ID)
+				}
+			})
 			cancel()
 			missing := 0
 			for _, e := range sent {
@@ -132,4 +118,27 @@ func TestNATSOnceThroughAKill(t *testing.T) {
 			}
 		}
 	})
+}
+
+// readStream gives fn every message of the DAARION stream, in order; none
+// when the stream does not exist yet.
+func readStream(ctx context.Context, js natsjs.JetStream, fn func(natsjs.Msg)) {
+	cons, err := js.OrderedConsumer(ctx, "DAARION_MESSAGING", natsjs.OrderedConsumerConfig{})
+	if err != nil {
+		return
+	}
+	for {
+		batch, err := cons.Fetch(500, natsjs.FetchMaxWait(500*time.Millisecond))
+		if err != nil {
+			return
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			fn(msg)
+		}
+		if n == 0 {
+			return
+		}
+	}
 }

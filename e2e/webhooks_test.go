@@ -181,7 +181,7 @@ func TestWebhookDTOs(t *testing.T) {
 // redelivered through the API.
 func TestWebhookRetriesAndDeadLetters(t *testing.T) {
 	forEachRig(t, func(t *testing.T, tdb rig) {
-		s := newStackWith(t, tdb, stackOptions{extra: fastRetries})
+		s := newStackWith(t, tdb, stackOptions{extra: fastRetries, homeserverRateLimits: busyHumans})
 		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
 		roomID, alias := createCity(t, s, "quay", "Quay", "")
 		alice, _ := s.humanJoins("alice", alias)

@@ -246,7 +246,7 @@ func (s *Server) postPing(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.logger.Debug().Str("txn_id", req.TransactionID).Msg("Pinged by the homeserver")
+	s.logger.Info().Str("txn_id", req.TransactionID).Msg("Pinged by the homeserver")
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write([]byte("{}"))
 }

@@ -307,13 +307,26 @@ func (b *Bridge) connectHomeserver(ctx context.Context) {
 // failed transactions at once.
 func (b *Bridge) pingHomeserver(ctx context.Context, log zerolog.Logger) {
 	start := time.Now()
-	resp, err := b.AS.BotIntent().AppservicePing(ctx, b.AS.Registration.ID, b.AS.BotIntent().TxnID())
+	txnID := b.AS.BotIntent().TxnID()
+	log = log.With().Str("ping_txn_id", txnID).Logger()
+	resp, err := b.AS.BotIntent().AppservicePing(ctx, b.AS.Registration.ID, txnID)
+	var httpErr mautrix.HTTPError
 	switch {
 	case err == nil:
 		log.Info().Int64("homeserver_ms", resp.DurationMS).Dur("duration", time.Since(start)).Msg("Homeserver pinged the bridge")
 	case errors.Is(err, mautrix.MUnrecognized):
 		// Dendrite has no appservice ping endpoint.
 		log.Warn().Dur("duration", time.Since(start)).Msg("Homeserver has no appservice ping endpoint (M_UNRECOGNIZED); continuing")
+	case errors.As(err, &httpErr) && httpErr.RespError != nil:
+		// Synapse reports what the bridge's ping endpoint answered it:
+		// M_BAD_STATUS with the status (403 when the hs_token in the
+		// registration is not the bridge's), M_CONNECTION_FAILED or
+		// M_CONNECTION_TIMEOUT when it could not reach appservice.url.
+		ev := log.Warn().Str("errcode", httpErr.RespError.ErrCode).Str("error", httpErr.RespError.Err)
+		if status, ok := httpErr.RespError.ExtraData["status"]; ok {
+			ev = ev.Interface("bridge_status", status)
+		}
+		ev.Dur("duration", time.Since(start)).Msg("Homeserver could not ping the bridge; check appservice.url and that the registration's hs_token is the bridge's")
 	default:
 		log.Warn().Err(err).Dur("duration", time.Since(start)).Msg("Homeserver ping failed; check that the homeserver can reach appservice.url")
 	}

@@ -84,6 +84,7 @@ func FromConfig(cfg *config.Config) *appservice.Registration {
 		RateLimited:         &rateLimited,
 		EphemeralEvents:     v.EphemeralEvents,
 		SoruEphemeralEvents: v.EphemeralEvents,
+		MSC3202:             true,
 	}
 	reg.Namespaces.UserIDs.Register(regexp.MustCompile(v.AgentUserRegex), true)
 	if v.DoublePuppetRegex != "" {

@@ -42,7 +42,7 @@ func TestRenderedRegistration(t *testing.T) {
 		reg.ServerToken != "hs-token" || reg.SenderLocalpart != "daarion-bot" {
 		t.Errorf("registration = %+v", reg)
 	}
-	if raw["rate_limited"] != false || raw["receive_ephemeral"] != true || raw["de.sorunome.msc2409.push_ephemeral"] != true {
+	if raw["rate_limited"] != false || raw["receive_ephemeral"] != true || raw["de.sorunome.msc2409.push_ephemeral"] != true || raw["org.matrix.msc3202"] != true {
 		t.Errorf("flags = rate_limited %v, receive_ephemeral %v, push_ephemeral %v",
 			raw["rate_limited"], raw["receive_ephemeral"], raw["de.sorunome.msc2409.push_ephemeral"])
 	}

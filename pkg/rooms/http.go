@@ -391,6 +391,11 @@ func (s *Service) handleCreateRoom(w http.ResponseWriter, r *http.Request) {
 	if isMatrixCode(err, "M_ROOM_IN_USE") {
 		writeError(w, r, &ConflictError{Detail: "room_alias_name is already taken"})
 		return
+	} else if isMatrixCode(err, "M_EXCLUSIVE") {
+		// Synapse lets an appservice create only aliases in its own
+		// namespaces (#city_*), and those belong to city rooms.
+		writeError(w, r, &FieldError{Field: "room_alias_name", Problem: "is refused by the homeserver: the bridge may create only aliases in its namespace, which city rooms own (" + httpErrMessage(err) + ")"})
+		return
 	} else if isMatrixCode(err, "M_BAD_JSON") || isMatrixCode(err, "M_INVALID_PARAM") || isMatrixCode(err, "M_UNSUPPORTED_ROOM_VERSION") {
 		var httpErr mautrix.HTTPError
 		errors.As(err, &httpErr)
@@ -409,4 +414,12 @@ func (s *Service) handleCreateRoom(w http.ResponseWriter, r *http.Request) {
 		RoomID    id.RoomID     `json:"room_id"`
 		RoomAlias *id.RoomAlias `json:"room_alias"`
 	}{resp.RoomID, alias})
+}
+
+func httpErrMessage(err error) string {
+	var httpErr mautrix.HTTPError
+	if errors.As(err, &httpErr) && httpErr.RespError != nil {
+		return httpErr.RespError.ErrCode + ": " + httpErr.RespError.Err
+	}
+	return err.Error()
 }

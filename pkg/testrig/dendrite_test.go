@@ -377,7 +377,7 @@ func TestDendriteRegisterUserErrors(t *testing.T) {
 }
 
 // TestDendriteAppserviceQuirks pins the Dendrite behaviours documented in
-// docs/dendrite-differences.md, so a Dendrite upgrade that changes any of
+// docs/homeservers.md, so a Dendrite upgrade that changes any of
 // them fails here and the document gets revisited.
 func TestDendriteAppserviceQuirks(t *testing.T) {
 	hs, as := startWithAppservice(t)
