@@ -10,7 +10,7 @@ LDFLAGS  := -X github.com/daarion/matrix-bridge/pkg/bridge.Version=$(VERSION)
 BIN      := bin
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build dendrite synapse test vet fmt-check unit bench soak run clean
+.PHONY: all build dendrite synapse postgres test vet fmt-check unit bench soak run clean
 
 all: build
 
@@ -26,6 +26,11 @@ dendrite:
 synapse:
 	bash tools/synapse/build.sh
 
+# PostgreSQL's server binaries for the throwaway test clusters (Debian's
+# postgresql package, installed only when missing).
+postgres:
+	bash tools/postgres/install.sh
+
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -34,7 +39,7 @@ vet:
 	$(GO) vet ./...
 
 # Every test, with the race detector, against the real parts.
-test: dendrite synapse fmt-check vet
+test: postgres dendrite synapse fmt-check vet
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 bench: build dendrite
