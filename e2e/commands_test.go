@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -136,13 +137,13 @@ func TestCommands(t *testing.T) {
 		c := &chat{t: t, s: s, cli: admin, room: dm}
 		help := c.run("help", "DAARION bridge bot commands")
 		for _, name := range []string{"help", "ping", "status", "rooms", "room", "create-room", "archive", "unarchive", "agents", "agent",
-			"set-agent-name", "subscriptions", "failures", "redeliver", "pause", "resume"} {
+			"set-agent-name", "subscriptions", "failures", "redeliver", "pause", "resume", "parked", "retry-parked"} {
 			if !strings.Contains(help, "`"+name) {
 				t.Errorf("help does not list %s", name)
 			}
 		}
-		if n := strings.Count(help, "\n* "); n != 16 {
-			t.Errorf("help has %d command lines, want 16:\n%s", n, help)
+		if n := strings.Count(help, "\n* "); n != 18 {
+			t.Errorf("help has %d command lines, want 18:\n%s", n, help)
 		}
 		c.run("ping", "Pong!")
 		status := c.run("status", "DAARION bridge", "Uptime:", "Homeserver:** reachable, ping", "Database:** "+map[string]string{testrig.SQLite: "SQLite", testrig.Postgres: "PostgreSQL"}[tdb.Name]+", reachable",
@@ -329,4 +330,87 @@ func commandsRun(t *testing.T, s *stack, cli *mautrix.Client, roomID id.RoomID) 
 		}
 	}
 	return out
+}
+
+// A service with only the messaging scope posts "!daarion status" as an
+// admin through double puppeting and hangs up mid-send: whether or not the
+// answer reached it, the bridge marked the message before sending it, so
+// the bot knows its own echo and never runs it as the admin's command —
+// while the admin's own command, typed in a real client, is answered.
+func TestBridgeSentCommandsDoNotRun(t *testing.T) {
+	forEachHomeserver(t, func(t *testing.T, r rig) {
+		s := newStackWith(t, r, stackOptions{
+			appservice:  "    double_puppet:\n        enabled: true\n",
+			internalAPI: "    services:\n        - name: messenger\n          token: messenger-token-0123456789abc\n          scopes: [messaging]",
+			extra:       commandPermissions,
+		})
+		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
+		ctx := context.Background()
+		roomID, alias := createCity(t, s, "council", "Council", "")
+		admin, _ := s.humanJoins("admin", alias)
+
+		// The service's request, cut off soon after it is sent; later each
+		// time until the homeserver has the message (an earlier cut stops
+		// the send before it reaches the homeserver).
+		hasServiceMessage := func() bool {
+			resp, err := admin.Messages(ctx, roomID, "", "", mautrix.DirectionBackward, nil, 50)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range resp.Chunk {
+				if e.Sender == admin.UserID && strings.Contains(string(e.Content.VeryRaw), "!daarion status") {
+					return true
+				}
+			}
+			return false
+		}
+		for wait := 5 * time.Millisecond; !hasServiceMessage(); wait *= 2 {
+			if wait > 5*time.Second {
+				t.Fatal("the service's message never reached the homeserver")
+			}
+			reqCtx, cancel := context.WithCancel(ctx)
+			body := fmt.Sprintf(`{"room_id":%q,"sender":"user:admin","body":"!daarion status"}`, roomID)
+			req, _ := http.NewRequestWithContext(reqCtx, http.MethodPost, s.apiURL+"/internal/matrix/send", strings.NewReader(body))
+			req.Header.Set("X-Internal-Service-Token", "messenger-token-0123456789abc")
+			req.Header.Set("Content-Type", "application/json")
+			time.AfterFunc(wait, cancel)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+			cancel()
+		}
+		// The admin's own command comes after it.
+		own := sendText(t, admin, roomID, "!daarion ping")
+
+		// Wait until the commands consumer has handled the admin's command
+		// (and so everything before it).
+		var ownPos int64
+		eventually(t, "the admin's command in the log", 30*time.Second, func() bool {
+			all, err := s.log.Read(ctx, 0, 10000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range all {
+				if e.EventID == own.String() {
+					ownPos = e.Position
+				}
+			}
+			return ownPos > 0
+		})
+		eventually(t, "the commands consumer to pass the admin's command", 30*time.Second, func() bool {
+			pos, err := s.log.Cursor(ctx, "commands")
+			return err == nil && pos >= ownPos
+		})
+		eventually(t, "the answer to the admin's own command", 30*time.Second, func() bool {
+			return len(repliesTo(t, s, admin, roomID, own)) == 1
+		})
+		for _, e := range eventsBy(t, admin, roomID) {
+			if e == own {
+				continue
+			}
+			if replies := repliesTo(t, s, admin, roomID, e); len(replies) != 0 {
+				t.Errorf("the bot answered %s, a message the bridge sent as the admin: %q", e, replies[0].Body)
+			}
+		}
+	})
 }

@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -63,12 +62,11 @@ func run(m *testing.M) int {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testrig.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // rig names the real parts of one stack: which homeserver (testrig.Synapse
@@ -208,7 +206,27 @@ logging:
 		Port:              hsPort,
 	})
 	s.bridge = s.startBridge()
-	t.Cleanup(func() { s.bridge.kill() })
+	t.Cleanup(func() {
+		s.bridge.kill()
+		if t.Failed() {
+			var lines []string // without the access log, which a polling test fills
+			for _, l := range strings.Split(s.bridge.logs(), "\n") {
+				if !strings.Contains(l, `"message":"Internal API request"`) {
+					lines = append(lines, l)
+				}
+			}
+			t.Logf("last lines of the bridge's log:\n%s", tail(strings.Join(lines, "\n"), 40))
+			if s.hs.Kind == testrig.Synapse && s.hs.LogFile != "" {
+				var sent []string // what Synapse sent the bridge, and how it went
+				for _, l := range strings.Split(readFile(t, s.hs.LogFile), "\n") {
+					if strings.Contains(l, "/_matrix/app/") || strings.Contains(l, "synapse.appservice") {
+						sent = append(sent, l)
+					}
+				}
+				t.Logf("Synapse's appservice log:\n%s", tail(strings.Join(sent, "\n"), 60))
+			}
+		}
+	})
 
 	db, err := database.Open(context.Background(), mustTarget(t, tdb.URL()), database.PoolOptions{}, zerolog.Nop())
 	if err != nil {
@@ -238,6 +256,13 @@ type bridgeProcess struct {
 // startBridge starts the bridge binary and waits until it answers the
 // homeserver's ping route.
 func (s *stack) startBridge() *bridgeProcess {
+	s.t.Helper()
+	return s.startBridgeWith(s.configPath, s.cfg.AppService.URL)
+}
+
+// startBridgeWith starts a bridge process with another config (a second
+// process on the same database) and waits until it answers on asURL.
+func (s *stack) startBridgeWith(configPath, asURL string) *bridgeProcess {
 	t := s.t
 	t.Helper()
 	logPath := filepath.Join(s.dir, fmt.Sprintf("bridge-%d.log", time.Now().UnixNano()))
@@ -245,7 +270,7 @@ func (s *stack) startBridge() *bridgeProcess {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bridgeBin, "-c", s.configPath)
+	cmd := exec.Command(bridgeBin, "-c", configPath)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err = cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -258,7 +283,7 @@ func (s *stack) startBridge() *bridgeProcess {
 	}()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		req, _ := http.NewRequest(http.MethodPost, s.cfg.AppService.URL+"/_matrix/app/v1/ping", strings.NewReader(`{}`))
+		req, _ := http.NewRequest(http.MethodPost, asURL+"/_matrix/app/v1/ping", strings.NewReader(`{}`))
 		req.Header.Set("Authorization", "Bearer "+s.cfg.AppService.HSToken)
 		resp, err := http.DefaultClient.Do(req)
 		if err == nil {

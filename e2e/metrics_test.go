@@ -63,7 +63,7 @@ func TestMetricsMove(t *testing.T) {
 		s := newStackWith(t, r, stackOptions{
 			internalAPI: `    services:
         - name: flood
-          token: flood-service-token-01
+          token: flood-service-token-0123456789
           scopes: [rooms]
     rate_limit:
         requests_per_second: 20
@@ -81,7 +81,7 @@ func TestMetricsMove(t *testing.T) {
 		sendText(t, alice, roomID, "count me")
 		eventually(t, "a webhook delivery", 20*time.Second, func() bool { return len(rc.received()) > 0 })
 		for i := 0; i < 30; i++ {
-			s.apiAs(t, "flood-service-token-01", http.MethodGet, "/internal/matrix/rooms", nil)
+			s.apiAs(t, "flood-service-token-0123456789", http.MethodGet, "/internal/matrix/rooms", nil)
 		}
 
 		moved := func(name string, family string, fragments ...string) {

@@ -62,15 +62,7 @@ func TestNATSOnceThroughAKill(t *testing.T) {
 		s.bridge = s.startBridge()
 		<-done
 
-		nc, err := nats.Connect(natsURL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		js, err := natsjs.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
+		js := jetStream(t, natsURL)
 		counts := map[string]int{}
 		subjects := map[string]string{}
 		deadline := time.Now().Add(60 * time.Second)
@@ -100,6 +92,12 @@ func TestNATSOnceThroughAKill(t *testing.T) {
 				break
 			}
 			if time.Now().After(deadline) {
+				logged := s.loggedEvents()
+				for _, e := range sent {
+					if counts[e.String()] == 0 {
+						t.Errorf("%s never reached NATS; in the bridge's log %d times", e, logged[e.String()])
+					}
+				}
 				t.Fatalf("%d of %d messages never reached NATS", missing, len(sent))
 			}
 			time.Sleep(time.Second)
@@ -141,4 +139,19 @@ func readStream(ctx context.Context, js natsjs.JetStream, fn func(natsjs.Msg)) {
 			return
 		}
 	}
+}
+
+// jetStream connects to NATS for the rest of the test.
+func jetStream(t *testing.T, natsURL string) natsjs.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := natsjs.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }

@@ -20,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -35,35 +34,10 @@ func synapseRig(t *testing.T) rig {
 	return rig{TestDatabase: testrig.NewTestDatabase(t, testrig.SQLite), homeserver: testrig.Synapse}
 }
 
-// logTransactionsOnFailure adds Synapse's log of its appservice transactions
-// to the test log when the test fails.
-func logTransactionsOnFailure(t *testing.T, s *stack) {
-	t.Cleanup(func() {
-		if !t.Failed() {
-			return
-		}
-		var lines []string
-		for _, l := range strings.Split(readFile(t, s.hs.LogFile), "\n") {
-			if strings.Contains(l, "/_matrix/app/") || strings.Contains(l, "appservice") {
-				lines = append(lines, l)
-			}
-		}
-		t.Logf("Synapse's appservice log:\n%s", strings.Join(lines, "\n"))
-	})
-}
-
 // natsDTOs reads the whole DAARION stream.
 func natsDTOs(t *testing.T, natsURL string) []mapping.DTO {
 	t.Helper()
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := natsjs.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jetStream(t, natsURL)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var out []mapping.DTO
@@ -271,7 +245,6 @@ func TestSynapseResendsAfterARestart(t *testing.T) {
 	for _, hsDB := range []string{testrig.SQLite, testrig.Postgres} {
 		t.Run("synapse on "+hsDB, func(t *testing.T) {
 			s := newStackWith(t, synapseRig(t), stackOptions{homeserverPostgres: hsDB == testrig.Postgres})
-			logTransactionsOnFailure(t, s)
 			s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
 			roomID := s.createCityRoom("echo")
 			alice, _ := s.humanJoins("alice", id.NewRoomAlias("city_echo", serverName))
@@ -418,7 +391,6 @@ func TestSynapseGhostsAndRateLimits(t *testing.T) {
 // logs in a second device, which changes her device list.
 func TestSynapseToDeviceAndDeviceLists(t *testing.T) {
 	s := newStack(t, synapseRig(t))
-	logTransactionsOnFailure(t, s)
 	s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
 	ctx := context.Background()
 	_, alias := createCity(t, s, "vault", "Vault", "")

@@ -20,10 +20,18 @@ DEMO_USER=${DEMO_USER:-demo}
 DEMO_PASSWORD=${DEMO_PASSWORD:-demo-password}
 API_PORT=${API_PORT:-7025}
 METRICS_PORT=${METRICS_PORT:-9100}
-SECRET=${INTERNAL_SERVICE_SECRET:-dev-secret-token}
+# The bridge refuses a service secret shorter than 24 characters.
+dev_secret=dev-internal-service-secret-0123456789
+SECRET=${INTERNAL_SERVICE_SECRET:-$dev_secret}
 mkdir -p "$RUN_DIR"
 config="$RUN_DIR/config.yaml"
 registration="$RUN_DIR/registration.yaml"
+
+# A config written by an earlier run may hold the old default secret, now too short.
+if [ -f "$config" ] && grep -q '^    service_secret: dev-secret-token$' "$config"; then
+	sed -i.bak "s/^    service_secret: dev-secret-token\$/    service_secret: ${dev_secret}/" "$config"
+	rm -f "$config.bak"
+fi
 
 if [ ! -f "$config" ]; then
 	cat >"$config" <<YAML

@@ -1,4 +1,4 @@
--- v0 -> v5: Latest revision
+-- v0 -> v8: Latest revision
 
 -- Every transaction id the homeserver has sent, for audit and to see retries.
 CREATE TABLE as_transaction (
@@ -156,3 +156,41 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 -- end only postgres
+
+-- Events a consumer could not handle for good (a permanent failure): parked
+-- with the error so the consumer moves on; listed, and retried on request.
+CREATE TABLE parked_event (
+	consumer        TEXT    NOT NULL,
+	position        BIGINT  NOT NULL, -- the event's position in event_log
+	event_id        TEXT    NOT NULL,
+	error           TEXT    NOT NULL,
+	parked_at       BIGINT  NOT NULL, -- unix milliseconds
+	attempts        INTEGER NOT NULL,
+	retry_requested BOOLEAN NOT NULL DEFAULT false,
+
+	PRIMARY KEY (consumer, position)
+);
+
+-- Journalled transactions the indexer could not move into the log: the
+-- database refused them for their data (retrying would fail for ever), or
+-- they no longer parse. Kept whole with the error, so nothing the homeserver
+-- was answered 200 for is lost; replayed by inserting them into txn_journal
+-- again once the cause is fixed.
+CREATE TABLE parked_transaction (
+	seq         BIGINT PRIMARY KEY, -- the row's seq in txn_journal
+	txn_id      TEXT   NOT NULL,
+	received_at BIGINT NOT NULL, -- unix milliseconds
+	body        TEXT   NOT NULL,
+	error       TEXT   NOT NULL,
+	parked_at   BIGINT NOT NULL  -- unix milliseconds
+);
+
+-- The consumers' leader: a lease with an epoch (the fencing token) that the
+-- leader renews on a heartbeat and a standby takes over once it has expired.
+-- Every leader-only write checks the epoch in its own transaction.
+CREATE TABLE leader_lease (
+	name       TEXT   PRIMARY KEY,
+	holder     TEXT   NOT NULL,
+	epoch      BIGINT NOT NULL,
+	expires_at BIGINT NOT NULL -- unix milliseconds
+);

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/id"
 
@@ -173,6 +174,9 @@ type fakeHomeserver struct {
 	sharedBodies []map[string]any
 	tokens       map[string]id.UserID
 	nonces       int
+	// rooms, when set, serves the room endpoints (invites_test.go); true
+	// when it answered.
+	rooms func(w http.ResponseWriter, r *http.Request, caller id.UserID) bool
 }
 
 func newFakeHomeserver(t *testing.T, secret string) *fakeHomeserver {
@@ -291,6 +295,11 @@ func (fh *fakeHomeserver) serve(w http.ResponseWriter, r *http.Request) {
 		store[caller], _ = body[key].(string)
 		reply(w, 200, map[string]any{})
 	default:
+		if fh.rooms != nil {
+			if caller, ok := fh.who(r); ok && fh.rooms(w, r, caller) {
+				return
+			}
+		}
 		matrixErr(w, 404, "M_UNRECOGNIZED")
 	}
 }
@@ -299,6 +308,7 @@ type agentsFixture struct {
 	api *internalapi.API
 	hs  *fakeHomeserver
 	svc *Service
+	db  *dbutil.Database
 	log *bytes.Buffer
 	mu  *sync.Mutex
 }
@@ -318,8 +328,15 @@ func (b lockedBuffer) Write(p []byte) (int, error) {
 // an SQLite database; secret is homeserver.registration_shared_secret.
 func newAgentsFixture(t *testing.T, secret string) *agentsFixture {
 	t.Helper()
+	return newAgentsFixtureWith(t, secret, config.Default().Agents)
+}
+
+// newAgentsFixtureWith is newAgentsFixture with an agents config.
+func newAgentsFixtureWith(t *testing.T, secret string, agents config.Agents) *agentsFixture {
+	t.Helper()
 	fh := newFakeHomeserver(t, hsSharedSecret)
 	cfg := config.Default()
+	cfg.Agents = agents
 	cfg.Homeserver.URL = fh.srv.URL
 	cfg.Homeserver.ServerName = testServer
 	cfg.Homeserver.RegistrationSharedSecret = secret
@@ -340,6 +357,7 @@ func newAgentsFixture(t *testing.T, secret string) *agentsFixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
+	f.db = db
 	f.svc = NewService(NewStore(db), as, identity.NewMapper(cfg), cfg.Agents)
 	f.api, err = internalapi.New(internalapi.Options{
 		Services: []config.ServiceToken{

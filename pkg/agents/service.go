@@ -3,6 +3,8 @@ package agents
 import (
 	"context"
 	"errors"
+	"fmt"
+	"regexp"
 	"strings"
 	"sync"
 
@@ -13,6 +15,7 @@ import (
 	"github.com/daarion/matrix-bridge/pkg/config"
 	"github.com/daarion/matrix-bridge/pkg/homeserver"
 	"github.com/daarion/matrix-bridge/pkg/identity"
+	"github.com/daarion/matrix-bridge/pkg/rooms"
 )
 
 // Service registers ghosts and acts as them.
@@ -20,16 +23,44 @@ type Service struct {
 	store  *Store
 	as     *appservice.AppService
 	mapper identity.Mapper
-	cfg    config.Agents
+
+	// invites and provision are the agents config's invite rules and
+	// provision_unknown, parsed once.
+	invites   config.InvitePolicy
+	provision []*regexp.Regexp
+	// cityRooms tells city rooms apart, for agents.accept_invites_into.
+	cityRooms CityRooms
 
 	// ensured remembers ghosts registered by this process, so the hot path
-	// (posting as an agent) costs no database or homeserver round trip.
+	// (posting as an agent) costs no database or homeserver round trip. It
+	// holds known agents only, which the platform makes, so Matrix users
+	// cannot grow it.
 	ensured sync.Map // agent id → *Agent
 }
 
-// NewService returns the agents service.
+// CityRooms finds the city room living in a Matrix room; rooms.Store is
+// one. Defined here so that agents reads city rooms only through pkg/rooms,
+// which owns the table.
+type CityRooms interface {
+	ByRoomID(ctx context.Context, roomID id.RoomID) (*rooms.CityRoom, error)
+}
+
+// NewService returns the agents service. City rooms are read through a
+// rooms.Store on the same database (the city_room table lives beside the
+// agent table).
 func NewService(store *Store, as *appservice.AppService, mapper identity.Mapper, cfg config.Agents) *Service {
-	return &Service{store: store, as: as, mapper: mapper, cfg: cfg}
+	s := &Service{store: store, as: as, mapper: mapper, cityRooms: rooms.NewStore(store.db)}
+	// config.Validate refuses bad rules at start. Should an unvalidated
+	// config get here anyway, the zero values provision no unknown agent and
+	// accept no Matrix user's invite: failing closed.
+	var err error
+	if s.invites, err = cfg.InvitePolicy(); err != nil {
+		s.invites = config.InvitePolicy{}
+	}
+	if s.provision, err = cfg.ProvisionUnknownPatterns(); err != nil {
+		s.provision = nil
+	}
+	return s
 }
 
 // Store returns the ghosts' store.
@@ -41,8 +72,35 @@ type MatrixError = homeserver.Error
 // HomeserverFailure classifies a failed homeserver call made while doing action.
 var HomeserverFailure = homeserver.Failure
 
+// Known reports whether agentID may exist as a ghost: the platform made it
+// (it is in the agent table: see Ensure), or agents.provision_unknown names
+// it. Unknown agents are not remembered, so the answer follows the table
+// (shared by every bridge process) and nothing grows with Matrix users'
+// guesses.
+func (s *Service) Known(ctx context.Context, agentID string) (bool, error) {
+	if _, ok := s.ensured.Load(agentID); ok {
+		return true, nil
+	}
+	agent, err := s.store.Get(ctx, agentID)
+	if err != nil {
+		return false, err
+	} else if agent != nil {
+		return true, nil
+	}
+	for _, re := range s.provision {
+		if re.MatchString(agentID) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // Ensure registers the ghost of agentID on the homeserver (once) and records
-// it. field names the request field the id came from, for errors.
+// it, which makes the agent known. Only the platform's requests (the internal
+// API: sending as, inviting, registering or setting the profile of an agent)
+// call it for any agent id; what Matrix users cause (invites, user queries)
+// calls it only for known agents. field names the request field the id came
+// from, for errors.
 func (s *Service) Ensure(ctx context.Context, field, agentID string) (*Agent, error) {
 	if cached, ok := s.ensured.Load(agentID); ok {
 		return cached.(*Agent), nil
@@ -99,16 +157,26 @@ func (s *Service) SetProfile(ctx context.Context, agentID string, displayName, a
 	return nil
 }
 
-// QueryUser answers the homeserver's user query: a valid @agent_<id> is
-// registered before the answer (the homeserver reads the user right after),
-// anything else does not exist.
+// QueryUser answers the homeserver's user query. A known agent's ghost is
+// registered before the answer (the homeserver reads the user right after);
+// any other user, an unknown agent included, does not exist (404): the
+// question comes from whoever made the homeserver ask (Dendrite asks for a
+// profile look-up, Synapse for a membership event), so it must not make an
+// account.
 func (s *Service) QueryUser(ctx context.Context, userID id.UserID) (bool, error) {
 	entity := s.mapper.FromMatrix(userID)
 	if entity.Kind != identity.KindAgent {
 		return false, nil
 	}
 	agentID := strings.TrimPrefix(entity.ID, "agent:")
-	if _, err := s.Ensure(ctx, "userId", agentID); err != nil {
+	known, err := s.Known(ctx, agentID)
+	if err != nil {
+		return false, fmt.Errorf("failed to answer the user query for %s: %w", userID, err)
+	} else if !known {
+		zerolog.Ctx(ctx).Debug().Str("agent_id", agentID).Msg("User query for an unknown agent: not found")
+		return false, nil
+	}
+	if _, err = s.Ensure(ctx, "userId", agentID); err != nil {
 		var fieldErr *identity.FieldError
 		if errors.As(err, &fieldErr) {
 			return false, nil

@@ -1,6 +1,7 @@
 package appservice
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -17,6 +18,19 @@ import (
 // maxIdentifierBytes is the Matrix spec's limit for event ids, room ids, user
 // ids and event types.
 const maxIdentifierBytes = 255
+
+// maxNestingDepth bounds how deeply a transaction body nests arrays and
+// objects. The validator (gjson) recurses once per level, with about 100
+// bytes of stack each: a body of ten million brackets (20 MB, under the body
+// limit) takes the goroutine past Go's 1 GB stack limit, a fatal error that
+// kills the process, and one of a million costs 100 MB of stack per request.
+// The bound is not tight on purpose: a transaction answered 400 is resent by
+// the homeserver for ever, holding back everything after it, so the bridge
+// must not refuse what a homeserver can deliver. An event sits at depth 3 of
+// its transaction (body, events array, event), and encoding/json, which Go
+// homeservers and the bridge's consumers decode events with, refuses more
+// than 10000 levels (Synapse's Python recursion limit stops it far sooner).
+const maxNestingDepth = 2 + 10000
 
 // EphemeralIDPrefix starts the ids the bridge gives ephemeral events, which
 // have none of their own. Homeserver event ids start with '$', so the two
@@ -36,6 +50,11 @@ func ParseTransaction(txnID string, body []byte) ([]eventlog.IncomingEvent, erro
 // their contents: only the fields the log indexes are read, the rest of each
 // event is kept byte for byte. The error names the offending field.
 func parseTransaction(txnID string, body []byte) ([]eventlog.IncomingEvent, *mautrix.RespError) {
+	// Before the validator, which recurses once per level.
+	if nestingExceeds(body, maxNestingDepth) {
+		err := mautrix.MBadJSON.WithMessage("Transaction body nests arrays and objects deeper than %d levels", maxNestingDepth)
+		return nil, &err
+	}
 	if !utf8.Valid(body) || !gjson.ValidBytes(body) {
 		err := mautrix.MNotJSON.WithMessage("Request body is not valid UTF-8 JSON")
 		return nil, &err
@@ -102,26 +121,18 @@ func parseTransaction(txnID string, body []byte) ([]eventlog.IncomingEvent, *mau
 	if parseErr != nil {
 		return nil, parseErr
 	}
-	if ephemeral.Exists() && !ephemeral.IsArray() {
-		return nil, badField(ephemeralField, "must be an array")
+	if events, parseErr = appendDerived(events, txnID, ephemeralField, ephemeral, eventlog.KindEphemeral); parseErr != nil {
+		return nil, parseErr
 	}
-	i = 0
-	ephemeral.ForEach(func(_, value gjson.Result) bool {
-		evt, err := parseEvent(ephemeralField, i, value, eventlog.KindEphemeral)
-		i++
-		if err != nil {
-			parseErr = err
-			return false
+	// To-device messages: the stable field, else the unstable one; null is none.
+	list, field := toDevice[0], "to_device"
+	if !list.Exists() {
+		list, field = toDevice[1], "de.sorunome.msc2409.to_device"
+	}
+	if list.Type != gjson.Null {
+		if events, parseErr = appendDerived(events, txnID, field, list, eventlog.KindToDevice); parseErr != nil {
+			return nil, parseErr
 		}
-		evt.EventID = ephemeralEventID(txnID, value.Raw)
-		events = append(events, evt)
-		return true
-	})
-	if parseErr != nil {
-		return nil, parseErr
-	}
-	if events, parseErr = appendToDevice(events, txnID, toDevice); parseErr != nil {
-		return nil, parseErr
 	}
 	for i, names := range deviceSummaryFields {
 		value, field := summaries[i][0], names[0]
@@ -144,6 +155,46 @@ func parseTransaction(txnID string, body []byte) ([]eventlog.IncomingEvent, *mau
 	return events, nil
 }
 
+// nestingExceeds reports whether body nests arrays and objects deeper than
+// limit, in one pass and without allocating; brackets inside strings do not
+// count. It trusts nothing about the body (the validator runs after it): up
+// to the first byte that is not JSON it sees the structure any parser sees,
+// and the validator stops there, so what it lets through never recurses
+// deeper than limit.
+func nestingExceeds(body []byte, limit int) bool {
+	depth := 0
+	for i := 0; i < len(body); i++ {
+		switch body[i] {
+		case '"':
+			// Jump to the closing quote: the next one not escaped by an odd
+			// run of backslashes (the opening quote ends any run).
+			for {
+				j := bytes.IndexByte(body[i+1:], '"')
+				if j < 0 {
+					return false
+				}
+				i += 1 + j
+				k := i - 1
+				for body[k] == '\\' {
+					k--
+				}
+				if (i-1-k)%2 == 0 {
+					break
+				}
+			}
+		case '[', '{':
+			if depth++; depth > limit {
+				return true
+			}
+		case ']', '}':
+			if depth--; depth < 0 {
+				return false // not JSON: the validator refuses it here
+			}
+		}
+	}
+	return false
+}
+
 // deviceSummaryFields are MSC3202's transaction extensions, each as its
 // stable name (the Type it is stored under) and the unstable names Synapse
 // sends (it sends both spellings of the one-time key counts).
@@ -153,14 +204,11 @@ var deviceSummaryFields = [...][]string{
 	{"device_unused_fallback_key_types", "org.matrix.msc3202.device_unused_fallback_key_types"},
 }
 
-// appendToDevice adds a transaction's to-device messages (the stable field,
-// else the unstable one), each with an id derived like an ephemeral event's.
-func appendToDevice(events []eventlog.IncomingEvent, txnID string, fields [2]gjson.Result) ([]eventlog.IncomingEvent, *mautrix.RespError) {
-	list, field := fields[0], "to_device"
+// appendDerived adds the events of an array of a transaction that carry no
+// event id of their own (ephemeral events, to-device messages): each gets an
+// id derived from the transaction id and its bytes.
+func appendDerived(events []eventlog.IncomingEvent, txnID, field string, list gjson.Result, kind eventlog.Kind) ([]eventlog.IncomingEvent, *mautrix.RespError) {
 	if !list.Exists() {
-		list, field = fields[1], "de.sorunome.msc2409.to_device"
-	}
-	if !list.Exists() || list.Type == gjson.Null {
 		return events, nil
 	}
 	if !list.IsArray() {
@@ -169,7 +217,7 @@ func appendToDevice(events []eventlog.IncomingEvent, txnID string, fields [2]gjs
 	var parseErr *mautrix.RespError
 	i := 0
 	list.ForEach(func(_, value gjson.Result) bool {
-		evt, err := parseEvent(field, i, value, eventlog.KindToDevice)
+		evt, err := parseEvent(field, i, value, kind)
 		i++
 		if err != nil {
 			parseErr = err
@@ -179,7 +227,10 @@ func appendToDevice(events []eventlog.IncomingEvent, txnID string, fields [2]gjs
 		events = append(events, evt)
 		return true
 	})
-	return events, parseErr
+	if parseErr != nil {
+		return nil, parseErr
+	}
+	return events, nil
 }
 
 // ephemeralEventID derives a stable id for an ephemeral event: the same

@@ -42,7 +42,44 @@ var fuzzTransactionSeeds = []string{
 	`{"events":[{"event_id":"$` + strings.Repeat("a", 256) + `","room_id":"!r:s","type":"m.x"}]}`,
 	"{\"events\":[],\"x\":\"\xff\"}",
 	`{"events":[{"event_id":"$1","room_id":"!r:s","type":"m.x","content":{"a":[[[[[[[[[[1]]]]]]]]]]}}]} `,
+	`{"events":[],"x":` + strings.Repeat("[", maxNestingDepth-1) + strings.Repeat("]", maxNestingDepth-1) + `}`,
+	`{"events":[],"x":` + strings.Repeat("[", maxNestingDepth) + strings.Repeat("]", maxNestingDepth) + `}`,
+	`{"events":[],"x":"` + strings.Repeat("[", maxNestingDepth) + `"}`,
+	`{"events":[],"x":"\\","y":"\"[[{"}`,
 }
+
+// referenceDepth is the plain reading of nestingExceeds: how deeply arrays
+// and objects nest outside strings, up to the first closing bracket with no
+// opening one.
+func referenceDepth(body []byte) int {
+	depth, deepest := 0, 0
+	inString := false
+	for i := 0; i < len(body); i++ {
+		c := body[i]
+		switch {
+		case inString && c == '\\':
+			i++
+		case inString && c == '"':
+			inString = false
+		case inString:
+		case c == '"':
+			inString = true
+		case c == '[' || c == '{':
+			depth++
+			deepest = max(deepest, depth)
+		case c == ']' || c == '}':
+			if depth--; depth < 0 {
+				return deepest
+			}
+		}
+	}
+	return deepest
+}
+
+// tooDeep reports whether parseTransaction must refuse body for its nesting
+// (checked before anything else reads it: the recursive validator is what
+// the bound protects).
+func tooDeep(body []byte) bool { return referenceDepth(body) > maxNestingDepth }
 
 // checkParsedEvents checks what parseTransaction promises about every event
 // it returns: each would be accepted by the log's columns (PostgreSQL text:
@@ -126,6 +163,14 @@ func checkParseError(t *testing.T, body []byte, err *mautrix.RespError) {
 	if err.StatusCode != 400 {
 		t.Errorf("rejection with status %d: %+v", err.StatusCode, err)
 	}
+	// A body nested too deeply is refused first, naming the nesting, as
+	// M_BAD_JSON with no field (it may not even be JSON).
+	if deep, nesting := tooDeep(body), strings.Contains(err.Err, "deeper than"); deep || nesting {
+		if !deep || !nesting || err.ErrCode != mautrix.MBadJSON.ErrCode {
+			t.Errorf("body %d deep refused with %s %q", referenceDepth(body), err.ErrCode, err.Err)
+		}
+		return
+	}
 	switch err.ErrCode {
 	case mautrix.MNotJSON.ErrCode:
 		if utf8.Valid(body) && gjson.ValidBytes(body) {
@@ -166,6 +211,9 @@ func FuzzParseTransaction(f *testing.F) {
 			checkParseError(t, body, err)
 			return
 		}
+		if tooDeep(body) {
+			t.Fatalf("accepted a body nested %d deep", referenceDepth(body))
+		}
 		if !utf8.Valid(body) || !gjson.ValidBytes(body) || !gjson.ParseBytes(body).IsObject() {
 			t.Fatalf("accepted a body that is not a UTF-8 JSON object")
 		}
@@ -175,6 +223,23 @@ func FuzzParseTransaction(f *testing.F) {
 		again, err := parseTransaction(txnID, body)
 		if err != nil || !reflect.DeepEqual(events, again) {
 			t.Errorf("parsing twice differs: %v", err)
+		}
+	})
+}
+
+// nestingExceeds agrees with the plain byte-by-byte reading of it, for any
+// bytes and limit.
+func FuzzNestingExceeds(f *testing.F) {
+	for _, body := range fuzzTransactionSeeds {
+		f.Add([]byte(body), uint8(3))
+	}
+	for _, body := range []string{`"\\"[[`, `"\\\"[[`, `["\\\\",[[]]]`, `]]][[[[[`, `"[[[`, `{"a":"\u0022[[["}`, `\"[[[`} {
+		f.Add([]byte(body), uint8(1))
+	}
+	f.Fuzz(func(t *testing.T, body []byte, limit uint8) {
+		want := referenceDepth(body) > int(limit)
+		if got := nestingExceeds(body, int(limit)); got != want {
+			t.Errorf("nestingExceeds(%q, %d) = %v, the plain reading says %v", body, limit, got, want)
 		}
 	})
 }

@@ -1,6 +1,7 @@
 package appservice
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 
@@ -59,6 +60,10 @@ func TestParseTransaction(t *testing.T) {
 		{name: "NUL in room_id", body: `{"events":[{"event_id":"$1","room_id":"!r\u0000:s","type":"m.x"}]}`, wantErr: "M_BAD_JSON", wantField: "events[0].room_id"},
 		{name: "ephemeral not array", body: `{"ephemeral":"x"}`, wantErr: "M_BAD_JSON", wantField: "ephemeral"},
 		{name: "ephemeral without type", body: `{"de.sorunome.msc2409.ephemeral":[{"room_id":"!r:s"}]}`, wantErr: "M_BAD_JSON", wantField: "de.sorunome.msc2409.ephemeral[0].type"},
+		{name: "nested to the limit", body: nested(maxNestingDepth)},
+		{name: "nested a level too deep", body: nested(maxNestingDepth + 1), wantErr: "M_BAD_JSON"},
+		{name: "nested too deep, not JSON either", body: `{"x":` + strings.Repeat("[", maxNestingDepth), wantErr: "M_BAD_JSON"},
+		{name: "brackets in strings do not nest", body: `{"events":[],"x":"` + strings.Repeat("[", 2*maxNestingDepth) + `"}`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -114,4 +119,91 @@ func TestEphemeralIDs(t *testing.T) {
 	if c := ephemeralEventID("t2", raw); c == a {
 		t.Error("the same typing state in a later transaction got the same id")
 	}
+}
+
+// nested returns a transaction body whose arrays and objects nest depth
+// levels deep: the body, then arrays.
+func nested(depth int) string {
+	return `{"events":[],"x":` + strings.Repeat("[", depth-1) + strings.Repeat("]", depth-1) + `}`
+}
+
+func TestNestingExceeds(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		body string
+		want bool // deeper than 2
+	}{
+		{"flat", `{"a":1}`, false},
+		{"at the limit", `{"a":[1]}`, false},
+		{"over the limit", `{"a":[[1]]}`, true},
+		{"siblings do not add up", `[[1],[2],{"a":1}]`, false},
+		{"brackets in a string", `{"a":"[[[{{{"}`, false},
+		{"escaped quote keeps the string open", `{"a":"\"[[[{{{"}`, false},
+		{"escaped backslash closes the string", `{"a":"\\","b":[[1]]}`, true},
+		{"three backslashes escape the quote", `{"a":"\\\"[[["}`, false},
+		{"backslash run at the string's start", `["\\\\",[[]]]`, true},
+		{"unicode escape of a quote", `{"a":"\u0022[[["}`, false},
+		{"key with brackets", `{"[[[":{"b":[]}}`, true},
+		{"unterminated string", `{"a":"[[[[`, false},
+		{"closing first is not JSON", `]]]][[[[[[`, false},
+		{"deep after a closed value", `{}` + `[[[[`, true},
+		{"empty", ``, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := nestingExceeds([]byte(tc.body), 2); got != tc.want {
+				t.Errorf("nestingExceeds(%s, 2) = %v, want %v", tc.body, got, tc.want)
+			}
+			if want := referenceDepth([]byte(tc.body)) > 2; want != tc.want {
+				t.Errorf("the reference scan says %v", want)
+			}
+		})
+	}
+}
+
+// Regression: a body of ten million nested arrays (20 MB, under the default
+// body limit) took gjson's recursive validator past Go's 1 GB stack limit,
+// a fatal error that killed the bridge (and the indexer again, on every
+// start, had it been journalled). It is refused before the validator now.
+func TestDeeplyNestedBodyIsRefused(t *testing.T) {
+	const depth = 10_000_000
+	body := make([]byte, 0, 2*depth+100)
+	body = append(body, `{"events":[{"event_id":"$1","room_id":"!r:s","type":"m.x","content":`...)
+	body = append(body, strings.Repeat("[", depth)...)
+	body = append(body, strings.Repeat("]", depth)...)
+	body = append(body, "}]}"...)
+	evts, err := parseTransaction("txn", body)
+	if err == nil || err.ErrCode != "M_BAD_JSON" || !strings.Contains(err.Err, "deeper than") {
+		t.Fatalf("parsed %d events, %v; want M_BAD_JSON naming the nesting", len(evts), err)
+	}
+}
+
+// BenchmarkParseTransaction: a 100-event transaction whose message bodies are
+// full of escaped quotes, the nesting scan's worst case (it jumps from quote
+// to quote).
+func BenchmarkParseTransaction(b *testing.B) {
+	var evts []string
+	for i := range 100 {
+		evts = append(evts, `{"event_id":"$ev`+strconv.Itoa(i)+`","room_id":"!room:daarion.test","type":"m.room.message",`+
+			`"sender":"@alice:daarion.test","origin_server_ts":1732445400000,"unsigned":{"age":12},`+
+			`"content":{"msgtype":"m.text","body":"`+strings.Repeat(`hello \"world\" `, 20)+`","m.relates_to":{"rel_type":"m.thread","event_id":"$root"}}}`)
+	}
+	body := []byte(`{"events":[` + strings.Join(evts, ",") + `]}`)
+	b.Run("parse", func(b *testing.B) {
+		b.SetBytes(int64(len(body)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := parseTransaction("txn", body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("nesting", func(b *testing.B) {
+		b.SetBytes(int64(len(body)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if nestingExceeds(body, maxNestingDepth) {
+				b.Fatal("too deep")
+			}
+		}
+	})
 }

@@ -24,6 +24,15 @@ import (
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 )
 
+// maxTxnIDBytes bounds a transaction id. The Matrix spec sets no limit, but
+// the id is stored: it is the primary key of as_transaction (a PostgreSQL
+// btree refuses entries over about 2.7 kB, so a longer id could never be
+// indexed), it is repeated in every event_log row of the transaction and
+// hashed into its ephemeral event ids. Homeservers send short ids (Synapse a
+// counter, Dendrite a timestamp), so the spec's limit for the other
+// identifiers the bridge stores is ample.
+const maxTxnIDBytes = maxIdentifierBytes
+
 // Journal durably records a transaction's body. The event log's indexer
 // turns journalled bodies into log events after the answer.
 type Journal interface {
@@ -46,7 +55,7 @@ func (NoQueries) QueryAlias(context.Context, id.RoomAlias) (bool, error) { retur
 
 // Observer is told about every transaction (metrics).
 type Observer interface {
-	// ObserveTransaction: result is ok, bad_request or error.
+	// ObserveTransaction: result is ok, bad_request, overloaded or error.
 	ObserveTransaction(result string, events []eventlog.IncomingEvent, commit time.Duration)
 }
 
@@ -63,6 +72,11 @@ type Options struct {
 	// CommitTimeout bounds how long a transaction's commit may take; the
 	// commit is not cancelled when the homeserver hangs up, only by this.
 	CommitTimeout time.Duration
+	// Overloaded, when set and true, makes transactions answer 503 before
+	// they are read: the journal is past its hard limit, and the homeserver
+	// must back off (it keeps the transaction and retries) rather than the
+	// database fill up. It must be cheap: it runs for every transaction.
+	Overloaded func() bool
 }
 
 // Server is the appservice HTTP API.
@@ -151,6 +165,16 @@ func (s *Server) putTransaction(w http.ResponseWriter, r *http.Request) {
 	// The id is stored as text: PostgreSQL refuses NUL and non-UTF-8 bytes.
 	if !ok || !utf8.ValidString(txnID) || strings.ContainsRune(txnID, 0) {
 		mautrix.MInvalidParam.WithMessage("txnId path parameter is missing or badly encoded").Write(w)
+		return
+	}
+	if len(txnID) > maxTxnIDBytes {
+		mautrix.MInvalidParam.WithMessage("txnId path parameter must be at most %d bytes", maxTxnIDBytes).Write(w)
+		return
+	}
+	if s.opts.Overloaded != nil && s.opts.Overloaded() {
+		s.observe("overloaded", nil, 0)
+		mautrix.MLimitExceeded.WithStatus(http.StatusServiceUnavailable).
+			WithMessage("The bridge's journal is past its limit (appservice.max_journal_backlog): retry later").Write(w)
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))

@@ -121,6 +121,9 @@ func FuzzTransactionHandler(f *testing.F) {
 	f.Add("x?access_token="+fuzzHSToken, []byte(`{"events":[]}`), true)
 	f.Add("", []byte(`{"events":[]}`), false)
 	f.Add("big", []byte(`{"events":[],"pad":"`+strings.Repeat("x", 5000)+`"}`), false)
+	f.Add(strings.Repeat("a", maxTxnIDBytes), []byte(`{"events":[]}`), false)
+	f.Add(strings.Repeat("a", maxTxnIDBytes+1), []byte(`{"events":[]}`), false)
+	f.Add(strings.Repeat("%E2%9C%93", maxTxnIDBytes/3+1), []byte(`{"events":[]}`), true)
 	f.Fuzz(func(t *testing.T, txnSegment string, body []byte, legacy bool) {
 		journal := &memJournal{}
 		srv := NewServer(Options{HSToken: fuzzHSToken, AllowQueryToken: true, MaxBodyBytes: 4096}, journal, nil, zerolog.Nop())
@@ -146,7 +149,7 @@ func FuzzTransactionHandler(f *testing.F) {
 		}
 		// What was journalled is the transaction as sent, and the indexer,
 		// parsing it again after the answer, gets only valid events from it.
-		if !pgSafe(journal.txnID) || journal.txnID == "" || !bytes.Equal(journal.body, body) {
+		if !pgSafe(journal.txnID) || journal.txnID == "" || len(journal.txnID) > maxTxnIDBytes || !bytes.Equal(journal.body, body) {
 			t.Errorf("journalled %q: %q", journal.txnID, journal.body)
 		}
 		events, err := ParseTransaction(journal.txnID, journal.body)

@@ -3,11 +3,14 @@ package appservice_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -283,6 +286,9 @@ func TestBadInputStoresNothing(t *testing.T) {
 			{"not an object", `"events"`, "M_BAD_JSON"},
 			// A valid event before the bad one must not be stored either.
 			{"one bad event", `{"events":[{"event_id":"$ok","room_id":"!r:s","type":"m.x"},{"room_id":"!r:s","type":"m.x"}]}`, "M_BAD_JSON"},
+			// Past the nesting bound (about 10000 levels), in an event's content.
+			{"nested too deep", `{"events":[{"event_id":"$deep","room_id":"!r:s","type":"m.x","content":{"a":` +
+				strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `}}]}`, "M_BAD_JSON"},
 		} {
 			got := r.do(t, http.MethodPut, "/_matrix/app/v1/transactions/bad-"+strings.ReplaceAll(tc.name, " ", "-"), bearer, []byte(tc.body))
 			if got.status != 400 || got.errcode != tc.errcode {
@@ -352,6 +358,54 @@ func TestEphemeralEventsAreStored(t *testing.T) {
 			if evt.Kind != eventlog.KindEphemeral || evt.Type != wantTypes[i] || evt.RoomID != "!r:s" {
 				t.Errorf("event %d = %s %s %s", i, evt.Kind, evt.Type, evt.RoomID)
 			}
+		}
+	})
+}
+
+// Regression: a 4,000-byte transaction id was answered 200, and then the
+// indexer's as_transaction insert failed on PostgreSQL on every attempt (the
+// btree entry limit), so nothing was indexed again. An id longer than 255
+// bytes is a 400 now, naming txnId, and nothing is journalled.
+func TestTransactionIDLengthIsBounded(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		r := newRig(t, tdb, appservice.Options{})
+		long := make([]byte, 0, 4000)
+		for sum := sha256.Sum256(nil); len(long) < 4000; sum = sha256.Sum256(sum[:]) {
+			long = hex.AppendEncode(long, sum[:])
+		}
+		cases := []struct {
+			name, txnID string
+			status      int
+		}{
+			{"255 bytes", strings.Repeat("a", 255), 200},
+			{"255 bytes of three-byte runes", strings.Repeat("✓", 85), 200},
+			{"256 bytes", strings.Repeat("b", 256), 400},
+			{"258 bytes of three-byte runes", strings.Repeat("✗", 86), 400},
+			{"4,000 bytes", string(long[:4000]), 400},
+		}
+		accepted := 0
+		for i, tc := range cases {
+			got := r.do(t, http.MethodPut, "/_matrix/app/v1/transactions/"+url.PathEscape(tc.txnID), bearer, txnBody(fmt.Sprintf("len%d_", i), 1))
+			if got.status != tc.status {
+				t.Errorf("%s: %d %s %s, want %d", tc.name, got.status, got.errcode, got.message, tc.status)
+			}
+			if tc.status == 200 {
+				accepted++
+			} else if got.errcode != "M_INVALID_PARAM" || !strings.Contains(got.message, "txnId") {
+				t.Errorf("%s: %s %q, want M_INVALID_PARAM naming txnId", tc.name, got.errcode, got.message)
+			}
+		}
+		if n := countEvents(t, r.log); n != int64(accepted) {
+			t.Errorf("log holds %d events, want %d", n, accepted)
+		}
+		for _, tc := range cases {
+			txn, err := r.log.Transaction(context.Background(), tc.txnID)
+			if err != nil || (txn != nil) != (tc.status == 200) {
+				t.Errorf("%s: recorded %v (%v), want %v", tc.name, txn != nil, err, tc.status == 200)
+			}
+		}
+		if parked, err := r.log.ParkedTransactions(context.Background()); err != nil || len(parked) != 0 {
+			t.Errorf("%d transactions parked (%v), want none", len(parked), err)
 		}
 	})
 }

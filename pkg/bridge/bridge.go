@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -52,6 +53,11 @@ type Bridge struct {
 	EventLog    *eventlog.Log
 	AS          *mxappservice.AppService
 	TypeCounter *consumer.TypeCounter
+	Parked      *consumer.ParkedStore
+	// consumers are the consumers' names, for the API (set once in Start).
+	consumers atomic.Pointer[[]string]
+	// pressure is the latest sample of backlog, lag and leadership.
+	pressure    pressure
 	Consumers   *consumer.Group
 	Rooms       *rooms.Service
 	Agents      *agents.Service
@@ -163,29 +169,37 @@ func (b *Bridge) Start(ctx context.Context) error {
 	b.Sync.RegisterRoutes(b.InternalAPI)
 	b.Messaging.RegisterMediaRoutes(b.InternalAPI)
 	b.Agents.RegisterRoutes(b.InternalAPI, cfg.Homeserver)
+	// An event a consumer fails on for good is parked, not retried for ever.
+	b.Parked = consumer.NewParkedStore(b.DB)
+	consumer.RegisterParkedRoutes(b.InternalAPI, b.Parked, b.consumerNames)
 
 	asHandler := appservice.NewServer(appservice.Options{
 		HSToken:         cfg.AppService.HSToken,
 		AllowQueryToken: cfg.AppService.AllowQueryToken,
 		MaxBodyBytes:    cfg.AppService.MaxBodyBytes,
 		Observer:        b.Metrics,
+		Overloaded:      b.overloaded,
 	}, b.EventLog, queries{rooms: b.Rooms, agents: b.Agents}, b.Log.With().Str("component", "appservice").Logger())
-	if b.asListener, b.asServer, err = b.serve("appservice.listen", cfg.AppService.Listen, asHandler); err != nil {
+	if b.asListener, b.asServer, err = b.serve("appservice.listen", cfg.AppService.Listen, asHandler, appserviceTimeouts()); err != nil {
 		return err
 	}
 	b.Log.Info().Str("address", b.asListener.Addr().String()).Msg("Listening for the homeserver")
 	apiAddr := net.JoinHostPort(cfg.InternalAPI.Host, fmt.Sprint(cfg.InternalAPI.Port))
-	if b.apiListener, b.apiServer, err = b.serve("internal_api.port", apiAddr, b.InternalAPI); err != nil {
+	if b.apiListener, b.apiServer, err = b.serve("internal_api.port", apiAddr, b.InternalAPI,
+		internalAPITimeouts(syncMaxTimeout(cfg), b.AS.HTTPClient.Timeout)); err != nil {
 		return err
 	}
 	b.Log.Info().Str("address", b.apiListener.Addr().String()).Msg("Internal API listening")
 
 	b.TypeCounter = consumer.NewTypeCounter()
+	parking := consumer.Options{Parked: b.Parked}
+	sinks := sinkBatch
+	sinks.Parked = b.Parked
 	runners := []*consumer.Runner{
-		consumer.NewRunner("type-counter", b.EventLog, b.TypeCounter, consumer.Options{}),
-		consumer.NewRunner("rooms", b.EventLog, b.Rooms, consumer.Options{}),
-		consumer.NewRunner("agents", b.EventLog, b.Agents, consumer.Options{}),
-		consumer.NewRunner("webhooks", b.EventLog, webhook.NewFanout(webhookStore, b.DTOs, b.Webhooks.Wake), sinkBatch),
+		consumer.NewRunner("type-counter", b.EventLog, b.TypeCounter, parking),
+		consumer.NewRunner("rooms", b.EventLog, b.Rooms, parking),
+		consumer.NewRunner("agents", b.EventLog, b.Agents, parking),
+		consumer.NewRunner("webhooks", b.EventLog, webhook.NewFanout(webhookStore, b.DTOs, b.Webhooks.Wake), sinks),
 	}
 	if cfg.Delivery.NATSURL != "" {
 		b.NATS, err = jetstream.New(ctx, jetstream.Options{
@@ -196,25 +210,31 @@ func (b *Bridge) Start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("delivery.nats_url: %w", err)
 		}
-		runners = append(runners, consumer.NewRunner("nats", b.EventLog, b.NATS, sinkBatch))
+		runners = append(runners, consumer.NewRunner("nats", b.EventLog, b.NATS, sinks))
 	}
 	runners = append(runners, consumer.NewRunner("commands", b.EventLog, commands.New(commands.Options{
 		Config: cfg, AppService: b.AS, DB: b.DB, EventLog: b.EventLog, Rooms: b.Rooms, Agents: b.Agents,
 		Webhooks: webhookStore, Deliverer: b.Webhooks, NATS: b.NATS, Version: Version,
 		Runners: func() []*consumer.Runner { return b.Consumers.Runners() },
-	}), consumer.Options{}))
+		Parked:  b.Parked,
+	}), parking))
 	b.Consumers = consumer.NewGroup(runners...)
+	names := make([]string, len(runners))
+	for i, r := range runners {
+		names[i] = r.Name()
+	}
+	b.consumers.Store(&names)
 	b.registerMetrics(webhookStore)
 	if cfg.Metrics.Listen != "" {
 		var metricsListener net.Listener
-		if metricsListener, b.metricsSrv, err = b.serve("metrics.listen", cfg.Metrics.Listen, b.Metrics.Handler()); err != nil {
+		if metricsListener, b.metricsSrv, err = b.serve("metrics.listen", cfg.Metrics.Listen, b.Metrics.Handler(), metricsTimeouts()); err != nil {
 			return err
 		}
 		b.Log.Info().Str("address", metricsListener.Addr().String()).Msg("Metrics listening")
 	}
 	// Every process serves the appservice endpoint and the internal API; only
 	// the leader runs the journal indexer, the consumers and the deliverer.
-	b.Leader = leader.New(b.DB, time.Second)
+	b.Leader = leader.New(b.DB, leader.Options{})
 	b.background.Add(1)
 	go func() {
 		defer b.background.Done()
@@ -238,16 +258,22 @@ func (b *Bridge) Start(ctx context.Context) error {
 		defer b.background.Done()
 		b.connectHomeserver(ctx)
 	}()
+	b.background.Add(1)
+	go func() {
+		defer b.background.Done()
+		b.samplePressure(ctx)
+	}()
 	return nil
 }
 
-// serve starts an HTTP server on addr; key names the config key for errors.
-func (b *Bridge) serve(key, addr string, handler http.Handler) (net.Listener, *http.Server, error) {
+// serve starts an HTTP server on addr with the timeouts t; key names the
+// config key for errors.
+func (b *Bridge) serve(key, addr string, handler http.Handler, t serverTimeouts) (net.Listener, *http.Server, error) {
 	listener, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: failed to listen on %s: %w", key, addr, err)
 	}
-	server := &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second}
+	server := newServer(handler, t)
 	b.serving.Add(1)
 	go func() {
 		defer b.serving.Done()
@@ -261,6 +287,14 @@ func (b *Bridge) serve(key, addr string, handler http.Handler) (net.Listener, *h
 // AppserviceAddr is the address the appservice listener is bound to.
 func (b *Bridge) AppserviceAddr() string {
 	return b.asListener.Addr().String()
+}
+
+// consumerNames lists the consumers (none until Start has made them).
+func (b *Bridge) consumerNames() []string {
+	if names := b.consumers.Load(); names != nil {
+		return *names
+	}
+	return nil
 }
 
 // InternalAPIAddr is the address the internal API listener is bound to.

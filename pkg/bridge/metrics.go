@@ -41,6 +41,30 @@ func (b *Bridge) registerMetrics(webhooks *webhook.Store) {
 				emit(float64(r.Failures()), r.Name())
 			}
 		})
+	m.CounterVecFunc("consumer_parked_total", "Events a consumer failed on for good and parked (by this process), by consumer.",
+		[]string{"consumer"}, func(emit func(float64, ...string)) {
+			for _, r := range b.Consumers.Runners() {
+				emit(float64(r.ParkedCount()), r.Name())
+			}
+		})
+	m.GaugeVecFunc("parked_events", "Events in the parked list (failed for good, waiting for a retry request), by consumer.",
+		[]string{"consumer"}, func(emit func(float64, ...string)) {
+			ctx, cancel := metrics.ScrapeContext()
+			defer cancel()
+			counts, err := b.Parked.Counts(ctx)
+			if err != nil {
+				return
+			}
+			for _, r := range b.Consumers.Runners() {
+				emit(float64(counts[r.Name()]), r.Name())
+			}
+		})
+	m.GaugeFunc("parked_transactions", "Journalled transactions the indexer could not store (the database refused them) and set aside.", func() float64 {
+		ctx, cancel := metrics.ScrapeContext()
+		defer cancel()
+		n, _ := b.EventLog.ParkedTransactionCount(ctx)
+		return float64(n)
+	})
 	m.CounterVecFunc("deliveries_total", "DTO deliveries by sink and result.",
 		[]string{"sink", "result"}, func(emit func(float64, ...string)) {
 			st := b.Webhooks.Stats()
@@ -66,6 +90,12 @@ func (b *Bridge) registerMetrics(webhooks *webhook.Store) {
 		})
 	m.CounterVecFunc("unmapped_events_total", "Log events of types no DTO exists for (counted, not delivered).",
 		nil, func(emit func(float64, ...string)) { emit(float64(b.DTOs.Unmapped())) })
+	m.GaugeFunc("health_degraded", "1 when health is degraded: no process leads, or the journal backlog or a consumer's lag is past its health threshold.", func() float64 {
+		if len(b.degradation()) > 0 {
+			return 1
+		}
+		return 0
+	})
 	m.GaugeFunc("leader", "1 when this process runs the consumers.", func() float64 {
 		if b.Leader != nil && b.Leader.Leading() {
 			return 1

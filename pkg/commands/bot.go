@@ -16,9 +16,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"net/http"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -39,7 +37,9 @@ import (
 	"github.com/daarion/matrix-bridge/pkg/delivery/jetstream"
 	"github.com/daarion/matrix-bridge/pkg/delivery/webhook"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
+	"github.com/daarion/matrix-bridge/pkg/homeserver"
 	"github.com/daarion/matrix-bridge/pkg/identity"
+	"github.com/daarion/matrix-bridge/pkg/messaging"
 	"github.com/daarion/matrix-bridge/pkg/rooms"
 )
 
@@ -63,6 +63,8 @@ type Options struct {
 	Deliverer  *webhook.Deliverer
 	// Runners returns the event log's consumers (for status).
 	Runners func() []*consumer.Runner
+	// Parked is the list of events consumers parked.
+	Parked *consumer.ParkedStore
 	// NATS is the JetStream sink, nil when NATS is not configured.
 	NATS *jetstream.Sink
 	// Version is the bridge's version; Started its start time (default: now).
@@ -72,9 +74,6 @@ type Options struct {
 	// consumer reading the log from the start, or a bridge back from a long
 	// outage, does not run stale commands.
 	MaxAge time.Duration
-	// EchoWait bounds the wait for the record of an event the bridge itself
-	// sent as a double-puppeted human (default 2s).
-	EchoWait time.Duration
 }
 
 // Bot is the command consumer of the event log.
@@ -101,9 +100,6 @@ func New(opts Options) *Bot {
 	}
 	if opts.MaxAge <= 0 {
 		opts.MaxAge = DefaultMaxAge
-	}
-	if opts.EchoWait <= 0 {
-		opts.EchoWait = 2 * time.Second
 	}
 	b := &Bot{
 		opts:   opts,
@@ -189,14 +185,14 @@ func (b *Bot) handleInvite(ctx context.Context, evt *eventlog.Event, isDirect bo
 	log := zerolog.Ctx(ctx).With().Stringer("room_id", roomID).Stringer("inviter", inviter).Bool("is_direct", isDirect).Logger()
 	if b.perms.Level(inviter) < LevelAdmin {
 		_, err := b.client.LeaveRoom(ctx, roomID, &mautrix.ReqLeave{Reason: "Only bridge admins can invite the bridge bot."})
-		if err != nil && !isPermanent(err) {
+		if err != nil && !homeserver.Permanent(err) {
 			return fmt.Errorf("failed to reject an invite: %w", err)
 		}
 		log.Info().Err(err).Msg("Rejected an invite from a non-admin")
 		return nil
 	}
 	if _, err := b.client.JoinRoomByID(ctx, roomID); err != nil {
-		if isPermanent(err) {
+		if homeserver.Permanent(err) {
 			log.Warn().Err(err).Msg("Cannot accept an admin's invite")
 			return nil
 		}
@@ -241,10 +237,7 @@ func (b *Bot) handleMessage(ctx context.Context, evt *eventlog.Event) error {
 		return nil
 	}
 	if b.puppet != nil && b.puppet.MatchString(string(sender)) {
-		ours, err := b.sentByBridge(ctx, evt)
-		if err != nil {
-			return err
-		} else if ours {
+		if b.sentByBridge(evt) {
 			log.Info().Msg("Ignoring a command the bridge itself sent as a double-puppeted user")
 			return nil
 		}
@@ -303,28 +296,12 @@ func (b *Bot) botJoined(ctx context.Context, roomID id.RoomID) bool {
 
 // sentByBridge reports whether the bridge sent evt itself (a DAARION
 // service acting as a human through double puppeting): such a message is
-// the service's, not the human's. The send's record may land just after
-// the echo, so a fresh event waits for it a little.
-func (b *Bot) sentByBridge(ctx context.Context, evt *eventlog.Event) (bool, error) {
-	if b.opts.DB == nil {
-		return false, nil
-	}
-	deadline := evt.ReceivedAt.Add(b.opts.EchoWait)
-	for {
-		var n int
-		err := b.opts.DB.QueryRow(ctx, `SELECT COUNT(*) FROM sent_event WHERE event_id = $1`, evt.EventID).Scan(&n)
-		if err != nil {
-			return false, fmt.Errorf("failed to look up sent events: %w", err)
-		}
-		if n > 0 || time.Now().After(deadline) {
-			return n > 0, nil
-		}
-		select {
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+// the service's, not the human's. Every message the bridge sends carries
+// its marker in the content, put there before the send, so this holds even
+// for a send whose caller hung up before anything was recorded. (A human
+// who writes the marker into a message only stops their own command.)
+func (b *Bot) sentByBridge(evt *eventlog.Event) bool {
+	return messaging.Marked(evt.JSON)
 }
 
 // txnID is the Matrix transaction id of the bot's answer to an event: the
@@ -333,15 +310,4 @@ func (b *Bot) sentByBridge(ctx context.Context, evt *eventlog.Event) (bool, erro
 func txnID(kind, eventID string) string {
 	sum := sha256.Sum256([]byte(kind + "\x00" + eventID))
 	return "daarion_cmd_" + hex.EncodeToString(sum[:16])
-}
-
-// isPermanent reports whether the homeserver refused for good (a 4xx other
-// than rate limiting), so retrying is pointless.
-func isPermanent(err error) bool {
-	var httpErr mautrix.HTTPError
-	if errors.As(err, &httpErr) && httpErr.Response != nil {
-		code := httpErr.Response.StatusCode
-		return code >= 400 && code < 500 && code != http.StatusTooManyRequests
-	}
-	return false
 }

@@ -58,6 +58,8 @@ func (b *Bot) commandList() []*command {
 		{name: "redeliver", usage: "<subscription> [event id|all]", help: "queue dead letters again (all by default)", level: LevelAdmin, minArgs: 1, run: b.cmdRedeliver},
 		{name: "pause", usage: "<subscription>", help: "pause a webhook subscription", level: LevelAdmin, minArgs: 1, run: b.cmdPause},
 		{name: "resume", usage: "<subscription>", help: "resume a webhook subscription", level: LevelAdmin, minArgs: 1, run: b.cmdResume},
+		{name: "parked", usage: "[consumer] [--page N]", help: "events consumers failed on for good and parked", level: LevelAdmin, flags: paged, run: b.cmdParked},
+		{name: "retry-parked", usage: "<consumer> [position]", help: "handle a consumer's parked events (or one of them) again", level: LevelAdmin, minArgs: 1, run: b.cmdRetryParked},
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/format"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/daarion/matrix-bridge/pkg/homeserver"
 )
 
 // renderNotice makes the m.notice for a Markdown answer; it always has an
@@ -40,7 +42,7 @@ func (b *Bot) send(ctx context.Context, roomID id.RoomID, replyTo *event.Event, 
 		if err == nil {
 			return
 		}
-		if isPermanent(err) || attempt == 4 {
+		if homeserver.Permanent(err) || attempt == 4 {
 			log.Err(err).Stringer("room_id", roomID).Msg("Failed to send the bot's answer")
 			return
 		}

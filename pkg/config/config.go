@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 	"maunium.net/go/mautrix/id"
@@ -34,6 +35,7 @@ type Config struct {
 	Media       Media       `yaml:"media"`
 	Delivery    Delivery    `yaml:"delivery"`
 	Metrics     Metrics     `yaml:"metrics"`
+	Health      Health      `yaml:"health"`
 	Logging     Logging     `yaml:"logging"`
 	// Permissions say who may use the bridge bot's commands: a Matrix user
 	// id, a server name, or "*" → "admin" or "user"; the most specific wins.
@@ -75,6 +77,10 @@ type AppService struct {
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// EphemeralEvents asks the homeserver for typing, receipts and presence.
 	EphemeralEvents bool `yaml:"ephemeral_events"`
+	// MaxJournalBacklog is the hard limit of answered transactions not yet
+	// in the event log: past it, transactions are answered 503 so that the
+	// homeserver backs off instead of the database filling up. 0: no limit.
+	MaxJournalBacklog int64 `yaml:"max_journal_backlog"`
 
 	DoublePuppet DoublePuppet `yaml:"double_puppet"`
 }
@@ -146,22 +152,7 @@ type Rooms struct {
 	MetadataCacheTTL string `yaml:"metadata_cache_ttl"`
 }
 
-// Agents configures agent ghosts.
-type Agents struct {
-	// AcceptInvitesFrom says whose invites an agent accepts: "nobody", or
-	// "power_level:<n>" for room members with at least that power level.
-	AcceptInvitesFrom string `yaml:"accept_invites_from"`
-}
-
-// InviteMinPowerLevel parses AcceptInvitesFrom; ok is false for "nobody".
-func (a Agents) InviteMinPowerLevel() (level int, ok bool) {
-	rest, found := strings.CutPrefix(a.AcceptInvitesFrom, "power_level:")
-	if !found {
-		return 0, false
-	}
-	n, err := strconv.Atoi(rest)
-	return n, err == nil
-}
+// Agents (agent ghosts) is in agents.go.
 
 // Media configures uploads.
 type Media struct {
@@ -202,6 +193,14 @@ type Metrics struct {
 	Listen string `yaml:"listen"`
 }
 
+// Health sets when /healthz reports degraded (and the health_degraded
+// metric is 1): besides no process leading, a journal backlog or a
+// consumer lag at or past these. 0 turns a threshold off.
+type Health struct {
+	MaxJournalBacklog int64 `yaml:"max_journal_backlog"`
+	MaxConsumerLag    int64 `yaml:"max_consumer_lag"`
+}
+
 // Logging sets the log level and format.
 type Logging struct {
 	Level  string `yaml:"level"`
@@ -223,7 +222,13 @@ func Default() *Config {
 			Bot:             Bot{Localpart: "daarion-bot", Displayname: "DAARION Bridge"},
 			MaxBodyBytes:    32 << 20,
 			EphemeralEvents: true,
+			// A transaction is at most ~6.5 MB (Synapse's 100 events of
+			// 65 KB), so this bounds the journal at a few tens of GB in the
+			// worst case, hundreds of MB typically; the indexer drains
+			// tens of thousands a second.
+			MaxJournalBacklog: 50000,
 		},
+		Health:   Health{MaxJournalBacklog: 1000, MaxConsumerLag: 100000},
 		Database: Database{URL: "sqlite:daarion-bridge.db"},
 		InternalAPI: InternalAPI{
 			Host:         "127.0.0.1",
@@ -237,7 +242,7 @@ func Default() *Config {
 			GuestAccess:       "forbidden",
 			MetadataCacheTTL:  "5m",
 		},
-		Agents:      Agents{AcceptInvitesFrom: "power_level:50"},
+		Agents:      defaultAgents(),
 		Media:       Media{MaxUploadBytes: 50 << 20},
 		Delivery:    Delivery{WebhookTimeoutMS: 5000, SyncTimeoutMS: 30000, WebhookRetryWindow: "24h", WebhookMaxBackoff: "1h", WebhookWorkers: 8},
 		Logging:     Logging{Level: "info", Format: "json"},
@@ -363,6 +368,14 @@ type FieldError struct {
 
 func (e *FieldError) Error() string { return e.Key + ": " + e.Message }
 
+// Shortest secrets accepted. The appservice tokens are what bridge -g
+// generates (64 characters) or what a homeserver admin chose; the service
+// secret and the named service tokens are handed to DAARION services.
+const (
+	minAppserviceTokenLength = 32
+	minServiceTokenLength    = 24
+)
+
 var (
 	localpartRegex  = regexp.MustCompile(`^[a-z0-9._=/+-]+$`)
 	serverNameRegex = regexp.MustCompile(`^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$`)
@@ -405,6 +418,22 @@ func (cfg *Config) Validate() error {
 	} else if strings.HasPrefix(as.Bot.Localpart, AgentLocalpartPrefix) {
 		fail("appservice.bot.localpart", "must not start with %q, the agents' namespace", AgentLocalpartPrefix)
 	}
+	// Empty tokens are filled by bridge -g; the bridge refuses to start
+	// without them.
+	for _, token := range []struct{ key, value string }{{"appservice.as_token", as.ASToken}, {"appservice.hs_token", as.HSToken}} {
+		if n := utf8.RuneCountInString(token.value); n > 0 && n < minAppserviceTokenLength {
+			fail(token.key, "must be at least %d characters, got %d (leave it empty for bridge -g to generate one, and register the bridge again)", minAppserviceTokenLength, n)
+		}
+	}
+	if as.MaxJournalBacklog < 0 {
+		fail("appservice.max_journal_backlog", "must be 0 (no limit) or more, got %d", as.MaxJournalBacklog)
+	}
+	if cfg.Health.MaxJournalBacklog < 0 {
+		fail("health.max_journal_backlog", "must be 0 (off) or more, got %d", cfg.Health.MaxJournalBacklog)
+	}
+	if cfg.Health.MaxConsumerLag < 0 {
+		fail("health.max_consumer_lag", "must be 0 (off) or more, got %d", cfg.Health.MaxConsumerLag)
+	}
 	if as.MaxBodyBytes < 16<<20 {
 		fail("appservice.max_body_bytes", "must be at least 16 MiB (16777216): a full transaction can be ~6.5 MB, got %d", as.MaxBodyBytes)
 	}
@@ -431,6 +460,10 @@ func (cfg *Config) Validate() error {
 		fail("internal_api.host", "must be an IP address to listen on, got %q", cfg.InternalAPI.Host)
 	}
 
+	// Empty means no such token.
+	if n := utf8.RuneCountInString(cfg.InternalAPI.ServiceSecret); n > 0 && n < minServiceTokenLength {
+		fail("internal_api.service_secret", "must be at least %d characters (INTERNAL_SERVICE_SECRET), got %d", minServiceTokenLength, n)
+	}
 	seenNames := map[string]bool{}
 	for i, svc := range cfg.InternalAPI.Services {
 		key := fmt.Sprintf("internal_api.services[%d]", i)
@@ -441,8 +474,8 @@ func (cfg *Config) Validate() error {
 			fail(key+".name", "%q is used twice", svc.Name)
 		}
 		seenNames[svc.Name] = true
-		if len(svc.Token) < 16 {
-			fail(key+".token", "must be at least 16 characters")
+		if n := utf8.RuneCountInString(svc.Token); n < minServiceTokenLength {
+			fail(key+".token", "must be at least %d characters, got %d", minServiceTokenLength, n)
 		}
 		if len(svc.Scopes) == 0 {
 			fail(key+".scopes", "must list at least one of %s", strings.Join(Scopes, ", "))
@@ -476,9 +509,7 @@ func (cfg *Config) Validate() error {
 		fail("rooms.metadata_cache_ttl", "must be a positive duration such as 5m, got %q", cfg.Rooms.MetadataCacheTTL)
 	}
 
-	if _, ok := cfg.Agents.InviteMinPowerLevel(); !ok && cfg.Agents.AcceptInvitesFrom != "nobody" {
-		fail("agents.accept_invites_from", `must be "nobody" or "power_level:<n>", got %q`, cfg.Agents.AcceptInvitesFrom)
-	}
+	cfg.Agents.validate(fail)
 	if cfg.Media.MaxUploadBytes < 1 {
 		fail("media.max_upload_bytes", "must be positive, got %d", cfg.Media.MaxUploadBytes)
 	}

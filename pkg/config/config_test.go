@@ -2,12 +2,14 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	matrixbridge "github.com/daarion/matrix-bridge"
 )
@@ -43,7 +45,7 @@ func TestEnvOverrides(t *testing.T) {
 		"SYNAPSE_URL":             "http://synapse:8008",
 		"MATRIX_SERVER_NAME":      "daarion.space",
 		"SYNAPSE_ADMIN_TOKEN":     "adm",
-		"INTERNAL_SERVICE_SECRET": "svc",
+		"INTERNAL_SERVICE_SECRET": "svc-secret-0123456789abcdef",
 		"MATRIX_GATEWAY_PORT":     "7100",
 		"APPSERVICE_URL":          "http://bridge:29330",
 		"APPSERVICE_LISTEN":       "0.0.0.0:29330",
@@ -61,7 +63,7 @@ func TestEnvOverrides(t *testing.T) {
 	want.Homeserver.URL = "http://synapse:8008"
 	want.Homeserver.ServerName = "daarion.space"
 	want.Homeserver.AdminToken = "adm"
-	want.InternalAPI.ServiceSecret = "svc"
+	want.InternalAPI.ServiceSecret = "svc-secret-0123456789abcdef"
 	want.InternalAPI.Port = 7100
 	want.AppService.URL = "http://bridge:29330"
 	want.AppService.Listen = "0.0.0.0:29330"
@@ -120,17 +122,23 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"logging.level", func(c *Config) { c.Logging.Level = "loud" }},
 		{"logging.format", func(c *Config) { c.Logging.Format = "xml" }},
 		{"internal_api.services[0].name", func(c *Config) {
-			c.InternalAPI.Services = []ServiceToken{{Name: "a b", Token: strings.Repeat("t", 16), Scopes: []string{"rooms"}}}
+			c.InternalAPI.Services = []ServiceToken{{Name: "a b", Token: strings.Repeat("t", 24), Scopes: []string{"rooms"}}}
 		}},
 		{"internal_api.services[1].name", func(c *Config) {
-			c.InternalAPI.Services = []ServiceToken{{Name: "x", Token: strings.Repeat("t", 16), Scopes: []string{"rooms"}}, {Name: "x", Token: strings.Repeat("u", 16), Scopes: []string{"rooms"}}}
+			c.InternalAPI.Services = []ServiceToken{{Name: "x", Token: strings.Repeat("t", 24), Scopes: []string{"rooms"}}, {Name: "x", Token: strings.Repeat("u", 24), Scopes: []string{"rooms"}}}
 		}},
 		{"internal_api.services[0].token", func(c *Config) {
 			c.InternalAPI.Services = []ServiceToken{{Name: "x", Token: "short", Scopes: []string{"rooms"}}}
 		}},
-		{"internal_api.services[0].scopes", func(c *Config) { c.InternalAPI.Services = []ServiceToken{{Name: "x", Token: strings.Repeat("t", 16)}} }},
+		{"internal_api.services[0].token", func(c *Config) {
+			c.InternalAPI.Services = []ServiceToken{{Name: "x", Token: strings.Repeat("t", 23), Scopes: []string{"rooms"}}}
+		}},
+		{"internal_api.service_secret", func(c *Config) { c.InternalAPI.ServiceSecret = "dev-secret-token" }},
+		{"appservice.as_token", func(c *Config) { c.AppService.ASToken = "as" }},
+		{"appservice.hs_token", func(c *Config) { c.AppService.HSToken = strings.Repeat("h", 31) }},
+		{"internal_api.services[0].scopes", func(c *Config) { c.InternalAPI.Services = []ServiceToken{{Name: "x", Token: strings.Repeat("t", 24)}} }},
 		{"internal_api.services[0].scopes[1]", func(c *Config) {
-			c.InternalAPI.Services = []ServiceToken{{Name: "x", Token: strings.Repeat("t", 16), Scopes: []string{"rooms", "root"}}}
+			c.InternalAPI.Services = []ServiceToken{{Name: "x", Token: strings.Repeat("t", 24), Scopes: []string{"rooms", "root"}}}
 		}},
 		{"internal_api.rate_limit.requests_per_second", func(c *Config) { c.InternalAPI.RateLimit.RequestsPerSecond = 0 }},
 		{"internal_api.rate_limit.burst", func(c *Config) { c.InternalAPI.RateLimit.Burst = 0 }},
@@ -139,8 +147,19 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"rooms.history_visibility", func(c *Config) { c.Rooms.HistoryVisibility = "everyone" }},
 		{"rooms.guest_access", func(c *Config) { c.Rooms.GuestAccess = "sure" }},
 		{"rooms.metadata_cache_ttl", func(c *Config) { c.Rooms.MetadataCacheTTL = "forever" }},
-		{"agents.accept_invites_from", func(c *Config) { c.Agents.AcceptInvitesFrom = "admins" }},
-		{"agents.accept_invites_from", func(c *Config) { c.Agents.AcceptInvitesFrom = "power_level:x" }},
+		{"agents.accept_invites_from[0]", func(c *Config) { c.Agents.AcceptInvitesFrom = InviteRules{"admins"} }},
+		{"agents.accept_invites_from[1]", func(c *Config) { c.Agents.AcceptInvitesFrom = InviteRules{"local", "power_level:x"} }},
+		{"agents.accept_invites_from[1]", func(c *Config) { c.Agents.AcceptInvitesFrom = InviteRules{"local", "server:bad server"} }},
+		{"agents.accept_invites_from[0]", func(c *Config) { c.Agents.AcceptInvitesFrom = InviteRules{"@alice"} }},
+		{"agents.accept_invites_from[1]", func(c *Config) { c.Agents.AcceptInvitesFrom = InviteRules{"local", "nobody"} }},
+		{"agents.accept_invites_from[2]", func(c *Config) {
+			c.Agents.AcceptInvitesFrom = InviteRules{"local", "power_level:50", "power_level:0"}
+		}},
+		{"agents.accept_invites_from", func(c *Config) { c.Agents.AcceptInvitesFrom = InviteRules{"power_level:50"} }},
+		{"agents.accept_invites_into", func(c *Config) { c.Agents.AcceptInvitesInto = nil }},
+		{"agents.accept_invites_into[1]", func(c *Config) { c.Agents.AcceptInvitesInto = []string{"city", "public"} }},
+		{"agents.provision_unknown[0]", func(c *Config) { c.Agents.ProvisionUnknown = []string{"demo-("} }},
+		{"agents.provision_unknown[1]", func(c *Config) { c.Agents.ProvisionUnknown = []string{"demo-.*", ""} }},
 		{"media.max_upload_bytes", func(c *Config) { c.Media.MaxUploadBytes = 0 }},
 		{"delivery.webhook_retry_window", func(c *Config) { c.Delivery.WebhookRetryWindow = "1 day" }},
 		{"delivery.webhook_max_backoff", func(c *Config) { c.Delivery.WebhookMaxBackoff = "-1s" }},
@@ -161,6 +180,57 @@ func TestValidateNamesTheKey(t *testing.T) {
 				t.Errorf("error %v does not name %s", err, tc.key)
 			}
 		})
+	}
+}
+
+// Secrets shorter than their minimum are refused at start (by Load, from the
+// file or the environment), naming the key and not showing the secret. An
+// empty appservice token or service secret means "not set" (bridge -g fills
+// the appservice tokens); a named service token is required.
+func TestSecretLengths(t *testing.T) {
+	for _, tc := range []struct {
+		key       string
+		min       int
+		emptyOK   bool
+		yaml, env func(v string) string
+	}{
+		{"appservice.as_token", 32, true, func(v string) string { return fmt.Sprintf("appservice:\n    as_token: %q\n", v) }, nil},
+		{"appservice.hs_token", 32, true, func(v string) string { return fmt.Sprintf("appservice:\n    hs_token: %q\n", v) }, nil},
+		{"internal_api.service_secret", 24, true, func(v string) string { return fmt.Sprintf("internal_api:\n    service_secret: %q\n", v) }, nil},
+		{"internal_api.service_secret", 24, true, func(string) string { return "" }, func(v string) string { return v }},
+		{"internal_api.services[0].token", 24, false, func(v string) string {
+			return fmt.Sprintf("internal_api:\n    services:\n        - name: city-service\n          token: %q\n          scopes: [rooms]\n", v)
+		}, nil},
+	} {
+		for _, value := range []string{"", "x", "dev-secret-token", strings.Repeat("s", tc.min-1), strings.Repeat("s", tc.min), strings.Repeat("ї", tc.min)} {
+			n := utf8.RuneCountInString(value)
+			from := "file"
+			if tc.env != nil {
+				from = "INTERNAL_SERVICE_SECRET"
+			}
+			t.Run(fmt.Sprintf("%s from %s, %d characters, %d bytes", tc.key, from, n, len(value)), func(t *testing.T) {
+				path := filepath.Join(t.TempDir(), "config.yaml")
+				if err := os.WriteFile(path, []byte(tc.yaml(value)), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				getenv := env(nil)
+				if tc.env != nil {
+					getenv = env(map[string]string{"INTERNAL_SERVICE_SECRET": tc.env(value)})
+				}
+				_, err := Load(path, getenv)
+				tooShort := n < tc.min && !(n == 0 && tc.emptyOK)
+				var fe *FieldError
+				switch {
+				case !tooShort && err != nil:
+					t.Errorf("refused: %v", err)
+				case !tooShort:
+				case !errors.As(err, &fe) || fe.Key != tc.key || !strings.Contains(fe.Message, fmt.Sprintf("at least %d characters", tc.min)):
+					t.Errorf("error %v does not name %s", err, tc.key)
+				case len(value) > 1 && strings.Contains(err.Error(), value):
+					t.Errorf("the error shows the secret: %v", err)
+				}
+			})
+		}
 	}
 }
 
@@ -200,6 +270,9 @@ func TestEnsureTokens(t *testing.T) {
 	as, hs := cfg.AppService.ASToken, cfg.AppService.HSToken
 	if len(as) != 64 || len(hs) != 64 || as == hs {
 		t.Errorf("tokens %q %q: want two different 64-character tokens", as, hs)
+	}
+	if len(newToken()) < minAppserviceTokenLength || cfg.Validate() != nil {
+		t.Errorf("generated tokens are refused: %v", cfg.Validate())
 	}
 	data, _ := os.ReadFile(path)
 	if !strings.Contains(string(data), "# ENV: DATABASE_URL") {
@@ -246,19 +319,6 @@ func TestNamespaces(t *testing.T) {
 	}
 	if cfg.BotUserID() != "@daarion-bot:daarion.space" {
 		t.Errorf("bot = %s", cfg.BotUserID())
-	}
-}
-
-func TestInviteMinPowerLevel(t *testing.T) {
-	for _, tc := range []struct {
-		value string
-		level int
-		ok    bool
-	}{{"power_level:50", 50, true}, {"power_level:0", 0, true}, {"nobody", 0, false}, {"power_level:", 0, false}} {
-		level, ok := Agents{AcceptInvitesFrom: tc.value}.InviteMinPowerLevel()
-		if level != tc.level || ok != tc.ok {
-			t.Errorf("%q = %d %v, want %d %v", tc.value, level, ok, tc.level, tc.ok)
-		}
 	}
 }
 

@@ -18,7 +18,8 @@ import (
 )
 
 // Handler handles events from the log, in log order. Returning an error makes
-// the runner retry the same batch after a backoff.
+// the runner retry after a backoff; a permanent error (IsPermanent) parks the
+// event that caused it, and the runner moves on.
 type Handler interface {
 	HandleEvents(ctx context.Context, events []*eventlog.Event) error
 }
@@ -41,6 +42,9 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the wait before retrying a failed batch.
 	MinBackoff time.Duration
 	MaxBackoff time.Duration
+	// Parked is where events that fail for good are parked. Without it a
+	// permanent failure is retried like a transient one.
+	Parked *ParkedStore
 }
 
 func (o Options) withDefaults() Options {
@@ -68,6 +72,7 @@ type Runner struct {
 
 	position atomic.Int64
 	failures atomic.Int64
+	parked   atomic.Int64
 }
 
 // NewRunner makes a runner for the consumer called name.
@@ -83,6 +88,9 @@ func (r *Runner) Position() int64 { return r.position.Load() }
 
 // Failures counts failed batches since start.
 func (r *Runner) Failures() int64 { return r.failures.Load() }
+
+// ParkedCount counts events this runner parked since start.
+func (r *Runner) ParkedCount() int64 { return r.parked.Load() }
 
 // Run consumes until ctx is cancelled.
 func (r *Runner) Run(ctx context.Context) {
@@ -116,6 +124,7 @@ func (r *Runner) Run(ctx context.Context) {
 		}
 		if len(events) == 0 {
 			backoff.reset()
+			r.retryParked(ctx)
 			select {
 			case <-ctx.Done():
 			case <-changed:
@@ -136,7 +145,9 @@ func (r *Runner) Run(ctx context.Context) {
 	}
 }
 
-// handle retries one batch until it succeeds; false when ctx ended first.
+// handle retries one batch until it is handled; false when ctx ended first.
+// A permanent failure of a batch is narrowed down to its event by handling
+// the events one at a time; that event is parked, the rest are handled.
 func (r *Runner) handle(ctx context.Context, events []*eventlog.Event, backoff *backoff) bool {
 	for {
 		err := r.handler.HandleEvents(ctx, events)
@@ -148,12 +159,69 @@ func (r *Runner) handle(ctx context.Context, events []*eventlog.Event, backoff *
 			return false
 		}
 		r.failures.Add(1)
-		zerolog.Ctx(ctx).Err(err).
-			Int64("first_position", events[0].Position).
-			Int("batch_size", len(events)).
-			Msg("Consumer failed to handle events, retrying")
+		log := zerolog.Ctx(ctx).With().Err(err).Int64("first_position", events[0].Position).Int("batch_size", len(events)).Logger()
+		if r.opts.Parked != nil && IsPermanent(err) {
+			if len(events) > 1 {
+				for i := range events {
+					if !r.handle(ctx, events[i:i+1], backoff) {
+						return false
+					}
+				}
+				return true
+			}
+			evt := events[0]
+			if perr := r.opts.Parked.Park(ctx, r.name, evt.Position, evt.EventID, err); perr == nil {
+				r.parked.Add(1)
+				log.Warn().Str("event_id", evt.EventID).Str("event_type", evt.Type).Msg("Consumer failed for good to handle an event; parked it and moved on")
+				return true
+			} else if ctx.Err() == nil {
+				log.Err(perr).Msg("Failed to park an event, retrying it")
+			}
+		} else {
+			log.Warn().Msg("Consumer failed to handle events, retrying")
+		}
 		if !backoff.sleep(ctx) {
 			return false
+		}
+	}
+}
+
+// retryParked handles again the parked events a retry was requested for:
+// handled ones leave the list, a permanent failure stays parked (its error
+// updated), a transient one keeps its request for the next idle moment.
+func (r *Runner) retryParked(ctx context.Context) {
+	if r.opts.Parked == nil {
+		return
+	}
+	log := zerolog.Ctx(ctx)
+	list, err := r.opts.Parked.retrying(ctx, r.name, 100)
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Err(err).Msg("Failed to read parked events to retry")
+		}
+		return
+	}
+	for _, p := range list {
+		events, err := r.source.Read(ctx, p.Position-1, 1)
+		if err != nil {
+			return
+		}
+		if len(events) == 0 || events[0].Position != p.Position {
+			// The event is no longer in the log (retention): nothing to retry.
+			_ = r.opts.Parked.unpark(ctx, r.name, p.Position)
+			continue
+		}
+		err = r.handler.HandleEvents(ctx, events)
+		switch {
+		case err == nil:
+			if err = r.opts.Parked.unpark(ctx, r.name, p.Position); err == nil {
+				log.Info().Int64("position", p.Position).Str("event_id", p.EventID).Msg("Parked event handled on retry")
+			}
+		case IsPermanent(err):
+			log.Warn().Err(err).Int64("position", p.Position).Msg("Parked event failed again on retry")
+			_ = r.opts.Parked.Park(ctx, r.name, p.Position, p.EventID, err)
+		default:
+			return // transient: the request stays for the next round
 		}
 	}
 }

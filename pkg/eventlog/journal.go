@@ -10,6 +10,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
+
+	"github.com/daarion/matrix-bridge/pkg/leader"
 )
 
 // Parser extracts a transaction's events from its body (the appservice
@@ -87,9 +89,15 @@ type journalRow struct {
 	body       string
 }
 
+type parkedRow struct {
+	row   journalRow
+	cause error
+}
+
 // IndexPending moves journalled transactions into the log, oldest first,
-// until the journal is empty; it returns how many it moved. Only one
-// indexer may run at a time (the bridge runs it in the leader process).
+// until the journal is empty; it returns how many it took out of the
+// journal, indexed or parked. Only one indexer may run at a time (the bridge
+// runs it in the leader process).
 func (l *Log) IndexPending(ctx context.Context, parse Parser) (int, error) {
 	total := 0
 	for {
@@ -121,15 +129,53 @@ func (l *Log) readJournal(ctx context.Context) ([]journalRow, error) {
 	return out, rows.Err()
 }
 
-// indexRows stores the events of several journalled transactions and
+// indexRows moves several journalled transactions into the log. The batch
+// goes in one database transaction; if the database refuses it for its data
+// (see refusedForData), the rows go in one at a time instead, and the ones it
+// refuses are parked, so that one row nothing can store does not hold back
+// the journal for ever. Any other failure leaves the batch in the journal for
+// the next attempt.
+func (l *Log) indexRows(ctx context.Context, parse Parser, rows []journalRow) error {
+	err := l.indexBatch(ctx, parse, rows)
+	if err == nil || !refusedForData(err) {
+		return err
+	}
+	log := zerolog.Ctx(ctx)
+	if len(rows) > 1 {
+		log.Warn().Err(err).Int("transactions", len(rows)).
+			Msg("The database refused a batch of journalled transactions; indexing them one by one")
+	}
+	for _, row := range rows {
+		refusal := l.indexBatch(ctx, parse, []journalRow{row})
+		if refusal == nil {
+			continue
+		}
+		if !refusedForData(refusal) {
+			return refusal
+		}
+		if err = l.park(ctx, row, refusal); err != nil {
+			return err
+		}
+		log.Error().Err(refusal).Int64("seq", row.seq).Str("txn_id", row.txnID).
+			Msg("The database refused a journalled transaction; parked")
+	}
+	return nil
+}
+
+// indexBatch stores the events of several journalled transactions and
 // deletes them from the journal, in one database transaction: one commit
 // for the batch, and a crash leaves either all of it or none.
-func (l *Log) indexRows(ctx context.Context, parse Parser, rows []journalRow) error {
+func (l *Log) indexBatch(ctx context.Context, parse Parser, rows []journalRow) error {
 	log := zerolog.Ctx(ctx)
 	stored := 0
+	var unparseable []parkedRow
 	l.appendMu.Lock()
 	err := l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		if err := l.lockAppends(ctx); err != nil {
+			return err
+		}
+		// Fenced: only the leader of this epoch moves journal rows into the log.
+		if err := leader.Check(ctx, l.db); err != nil {
 			return err
 		}
 		seqs := make([]any, 0, len(rows))
@@ -137,11 +183,14 @@ func (l *Log) indexRows(ctx context.Context, parse Parser, rows []journalRow) er
 		for _, row := range rows {
 			seqs = append(seqs, row.seq)
 			marks = append(marks, fmt.Sprintf("$%d", len(seqs)))
-			events, err := parse(row.txnID, []byte(row.body))
-			if err != nil {
+			events, parseErr := parse(row.txnID, []byte(row.body))
+			if parseErr != nil {
 				// It was valid when it was answered 200; a parser change
-				// must not wedge the journal, so it is dropped loudly.
-				log.Error().Err(err).Str("txn_id", row.txnID).Msg("Journalled transaction no longer parses; dropped")
+				// must not wedge the journal, so it is parked.
+				if err := l.insertParked(ctx, row, fmt.Errorf("no longer parses: %w", parseErr)); err != nil {
+					return err
+				}
+				unparseable = append(unparseable, parkedRow{row, parseErr})
 				continue
 			}
 			n, err := l.insertTransaction(ctx, row.txnID, row.receivedAt, events)
@@ -159,6 +208,10 @@ func (l *Log) indexRows(ctx context.Context, parse Parser, rows []journalRow) er
 	l.appendMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("failed to index %d journalled transactions: %w", len(rows), err)
+	}
+	for _, p := range unparseable {
+		log.Error().Err(p.cause).Int64("seq", p.row.seq).Str("txn_id", p.row.txnID).
+			Msg("Journalled transaction no longer parses; parked")
 	}
 	if stored > 0 {
 		l.changed.notify()

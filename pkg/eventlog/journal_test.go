@@ -95,7 +95,7 @@ func TestJournalThenIndex(t *testing.T) {
 	})
 }
 
-func TestIndexerRunsPromptlyAndSkipsUnparseableRows(t *testing.T) {
+func TestIndexerRunsPromptlyAndParksUnparseableRows(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
@@ -133,5 +133,11 @@ func TestIndexerRunsPromptlyAndSkipsUnparseableRows(t *testing.T) {
 		}
 		cancel()
 		<-done
+		// The row that no longer parses is kept, not dropped.
+		parked, err := l.ParkedTransactions(context.Background())
+		if err != nil || len(parked) != 1 || parked[0].TxnID != "poison" ||
+			parked[0].Body != string(body("$p1")) || !strings.Contains(parked[0].Error, "no longer parses") {
+			t.Errorf("parked = %+v, %v; want the poison transaction whole", parked, err)
+		}
 	})
 }

@@ -63,3 +63,16 @@ func Transient(err error) bool {
 	}
 	return true
 }
+
+// Permanent reports whether the homeserver refused for good: it answered a
+// 4xx other than 429, so asking again gives the same answer. It is the one
+// classifier of failed homeserver calls: consumers park an event whose
+// handling failed this way (pkg/consumer), and retry everything else.
+func Permanent(err error) bool {
+	var httpErr mautrix.HTTPError
+	if errors.As(err, &httpErr) && httpErr.Response != nil {
+		code := httpErr.Response.StatusCode
+		return code >= 400 && code < 500 && code != http.StatusTooManyRequests
+	}
+	return false
+}

@@ -2,6 +2,7 @@ package leader
 
 import (
 	"context"
+	"errors"
 	"os"
 	"sync/atomic"
 	"testing"
@@ -35,7 +36,7 @@ type candidate struct {
 }
 
 func start(db *dbutil.Database) *candidate {
-	c := &candidate{elector: New(db, 100*time.Millisecond), done: make(chan struct{})}
+	c := &candidate{elector: New(db, Options{TTL: time.Second, Interval: 100 * time.Millisecond}), done: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	go func() {
@@ -87,26 +88,73 @@ func TestOneLeaderAndFailover(t *testing.T) {
 	waitUntil(t, "the standby to take over", func() bool { return standby.elector.Leading() && standby.active.Load() == 1 })
 }
 
-// The leader's session is killed under it (a network cut, a DBA's
-// pg_terminate_backend): it stops leading, and someone leads again.
-func TestLostSessionStopsTheLeader(t *testing.T) {
-	tdb := testrig.NewTestDatabase(t, testrig.Postgres)
-	dbA, dbB, admin := open(t, tdb), open(t, tdb), open(t, tdb)
-	a := start(dbA)
-	defer a.stop()
-	waitUntil(t, "a to lead", func() bool { return a.elector.Leading() })
-	b := start(dbB)
-	defer b.stop()
-	// A bigint advisory key shows in pg_locks as classid (high half) and objid (low half).
-	key := lockKey
-	var killed int
-	if err := admin.QueryRow(context.Background(),
-		`SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1 AND objid = $2) AS t`,
-		int64(uint32(key>>32)), int64(uint32(key))).Scan(&killed); err != nil || killed != 1 {
-		t.Fatalf("terminated %d sessions holding the lock (%v), want 1", killed, err)
-	}
-	waitUntil(t, "leadership to be taken again", func() bool {
-		return a.starts.Load()+b.starts.Load() == 2 && a.active.Load()+b.active.Load() == 1
+// A leader that stops renewing (its host froze, or was cut off) loses the
+// lease once it expires: a standby takes over with a higher epoch, and every
+// write fenced with the old epoch fails, while the new epoch's succeed.
+func TestExpiredLeaseIsTakenOverAndTheOldEpochIsFenced(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		ctx := context.Background()
+		db := open(t, tdb)
+		// The frozen leader: it took the lease and never renews it.
+		frozen := New(db, Options{TTL: 500 * time.Millisecond, Interval: 100 * time.Millisecond, Holder: "frozen"})
+		oldEpoch, err := frozen.acquire(ctx)
+		if err != nil || oldEpoch == 0 {
+			t.Fatalf("acquire: %d %v", oldEpoch, err)
+		}
+		oldCtx := WithEpoch(ctx, oldEpoch)
+		if err = fencedWrite(oldCtx, db); err != nil {
+			t.Fatalf("the leader's own write: %v", err)
+		}
+		// The standby cannot take an unexpired lease...
+		standby := start(db)
+		defer standby.stop()
+		if epoch, err := standby.elector.acquire(ctx); err != nil || epoch != 0 {
+			t.Fatalf("took a held lease: %d %v", epoch, err)
+		}
+		// ...and takes it once it has expired.
+		waitUntil(t, "the standby to take over", func() bool { return standby.elector.Leading() })
+		newEpoch := standby.elector.Epoch()
+		if newEpoch <= oldEpoch {
+			t.Fatalf("new epoch %d, old %d", newEpoch, oldEpoch)
+		}
+		if err = fencedWrite(oldCtx, db); !errors.Is(err, ErrFenced) {
+			t.Errorf("a write with the old epoch: %v, want ErrFenced", err)
+		}
+		if err = fencedWrite(WithEpoch(ctx, newEpoch), db); err != nil {
+			t.Errorf("a write with the new epoch: %v", err)
+		}
+		lease, err := Current(ctx, db)
+		if err != nil || lease.Holder != standby.elector.Holder() || lease.Epoch != newEpoch || !lease.Held(time.Now()) {
+			t.Errorf("lease %+v (%v)", lease, err)
+		}
+	})
+}
+
+// A leader whose lease was taken while it was away steps down at its next
+// renewal.
+func TestLeaderStepsDownWhenItsLeaseWasTaken(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		db := open(t, tdb)
+		a := start(db)
+		defer a.stop()
+		waitUntil(t, "a to lead", func() bool { return a.elector.Leading() && a.active.Load() == 1 })
+		if _, err := db.Exec(context.Background(), `UPDATE leader_lease SET holder = 'usurper', epoch = epoch + 1, expires_at = $1`,
+			time.Now().Add(time.Hour).UnixMilli()); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "a to step down", func() bool { return !a.elector.Leading() && a.active.Load() == 0 })
+	})
+}
+
+// fencedWrite is a leader-only write: the fence, then a change, in one
+// transaction.
+func fencedWrite(ctx context.Context, db *dbutil.Database) error {
+	return db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if err := Check(ctx, db); err != nil {
+			return err
+		}
+		_, err := db.Exec(ctx, `UPDATE leader_lease SET holder = holder WHERE name = $1`, leaseName)
+		return err
 	})
 }
 

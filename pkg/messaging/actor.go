@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/appservice"
@@ -35,6 +36,10 @@ type Service struct {
 	media        config.Media
 	regSecret    string
 	order        keylock.Mutex
+	// reservedWait is how long a request whose Idempotency-Key another
+	// request reserved waits for that send's result before it takes the
+	// send to have been interrupted and finishes it.
+	reservedWait time.Duration
 }
 
 // Options configure the service.
@@ -52,6 +57,8 @@ func NewService(opts Options) *Service {
 	s := &Service{
 		as: opts.AppService, agents: opts.Agents, rooms: opts.Rooms, mapper: opts.Mapper,
 		idem: opts.Idempotency, media: opts.Config.Media, regSecret: opts.Config.Homeserver.RegistrationSharedSecret,
+		// Longer than a send takes, homeserver rate limiting included.
+		reservedWait: 15 * time.Second,
 	}
 	if re := opts.Config.DoublePuppetRegex(); re != "" {
 		s.doublePuppet = regexp.MustCompile("^" + re + "$")

@@ -2,13 +2,16 @@ package messaging
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/tidwall/gjson"
 	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix/id"
 )
@@ -45,14 +48,19 @@ func (s *IdempotencyStore) get(ctx context.Context, service, key string) (*idemp
 // reserve records a key as pending (no event yet) before its send, so a
 // retry after a crash in the middle of the send knows to look for the
 // event the first attempt may have made.
-func (s *IdempotencyStore) reserve(ctx context.Context, service, key, hash string) error {
-	_, err := s.db.Exec(ctx, `
+//
+// The reservation is the arbiter between processes: of requests with the
+// same key arriving at once (in one process or several sharing a
+// database), exactly one wins it and sends; won says whether this one did.
+func (s *IdempotencyStore) reserve(ctx context.Context, service, key, hash string) (won bool, err error) {
+	res, err := s.db.Exec(ctx, `
 		INSERT INTO idempotent_request (service, idem_key, request_hash, event_id, sent_at) VALUES ($1, $2, $3, '', $4)
 		ON CONFLICT (service, idem_key) DO NOTHING`, service, key, hash, time.Now().UnixMilli())
 	if err != nil {
-		return fmt.Errorf("failed to reserve idempotency key: %w", err)
+		return false, fmt.Errorf("failed to reserve idempotency key: %w", err)
 	}
-	return nil
+	n, err := res.RowsAffected()
+	return n == 1, err
 }
 
 // complete records the event a key's send made.
@@ -65,10 +73,21 @@ func (s *IdempotencyStore) complete(ctx context.Context, service, key string, re
 	return nil
 }
 
-// TxnMarker is the content key carrying the Matrix transaction id of an
-// idempotent send, so the event can be recognised when a retry must find
-// out whether an interrupted first attempt made it.
+// TxnMarker is the content key carrying the Matrix transaction id of every
+// message and reaction the bridge sends: a retry of an idempotent send finds
+// out by it whether an interrupted first attempt made its event, and the bot
+// knows by it a message the bridge sent as a double-puppeted human (which is
+// the service's, never a command), even when nothing was recorded because
+// the caller hung up mid-send.
 const TxnMarker = "org.daarion.txn_id"
+
+// Marked reports whether an event's JSON carries the bridge's marker.
+func Marked(eventJSON []byte) bool {
+	return gjson.GetBytes(eventJSON, "content."+strings.ReplaceAll(TxnMarker, ".", `\.`)).Type == gjson.String
+}
+
+// oneOffTxnID is the transaction id of a send without an Idempotency-Key.
+func oneOffTxnID() string { return "daarion_once_" + rand.Text() }
 
 // maxIdempotencyKey bounds the header's length.
 const maxIdempotencyKey = 255

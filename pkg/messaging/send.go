@@ -228,7 +228,10 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request) {
 func (s *Service) sendOnce(ctx context.Context, key, hash string, send func(txnID string) (id.EventID, error), find func(txnID string) id.EventID) (id.EventID, time.Time, error) {
 	service := internalapi.ServiceFrom(ctx).Name
 	if key == "" {
-		eventID, err := send("")
+		// Marked all the same: the marker travels in the event, so the
+		// bridge knows its own echo even when the caller hung up before
+		// anything was recorded (the bot must never run it as a command).
+		eventID, err := send(oneOffTxnID())
 		if err == nil {
 			s.noteSent(ctx, eventID, service, "")
 		}
@@ -244,21 +247,42 @@ func (s *Service) sendOnce(ctx context.Context, key, hash string, send func(txnI
 		return "", time.Time{}, &ConflictError{Message: "Idempotency-Key was already used for a different request"}
 	}
 	txnID := matrixTxnID(service, key)
-	switch {
-	case prev != nil && prev.EventID != "":
-		zerolog.Ctx(ctx).Debug().Str("event_id", prev.EventID.String()).Msg("Idempotent retry answered from the record")
-		return prev.EventID, prev.SentAt, nil
-	case prev != nil:
+	if prev == nil {
+		won, err := s.idem.reserve(ctx, service, key, hash)
+		if err != nil {
+			return "", time.Time{}, err
+		}
+		if !won {
+			// Another request (in this process or another sharing the
+			// database) reserved the key a moment ago: its send is the one.
+			if prev, err = s.idem.get(ctx, service, key); err != nil {
+				return "", time.Time{}, err
+			}
+		}
+	}
+	if prev != nil && prev.EventID == "" {
+		// Reserved by a send that is in flight, or was interrupted: wait for
+		// its result while it may still come, then look for its marked
+		// event before sending again.
+		if res, done, err := s.awaitReserved(ctx, service, key, hash, prev.SentAt); done {
+			if res != nil {
+				return res.EventID, res.SentAt, nil
+			}
+			return "", time.Time{}, err
+		}
 		if eventID := find(txnID); eventID != "" {
 			zerolog.Ctx(ctx).Info().Str("event_id", eventID.String()).Msg("An interrupted send had made its event; not sending again")
 			res := idempotentResult{RequestHash: hash, EventID: eventID, SentAt: time.Now()}
 			s.noteSent(ctx, eventID, service, key)
 			return eventID, res.SentAt, s.idem.complete(ctx, service, key, res)
 		}
-	default:
-		if err = s.idem.reserve(ctx, service, key, hash); err != nil {
-			return "", time.Time{}, err
-		}
+	}
+	switch {
+	case prev != nil && prev.RequestHash != hash:
+		return "", time.Time{}, &ConflictError{Message: "Idempotency-Key was already used for a different request"}
+	case prev != nil && prev.EventID != "":
+		zerolog.Ctx(ctx).Debug().Str("event_id", prev.EventID.String()).Msg("Idempotent retry answered from the record")
+		return prev.EventID, prev.SentAt, nil
 	}
 	eventID, err := send(txnID)
 	if err != nil {
@@ -271,6 +295,36 @@ func (s *Service) sendOnce(ctx context.Context, key, hash string, send func(txnI
 		zerolog.Ctx(ctx).Err(err).Msg("Sent, but failed to record the Idempotency-Key")
 	}
 	return eventID, res.SentAt, nil
+}
+
+// awaitReserved waits, until the reservation made at reservedAt is
+// s.reservedWait old, for the result of the send that holds it. done with a
+// result: that send's event; done with an error: a 409 (the key was used for
+// another request) or the context's end; not done: the send was
+// interrupted, and the caller finishes it.
+func (s *Service) awaitReserved(ctx context.Context, service, key, hash string, reservedAt time.Time) (*idempotentResult, bool, error) {
+	deadline := reservedAt.Add(s.reservedWait)
+	for {
+		prev, err := s.idem.get(ctx, service, key)
+		switch {
+		case err != nil:
+			return nil, true, err
+		case prev == nil:
+			return nil, false, nil
+		case prev.RequestHash != hash:
+			return nil, true, &ConflictError{Message: "Idempotency-Key was already used for a different request"}
+		case prev.EventID != "":
+			return prev, true, nil
+		}
+		if !time.Now().Before(deadline) {
+			return nil, false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, true, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // findMarked looks in a room's recent timeline, as actor, for the event an

@@ -148,7 +148,7 @@ func (m *Metrics) ObserveTransaction(result string, events []eventlog.IncomingEv
 	for i := range events {
 		m.EventsReceived.WithLabelValues(string(events[i].Kind), EventType(events[i].Type)).Inc()
 	}
-	if result != "bad_request" {
+	if result != "bad_request" && result != "overloaded" { // neither reached a commit
 		m.TransactionCommit.Observe(commit.Seconds())
 	}
 }

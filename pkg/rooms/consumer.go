@@ -9,7 +9,6 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
-	"github.com/daarion/matrix-bridge/pkg/homeserver"
 )
 
 // HandleEvents is the rooms consumer of the event log: a state event drops
@@ -55,13 +54,10 @@ func (s *Service) followTombstone(ctx context.Context, oldRoomID, newRoomID id.R
 	defer unlock()
 
 	if _, err = s.bot.JoinRoomByID(ctx, newRoomID); err != nil {
-		if isTransient(err) {
-			return fmt.Errorf("failed to join replacement room: %w", err)
-		}
-		// A replacement the bot may not join will not become joinable by
-		// retrying; say so and leave the mapping where it is.
-		log.Error().Err(err).Str("slug", cr.Slug).Msg("Bridge bot cannot join the replacement of a city room; mapping not moved")
-		return nil
+		// A refusal for good (the bot may not join the replacement) parks
+		// the tombstone for this consumer, with the mapping where it was;
+		// it can be retried once the bot is invited. Anything else is retried.
+		return fmt.Errorf("failed to join the replacement room %s of city room %s: %w", newRoomID, cr.Slug, err)
 	}
 	// Synapse moves local aliases on upgrade itself; elsewhere move it here.
 	resolved, err := s.bot.ResolveAlias(ctx, cr.Alias)
@@ -81,9 +77,10 @@ func (s *Service) followTombstone(ctx context.Context, oldRoomID, newRoomID id.R
 	if err = s.store.MoveToRoom(ctx, cr.Slug, oldRoomID, newRoomID); err != nil {
 		return err
 	}
+	// The old id now answers for the new room: drop what it cached (the
+	// tombstone dropped it once, but a move retried later comes after
+	// reads of the old room).
+	s.cache.Invalidate(oldRoomID)
 	log.Info().Str("slug", cr.Slug).Msg("City room followed its room upgrade")
 	return nil
 }
-
-// isTransient reports whether a failed homeserver call may succeed later.
-var isTransient = homeserver.Transient

@@ -178,9 +178,9 @@ func (s *Service) handleGetRoom(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	// A cached room answers from memory. (The tombstone that moves a city
-	// room is a state event: it drops the old room's entry, so an old id is
-	// never served stale.)
+	// A cached room answers from memory. (Moving a city room to its
+	// replacement drops the old room's entry, so an old id is never served
+	// stale.)
 	if meta, ok := s.cache.Peek(roomID); ok {
 		internalapi.WriteJSON(w, http.StatusOK, meta)
 		return

@@ -909,14 +909,7 @@ func (h *Homeserver) doJSON(ctx context.Context, method, url string, body, out a
 	return nil
 }
 
-func dendriteFreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+func dendriteFreePort() (int, error) { return FreePort() }
 
 func dendriteRandomHex(n int) string {
 	b := make([]byte, n)

@@ -175,7 +175,7 @@ func (a *API) withSubscription(h func(http.ResponseWriter, *http.Request, *Subsc
 	return func(w http.ResponseWriter, r *http.Request) {
 		subID, _ := internalapi.PathVar(r, "id")
 		// PostgreSQL cannot compare NUL or non-UTF-8 text: no such id.
-		if !utf8.ValidString(subID) || strings.ContainsRune(subID, 0) {
+		if !storable(subID) {
 			internalapi.WriteError(w, http.StatusNotFound, "M_NOT_FOUND", "no such subscription")
 			return
 		}
@@ -236,8 +236,8 @@ func (a *API) handleRedeliver(w http.ResponseWriter, r *http.Request, sub *Subsc
 	if r.ContentLength != 0 && !internalapi.DecodeJSON(w, r, &req) {
 		return
 	}
-	if req.EventID != "" && len(req.EventID) > 255 {
-		internalapi.WriteFieldError(w, "event_id", "must be an event id")
+	if len(req.EventID) > 255 || !storable(req.EventID) {
+		internalapi.WriteFieldError(w, "event_id", "must be an event id (at most 255 bytes of UTF-8, without NUL)")
 		return
 	}
 	n, err := a.store.Redeliver(r.Context(), sub.ID, req.EventID)
@@ -247,6 +247,13 @@ func (a *API) handleRedeliver(w http.ResponseWriter, r *http.Request, sub *Subsc
 	}
 	a.deliverer.Wake()
 	internalapi.WriteJSON(w, http.StatusOK, map[string]int64{"redelivered": n})
+}
+
+// storable reports whether PostgreSQL can store s as text, or compare text
+// with it: it refuses NUL and bytes that are not UTF-8, with an error (a 500)
+// instead of no match.
+func storable(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
 
 func (a *API) handleState(state string) func(http.ResponseWriter, *http.Request, *Subscription) {

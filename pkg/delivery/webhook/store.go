@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.mau.fi/util/dbutil"
+
+	"github.com/daarion/matrix-bridge/pkg/leader"
 )
 
 // Subscription states.
@@ -143,6 +145,26 @@ func (s *Store) SetState(ctx context.Context, id, state, reason string) error {
 // Enqueue adds deliveries to the outbox; ones already there (a fan-out batch
 // handled again after a restart) are skipped.
 func (s *Store) Enqueue(ctx context.Context, deliveries []*Delivery) error {
+	return s.fenced(ctx, func(ctx context.Context) error { return s.enqueue(ctx, deliveries) })
+}
+
+// fenced runs a leader-only change of the outbox in one database
+// transaction that first checks this process still holds the lease (a
+// leader back from a freeze must not write its stale view over its
+// successor's).
+func (s *Store) fenced(ctx context.Context, fn func(ctx context.Context) error) error {
+	if _, ok := leader.EpochFrom(ctx); !ok {
+		return fn(ctx)
+	}
+	return s.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if err := leader.Check(ctx, s.db); err != nil {
+			return err
+		}
+		return fn(ctx)
+	})
+}
+
+func (s *Store) enqueue(ctx context.Context, deliveries []*Delivery) error {
 	const perRow = 6
 	for start := 0; start < len(deliveries); start += 500 {
 		chunk := deliveries[start:min(start+500, len(deliveries))]
@@ -215,7 +237,10 @@ func (s *Store) Delivered(ctx context.Context, subscriptionID string, positions 
 		args = append(args, p)
 		marks = append(marks, fmt.Sprintf("$%d", len(args)))
 	}
-	_, err := s.db.Exec(ctx, `DELETE FROM webhook_delivery WHERE subscription_id = $1 AND position IN (`+strings.Join(marks, ", ")+`)`, args...)
+	err := s.fenced(ctx, func(ctx context.Context) error {
+		_, err := s.db.Exec(ctx, `DELETE FROM webhook_delivery WHERE subscription_id = $1 AND position IN (`+strings.Join(marks, ", ")+`)`, args...)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("failed to mark deliveries done: %w", err)
 	}
@@ -231,9 +256,12 @@ func (s *Store) Failed(ctx context.Context, d *Delivery, dead bool, next time.Ti
 	if len(reason) > 1000 {
 		reason = reason[:1000]
 	}
-	_, err := s.db.Exec(ctx, `UPDATE webhook_delivery SET state = $3, attempts = attempts + 1, next_attempt_at = $4,
+	err := s.fenced(ctx, func(ctx context.Context) error {
+		_, err := s.db.Exec(ctx, `UPDATE webhook_delivery SET state = $3, attempts = attempts + 1, next_attempt_at = $4,
 		first_failed_at = $5, last_error = $6 WHERE subscription_id = $1 AND position = $2`,
-		d.SubscriptionID, d.Position, state, next.UnixMilli(), firstFailed.UnixMilli(), reason)
+			d.SubscriptionID, d.Position, state, next.UnixMilli(), firstFailed.UnixMilli(), reason)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("failed to record a failed delivery: %w", err)
 	}
