@@ -1,4 +1,4 @@
--- v0 -> v8: Latest revision
+-- v0 -> v9: Latest revision
 
 -- Every transaction id the homeserver has sent, for audit and to see retries.
 CREATE TABLE as_transaction (
@@ -193,4 +193,11 @@ CREATE TABLE leader_lease (
 	holder     TEXT   NOT NULL,
 	epoch      BIGINT NOT NULL,
 	expires_at BIGINT NOT NULL -- unix milliseconds
+);
+
+-- How far the event log has been pruned: a sync since at or below
+-- pruned_through asked for events that are gone.
+CREATE TABLE log_retention (
+	name           TEXT   PRIMARY KEY,
+	pruned_through BIGINT NOT NULL
 );

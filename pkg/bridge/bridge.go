@@ -57,18 +57,21 @@ type Bridge struct {
 	// consumers are the consumers' names, for the API (set once in Start).
 	consumers atomic.Pointer[[]string]
 	// pressure is the latest sample of backlog, lag and leadership.
-	pressure    pressure
-	Consumers   *consumer.Group
-	Rooms       *rooms.Service
-	Agents      *agents.Service
-	Messaging   *messaging.Service
-	DTOs        *delivery.DTOSource
-	Webhooks    *webhook.Deliverer
-	NATS        *jetstream.Sink // nil when NATS_URL is unset
-	Leader      *leader.Elector
-	Sync        *syncapi.Handler
-	Metrics     *metrics.Metrics
-	InternalAPI *internalapi.API
+	pressure pressure
+	// The stores the retention job prunes.
+	idempotency  *messaging.IdempotencyStore
+	webhookStore *webhook.Store
+	Consumers    *consumer.Group
+	Rooms        *rooms.Service
+	Agents       *agents.Service
+	Messaging    *messaging.Service
+	DTOs         *delivery.DTOSource
+	Webhooks     *webhook.Deliverer
+	NATS         *jetstream.Sink // nil when NATS_URL is unset
+	Leader       *leader.Elector
+	Sync         *syncapi.Handler
+	Metrics      *metrics.Metrics
+	InternalAPI  *internalapi.API
 
 	asListener  net.Listener
 	asServer    *http.Server
@@ -131,12 +134,13 @@ func (b *Bridge) Start(ctx context.Context) error {
 	}
 	mapper := identity.NewMapper(cfg)
 	b.Agents = agents.NewService(agents.NewStore(b.DB), b.AS, mapper, cfg.Agents)
+	b.idempotency = messaging.NewIdempotencyStore(b.DB)
 	b.Messaging = messaging.NewService(messaging.Options{
 		AppService:  b.AS,
 		Agents:      b.Agents,
 		Rooms:       b.Rooms,
 		Mapper:      mapper,
-		Idempotency: messaging.NewIdempotencyStore(b.DB),
+		Idempotency: b.idempotency,
 		Config:      cfg,
 	})
 	b.InternalAPI, err = internalapi.New(internalapi.Options{
@@ -152,7 +156,8 @@ func (b *Bridge) Start(ctx context.Context) error {
 	}
 	b.DTOs = delivery.NewDTOSource(b.DB, mapper)
 	webhookStore := webhook.NewStore(b.DB)
-	policy := webhook.Policy{AllowLinkLocal: cfg.Delivery.WebhookAllowLinkLocal}
+	b.webhookStore = webhookStore
+	policy := webhook.Policy{AllowLinkLocal: cfg.Delivery.WebhookAllowLinkLocal, MaxPerService: cfg.Delivery.MaxSubscriptionsPerService}
 	b.Webhooks = webhook.NewDeliverer(webhookStore, webhook.DelivererOptions{
 		Workers:     cfg.Delivery.WebhookWorkers,
 		Timeout:     time.Duration(cfg.Delivery.WebhookTimeoutMS) * time.Millisecond,
@@ -247,7 +252,13 @@ func (b *Bridge) Start(ctx context.Context) error {
 				b.EventLog.RunIndexer(ctx, appservice.ParseTransaction)
 			}()
 			b.Consumers.Start(ctx)
+			pruned := make(chan struct{})
+			go func() {
+				defer close(pruned)
+				b.runRetention(ctx)
+			}()
 			b.Webhooks.Run(ctx)
+			<-pruned
 			b.Consumers.Stop()
 			<-indexed
 		})

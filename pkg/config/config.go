@@ -36,6 +36,7 @@ type Config struct {
 	Delivery    Delivery    `yaml:"delivery"`
 	Metrics     Metrics     `yaml:"metrics"`
 	Health      Health      `yaml:"health"`
+	Retention   Retention   `yaml:"retention"`
 	Logging     Logging     `yaml:"logging"`
 	// Permissions say who may use the bridge bot's commands: a Matrix user
 	// id, a server name, or "*" → "admin" or "user"; the most specific wins.
@@ -174,6 +175,9 @@ type Delivery struct {
 	// WebhookAllowLinkLocal allows webhook URLs on link-local and cloud
 	// metadata addresses (169.254.0.0/16, fe80::/10), refused by default.
 	WebhookAllowLinkLocal bool `yaml:"webhook_allow_link_local"`
+	// MaxSubscriptionsPerService caps one service's webhook subscriptions
+	// (0: no cap).
+	MaxSubscriptionsPerService int `yaml:"max_subscriptions_per_service"`
 }
 
 // RetryWindow parses WebhookRetryWindow (validated).
@@ -228,8 +232,9 @@ func Default() *Config {
 			// tens of thousands a second.
 			MaxJournalBacklog: 50000,
 		},
-		Health:   Health{MaxJournalBacklog: 1000, MaxConsumerLag: 100000},
-		Database: Database{URL: "sqlite:daarion-bridge.db"},
+		Health:    Health{MaxJournalBacklog: 1000, MaxConsumerLag: 100000},
+		Retention: defaultRetention(),
+		Database:  Database{URL: "sqlite:daarion-bridge.db"},
 		InternalAPI: InternalAPI{
 			Host:         "127.0.0.1",
 			Port:         7025,
@@ -244,7 +249,7 @@ func Default() *Config {
 		},
 		Agents:      defaultAgents(),
 		Media:       Media{MaxUploadBytes: 50 << 20},
-		Delivery:    Delivery{WebhookTimeoutMS: 5000, SyncTimeoutMS: 30000, WebhookRetryWindow: "24h", WebhookMaxBackoff: "1h", WebhookWorkers: 8},
+		Delivery:    Delivery{WebhookTimeoutMS: 5000, SyncTimeoutMS: 30000, WebhookRetryWindow: "24h", WebhookMaxBackoff: "1h", WebhookWorkers: 8, MaxSubscriptionsPerService: 100},
 		Logging:     Logging{Level: "info", Format: "json"},
 		Permissions: map[string]string{},
 	}
@@ -425,6 +430,9 @@ func (cfg *Config) Validate() error {
 			fail(token.key, "must be at least %d characters, got %d (leave it empty for bridge -g to generate one, and register the bridge again)", minAppserviceTokenLength, n)
 		}
 	}
+	if cfg.Delivery.MaxSubscriptionsPerService < 0 {
+		fail("delivery.max_subscriptions_per_service", "must be 0 (no cap) or more, got %d", cfg.Delivery.MaxSubscriptionsPerService)
+	}
 	if as.MaxJournalBacklog < 0 {
 		fail("appservice.max_journal_backlog", "must be 0 (no limit) or more, got %d", as.MaxJournalBacklog)
 	}
@@ -510,6 +518,7 @@ func (cfg *Config) Validate() error {
 	}
 
 	cfg.Agents.validate(fail)
+	cfg.Retention.validate(fail)
 	if cfg.Media.MaxUploadBytes < 1 {
 		fail("media.max_upload_bytes", "must be positive, got %d", cfg.Media.MaxUploadBytes)
 	}

@@ -136,3 +136,28 @@ func (s *IdempotencyStore) recordSent(ctx context.Context, eventID id.EventID, s
 	}
 	return nil
 }
+
+// Prune forgets completed Idempotency-Keys and the records of events the
+// bridge sent from before `before` (a retry after that long sends again).
+// Reservations without an event are kept: their send may still finish.
+func (s *IdempotencyStore) Prune(ctx context.Context, before time.Time) (int64, error) {
+	var deleted int64
+	err := s.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		for _, query := range []string{
+			`DELETE FROM idempotent_request WHERE event_id <> '' AND sent_at < $1`,
+			`DELETE FROM sent_event WHERE sent_at < $1`,
+		} {
+			res, err := s.db.Exec(ctx, query, before.UnixMilli())
+			if err != nil {
+				return err
+			}
+			n, _ := res.RowsAffected()
+			deleted += n
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("failed to prune sent events and idempotency keys: %w", err)
+	}
+	return deleted, nil
+}

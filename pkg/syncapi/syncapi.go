@@ -131,6 +131,15 @@ func (h *Handler) handleSync(w http.ResponseWriter, r *http.Request) {
 		internalapi.WriteFieldError(w, "since", "is past the end of the event log; use a next_batch this bridge gave")
 		return
 	}
+	// Events after since may have been pruned (retention.events): then the
+	// answer would silently skip them. Tell the client to start again.
+	if pruned, err := h.log.PrunedThrough(ctx); err != nil {
+		h.writeFailure(w, r, err)
+		return
+	} else if req.since < pruned {
+		internalapi.WriteFieldError(w, "since", "is older than the events this bridge keeps (retention.events); sync again without since and catch up from the current state")
+		return
+	}
 
 	timer := time.NewTimer(req.timeout)
 	defer timer.Stop()

@@ -978,3 +978,30 @@ func TestScanBudget(t *testing.T) {
 		}
 	})
 }
+
+// A since older than what retention kept asks for events that are gone: a
+// 400 naming since tells the client to start again, instead of an answer
+// that silently skips them. A since at the pruned position is still fine.
+func TestSinceOlderThanRetentionIsRefused(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		f := newFixture(t, tdb, longTimeout)
+		seed(t, f)
+		head := f.head(t)
+		through := head / 2
+		if _, err := f.log.Prune(context.Background(), through, time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		status, body := f.get(t, subsToken, query(map[string]string{"since": string(syncapi.Token(through - 1))}))
+		var answer struct {
+			Field string `json:"field"`
+		}
+		_ = json.Unmarshal(body, &answer)
+		if status != http.StatusBadRequest || answer.Field != "since" {
+			t.Errorf("since older than retention: %d %s, want 400 naming since", status, body)
+		}
+		resp := f.sync(t, map[string]string{"since": string(syncapi.Token(through))})
+		if countEvents(resp) == 0 {
+			t.Errorf("since at the pruned position gave nothing")
+		}
+	})
+}

@@ -36,6 +36,7 @@ type Deliverer struct {
 
 	mu       sync.Mutex
 	inflight map[queueKey]bool
+	bySub    map[string]int // queues in flight per subscription
 	stats    Stats
 }
 
@@ -51,7 +52,7 @@ func NewDeliverer(store *Store, opts DelivererOptions) *Deliverer {
 	}
 	return &Deliverer{
 		store: store, opts: opts, client: opts.Policy.Client(opts.Timeout),
-		wakeCh: make(chan struct{}, 1), inflight: map[queueKey]bool{},
+		wakeCh: make(chan struct{}, 1), inflight: map[queueKey]bool{}, bySub: map[string]int{},
 	}
 }
 
@@ -82,11 +83,16 @@ func (d *Deliverer) Run(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			log.Err(err).Msg("Failed to look for webhook deliveries")
 		}
+		keys = fairOrder(keys)
+		d.mu.Lock()
+		share := d.fairShare(keys)
+		d.mu.Unlock()
 		for _, k := range keys {
 			d.mu.Lock()
-			busy := d.inflight[k] || len(d.inflight) >= d.opts.Workers
+			busy := d.inflight[k] || len(d.inflight) >= d.opts.Workers || d.bySub[k.subscriptionID] >= share
 			if !busy {
 				d.inflight[k] = true
+				d.bySub[k.subscriptionID]++
 			}
 			d.mu.Unlock()
 			if busy {
@@ -98,6 +104,9 @@ func (d *Deliverer) Run(ctx context.Context) {
 				d.drain(log.WithContext(ctx), k)
 				d.mu.Lock()
 				delete(d.inflight, k)
+				if d.bySub[k.subscriptionID]--; d.bySub[k.subscriptionID] <= 0 {
+					delete(d.bySub, k.subscriptionID)
+				}
 				d.mu.Unlock()
 				d.Wake()
 			}()
@@ -110,8 +119,48 @@ func (d *Deliverer) Run(ctx context.Context) {
 	}
 }
 
+// fairOrder interleaves due queues by subscription: each subscription's
+// oldest queue first, then each one's second, and so on, so that one
+// subscription with a queue per room (a "*" subscriber) does not take every
+// free worker ahead of the others.
+func fairOrder(keys []queueKey) []queueKey {
+	bySub := map[string][]queueKey{}
+	var order []string
+	for _, k := range keys {
+		if _, seen := bySub[k.subscriptionID]; !seen {
+			order = append(order, k.subscriptionID)
+		}
+		bySub[k.subscriptionID] = append(bySub[k.subscriptionID], k)
+	}
+	out := make([]queueKey, 0, len(keys))
+	for round := 0; len(out) < len(keys); round++ {
+		for _, sub := range order {
+			if round < len(bySub[sub]) {
+				out = append(out, bySub[sub][round])
+			}
+		}
+	}
+	return out
+}
+
+// fairShare is how many workers one subscription may hold: the workers
+// split evenly among the subscriptions with work (due now or in flight),
+// at least one each. With d.mu held.
+func (d *Deliverer) fairShare(due []queueKey) int {
+	subs := map[string]bool{}
+	for _, k := range due {
+		subs[k.subscriptionID] = true
+	}
+	for sub := range d.bySub {
+		subs[sub] = true
+	}
+	return max(1, d.opts.Workers/max(1, len(subs)))
+}
+
 // drain delivers a queue's due head in order, until a delivery fails (the
-// queue then waits for its retry) or the queue is empty. Delivered rows are
+// queue then waits for its retry), the queue is empty, or it has held its
+// worker for an attempt's timeout (it goes back in line, so that a slow
+// receiver cannot keep a worker from the other subscriptions for longer). Delivered rows are
 // removed in one statement per head read, not one commit per delivery: a
 // crash in between only delivers them again, which at-least-once allows.
 func (d *Deliverer) drain(ctx context.Context, k queueKey) {
@@ -131,6 +180,7 @@ func (d *Deliverer) drain(ctx context.Context, k queueKey) {
 		return true
 	}
 	defer flush()
+	yieldAt := time.Now().Add(d.opts.Timeout)
 	for ctx.Err() == nil {
 		head, err := d.store.QueueHead(ctx, k, queueHeadBatch)
 		if err != nil {
@@ -141,7 +191,7 @@ func (d *Deliverer) drain(ctx context.Context, k queueKey) {
 			return
 		}
 		for _, del := range head {
-			if del.NextAttemptAt.After(time.Now()) {
+			if del.NextAttemptAt.After(time.Now()) || d.opts.Timeout > 0 && time.Now().After(yieldAt) {
 				return
 			}
 			ok, goOn := d.attempt(ctx, sub, del)

@@ -3,6 +3,7 @@ package webhook
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -99,6 +100,18 @@ func (a *API) handleSubscribe(w http.ResponseWriter, r *http.Request) {
 	sub := &Subscription{
 		ID: newSubscriptionID(), Service: internalapi.ServiceFrom(r.Context()).Name, RoomFilter: filter,
 		URL: req.WebhookURL, EventTypes: req.Events, Secret: NewSecret(), State: StateActive,
+	}
+	if a.policy.MaxPerService > 0 {
+		n, err := a.store.CountSubscriptions(r.Context(), sub.Service)
+		if err != nil {
+			internalapi.WriteInternalError(w, r, err)
+			return
+		}
+		if n >= a.policy.MaxPerService {
+			internalapi.WriteError(w, http.StatusForbidden, "M_LIMIT_EXCEEDED",
+				fmt.Sprintf("service %q has %d subscriptions, the most delivery.max_subscriptions_per_service allows; delete one first", sub.Service, n))
+			return
+		}
 	}
 	if err := a.store.CreateSubscription(r.Context(), sub); err != nil {
 		internalapi.WriteInternalError(w, r, err)

@@ -123,6 +123,33 @@ func (s *Store) Subscriptions(ctx context.Context, service string) ([]*Subscript
 	return list, nil
 }
 
+// CountSubscriptions counts a service's subscriptions.
+func (s *Store) CountSubscriptions(ctx context.Context, service string) (int, error) {
+	var n int
+	if err := s.db.QueryRow(ctx, `SELECT COUNT(*) FROM webhook_subscription WHERE service = $1`, service).Scan(&n); err != nil {
+		return 0, fmt.Errorf("failed to count subscriptions: %w", err)
+	}
+	return n, nil
+}
+
+// PruneDeadLetters deletes dead letters that first failed before `before`
+// and were not redelivered since.
+func (s *Store) PruneDeadLetters(ctx context.Context, before time.Time) (int64, error) {
+	var deleted int64
+	err := s.fenced(ctx, func(ctx context.Context) error {
+		res, err := s.db.Exec(ctx, `DELETE FROM webhook_delivery WHERE state = 'dead' AND first_failed_at < $1`, before.UnixMilli())
+		if err != nil {
+			return err
+		}
+		deleted, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("failed to prune dead letters: %w", err)
+	}
+	return deleted, nil
+}
+
 // DeleteSubscription removes a subscription and its outbox.
 func (s *Store) DeleteSubscription(ctx context.Context, id string) error {
 	_, err := s.db.Exec(ctx, `DELETE FROM webhook_subscription WHERE id = $1`, id)

@@ -33,6 +33,9 @@ var alwaysForbidden = []netip.Prefix{
 // Policy decides which webhook URLs are acceptable.
 type Policy struct {
 	AllowLinkLocal bool
+	// MaxPerService caps one service's subscriptions (0: no cap): each
+	// "*" subscription is a queue per room and a share of the workers.
+	MaxPerService int
 }
 
 // CheckURL validates a webhook URL: http or https, a host, no credentials,
