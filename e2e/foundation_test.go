@@ -35,8 +35,14 @@ func TestHumanEventsAreLoggedExactlyOnce(t *testing.T) {
 		for i := 0; i < 20; i++ {
 			sendText(t, alice, roomID, fmt.Sprintf("message %d", i))
 		}
-		produced := eventsBy(t, alice, roomID)
-		if len(produced) != 21 { // her join and 20 messages
+		// Her join and 20 messages. Dendrite's /messages can lag a send by
+		// a moment under load: wait for it to show them all.
+		var produced []id.EventID
+		eventually(t, "the homeserver to show alice's 21 events", 10*time.Second, func() bool {
+			produced = eventsBy(t, alice, roomID)
+			return len(produced) >= 21
+		})
+		if len(produced) != 21 {
 			t.Fatalf("the homeserver has %d events by alice, want 21", len(produced))
 		}
 		s.waitLogged(produced, 60*time.Second)
@@ -139,7 +145,11 @@ func TestSIGKILLMidStreamLosesNothing(t *testing.T) {
 			t.Fatalf("no message was sent while the bridge was down (%d at kill, %d at restart)", sentAtKill, sentAtRestart)
 		}
 
-		produced := eventsBy(t, alice, roomID)
+		var produced []id.EventID
+		eventually(t, "the homeserver to show every event by alice", 10*time.Second, func() bool {
+			produced = eventsBy(t, alice, roomID)
+			return len(produced) >= total+1
+		})
 		if len(produced) != total+1 {
 			t.Fatalf("the homeserver has %d events by alice, want %d", len(produced), total+1)
 		}
