@@ -37,6 +37,8 @@ type DTOSource struct {
 	// only on creation and room upgrades.
 	roomsMu sync.Mutex
 	rooms   map[string]cachedRoom
+	// maxRooms bounds rooms (maxCachedRooms).
+	maxRooms int
 
 	unmapped atomic.Int64
 }
@@ -50,7 +52,7 @@ const roomCacheTTL = 10 * time.Second
 
 // NewDTOSource returns a source reading city rooms and sent events from db.
 func NewDTOSource(db *dbutil.Database, ids identity.Mapper) *DTOSource {
-	return &DTOSource{db: db, ids: ids, rooms: map[string]cachedRoom{}}
+	return &DTOSource{db: db, ids: ids, rooms: map[string]cachedRoom{}, maxRooms: maxCachedRooms}
 }
 
 // Unmapped counts events of types no DTO exists for.
@@ -171,7 +173,29 @@ func (s *DTOSource) room(ctx context.Context, roomID string) (cachedRoom, error)
 		return c, fmt.Errorf("failed to look up the city room of %s: %w", roomID, err)
 	}
 	s.roomsMu.Lock()
+	if len(s.rooms) >= s.maxRooms {
+		s.evictRoomsLocked()
+	}
 	s.rooms[roomID] = c
 	s.roomsMu.Unlock()
 	return c, nil
+}
+
+// maxCachedRooms bounds the room lookups kept (a few MB at most).
+const maxCachedRooms = 10000
+
+// evictRoomsLocked makes room for one more lookup: expired ones go first,
+// then, if that freed nothing, any one (they are only a cache).
+func (s *DTOSource) evictRoomsLocked() {
+	for id, c := range s.rooms {
+		if time.Since(c.at) >= roomCacheTTL {
+			delete(s.rooms, id)
+		}
+	}
+	for id := range s.rooms {
+		if len(s.rooms) < s.maxRooms {
+			break
+		}
+		delete(s.rooms, id)
+	}
 }

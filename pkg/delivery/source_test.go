@@ -1,0 +1,40 @@
+package delivery
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/daarion/matrix-bridge/database"
+	"github.com/daarion/matrix-bridge/pkg/identity"
+	"github.com/daarion/matrix-bridge/pkg/testrig"
+)
+
+func TestMain(m *testing.M) { os.Exit(testrig.RunTests(m)) }
+
+// The room lookups the DTO source keeps are bounded: a stream over more
+// rooms than the bound never holds more than it.
+func TestRoomLookupsAreBounded(t *testing.T) {
+	tdb := testrig.NewTestDatabase(t, testrig.SQLite)
+	db, err := database.Open(context.Background(), database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	s := NewDTOSource(db, identity.Mapper{ServerName: "s"})
+	s.maxRooms = 50
+	for i := 0; i < 500; i++ {
+		if _, err := s.room(context.Background(), fmt.Sprintf("!room%d:s", i)); err != nil {
+			t.Fatal(err)
+		}
+		s.roomsMu.Lock()
+		n := len(s.rooms)
+		s.roomsMu.Unlock()
+		if n > s.maxRooms {
+			t.Fatalf("after %d rooms the source keeps %d lookups, more than %d", i+1, n, s.maxRooms)
+		}
+	}
+}
