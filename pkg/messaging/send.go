@@ -244,7 +244,7 @@ func (s *Service) sendOnce(ctx context.Context, key, hash string, send func(txnI
 		return "", time.Time{}, err
 	}
 	if prev != nil && prev.RequestHash != hash {
-		return "", time.Time{}, &ConflictError{Message: "Idempotency-Key was already used for a different request"}
+		return "", time.Time{}, errKeyReused()
 	}
 	txnID := matrixTxnID(service, key)
 	if prev == nil {
@@ -279,7 +279,7 @@ func (s *Service) sendOnce(ctx context.Context, key, hash string, send func(txnI
 	}
 	switch {
 	case prev != nil && prev.RequestHash != hash:
-		return "", time.Time{}, &ConflictError{Message: "Idempotency-Key was already used for a different request"}
+		return "", time.Time{}, errKeyReused()
 	case prev != nil && prev.EventID != "":
 		zerolog.Ctx(ctx).Debug().Str("event_id", prev.EventID.String()).Msg("Idempotent retry answered from the record")
 		return prev.EventID, prev.SentAt, nil
@@ -297,6 +297,11 @@ func (s *Service) sendOnce(ctx context.Context, key, hash string, send func(txnI
 	return eventID, res.SentAt, nil
 }
 
+// errKeyReused is the 409 of an Idempotency-Key used for another request.
+func errKeyReused() error {
+	return &ConflictError{Message: "Idempotency-Key was already used for a different request"}
+}
+
 // awaitReserved waits, until the reservation made at reservedAt is
 // s.reservedWait old, for the result of the send that holds it. done with a
 // result: that send's event; done with an error: a 409 (the key was used for
@@ -312,7 +317,7 @@ func (s *Service) awaitReserved(ctx context.Context, service, key, hash string, 
 		case prev == nil:
 			return nil, false, nil
 		case prev.RequestHash != hash:
-			return nil, true, &ConflictError{Message: "Idempotency-Key was already used for a different request"}
+			return nil, true, errKeyReused()
 		case prev.EventID != "":
 			return prev, true, nil
 		}
