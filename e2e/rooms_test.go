@@ -522,8 +522,8 @@ func TestInternalAPIRefusals(t *testing.T) {
 				t.Errorf("%s %s %s: %d %s, want 400 naming %s", tc.method, tc.path, tc.body, res.status, res.body, tc.field)
 			}
 		}
-		if res := s.api(t, http.MethodGet, roomPath, nil); res.status != 404 {
-			t.Errorf("metadata of a room the bot is not in: %d %s", res.status, res.body)
+		if res := s.api(t, http.MethodGet, roomPath, nil); res.status != 403 || res.str("field") != "roomId" {
+			t.Errorf("metadata of a room the bridge does not manage: %d %s", res.status, res.body)
 		}
 		if res := s.api(t, http.MethodPost, roomPath+"/archive", nil); res.status != 404 {
 			t.Errorf("archive of an unmapped room: %d %s", res.status, res.body)

@@ -624,6 +624,14 @@ func TestSecurityScopes(t *testing.T) {
 			internalAPI: strings.TrimRight(services, "\n"),
 		})
 		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
+		// The {roomId} operations get a room the bridge manages (one
+		// created through the API), so that the scope is what they check:
+		// an unmanaged room is out of reach (TestInternalAPIReachesOnlyManagedRooms).
+		made := secJSON(t, s, serviceSecret, http.MethodPost, "/internal/matrix/create-room", map[string]any{"name": "Scopes"})
+		if made.status != 200 {
+			t.Fatalf("create-room: %d %s", made.status, made.body)
+		}
+		managedRoom := "/internal/matrix/rooms/" + url.PathEscape(made.str("room_id"))
 
 		keys := make([]string, 0, len(table))
 		for key := range table {
@@ -640,7 +648,7 @@ func TestSecurityScopes(t *testing.T) {
 			for _, key := range keys {
 				row := table[key]
 				method := strings.Fields(key)[0]
-				res := secCall(t, s, method, row.path, tok, row.contentType, []byte(row.body), nil)
+				res := secCall(t, s, method, strings.Replace(row.path, roomNope, managedRoom, 1), tok, row.contentType, []byte(row.body), nil)
 				allowed := slices.ContainsFunc(row.scopes, func(sc string) bool { return slices.Contains(scopes, sc) })
 				switch {
 				case allowed && (res.status == 401 || res.status == 403):

@@ -1,4 +1,4 @@
--- v0 -> v9: Latest revision
+-- v0 -> v10: Latest revision
 
 -- Every transaction id the homeserver has sent, for audit and to see retries.
 CREATE TABLE as_transaction (
@@ -200,4 +200,14 @@ CREATE TABLE leader_lease (
 CREATE TABLE log_retention (
 	name           TEXT   PRIMARY KEY,
 	pruned_through BIGINT NOT NULL
+);
+
+-- Rooms the internal API may reach without the any_room scope, besides city
+-- rooms: rooms created through POST /internal/matrix/create-room, and rooms
+-- an agent was invited into and accepted.
+CREATE TABLE managed_room (
+	room_id    TEXT   PRIMARY KEY,
+	origin     TEXT   NOT NULL, -- 'created' or 'agent_invite'
+	agent_id   TEXT   NOT NULL DEFAULT '', -- the agent that accepted (agent_invite)
+	managed_at BIGINT NOT NULL  -- unix milliseconds
 );

@@ -13,6 +13,7 @@ import (
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 	"github.com/daarion/matrix-bridge/pkg/homeserver"
 	"github.com/daarion/matrix-bridge/pkg/identity"
+	"github.com/daarion/matrix-bridge/pkg/rooms"
 )
 
 // invite is one m.room.member invite of an agent's ghost.
@@ -107,6 +108,10 @@ func (s *Service) handleInvite(ctx context.Context, inv invite) error {
 			_, _ = ghost.LeaveRoom(ctx, inv.roomID)
 			return nil
 		}
+	}
+	// The room is one the bridge manages now: the internal API may act in it.
+	if err := s.cityRooms.MarkManaged(ctx, inv.roomID, rooms.OriginAgentInvite, inv.agentID); err != nil {
+		return err
 	}
 	log.Info().Msg("Agent accepted an invite")
 	return nil

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"regexp"
 	"strings"
-	"sync"
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/appservice"
@@ -34,8 +34,9 @@ type Service struct {
 	// ensured remembers ghosts registered by this process, so the hot path
 	// (posting as an agent) costs no database or homeserver round trip. It
 	// holds known agents only, which the platform makes, so Matrix users
-	// cannot grow it.
-	ensured sync.Map // agent id → *Agent
+	// cannot grow it; and at most EnsuredCacheSize of them, the least
+	// recently used going first (a ghost that falls out costs one lookup).
+	ensured *lru.Cache[string, *Agent]
 }
 
 // CityRooms finds the city room living in a Matrix room; rooms.Store is
@@ -43,13 +44,18 @@ type Service struct {
 // which owns the table.
 type CityRooms interface {
 	ByRoomID(ctx context.Context, roomID id.RoomID) (*rooms.CityRoom, error)
+	MarkManaged(ctx context.Context, roomID id.RoomID, origin, agentID string) error
 }
+
+// EnsuredCacheSize bounds the ghosts a process remembers as registered.
+const EnsuredCacheSize = 10000
 
 // NewService returns the agents service. City rooms are read through a
 // rooms.Store on the same database (the city_room table lives beside the
 // agent table).
 func NewService(store *Store, as *appservice.AppService, mapper identity.Mapper, cfg config.Agents) *Service {
-	s := &Service{store: store, as: as, mapper: mapper, cityRooms: rooms.NewStore(store.db)}
+	ensured, _ := lru.New[string, *Agent](EnsuredCacheSize) // errors only on a size ≤ 0
+	s := &Service{store: store, as: as, mapper: mapper, cityRooms: rooms.NewStore(store.db), ensured: ensured}
 	// config.Validate refuses bad rules at start. Should an unvalidated
 	// config get here anyway, the zero values provision no unknown agent and
 	// accept no Matrix user's invite: failing closed.
@@ -78,7 +84,7 @@ var HomeserverFailure = homeserver.Failure
 // (shared by every bridge process) and nothing grows with Matrix users'
 // guesses.
 func (s *Service) Known(ctx context.Context, agentID string) (bool, error) {
-	if _, ok := s.ensured.Load(agentID); ok {
+	if _, ok := s.ensured.Get(agentID); ok {
 		return true, nil
 	}
 	agent, err := s.store.Get(ctx, agentID)
@@ -102,8 +108,8 @@ func (s *Service) Known(ctx context.Context, agentID string) (bool, error) {
 // calls it only for known agents. field names the request field the id came
 // from, for errors.
 func (s *Service) Ensure(ctx context.Context, field, agentID string) (*Agent, error) {
-	if cached, ok := s.ensured.Load(agentID); ok {
-		return cached.(*Agent), nil
+	if cached, ok := s.ensured.Get(agentID); ok {
+		return cached, nil
 	}
 	userID, err := s.mapper.AgentUserID(field, agentID)
 	if err != nil {
@@ -119,7 +125,7 @@ func (s *Service) Ensure(ctx context.Context, field, agentID string) (*Agent, er
 	if err != nil {
 		return nil, err
 	}
-	s.ensured.Store(agentID, agent)
+	s.ensured.Add(agentID, agent)
 	zerolog.Ctx(ctx).Debug().Str("agent_id", agentID).Stringer("user_id", userID).Msg("Agent ghost ready")
 	return agent, nil
 }
@@ -153,7 +159,7 @@ func (s *Service) SetProfile(ctx context.Context, agentID string, displayName, a
 	if err = s.store.SetProfile(ctx, agentID, displayName, avatarURL); err != nil {
 		return err
 	}
-	s.ensured.Delete(agentID) // the cached copy has the old profile
+	s.ensured.Remove(agentID) // the cached copy has the old profile
 	return nil
 }
 

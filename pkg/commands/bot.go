@@ -86,7 +86,7 @@ type Bot struct {
 	puppet *regexp.Regexp // double-puppeted humans; nil when off
 	proc   *commands.Processor[*Bot]
 	cmds   []*command
-	direct *directRooms
+	direct *rooms.DirectChats
 
 	// done is the position of the last event handled, so a batch retried
 	// after an error does not run its commands twice.
@@ -111,7 +111,11 @@ func New(opts Options) *Bot {
 	if re := opts.Config.DoublePuppetRegex(); re != "" {
 		b.puppet = regexp.MustCompile("^" + re + "$")
 	}
-	b.direct = &directRooms{client: b.client}
+	if opts.Rooms != nil {
+		b.direct = opts.Rooms.DirectChats()
+	} else {
+		b.direct = rooms.NewDirectChats(b.client)
+	}
 	b.cmds = b.commandList()
 	b.proc = commands.NewProcessor[*Bot](b.client)
 	b.proc.Meta = b
@@ -167,7 +171,7 @@ func (b *Bot) handleEncrypted(ctx context.Context, evt *eventlog.Event) error {
 		return nil
 	}
 	roomID := id.RoomID(evt.RoomID)
-	if direct, err := b.direct.has(ctx, roomID); err != nil || !direct {
+	if direct, err := b.direct.Has(ctx, roomID); err != nil || !direct {
 		return err
 	}
 	if sent := time.UnixMilli(gjson.Get(string(evt.JSON), "origin_server_ts").Int()); time.Since(sent) > b.opts.MaxAge {
@@ -200,7 +204,7 @@ func (b *Bot) handleInvite(ctx context.Context, evt *eventlog.Event, isDirect bo
 	}
 	greeting := "**Hello!** I am the DAARION bridge bot. Commands here start with `" + Prefix + "`; send `" + Prefix + " help` for the list."
 	if isDirect {
-		if err := b.direct.add(ctx, inviter, roomID); err != nil {
+		if err := b.direct.Add(ctx, inviter, roomID); err != nil {
 			return err
 		}
 		greeting = "**Hello!** I am the DAARION bridge bot. Send `help` for the list of commands."
@@ -225,7 +229,7 @@ func (b *Bot) handleMessage(ctx context.Context, evt *eventlog.Event) error {
 	direct := false
 	if !prefixed {
 		var err error
-		if direct, err = b.direct.has(ctx, roomID); err != nil {
+		if direct, err = b.direct.Has(ctx, roomID); err != nil {
 			return err
 		} else if !direct {
 			return nil
@@ -284,7 +288,7 @@ func (b *Bot) validate(ce *commands.Event[*Bot]) bool {
 		ce.Command = strings.ToLower(ce.ShiftArg())
 		return true
 	}
-	return b.direct.cached(ce.RoomID)
+	return b.direct.Cached(ce.RoomID)
 }
 
 // botJoined reports whether the bot is in a room (it can answer there).

@@ -86,7 +86,7 @@ func prefixFor(direct bool) string {
 func (b *Bot) run(cmd *command) func(ce *commands.Event[*Bot]) {
 	return func(ce *commands.Event[*Bot]) {
 		ctx := ce.Ctx
-		direct := b.direct.cached(ce.RoomID)
+		direct := b.direct.Cached(ce.RoomID)
 		level := b.perms.Level(ce.Sender)
 		answer := func(markdown string) { b.send(ctx, ce.RoomID, ce.Event, txnID("reply", ce.ID.String()), markdown) }
 		if level < cmd.level {
@@ -144,7 +144,7 @@ func refusal(name string, level Level) string {
 func (b *Bot) unknown(ce *commands.Event[*Bot]) {
 	ctx := ce.Ctx
 	level := b.perms.Level(ce.Sender)
-	direct := b.direct.cached(ce.RoomID)
+	direct := b.direct.Cached(ce.RoomID)
 	var reply string
 	if level == LevelNone {
 		reply = refusal(ce.Command, level)

@@ -130,7 +130,12 @@ type ServiceToken struct {
 }
 
 // Scopes a service token can have.
-var Scopes = []string{"rooms", "messaging", "agents", "subscriptions", "admin"}
+var Scopes = []string{"rooms", "messaging", "agents", "subscriptions", "admin", "any_room"}
+
+// SecretScopes are the scopes INTERNAL_SERVICE_SECRET carries: every scope
+// but any_room, which reaches rooms the bridge does not manage for DAARION
+// and so must be given by name, to a named service.
+var SecretScopes = []string{"rooms", "messaging", "agents", "subscriptions", "admin"}
 
 // SecretServiceName names the service INTERNAL_SERVICE_SECRET authenticates.
 const SecretServiceName = "internal"

@@ -42,6 +42,10 @@ const (
 	ScopeAgents        Scope = "agents"
 	ScopeSubscriptions Scope = "subscriptions"
 	ScopeAdmin         Scope = "admin"
+	// ScopeAnyRoom widens rooms and messaging from the rooms the bridge
+	// manages for DAARION to every room the acting user is in (never the
+	// bot's direct chats). It opens no route by itself.
+	ScopeAnyRoom Scope = "any_room"
 )
 
 func knownScope(s Scope) bool { return slices.Contains(config.Scopes, string(s)) }
@@ -91,7 +95,8 @@ type Options struct {
 	// Services are the named tokens, each with its scopes.
 	Services []config.ServiceToken
 	// Secret is INTERNAL_SERVICE_SECRET: it authenticates the service
-	// config.SecretServiceName with every scope. "" means no such service.
+	// config.SecretServiceName with config.SecretScopes. "" means no such
+	// service.
 	Secret string
 	// RateLimit is a token bucket per service. A RequestsPerSecond of zero
 	// (or less) turns rate limiting off; Burst is at least 1.
@@ -142,7 +147,7 @@ func New(opts Options) (*API, error) {
 	services := slices.Clone(opts.Services)
 	if opts.Secret != "" {
 		services = append(services, config.ServiceToken{
-			Name: config.SecretServiceName, Token: opts.Secret, Scopes: config.Scopes,
+			Name: config.SecretServiceName, Token: opts.Secret, Scopes: config.SecretScopes,
 		})
 	}
 	var errs []error

@@ -63,6 +63,12 @@ func WriteFieldError(w http.ResponseWriter, field, problem string) {
 	writeFieldError(w, ErrInvalidParam, field, problem)
 }
 
+// WriteForbiddenField writes a 403 M_FORBIDDEN for a request field whose
+// value the caller may not use: {"message": "<field>: <problem>", "field": field}.
+func WriteForbiddenField(w http.ResponseWriter, field, problem string) {
+	writeErrorBody(w, http.StatusForbidden, errorBody{Error: ErrForbidden, Message: field + ": " + problem, Field: field})
+}
+
 // WriteInternalError logs err with the request's logger and writes a 500
 // that does not reveal it.
 func WriteInternalError(w http.ResponseWriter, r *http.Request, err error) {

@@ -131,6 +131,9 @@ func (s *Service) resolveRoom(ctx context.Context, roomID id.RoomID, slug string
 		if err := rooms.ValidateRoomID("room_id", roomID); err != nil {
 			return "", err
 		}
+		if err := s.rooms.CheckReach(ctx, "room_id", roomID); err != nil {
+			return "", err
+		}
 		// A city room's old id (before an upgrade) goes to its current room.
 		if cr, err := s.rooms.Store().ByRoomID(ctx, roomID); err == nil && cr != nil {
 			return cr.RoomID, nil
@@ -167,6 +170,7 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var (
 		idField   *identity.FieldError
 		roomField *rooms.FieldError
+		reach     *rooms.OutOfReachError
 		forbidden *ForbiddenError
 		notFound  *NotFoundError
 		conflict  *ConflictError
@@ -178,6 +182,8 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		internalapi.WriteFieldError(w, idField.Field, idField.Problem)
 	case errors.As(err, &roomField):
 		internalapi.WriteFieldError(w, roomField.Field, roomField.Problem)
+	case errors.As(err, &reach):
+		internalapi.WriteForbiddenField(w, reach.Field, reach.Problem)
 	case errors.As(err, &forbidden):
 		internalapi.WriteError(w, http.StatusForbidden, "M_FORBIDDEN", forbidden.Message)
 	case errors.As(err, &notFound), errors.Is(err, rooms.ErrNotFound):

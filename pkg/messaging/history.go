@@ -88,6 +88,10 @@ func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
+	if err := s.rooms.CheckReach(ctx, "roomId", roomID); err != nil {
+		writeError(w, r, err)
+		return
+	}
 	actor := s.botActor()
 	if q.As != "" {
 		if actor, err = s.actAs(ctx, "as", q.As, "", ""); err != nil {

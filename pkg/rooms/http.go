@@ -37,9 +37,12 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var fieldErr *FieldError
 	var conflict *ConflictError
 	var matrixErr *MatrixError
+	var outOfReach *OutOfReachError
 	switch {
 	case errors.As(err, &fieldErr):
 		internalapi.WriteFieldError(w, fieldErr.Field, fieldErr.Problem)
+	case errors.As(err, &outOfReach):
+		internalapi.WriteForbiddenField(w, outOfReach.Field, outOfReach.Problem)
 	case errors.Is(err, ErrNotFound):
 		internalapi.WriteError(w, http.StatusNotFound, "M_NOT_FOUND", "no such room, or the bridge bot is not in it")
 	case errors.As(err, &conflict):
@@ -178,6 +181,10 @@ func (s *Service) handleGetRoom(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if err := s.CheckReach(r.Context(), "roomId", roomID); err != nil {
+		writeError(w, r, err)
+		return
+	}
 	// A cached room answers from memory. (Moving a city room to its
 	// replacement drops the old room's entry, so an old id is never served
 	// stale.)
@@ -240,6 +247,10 @@ func (s *Service) handleSetState(evtType event.Type, field string) http.HandlerF
 				return
 			}
 			content = &event.RoomAvatarEventContent{URL: id.ContentURIString(*value)}
+		}
+		if err := s.CheckReach(r.Context(), "roomId", roomID); err != nil {
+			writeError(w, r, err)
+			return
 		}
 		resp, err := s.bot.Client.SendStateEvent(r.Context(), roomID, evtType, "", content)
 		if isMatrixCode(err, "M_FORBIDDEN") || isMatrixCode(err, "M_NOT_FOUND") {
@@ -403,6 +414,11 @@ func (s *Service) handleCreateRoom(w http.ResponseWriter, r *http.Request) {
 		return
 	} else if err != nil {
 		writeError(w, r, matrixFailure("creating the room", err))
+		return
+	}
+	// The room is the services' now: the API may reach it without any_room.
+	if err := s.store.MarkManaged(r.Context(), resp.RoomID, OriginCreated, ""); err != nil {
+		writeError(w, r, err)
 		return
 	}
 	var alias *id.RoomAlias

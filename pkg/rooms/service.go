@@ -31,6 +31,7 @@ type Service struct {
 	cfg        config.Rooms
 	cache      *MetadataCache
 	locks      keylock.Mutex
+	direct     *DirectChats
 }
 
 // NewService builds the rooms service. The bot acts for the bridge.
@@ -40,12 +41,18 @@ func NewService(store *Store, bot *appservice.IntentAPI, serverName string, cfg 
 		return nil, fmt.Errorf("rooms.metadata_cache_ttl: %w", err)
 	}
 	s := &Service{store: store, bot: bot, serverName: serverName, cfg: cfg}
+	if bot != nil {
+		s.direct = NewDirectChats(bot.Client)
+	}
 	s.cache = NewMetadataCache(ttl, s.fetchMetadata)
 	return s, nil
 }
 
 // Store returns the mapping store.
 func (s *Service) Store() *Store { return s.store }
+
+// DirectChats returns the bot's direct chats.
+func (s *Service) DirectChats() *DirectChats { return s.direct }
 
 // Cache returns the room metadata cache.
 func (s *Service) Cache() *MetadataCache { return s.cache }
