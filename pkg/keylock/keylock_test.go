@@ -52,3 +52,27 @@ func TestDifferentKeysDoNotBlock(t *testing.T) {
 	}
 	unlockA()
 }
+
+// A second call of one unlock function panics instead of releasing the key
+// from whoever holds it now.
+func TestUnlockTwicePanics(t *testing.T) {
+	var km Mutex
+	stale := km.Lock("k")
+	stale()
+	unlock := km.Lock("k")
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("a second unlock did not panic")
+			}
+		}()
+		stale()
+	}()
+	if n := km.held(); n != 1 {
+		t.Errorf("%d keys held after the stale unlock, want 1", n)
+	}
+	unlock()
+	if n := km.held(); n != 0 {
+		t.Errorf("%d locks left behind", n)
+	}
+}

@@ -98,7 +98,7 @@ func TestSendWaitsOutTheHomeserversRateLimit(t *testing.T) {
 
 // One sender's concurrent sends to one room reach the homeserver one at a
 // time, in the order they arrived, even while the first waits out 429s
-// (Go's mutex hands over to waiters in order once they have waited a while).
+// (keylock serves the waiters for one key first in, first out).
 func TestOneSendersMessagesKeepTheirOrder(t *testing.T) {
 	hs := &limitingHomeserver{limit: 3}
 	s, actor := newTestService(t, hs)

@@ -33,6 +33,8 @@ type Deliverer struct {
 	opts   DelivererOptions
 	client *http.Client
 	wakeCh chan struct{}
+	now    func() time.Time    // the clock: time.Now, a fake one in tests
+	randN  func(n int64) int64 // the jitter: rand.Int64N, fixed in tests
 
 	mu       sync.Mutex
 	inflight map[queueKey]bool
@@ -52,7 +54,8 @@ func NewDeliverer(store *Store, opts DelivererOptions) *Deliverer {
 	}
 	return &Deliverer{
 		store: store, opts: opts, client: opts.Policy.Client(opts.Timeout),
-		wakeCh: make(chan struct{}, 1), inflight: map[queueKey]bool{}, bySub: map[string]int{},
+		wakeCh: make(chan struct{}, 1), now: time.Now, randN: rand.Int64N,
+		inflight: map[queueKey]bool{}, bySub: map[string]int{},
 	}
 }
 
@@ -79,7 +82,7 @@ func (d *Deliverer) Run(ctx context.Context) {
 	ticker := time.NewTicker(250 * time.Millisecond)
 	defer ticker.Stop()
 	for ctx.Err() == nil {
-		keys, err := d.store.DueQueues(ctx, time.Now(), 1000)
+		keys, err := d.store.DueQueues(ctx, d.now(), 1000)
 		if err != nil && ctx.Err() == nil {
 			log.Err(err).Msg("Failed to look for webhook deliveries")
 		}
@@ -180,7 +183,7 @@ func (d *Deliverer) drain(ctx context.Context, k queueKey) {
 		return true
 	}
 	defer flush()
-	yieldAt := time.Now().Add(d.opts.Timeout)
+	yieldAt := d.now().Add(d.opts.Timeout)
 	for ctx.Err() == nil {
 		head, err := d.store.QueueHead(ctx, k, queueHeadBatch)
 		if err != nil {
@@ -191,7 +194,7 @@ func (d *Deliverer) drain(ctx context.Context, k queueKey) {
 			return
 		}
 		for _, del := range head {
-			if del.NextAttemptAt.After(time.Now()) || d.opts.Timeout > 0 && time.Now().After(yieldAt) {
+			if now := d.now(); del.NextAttemptAt.After(now) || d.opts.Timeout > 0 && now.After(yieldAt) {
 				return
 			}
 			ok, goOn := d.attempt(ctx, sub, del)
@@ -216,7 +219,7 @@ const queueHeadBatch = 200
 func (d *Deliverer) attempt(ctx context.Context, sub *Subscription, del *Delivery) (delivered, goOn bool) {
 	log := zerolog.Ctx(ctx).With().Str("event_id", del.EventID).Logger()
 	status, retryAfter, err := d.post(ctx, sub, del)
-	now := time.Now()
+	now := d.now()
 	switch {
 	case err == nil && status >= 200 && status < 300:
 		return true, true
@@ -267,13 +270,13 @@ func (d *Deliverer) backoff(attempts int) time.Duration {
 	if wait <= 0 || wait > d.opts.MaxBackoff {
 		wait = d.opts.MaxBackoff
 	}
-	jitter := time.Duration(rand.Int64N(int64(wait)/5*2+1)) - wait/5
+	jitter := time.Duration(d.randN(int64(wait)/5*2+1)) - wait/5
 	return wait + jitter
 }
 
 // post sends one delivery, signed per Standard Webhooks.
 func (d *Deliverer) post(ctx context.Context, sub *Subscription, del *Delivery) (status int, retryAfter time.Duration, err error) {
-	ts := time.Now().Unix()
+	ts := d.now().Unix()
 	sig, err := Sign(sub.Secret, del.EventID, ts, del.Body)
 	if err != nil {
 		return 0, 0, err
@@ -293,11 +296,12 @@ func (d *Deliverer) post(ctx context.Context, sub *Subscription, del *Delivery) 
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	return resp.StatusCode, parseRetryAfter(resp.Header.Get("Retry-After")), nil
+	return resp.StatusCode, parseRetryAfter(resp.Header.Get("Retry-After"), d.now()), nil
 }
 
-// parseRetryAfter reads seconds or an HTTP date; 0 when absent or invalid.
-func parseRetryAfter(v string) time.Duration {
+// parseRetryAfter reads seconds or an HTTP date (counted from now); 0 when
+// absent or invalid.
+func parseRetryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0
 	}
@@ -305,7 +309,7 @@ func parseRetryAfter(v string) time.Duration {
 		return time.Duration(secs) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil {
-		return max(time.Until(t), 0)
+		return max(t.Sub(now), 0)
 	}
 	return 0
 }

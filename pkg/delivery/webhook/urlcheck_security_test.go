@@ -390,7 +390,7 @@ func countingServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic
 // no request, whether it is the metadata address or another loopback server.
 func TestSecurityRedirectsAreNotFollowed(t *testing.T) {
 	target, targetHits := countingServer(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
-	d := &Deliverer{client: Policy{}.Client(2 * time.Second), opts: DelivererOptions{UserAgent: "sectest"}}
+	d := &Deliverer{client: Policy{}.Client(2 * time.Second), opts: DelivererOptions{UserAgent: "sectest"}, now: time.Now}
 	sub := &Subscription{ID: "sub_sectest", Secret: NewSecret()}
 	for _, status := range []int{http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther, http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
 		for _, location := range []string{"http://169.254.169.254/latest/meta-data/", target.URL + "/stolen"} {
