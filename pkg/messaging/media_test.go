@@ -29,6 +29,7 @@ import (
 	"github.com/daarion/matrix-bridge/pkg/identity"
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
 	"github.com/daarion/matrix-bridge/pkg/registration"
+	"github.com/daarion/matrix-bridge/pkg/rooms"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
 
@@ -114,6 +115,9 @@ func (fh *fakeHomeserver) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeMatrixJSON(w, 200, map[string]any{"start": "s1", "end": "s2", "chunk": []any{}})
+	case strings.HasSuffix(r.URL.Path, "/account_data/m.direct"):
+		// The bot has no direct chats.
+		writeMatrixJSON(w, 404, map[string]string{"errcode": "M_NOT_FOUND", "error": "no m.direct"})
 	default:
 		writeMatrixJSON(w, 404, map[string]string{"errcode": "M_UNRECOGNIZED", "error": "not faked: " + r.URL.Path})
 	}
@@ -175,7 +179,16 @@ func newMediaFixture(t *testing.T, maxUpload int64) *mediaFixture {
 	}
 	t.Cleanup(func() { _ = db.Close() })
 	mapper := identity.NewMapper(cfg)
-	svc := NewService(Options{AppService: as, Agents: agents.NewService(agents.NewStore(db), as, mapper, cfg.Agents), Mapper: mapper, Config: cfg})
+	roomStore := rooms.NewStore(db)
+	roomSvc, err := rooms.NewService(roomStore, as.BotIntent(), testServer, cfg.Rooms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The room the tests read is one the bridge manages.
+	if err := roomStore.MarkManaged(context.Background(), "!room:"+testServer, rooms.OriginCreated, ""); err != nil {
+		t.Fatal(err)
+	}
+	svc := NewService(Options{AppService: as, Agents: agents.NewService(agents.NewStore(db), as, mapper, cfg.Agents), Rooms: roomSvc, Mapper: mapper, Config: cfg})
 	api, err := internalapi.New(internalapi.Options{
 		Services:  []config.ServiceToken{{Name: "messenger", Token: testMessagingToken, Scopes: []string{"messaging"}}},
 		Secret:    testSecret,
