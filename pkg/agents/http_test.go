@@ -25,6 +25,7 @@ import (
 	"github.com/daarion/matrix-bridge/pkg/identity"
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
 	"github.com/daarion/matrix-bridge/pkg/registration"
+	"github.com/daarion/matrix-bridge/pkg/rooms"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
 
@@ -358,7 +359,7 @@ func newAgentsFixtureWith(t *testing.T, secret string, agents config.Agents) *ag
 	}
 	t.Cleanup(func() { _ = db.Close() })
 	f.db = db
-	f.svc = NewService(NewStore(db), as, identity.NewMapper(cfg), cfg.Agents)
+	f.svc = NewService(NewStore(db), rooms.NewStore(db), as, identity.NewMapper(cfg), cfg.Agents)
 	f.api, err = internalapi.New(internalapi.Options{
 		Services: []config.ServiceToken{
 			{Name: "agents", Token: agentsOnlyToken, Scopes: []string{"agents"}},

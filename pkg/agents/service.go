@@ -50,12 +50,11 @@ type CityRooms interface {
 // EnsuredCacheSize bounds the ghosts a process remembers as registered.
 const EnsuredCacheSize = 10000
 
-// NewService returns the agents service. City rooms are read through a
-// rooms.Store on the same database (the city_room table lives beside the
-// agent table).
-func NewService(store *Store, as *appservice.AppService, mapper identity.Mapper, cfg config.Agents) *Service {
+// NewService returns the agents service; it reads and records rooms through
+// cityRooms (a rooms.Store: pkg/rooms owns those tables).
+func NewService(store *Store, cityRooms CityRooms, as *appservice.AppService, mapper identity.Mapper, cfg config.Agents) *Service {
 	ensured, _ := lru.New[string, *Agent](EnsuredCacheSize) // errors only on a size ≤ 0
-	s := &Service{store: store, as: as, mapper: mapper, cityRooms: rooms.NewStore(store.db), ensured: ensured}
+	s := &Service{store: store, as: as, mapper: mapper, cityRooms: cityRooms, ensured: ensured}
 	// config.Validate refuses bad rules at start. Should an unvalidated
 	// config get here anyway, the zero values provision no unknown agent and
 	// accept no Matrix user's invite: failing closed.

@@ -133,7 +133,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 		return err
 	}
 	mapper := identity.NewMapper(cfg)
-	b.Agents = agents.NewService(agents.NewStore(b.DB), b.AS, mapper, cfg.Agents)
+	b.Agents = agents.NewService(agents.NewStore(b.DB), b.Rooms.Store(), b.AS, mapper, cfg.Agents)
 	b.idempotency = messaging.NewIdempotencyStore(b.DB)
 	b.Messaging = messaging.NewService(messaging.Options{
 		AppService:  b.AS,
@@ -154,7 +154,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("failed to set up the internal API: %w", err)
 	}
-	b.DTOs = delivery.NewDTOSource(b.DB, mapper)
+	b.DTOs = delivery.NewDTOSource(mapper, b.Rooms.Store(), b.idempotency)
 	webhookStore := webhook.NewStore(b.DB)
 	b.webhookStore = webhookStore
 	policy := webhook.Policy{AllowLinkLocal: cfg.Delivery.WebhookAllowLinkLocal, MaxPerService: cfg.Delivery.MaxSubscriptionsPerService}

@@ -2,14 +2,13 @@ package commands
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/daarion/matrix-bridge/pkg/agents"
@@ -142,31 +141,23 @@ func (b *Bot) agentRooms(ctx context.Context, userID id.UserID) string {
 
 // lastPost finds the agent's newest message in the recent event log.
 func (b *Bot) lastPost(ctx context.Context, userID id.UserID) string {
-	if b.opts.DB == nil || b.opts.EventLog == nil {
+	if b.opts.EventLog == nil {
 		return ""
 	}
-	head, err := b.opts.EventLog.Head(ctx)
+	evt, err := b.opts.EventLog.LastBy(ctx, userID.String(), event.EventMessage.Type, lastPostWindow)
 	if err != nil {
 		return fmt.Sprintf("- **Last post:** unknown (%s)\n", esc(err.Error()))
-	}
-	var roomID, eventID, raw string
-	err = b.opts.DB.QueryRow(ctx, `
-		SELECT room_id, event_id, event_json FROM event_log
-		WHERE position > $1 AND sender = $2 AND event_type = 'm.room.message' AND kind = 'timeline'
-		ORDER BY position DESC LIMIT 1`, head-lastPostWindow, userID).Scan(&roomID, &eventID, &raw)
-	if errors.Is(err, sql.ErrNoRows) {
+	} else if evt == nil {
 		return fmt.Sprintf("- **Last post:** none in the last %d logged events\n", lastPostWindow)
-	} else if err != nil {
-		return fmt.Sprintf("- **Last post:** unknown (%s)\n", esc(err.Error()))
 	}
-	f := gjson.GetMany(raw, "content.body", "origin_server_ts")
-	where := code(roomID)
+	f := gjson.GetManyBytes(evt.JSON, "content.body", "origin_server_ts")
+	where := code(evt.RoomID)
 	if b.opts.Rooms != nil {
-		if cr, err := b.opts.Rooms.Store().ByRoomID(ctx, id.RoomID(roomID)); err == nil && cr != nil {
+		if cr, err := b.opts.Rooms.Store().ByRoomID(ctx, id.RoomID(evt.RoomID)); err == nil && cr != nil {
 			where = code(cr.Slug)
 		}
 	}
-	return fmt.Sprintf("- **Last post:** in %s at %s (%s): %s\n", where, ago(timeMillis(f[1].Int())), code(eventID), excerpt(f[0].Str, 100))
+	return fmt.Sprintf("- **Last post:** in %s at %s (%s): %s\n", where, ago(timeMillis(f[1].Int())), code(evt.EventID), excerpt(f[0].Str, 100))
 }
 
 // excerpt is the start of a message on one line, quoted.

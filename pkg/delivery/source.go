@@ -6,20 +6,17 @@ package delivery
 
 import (
 	"context"
-	"database/sql"
-	"errors"
-	"fmt"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"go.mau.fi/util/dbutil"
+	"github.com/hashicorp/golang-lru/v2/expirable"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 	"github.com/daarion/matrix-bridge/pkg/identity"
 	"github.com/daarion/matrix-bridge/pkg/mapping"
+	"github.com/daarion/matrix-bridge/pkg/messaging"
+	"github.com/daarion/matrix-bridge/pkg/rooms"
 )
 
 // Mapped is a log event with its DTO.
@@ -30,29 +27,45 @@ type Mapped struct {
 
 // DTOSource maps log events to DTOs.
 type DTOSource struct {
-	db  *dbutil.Database
-	ids identity.Mapper
+	ids       identity.Mapper
+	cityRooms CityRooms
+	sent      SentEvents
 
-	// rooms caches room id → city room for a short while: mappings change
-	// only on creation and room upgrades.
-	roomsMu sync.Mutex
-	rooms   map[string]cachedRoom
-	// maxRooms bounds rooms (maxCachedRooms).
-	maxRooms int
+	// rooms caches room id → city room for a short while (mappings change
+	// only on creation and room upgrades), at most maxCachedRooms of them.
+	rooms *expirable.LRU[string, cachedRoom]
 
 	unmapped atomic.Int64
 }
 
-type cachedRoom struct {
-	alias, slug string
-	at          time.Time
+// CityRooms finds the city room living in a Matrix room, or whose earlier
+// room it was; rooms.Store is one (pkg/rooms owns the table).
+type CityRooms interface {
+	ByRoomID(ctx context.Context, roomID id.RoomID) (*rooms.CityRoom, error)
 }
+
+// SentEvents tells which events the bridge sent through the internal API;
+// messaging.IdempotencyStore is one (pkg/messaging owns the table).
+type SentEvents interface {
+	SentBy(ctx context.Context, eventIDs []string) (map[string]messaging.SendRecord, error)
+}
+
+type cachedRoom struct{ alias, slug string }
 
 const roomCacheTTL = 10 * time.Second
 
-// NewDTOSource returns a source reading city rooms and sent events from db.
-func NewDTOSource(db *dbutil.Database, ids identity.Mapper) *DTOSource {
-	return &DTOSource{db: db, ids: ids, rooms: map[string]cachedRoom{}, maxRooms: maxCachedRooms}
+// maxCachedRooms bounds the room lookups kept (a few MB at most).
+const maxCachedRooms = 10000
+
+// NewDTOSource returns a source that reads city rooms from cityRooms and the
+// origin of the bridge's own events from sent.
+func NewDTOSource(ids identity.Mapper, cityRooms CityRooms, sent SentEvents) *DTOSource {
+	return newDTOSource(ids, cityRooms, sent, maxCachedRooms)
+}
+
+func newDTOSource(ids identity.Mapper, cityRooms CityRooms, sent SentEvents, maxRooms int) *DTOSource {
+	return &DTOSource{ids: ids, cityRooms: cityRooms, sent: sent,
+		rooms: expirable.NewLRU[string, cachedRoom](maxRooms, nil, roomCacheTTL)}
 }
 
 // Unmapped counts events of types no DTO exists for.
@@ -65,17 +78,17 @@ func (s *DTOSource) Map(ctx context.Context, events []*eventlog.Event) ([]Mapped
 	if err != nil {
 		return nil, err
 	}
-	rooms := map[string]cachedRoom{}
+	cities := map[string]cachedRoom{}
 	for _, evt := range events {
-		if _, done := rooms[evt.RoomID]; evt.RoomID != "" && !done {
-			if rooms[evt.RoomID], err = s.room(ctx, evt.RoomID); err != nil {
+		if _, done := cities[evt.RoomID]; evt.RoomID != "" && !done {
+			if cities[evt.RoomID], err = s.room(ctx, evt.RoomID); err != nil {
 				return nil, err
 			}
 		}
 	}
 	m := &mapping.Mapper{
 		IDs:    s.ids,
-		Rooms:  func(roomID string) (string, string) { return rooms[roomID].alias, rooms[roomID].slug },
+		Rooms:  func(roomID string) (string, string) { return cities[roomID].alias, cities[roomID].slug },
 		Origin: func(eventID string) *mapping.Origin { return origins[eventID] },
 	}
 	out := make([]Mapped, 0, len(events))
@@ -127,75 +140,36 @@ func (s *DTOSource) awaitingRecord(events []*eventlog.Event, origins map[string]
 
 // origins looks up, in one query, which events of the batch the bridge sent.
 func (s *DTOSource) origins(ctx context.Context, events []*eventlog.Event) (map[string]*mapping.Origin, error) {
-	var args []any
-	var marks []string
+	var eventIDs []string
 	for _, evt := range events {
 		if evt.Kind == eventlog.KindTimeline {
-			args = append(args, evt.EventID)
-			marks = append(marks, fmt.Sprintf("$%d", len(args)))
+			eventIDs = append(eventIDs, evt.EventID)
 		}
 	}
-	origins := map[string]*mapping.Origin{}
-	if len(args) == 0 {
-		return origins, nil
-	}
-	rows, err := s.db.Query(ctx, `SELECT event_id, service, COALESCE(idem_key, '') FROM sent_event WHERE event_id IN (`+strings.Join(marks, ", ")+`)`, args...)
+	records, err := s.sent.SentBy(ctx, eventIDs)
 	if err != nil {
-		return nil, fmt.Errorf("failed to look up sent events: %w", err)
+		return nil, err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var eventID string
-		o := &mapping.Origin{Bridge: true}
-		if err = rows.Scan(&eventID, &o.Service, &o.IdempotencyKey); err != nil {
-			return nil, fmt.Errorf("failed to read sent events: %w", err)
-		}
-		origins[eventID] = o
+	origins := make(map[string]*mapping.Origin, len(records))
+	for eventID, rec := range records {
+		origins[eventID] = &mapping.Origin{Bridge: true, Service: rec.Service, IdempotencyKey: rec.IdempotencyKey}
 	}
-	return origins, rows.Err()
+	return origins, nil
 }
 
 // room returns the city room alias and slug of a room id ("" when none).
 func (s *DTOSource) room(ctx context.Context, roomID string) (cachedRoom, error) {
-	s.roomsMu.Lock()
-	c, ok := s.rooms[roomID]
-	s.roomsMu.Unlock()
-	if ok && time.Since(c.at) < roomCacheTTL {
+	if c, ok := s.rooms.Get(roomID); ok {
 		return c, nil
 	}
-	c = cachedRoom{at: time.Now()}
-	err := s.db.QueryRow(ctx, `
-		SELECT alias, slug FROM city_room WHERE room_id = $1
-		UNION ALL
-		SELECT c.alias, c.slug FROM city_room c JOIN city_room_predecessor p ON p.slug = c.slug WHERE p.room_id = $1
-		LIMIT 1`, roomID).Scan(&c.alias, &c.slug)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return c, fmt.Errorf("failed to look up the city room of %s: %w", roomID, err)
+	cr, err := s.cityRooms.ByRoomID(ctx, id.RoomID(roomID))
+	if err != nil {
+		return cachedRoom{}, err
 	}
-	s.roomsMu.Lock()
-	if len(s.rooms) >= s.maxRooms {
-		s.evictRoomsLocked()
+	var c cachedRoom
+	if cr != nil {
+		c = cachedRoom{alias: string(cr.Alias), slug: cr.Slug}
 	}
-	s.rooms[roomID] = c
-	s.roomsMu.Unlock()
+	s.rooms.Add(roomID, c)
 	return c, nil
-}
-
-// maxCachedRooms bounds the room lookups kept (a few MB at most).
-const maxCachedRooms = 10000
-
-// evictRoomsLocked makes room for one more lookup: expired ones go first,
-// then, if that freed nothing, any one (they are only a cache).
-func (s *DTOSource) evictRoomsLocked() {
-	for id, c := range s.rooms {
-		if time.Since(c.at) >= roomCacheTTL {
-			delete(s.rooms, id)
-		}
-	}
-	for id := range s.rooms {
-		if len(s.rooms) < s.maxRooms {
-			break
-		}
-		delete(s.rooms, id)
-	}
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/identity"
+	"github.com/daarion/matrix-bridge/pkg/messaging"
+	"github.com/daarion/matrix-bridge/pkg/rooms"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
 
@@ -24,17 +26,14 @@ func TestRoomLookupsAreBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
-	s := NewDTOSource(db, identity.Mapper{ServerName: "s"})
-	s.maxRooms = 50
+	const bound = 50
+	s := newDTOSource(identity.Mapper{ServerName: "s"}, rooms.NewStore(db), messaging.NewIdempotencyStore(db), bound)
 	for i := 0; i < 500; i++ {
 		if _, err := s.room(context.Background(), fmt.Sprintf("!room%d:s", i)); err != nil {
 			t.Fatal(err)
 		}
-		s.roomsMu.Lock()
-		n := len(s.rooms)
-		s.roomsMu.Unlock()
-		if n > s.maxRooms {
-			t.Fatalf("after %d rooms the source keeps %d lookups, more than %d", i+1, n, s.maxRooms)
+		if n := s.rooms.Len(); n > bound {
+			t.Fatalf("after %d rooms the source keeps %d lookups, more than %d", i+1, n, bound)
 		}
 	}
 }

@@ -84,6 +84,29 @@ func (l *Log) Read(ctx context.Context, after int64, limit int) ([]*Event, error
 	return events, nil
 }
 
+const lastTimelineEventQuery = `
+	SELECT position, event_id, kind, room_id, event_type, sender, txn_id, received_at, event_json
+	FROM event_log WHERE position > $1 AND sender = $2 AND event_type = $3 AND kind = 'timeline'
+	ORDER BY position DESC LIMIT 1
+`
+
+// LastBy returns sender's newest timeline event of eventType among the
+// newest `window` positions of the log (a bounded scan), nil when there is
+// none.
+func (l *Log) LastBy(ctx context.Context, sender, eventType string, window int64) (*Event, error) {
+	head, err := l.Head(ctx)
+	if err != nil {
+		return nil, err
+	}
+	evt, err := scanEvent(l.db.QueryRow(ctx, lastTimelineEventQuery, head-window, sender, eventType))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("failed to find the last %s of %s in the event log: %w", eventType, sender, err)
+	}
+	return evt, nil
+}
+
 func scanEvent(row dbutil.Scannable) (*Event, error) {
 	return (&Event{}).Scan(row)
 }

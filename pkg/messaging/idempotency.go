@@ -137,6 +137,43 @@ func (s *IdempotencyStore) recordSent(ctx context.Context, eventID id.EventID, s
 	return nil
 }
 
+// SendRecord says which service had the bridge send an event, and with
+// which Idempotency-Key ("" when none).
+type SendRecord struct {
+	Service        string
+	IdempotencyKey string
+}
+
+// SentBy returns, in one query, the records of those of eventIDs the bridge
+// sent through the internal API; the others have no entry. This is the one
+// answer to "did the bridge send this event?" (the DTO source asks it for
+// the origin of echoes).
+func (s *IdempotencyStore) SentBy(ctx context.Context, eventIDs []string) (map[string]SendRecord, error) {
+	records := make(map[string]SendRecord, len(eventIDs))
+	if len(eventIDs) == 0 {
+		return records, nil
+	}
+	args := make([]any, len(eventIDs))
+	marks := make([]string, len(eventIDs))
+	for i, eventID := range eventIDs {
+		args[i], marks[i] = eventID, fmt.Sprintf("$%d", i+1)
+	}
+	rows, err := s.db.Query(ctx, `SELECT event_id, service, COALESCE(idem_key, '') FROM sent_event WHERE event_id IN (`+strings.Join(marks, ", ")+`)`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("failed to look up sent events: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var eventID string
+		var rec SendRecord
+		if err = rows.Scan(&eventID, &rec.Service, &rec.IdempotencyKey); err != nil {
+			return nil, fmt.Errorf("failed to read sent events: %w", err)
+		}
+		records[eventID] = rec
+	}
+	return records, rows.Err()
+}
+
 // Prune forgets completed Idempotency-Keys and the records of events the
 // bridge sent from before `before` (a retry after that long sends again).
 // Reservations without an event are kept: their send may still finish.

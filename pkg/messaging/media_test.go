@@ -188,7 +188,7 @@ func newMediaFixture(t *testing.T, maxUpload int64) *mediaFixture {
 	if err := roomStore.MarkManaged(context.Background(), "!room:"+testServer, rooms.OriginCreated, ""); err != nil {
 		t.Fatal(err)
 	}
-	svc := NewService(Options{AppService: as, Agents: agents.NewService(agents.NewStore(db), as, mapper, cfg.Agents), Rooms: roomSvc, Mapper: mapper, Config: cfg})
+	svc := NewService(Options{AppService: as, Agents: agents.NewService(agents.NewStore(db), roomStore, as, mapper, cfg.Agents), Rooms: roomSvc, Mapper: mapper, Config: cfg})
 	api, err := internalapi.New(internalapi.Options{
 		Services:  []config.ServiceToken{{Name: "messenger", Token: testMessagingToken, Scopes: []string{"messaging"}}},
 		Secret:    testSecret,

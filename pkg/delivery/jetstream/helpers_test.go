@@ -23,6 +23,8 @@ import (
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 	"github.com/daarion/matrix-bridge/pkg/identity"
 	"github.com/daarion/matrix-bridge/pkg/mapping"
+	"github.com/daarion/matrix-bridge/pkg/messaging"
+	"github.com/daarion/matrix-bridge/pkg/rooms"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
 
@@ -121,7 +123,7 @@ func newHarness(t *testing.T, tdb testrig.TestDatabase) *harness {
 		ctx: ctx,
 		db:  db,
 		log: log,
-		src: delivery.NewDTOSource(db, identity.Mapper{ServerName: serverName, BotLocalpart: "daarion"}),
+		src: delivery.NewDTOSource(identity.Mapper{ServerName: serverName, BotLocalpart: "daarion"}, rooms.NewStore(db), messaging.NewIdempotencyStore(db)),
 	}
 }
 
