@@ -147,7 +147,7 @@ func TestCommands(t *testing.T) {
 		}
 		c.run("ping", "Pong!")
 		status := c.run("status", "DAARION bridge", "Uptime:", "Homeserver:** reachable, ping", "Database:** "+map[string]string{testrig.SQLite: "SQLite", testrig.Postgres: "PostgreSQL"}[tdb.Name]+", reachable",
-			"Event log:** position", "`type-counter`", "`rooms`", "`agents`", "`webhooks`", "`commands`", "lag",
+			"Event log:** position", "`rooms`", "`agents`", "`webhooks`", "`commands`", "lag",
 			"Webhooks:** 1 subscription", "2 dead letters", "failing: `"+subID+"` (2 dead letters)", "NATS:** not configured")
 		if strings.Contains(status, "unreachable") {
 			t.Errorf("status reports something unreachable:\n%s", status)

@@ -67,14 +67,14 @@ func TestHumanEventsAreLoggedExactlyOnce(t *testing.T) {
 			t.Error("the room's m.room.create event is not in the log")
 		}
 
-		// The type-counter consumer reads the whole log in the real process.
+		// The rooms consumer reads the whole log in the real process.
 		head, err := s.log.Head(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
 		deadline := time.Now().Add(15 * time.Second)
 		for {
-			pos, err := s.log.Cursor(ctx, "type-counter")
+			pos, err := s.log.Cursor(ctx, "rooms")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -82,7 +82,7 @@ func TestHumanEventsAreLoggedExactlyOnce(t *testing.T) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("type-counter consumer is at %d, log head %d", pos, head)
+				t.Fatalf("rooms consumer is at %d, log head %d", pos, head)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}

@@ -109,7 +109,7 @@ func TestMetricsMove(t *testing.T) {
 
 		// Lag and failures exist per consumer; the lag drains to zero.
 		after := scrape(t, url)
-		for _, consumer := range []string{"type-counter", "rooms", "agents", "webhooks"} {
+		for _, consumer := range []string{"rooms", "agents", "webhooks"} {
 			if _, ok := sum(after, "daarion_bridge_consumer_lag_events", `consumer="`+consumer+`"`); !ok {
 				t.Errorf("no consumer_lag_events for %s", consumer)
 			}

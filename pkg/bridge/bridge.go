@@ -49,11 +49,10 @@ type Bridge struct {
 	Config *config.Config
 	Log    zerolog.Logger
 
-	DB          *dbutil.Database
-	EventLog    *eventlog.Log
-	AS          *mxappservice.AppService
-	TypeCounter *consumer.TypeCounter
-	Parked      *consumer.ParkedStore
+	DB       *dbutil.Database
+	EventLog *eventlog.Log
+	AS       *mxappservice.AppService
+	Parked   *consumer.ParkedStore
 	// consumers are the consumers' names, for the API (set once in Start).
 	consumers atomic.Pointer[[]string]
 	// pressure is the latest sample of backlog, lag and leadership.
@@ -170,7 +169,10 @@ func (b *Bridge) Start(ctx context.Context) error {
 	b.InternalAPI.HandlePublic(http.MethodGet, "/healthz", b.handleHealth)
 	b.Rooms.RegisterRoutes(b.InternalAPI)
 	b.Messaging.RegisterRoutes(b.InternalAPI)
-	b.Sync = syncapi.New(b.EventLog, time.Duration(cfg.Delivery.SyncTimeoutMS)*time.Millisecond)
+	b.Sync = syncapi.New(b.EventLog, syncapi.Options{
+		MaxTimeout:   time.Duration(cfg.Delivery.SyncTimeoutMS) * time.Millisecond,
+		PollInterval: cfg.Database.Poll(),
+	})
 	b.Sync.RegisterRoutes(b.InternalAPI)
 	b.Messaging.RegisterMediaRoutes(b.InternalAPI)
 	b.Agents.RegisterRoutes(b.InternalAPI, cfg.Homeserver)
@@ -196,12 +198,10 @@ func (b *Bridge) Start(ctx context.Context) error {
 	}
 	b.Log.Info().Str("address", b.apiListener.Addr().String()).Msg("Internal API listening")
 
-	b.TypeCounter = consumer.NewTypeCounter()
-	parking := consumer.Options{Parked: b.Parked}
+	parking := consumer.Options{Parked: b.Parked, PollInterval: cfg.Database.Poll()}
 	sinks := sinkBatch
-	sinks.Parked = b.Parked
+	sinks.Parked, sinks.PollInterval = b.Parked, cfg.Database.Poll()
 	runners := []*consumer.Runner{
-		consumer.NewRunner("type-counter", b.EventLog, b.TypeCounter, parking),
 		consumer.NewRunner("rooms", b.EventLog, b.Rooms, parking),
 		consumer.NewRunner("agents", b.EventLog, b.Agents, parking),
 		consumer.NewRunner("webhooks", b.EventLog, webhook.NewFanout(webhookStore, b.DTOs, b.Webhooks.Wake), sinks),
@@ -249,7 +249,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 			indexed := make(chan struct{})
 			go func() {
 				defer close(indexed)
-				b.EventLog.RunIndexer(ctx, appservice.ParseTransaction)
+				b.EventLog.RunIndexer(ctx, appservice.ParseTransaction, eventlog.IndexerOptions{PollInterval: cfg.Database.Poll()})
 			}()
 			b.Consumers.Start(ctx)
 			pruned := make(chan struct{})

@@ -171,15 +171,3 @@ func TestFailingConsumerDelaysOnlyItself(t *testing.T) {
 		}
 	})
 }
-
-func TestTypeCounter(t *testing.T) {
-	tc := consumer.NewTypeCounter()
-	evts := []*eventlog.Event{{Type: "m.room.message"}, {Type: "m.room.member"}, {Type: "m.room.message"}}
-	if err := tc.HandleEvents(context.Background(), evts); err != nil {
-		t.Fatal(err)
-	}
-	got := tc.Counts()
-	if got["m.room.message"] != 2 || got["m.room.member"] != 1 || len(got) != 2 {
-		t.Errorf("counts = %v", got)
-	}
-}
