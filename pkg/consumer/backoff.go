@@ -2,27 +2,37 @@ package consumer
 
 import (
 	"context"
-	"math/rand/v2"
 	"time"
+
+	cbackoff "github.com/cenkalti/backoff/v5"
 )
 
-// backoff doubles a wait from min to max, with jitter so that consumers that
-// failed together do not retry in lockstep.
+// backoff is an exponential backoff from min to max with jitter, so that
+// consumers that failed together do not retry in lockstep.
 type backoff struct {
-	min, max, next time.Duration
+	exp *cbackoff.ExponentialBackOff
 }
+
+// jitter is how far a wait may stray from the doubling interval, either way.
+const jitter = 0.25
 
 func newBackoff(min, max time.Duration) *backoff {
-	return &backoff{min: min, max: max, next: min}
+	exp := cbackoff.NewExponentialBackOff()
+	exp.InitialInterval = min
+	exp.Multiplier = 2
+	exp.RandomizationFactor = jitter
+	// The library caps the interval before jitter; cap it so that a wait
+	// with jitter never passes max.
+	exp.MaxInterval = time.Duration(float64(max) / (1 + jitter))
+	exp.Reset()
+	return &backoff{exp: exp}
 }
 
-func (b *backoff) reset() { b.next = b.min }
+func (b *backoff) reset() { b.exp.Reset() }
 
 // sleep waits the next interval; false when ctx ended first.
 func (b *backoff) sleep(ctx context.Context) bool {
-	wait := b.next/2 + rand.N(b.next/2+1)
-	b.next = min(b.next*2, b.max)
-	t := time.NewTimer(wait)
+	t := time.NewTimer(b.exp.NextBackOff())
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
