@@ -8,6 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
+
+	"go.mau.fi/util/retryafter"
 
 	"maunium.net/go/mautrix"
 )
@@ -75,4 +78,22 @@ func Permanent(err error) bool {
 		return code >= 400 && code < 500 && code != http.StatusTooManyRequests
 	}
 	return false
+}
+
+// RateLimited reports whether err is the homeserver's 429, and how long it
+// asked to wait: the Retry-After header (Matrix v1.10), else the body's
+// retry_after_ms, else one second; at most limit.
+func RateLimited(err error, limit time.Duration) (time.Duration, bool) {
+	var httpErr mautrix.HTTPError
+	if !errors.As(err, &httpErr) || httpErr.Response == nil || httpErr.Response.StatusCode != http.StatusTooManyRequests {
+		return 0, false
+	}
+	wait := time.Second
+	if httpErr.RespError != nil {
+		if ms, ok := httpErr.RespError.ExtraData["retry_after_ms"].(float64); ok && ms > 0 {
+			wait = time.Duration(ms) * time.Millisecond
+		}
+	}
+	wait = retryafter.Parse(httpErr.Response.Header.Get("Retry-After"), wait)
+	return min(max(wait, 0), limit), true
 }

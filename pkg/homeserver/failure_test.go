@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 )
@@ -39,5 +40,35 @@ func TestFailure(t *testing.T) {
 	}
 	if !HasStatus(httpError(409, ""), 409) || HasStatus(httpError(400, ""), 409) {
 		t.Error("HasStatus")
+	}
+}
+
+func TestRateLimited(t *testing.T) {
+	limited := func(header string, body map[string]any) error {
+		resp := &http.Response{StatusCode: 429, Header: http.Header{}}
+		if header != "" {
+			resp.Header.Set("Retry-After", header)
+		}
+		return mautrix.HTTPError{Response: resp, RespError: &mautrix.RespError{ErrCode: "M_LIMIT_EXCEEDED", ExtraData: body}}
+	}
+	for _, tc := range []struct {
+		name    string
+		err     error
+		wait    time.Duration
+		limited bool
+	}{
+		{"retry_after_ms", limited("", map[string]any{"retry_after_ms": float64(250)}), 250 * time.Millisecond, true},
+		{"Retry-After beats the body", limited("2", map[string]any{"retry_after_ms": float64(250)}), 2 * time.Second, true},
+		{"neither: one second", limited("", nil), time.Second, true},
+		{"capped", limited("3600", nil), 30 * time.Second, true},
+		{"not a 429", httpError(403, "M_FORBIDDEN"), 0, false},
+		{"not an HTTP error", errors.New("dial tcp: refused"), 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wait, ok := RateLimited(tc.err, 30*time.Second)
+			if wait != tc.wait || ok != tc.limited {
+				t.Errorf("RateLimited = %v, %v; want %v, %v", wait, ok, tc.wait, tc.limited)
+			}
+		})
 	}
 }

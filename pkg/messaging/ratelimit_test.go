@@ -14,6 +14,8 @@ import (
 
 	"maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
+
+	"github.com/daarion/matrix-bridge/pkg/homeserver"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/daarion/matrix-bridge/pkg/identity"
@@ -91,7 +93,7 @@ func TestSendWaitsOutTheHomeserversRateLimit(t *testing.T) {
 	s2, actor2 := newTestService(t, always)
 	if _, err = s2.send(context.Background(), actor2, "!r:s", event.EventMessage, &event.MessageEventContent{Body: "x"}, ""); err == nil {
 		t.Error("a homeserver that never stops limiting did not fail the send")
-	} else if _, limited := rateLimited(err); !limited {
+	} else if _, limited := homeserver.RateLimited(err, maxRateLimitWait); !limited {
 		t.Errorf("error %v is not the rate limit", err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/daarion/matrix-bridge/pkg/homeserver"
 	"github.com/daarion/matrix-bridge/pkg/identity"
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
 )
@@ -367,6 +368,9 @@ func (s *Service) noteSent(ctx context.Context, eventID id.EventID, service, key
 // maxRateLimitRetries bounds how often a send waits out the homeserver's 429.
 const maxRateLimitRetries = 5
 
+// maxRateLimitWait bounds one wait for the homeserver's 429.
+const maxRateLimitWait = 30 * time.Second
+
 // send posts one event as actor, in order per (sender, room): the ghost
 // joins first when it is not in the room, and the homeserver's rate limit
 // is waited out.
@@ -386,7 +390,7 @@ func (s *Service) send(ctx context.Context, actor *Actor, roomID id.RoomID, evtT
 		if err == nil {
 			return resp.EventID, nil
 		}
-		if wait, limited := rateLimited(err); limited && attempt < maxRateLimitRetries {
+		if wait, limited := homeserver.RateLimited(err, maxRateLimitWait); limited && attempt < maxRateLimitRetries {
 			if !sleep(ctx, wait) {
 				return "", ctx.Err()
 			}
@@ -410,21 +414,6 @@ func (s *Service) ensureJoined(ctx context.Context, actor *Actor, roomID id.Room
 		return nil
 	}
 	return actor.Intent.EnsureJoined(ctx, roomID, appservice.EnsureJoinedParams{IgnoreCache: ignoreCache, BotOverride: s.as.BotClient()})
-}
-
-// rateLimited reports a 429 and how long the homeserver asked to wait.
-func rateLimited(err error) (time.Duration, bool) {
-	var httpErr mautrix.HTTPError
-	if !errors.As(err, &httpErr) || httpErr.Response == nil || httpErr.Response.StatusCode != http.StatusTooManyRequests {
-		return 0, false
-	}
-	wait := time.Second
-	if httpErr.RespError != nil {
-		if ms, ok := httpErr.RespError.ExtraData["retry_after_ms"].(float64); ok && ms > 0 {
-			wait = time.Duration(ms) * time.Millisecond
-		}
-	}
-	return min(wait, 30*time.Second), true
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
