@@ -1,17 +1,10 @@
 package agents
 
 import (
-	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha1"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -21,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
+	"maunium.net/go/mautrix/synapseadmin"
 
 	"github.com/daarion/matrix-bridge/pkg/config"
 	"github.com/daarion/matrix-bridge/pkg/identity"
@@ -36,9 +30,7 @@ func (s *Service) RegisterRoutes(api *internalapi.API, hs config.Homeserver) {
 		s:             s,
 		homeserverURL: strings.TrimRight(hs.URL, "/"),
 		sharedSecret:  hs.RegistrationSharedSecret,
-		// A client of its own, which logs nothing: the bodies carry passwords
-		// and access tokens.
-		client: &http.Client{Timeout: 30 * time.Second},
+		httpClient:    &http.Client{Timeout: 30 * time.Second},
 	}
 	api.Handle(http.MethodPut, "/internal/matrix/users/{userId}/display-name", internalapi.ScopeAgents, s.handleSetDisplayName)
 	api.Handle(http.MethodPut, "/internal/matrix/users/{userId}/avatar", internalapi.ScopeAgents, s.handleSetAvatar)
@@ -204,7 +196,8 @@ type registrar struct {
 	s             *Service
 	homeserverURL string
 	sharedSecret  string
-	client        *http.Client
+	// httpClient is shared by the silent mautrix clients of registerHuman.
+	httpClient *http.Client
 }
 
 // RegisterUserRequest is POST /internal/matrix/register-user.
@@ -373,56 +366,45 @@ func (reg *registrar) registerAgent(ctx context.Context, agentID string, req *Re
 	return resp, nil
 }
 
-// sharedSecretRequest is the body of POST /_synapse/admin/v1/register.
-type sharedSecretRequest struct {
-	Nonce       string `json:"nonce"`
-	Username    string `json:"username"`
-	Password    string `json:"password"`
-	Admin       bool   `json:"admin"`
-	DisplayName string `json:"displayname,omitempty"`
-	MAC         string `json:"mac"`
-}
-
-// sharedSecretMAC is Synapse's HMAC-SHA1 of nonce\0username\0password\0admin|notadmin,
-// keyed with the registration shared secret, in hex.
-func sharedSecretMAC(secret, nonce, username, password string, admin bool) string {
-	mac := hmac.New(sha1.New, []byte(secret))
-	role := "notadmin"
-	if admin {
-		role = "admin"
+// silentClient is a mautrix client of the homeserver that retries nothing (a
+// registration is not idempotent), acting with token ("" for none). Call it
+// with a context whose logger is zerolog.Nop(): mautrix logs through the
+// context's logger, and these bodies carry passwords and access tokens.
+func (reg *registrar) silentClient(token string) (*mautrix.Client, error) {
+	cli, err := mautrix.NewClient(reg.homeserverURL, "", token)
+	if err != nil {
+		return nil, err
 	}
-	mac.Write([]byte(nonce + "\x00" + username + "\x00" + password + "\x00" + role))
-	return hex.EncodeToString(mac.Sum(nil))
+	cli.Client = reg.httpClient
+	cli.Log = zerolog.Nop()
+	cli.DefaultHTTPRetries = 0
+	return cli, nil
 }
 
 // registerHuman registers a user with the homeserver's shared-secret
-// registration (Synapse's admin API, which Dendrite serves too), then sets
-// the avatar with the new user's token. The calls are made with a plain
-// HTTP client that logs nothing.
+// registration (Synapse's admin API, which Dendrite serves too; mautrix's
+// synapseadmin signs it), then sets the avatar with the new user's token.
 func (reg *registrar) registerHuman(ctx context.Context, req *RegisterUserRequest) (*RegisterUserResponse, error) {
-	endpoint := reg.homeserverURL + "/_synapse/admin/v1/register"
-	var nonce struct {
-		Nonce string `json:"nonce"`
-	}
 	userID := id.NewUserID(req.Username, reg.s.mapper.ServerName)
-	if err := reg.doJSON(ctx, http.MethodGet, endpoint, nil, &nonce); err != nil {
-		return nil, registrationFailure("getting a registration nonce", userID, err)
+	cli, err := reg.silentClient("")
+	if err != nil {
+		return nil, err
 	}
-	if nonce.Nonce == "" {
+	admin := &synapseadmin.Client{Client: cli}
+	// mautrix logs through the context's logger, request bodies included.
+	silent := zerolog.Nop().WithContext(ctx)
+	nonce, err := admin.GetRegisterNonce(silent)
+	if err != nil {
+		return nil, registrationFailure("getting a registration nonce", userID, err)
+	} else if nonce == "" {
 		return nil, &MatrixError{Status: http.StatusBadGateway, Detail: "getting a registration nonce: homeserver returned none"}
 	}
-	body := sharedSecretRequest{
-		Nonce:    nonce.Nonce,
-		Username: req.Username,
-		Password: req.Password,
-		Admin:    req.Admin,
-		MAC:      sharedSecretMAC(reg.sharedSecret, nonce.Nonce, req.Username, req.Password, req.Admin),
-	}
+	body := synapseadmin.ReqSharedSecretRegister{Nonce: nonce, Username: req.Username, Password: req.Password, Admin: req.Admin}
 	if req.DisplayName != nil {
-		body.DisplayName = *req.DisplayName
+		body.Displayname = *req.DisplayName
 	}
-	var out mautrix.RespRegister
-	if err := reg.doJSON(ctx, http.MethodPost, endpoint, &body, &out); err != nil {
+	out, err := admin.SharedSecretRegister(silent, reg.sharedSecret, body)
+	if err != nil {
 		return nil, registrationFailure("registering "+userID.String(), userID, err)
 	}
 	if out.AccessToken == "" || out.UserID == "" {
@@ -441,74 +423,28 @@ func (reg *registrar) registerHuman(ctx context.Context, req *RegisterUserReques
 
 // setOwnAvatar sets a user's avatar with the user's own token.
 func (reg *registrar) setOwnAvatar(ctx context.Context, userID id.UserID, token, avatarURL string) error {
-	endpoint := reg.homeserverURL + "/_matrix/client/v3/profile/" + url.PathEscape(userID.String()) + "/avatar_url"
-	return reg.doJSONAuth(ctx, http.MethodPut, endpoint, token, map[string]string{"avatar_url": avatarURL}, nil)
-}
-
-// hsError is a homeserver's error answer.
-type hsError struct {
-	Status  int
-	ErrCode string `json:"errcode"`
-	Message string `json:"error"`
-}
-
-func (e *hsError) Error() string {
-	return fmt.Sprintf("homeserver answered %d %s", e.Status, e.ErrCode)
-}
-
-func (reg *registrar) doJSON(ctx context.Context, method, endpoint string, in, out any) error {
-	return reg.doJSONAuth(ctx, method, endpoint, "", in, out)
-}
-
-// doJSONAuth makes one JSON call. Errors never include the bodies sent.
-func (reg *registrar) doJSONAuth(ctx context.Context, method, endpoint, token string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		data, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(data)
-	}
-	httpReq, err := http.NewRequestWithContext(ctx, method, endpoint, body)
+	cli, err := reg.silentClient(token)
 	if err != nil {
 		return err
 	}
-	if in != nil {
-		httpReq.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		httpReq.Header.Set("Authorization", "Bearer "+token)
-	}
-	httpResp, err := reg.client.Do(httpReq)
-	if err != nil {
-		return err
-	}
-	defer httpResp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(httpResp.Body, 1<<20))
-	if err != nil {
-		return err
-	}
-	if httpResp.StatusCode != http.StatusOK {
-		he := &hsError{Status: httpResp.StatusCode}
-		_ = json.Unmarshal(data, he)
-		return he
-	}
-	if out != nil {
-		if err = json.Unmarshal(data, out); err != nil {
-			return &hsError{Status: httpResp.StatusCode, ErrCode: "(unreadable answer)"}
-		}
-	}
-	return nil
+	cli.UserID = userID
+	return cli.SetAvatarURL(zerolog.Nop().WithContext(ctx), id.ContentURIString(avatarURL).ParseOrIgnore())
 }
 
 // registrationFailure maps a failed shared-secret registration call: a taken
 // username is 409, a username or password the homeserver refuses is a 400
 // naming it, anything else is the homeserver failing.
 func registrationFailure(action string, userID id.UserID, err error) error {
-	var he *hsError
-	if !errors.As(err, &he) {
+	var httpErr mautrix.HTTPError
+	if !errors.As(err, &httpErr) || httpErr.Response == nil {
 		return &MatrixError{Status: http.StatusServiceUnavailable, Detail: action + ": homeserver unreachable", Err: err}
+	}
+	he := struct {
+		Status           int
+		ErrCode, Message string
+	}{Status: httpErr.Response.StatusCode}
+	if httpErr.RespError != nil {
+		he.ErrCode, he.Message = httpErr.RespError.ErrCode, httpErr.RespError.Err
 	}
 	switch he.ErrCode {
 	case "M_USER_IN_USE":
