@@ -16,6 +16,7 @@ import (
 	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix"
 	mxappservice "maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/sqlstatestore"
 
 	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/agents"
@@ -30,6 +31,7 @@ import (
 	"github.com/daarion/matrix-bridge/pkg/identity"
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
 	"github.com/daarion/matrix-bridge/pkg/leader"
+	"github.com/daarion/matrix-bridge/pkg/matrixstate"
 	"github.com/daarion/matrix-bridge/pkg/messaging"
 	"github.com/daarion/matrix-bridge/pkg/metrics"
 	"github.com/daarion/matrix-bridge/pkg/registration"
@@ -59,6 +61,7 @@ type Bridge struct {
 	pressure pressure
 	// The stores the retention job prunes.
 	idempotency  *messaging.IdempotencyStore
+	stateStore   *sqlstatestore.SQLStateStore
 	webhookStore *webhook.Store
 	Consumers    *consumer.Group
 	Rooms        *rooms.Service
@@ -112,10 +115,16 @@ func (b *Bridge) Start(ctx context.Context) error {
 	b.Log.Info().Str("dialect", target.Dialect()).Dur("duration", time.Since(start)).Msg("Database ready")
 	b.EventLog = eventlog.New(b.DB)
 
+	// Membership and power levels live in the database, shared by every
+	// process and fed from the log, not in each process's memory.
+	if b.stateStore, err = matrixstate.Open(ctx, b.DB, b.Log); err != nil {
+		return err
+	}
 	b.AS, err = mxappservice.CreateFull(mxappservice.CreateOpts{
 		Registration:     registration.FromConfig(cfg),
 		HomeserverDomain: cfg.Homeserver.ServerName,
 		HomeserverURL:    cfg.Homeserver.URL,
+		StateStore:       b.stateStore,
 	})
 	if err != nil {
 		return fmt.Errorf("failed to set up the appservice client: %w", err)
@@ -202,6 +211,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 	sinks := sinkBatch
 	sinks.Parked, sinks.PollInterval = b.Parked, cfg.Database.Poll()
 	runners := []*consumer.Runner{
+		consumer.NewRunner("matrix-state", b.EventLog, matrixstate.NewConsumer(b.stateStore), parking),
 		consumer.NewRunner("rooms", b.EventLog, b.Rooms, parking),
 		consumer.NewRunner("agents", b.EventLog, b.Agents, parking),
 		consumer.NewRunner("webhooks", b.EventLog, webhook.NewFanout(webhookStore, b.DTOs, b.Webhooks.Wake), sinks),
