@@ -396,7 +396,8 @@ func (s *Service) send(ctx context.Context, actor *Actor, roomID id.RoomID, evtT
 			}
 			continue
 		}
-		// The membership cache may be stale (the ghost was kicked): join again once.
+		// The state store follows the log a consumer's lag behind: a kick it
+		// has not applied yet still says joined. Join again once.
 		if errors.Is(err, mautrix.MForbidden) && actor.Entity.Kind == identity.KindAgent && !rejoined {
 			rejoined = true
 			if joinErr := s.ensureJoined(ctx, actor, roomID, true); joinErr == nil {
