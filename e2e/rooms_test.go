@@ -230,7 +230,14 @@ func TestHomeserverOutage(t *testing.T) {
 		if got := listSlugs(t, s, ""); len(got) != 0 {
 			t.Errorf("a failed create left rows: %v", got)
 		}
-		if h := s.apiAs(t, "", http.MethodGet, "/healthz", nil); h.status != 503 || h.str("synapse") != "unreachable" || h.str("database") != "connected" {
+		// Health reads the status sample, at most a second and a ping's
+		// timeout old.
+		var h apiResult
+		eventually(t, "healthz to see the homeserver down", 10*time.Second, func() bool {
+			h = s.apiAs(t, "", http.MethodGet, "/healthz", nil)
+			return h.status == 503
+		})
+		if h.str("synapse") != "unreachable" || h.str("database") != "connected" {
 			t.Errorf("healthz with the homeserver down = %d %s", h.status, h.body)
 		}
 
@@ -244,9 +251,9 @@ func TestHomeserverOutage(t *testing.T) {
 		if got := listSlugs(t, s, ""); len(got) != 1 || got[0] != "outage" {
 			t.Errorf("after the retry: %v", got)
 		}
-		if h := s.apiAs(t, "", http.MethodGet, "/healthz", nil); h.status != 200 {
-			t.Errorf("healthz after the outage = %d %s", h.status, h.body)
-		}
+		eventually(t, "healthz to see the homeserver back", 10*time.Second, func() bool {
+			return s.apiAs(t, "", http.MethodGet, "/healthz", nil).status == 200
+		})
 	})
 }
 

@@ -57,8 +57,8 @@ type Bridge struct {
 	Parked   *consumer.ParkedStore
 	// consumers are the consumers' names, for the API (set once in Start).
 	consumers atomic.Pointer[[]string]
-	// pressure is the latest sample of backlog, lag and leadership.
-	pressure pressure
+	// status is the latest status sample (sampleStatus).
+	status statusSample
 	// The stores the retention job prunes.
 	idempotency  *messaging.IdempotencyStore
 	stateStore   *sqlstatestore.SQLStateStore
@@ -231,6 +231,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 		Config: cfg, AppService: b.AS, DB: b.DB, EventLog: b.EventLog, Rooms: b.Rooms, Agents: b.Agents,
 		Webhooks: webhookStore, Deliverer: b.Webhooks, NATS: b.NATS, Version: Version,
 		Runners: func() []*consumer.Runner { return b.Consumers.Runners() },
+		Status:  b.Status,
 		Parked:  b.Parked,
 	}), parking))
 	b.Consumers = consumer.NewGroup(runners...)
@@ -239,7 +240,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 		names[i] = r.Name()
 	}
 	b.consumers.Store(&names)
-	b.registerMetrics(webhookStore)
+	b.registerMetrics()
 	if cfg.Metrics.Listen != "" {
 		var metricsListener net.Listener
 		if metricsListener, b.metricsSrv, err = b.serve("metrics.listen", cfg.Metrics.Listen, b.Metrics.Handler(), metricsTimeouts()); err != nil {
@@ -282,7 +283,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 	b.background.Add(1)
 	go func() {
 		defer b.background.Done()
-		b.samplePressure(ctx)
+		b.sampleStatus(ctx)
 	}()
 	return nil
 }

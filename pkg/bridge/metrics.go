@@ -1,38 +1,23 @@
 package bridge
 
-import (
-	"github.com/daarion/matrix-bridge/pkg/delivery/webhook"
-	"github.com/daarion/matrix-bridge/pkg/metrics"
-)
+import ()
 
 // registerMetrics adds the families read from the bridge's parts at scrape
 // time: log position, consumer lag and failures, deliveries, dead letters.
-func (b *Bridge) registerMetrics(webhooks *webhook.Store) {
+func (b *Bridge) registerMetrics() {
 	m := b.Metrics
+	// The figures from the database are the latest status sample's (at
+	// most a second old), which health and the bot's status read too.
 	m.GaugeFunc("log_position", "Position of the newest event in the event log.", func() float64 {
-		ctx, cancel := metrics.ScrapeContext()
-		defer cancel()
-		head, _ := b.EventLog.Head(ctx)
-		return float64(head)
+		return float64(b.Status().LogHead)
 	})
 	m.GaugeFunc("journal_backlog", "Transactions answered but not yet split into the event log.", func() float64 {
-		ctx, cancel := metrics.ScrapeContext()
-		defer cancel()
-		n, _ := b.EventLog.JournalBacklog(ctx)
-		return float64(n)
+		return float64(b.Status().JournalBacklog)
 	})
 	m.GaugeVecFunc("consumer_lag_events", "Events in the log a consumer has not handled yet (from its durable cursor).",
 		[]string{"consumer"}, func(emit func(float64, ...string)) {
-			ctx, cancel := metrics.ScrapeContext()
-			defer cancel()
-			head, err := b.EventLog.Head(ctx)
-			if err != nil {
-				return
-			}
-			for _, r := range b.Consumers.Runners() {
-				if pos, err := b.EventLog.Cursor(ctx, r.Name()); err == nil {
-					emit(float64(head-pos), r.Name())
-				}
+			for _, c := range b.Status().Consumers {
+				emit(float64(c.Lag), c.Name)
 			}
 		})
 	m.CounterVecFunc("consumer_failures_total", "Failed consumer batches (each is retried), by consumer.",
@@ -49,21 +34,13 @@ func (b *Bridge) registerMetrics(webhooks *webhook.Store) {
 		})
 	m.GaugeVecFunc("parked_events", "Events in the parked list (failed for good, waiting for a retry request), by consumer.",
 		[]string{"consumer"}, func(emit func(float64, ...string)) {
-			ctx, cancel := metrics.ScrapeContext()
-			defer cancel()
-			counts, err := b.Parked.Counts(ctx)
-			if err != nil {
-				return
-			}
+			counts := b.Status().ParkedEvents
 			for _, r := range b.Consumers.Runners() {
 				emit(float64(counts[r.Name()]), r.Name())
 			}
 		})
 	m.GaugeFunc("parked_transactions", "Journalled transactions the indexer could not store (the database refused them) and set aside.", func() float64 {
-		ctx, cancel := metrics.ScrapeContext()
-		defer cancel()
-		n, _ := b.EventLog.ParkedTransactionCount(ctx)
-		return float64(n)
+		return float64(b.Status().ParkedTransactions)
 	})
 	m.CounterVecFunc("deliveries_total", "DTO deliveries by sink and result.",
 		[]string{"sink", "result"}, func(emit func(float64, ...string)) {
@@ -81,17 +58,14 @@ func (b *Bridge) registerMetrics(webhooks *webhook.Store) {
 		})
 	m.GaugeVecFunc("webhook_deliveries", "Webhook deliveries waiting, by state (pending, dead: the dead-letter list).",
 		[]string{"state"}, func(emit func(float64, ...string)) {
-			ctx, cancel := metrics.ScrapeContext()
-			defer cancel()
-			if pending, dead, err := webhooks.Totals(ctx); err == nil {
-				emit(float64(pending), "pending")
-				emit(float64(dead), "dead")
-			}
+			s := b.Status()
+			emit(float64(s.WebhooksPending), "pending")
+			emit(float64(s.WebhooksDead), "dead")
 		})
 	m.CounterVecFunc("unmapped_events_total", "Log events of types no DTO exists for (counted, not delivered).",
 		nil, func(emit func(float64, ...string)) { emit(float64(b.DTOs.Unmapped())) })
 	m.GaugeFunc("health_degraded", "1 when health is degraded: no process leads, or the journal backlog or a consumer's lag is past its health threshold.", func() float64 {
-		if len(b.degradation()) > 0 {
+		if len(b.Status().Degradation(b.healthThresholds())) > 0 {
 			return 1
 		}
 		return 0

@@ -41,6 +41,7 @@ import (
 	"github.com/daarion/matrix-bridge/pkg/identity"
 	"github.com/daarion/matrix-bridge/pkg/messaging"
 	"github.com/daarion/matrix-bridge/pkg/rooms"
+	"github.com/daarion/matrix-bridge/pkg/status"
 )
 
 // Prefix starts a command outside the bot's direct chats.
@@ -63,6 +64,8 @@ type Options struct {
 	Deliverer  *webhook.Deliverer
 	// Runners returns the event log's consumers (for status).
 	Runners func() []*consumer.Runner
+	// Status returns the process's latest status sample (for status).
+	Status func() *status.Snapshot
 	// Parked is the list of events consumers parked.
 	Parked *consumer.ParkedStore
 	// NATS is the JetStream sink, nil when NATS is not configured.

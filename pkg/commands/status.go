@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"go.mau.fi/util/dbutil"
+
+	"github.com/daarion/matrix-bridge/pkg/status"
 )
 
 // paged renders one page of a list: a header with the total, the page's
@@ -62,41 +64,28 @@ func (b *Bot) cmdStatus(ctx context.Context, _ *request) (string, error) {
 	fmt.Fprintf(&sb, "**DAARION bridge** %s\n\n", code(version))
 	fmt.Fprintf(&sb, "- **Uptime:** %s (since %s)\n", time.Since(b.opts.Started).Round(time.Second), b.opts.Started.UTC().Format("2006-01-02 15:04:05 UTC"))
 
-	hsCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	start := time.Now()
-	_, err := b.client.Versions(hsCtx)
-	cancel()
-	if err != nil {
-		fmt.Fprintf(&sb, "- **Homeserver:** unreachable (%s)\n", esc(err.Error()))
+	// The process's latest status sample, which /healthz and the metrics
+	// read too.
+	if b.opts.Status == nil {
+		sb.WriteString("- **Status:** not sampled in this process\n")
+	} else if st := b.opts.Status(); !st.Sampled() {
+		sb.WriteString("- **Status:** not sampled yet (the bridge started less than a second ago)\n")
 	} else {
-		fmt.Fprintf(&sb, "- **Homeserver:** reachable, ping %d ms (%s)\n", time.Since(start).Milliseconds(), code(b.opts.Config.Homeserver.ServerName))
-	}
-
-	if db := b.opts.DB; db != nil {
-		dbCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		start = time.Now()
-		err = db.RawDB.PingContext(dbCtx)
-		cancel()
-		if err != nil {
-			fmt.Fprintf(&sb, "- **Database:** %s, unreachable (%s)\n", dialectName(db.Dialect), esc(err.Error()))
-		} else {
-			fmt.Fprintf(&sb, "- **Database:** %s, reachable, ping %d ms\n", dialectName(db.Dialect), time.Since(start).Milliseconds())
+		fmt.Fprintf(&sb, "- **Homeserver:** %s (%s)\n", reachability(st.Homeserver), code(b.opts.Config.Homeserver.ServerName))
+		if db := b.opts.DB; db != nil {
+			fmt.Fprintf(&sb, "- **Database:** %s, %s\n", dialectName(db.Dialect), reachability(st.Database))
 		}
-	}
-
-	var head int64
-	if b.opts.EventLog != nil {
-		if head, err = b.opts.EventLog.Head(ctx); err != nil {
-			fmt.Fprintf(&sb, "- **Event log:** unreadable (%s)\n", esc(err.Error()))
-		} else {
-			fmt.Fprintf(&sb, "- **Event log:** position %d\n", head)
+		fmt.Fprintf(&sb, "- **Event log:** position %d, journal backlog %d; leader: %s\n", st.LogHead, st.JournalBacklog, st.Leader())
+		failures := map[string]int64{}
+		if b.opts.Runners != nil {
+			for _, r := range b.opts.Runners() {
+				failures[r.Name()] = r.Failures()
+			}
 		}
-	}
-	if b.opts.Runners != nil {
 		sb.WriteString("- **Consumers:**\n")
-		for _, r := range b.opts.Runners() {
-			fmt.Fprintf(&sb, "    - %s: position %d, lag %d, %s\n", code(r.Name()), r.Position(), max(head-r.Position(), 0),
-				plural(r.Failures(), "failed batch", "failed batches"))
+		for _, c := range st.Consumers {
+			fmt.Fprintf(&sb, "    - %s: position %d, lag %d, %s\n", code(c.Name), c.Position, c.Lag,
+				plural(failures[c.Name], "failed batch", "failed batches"))
 		}
 	}
 	b.webhookStatus(ctx, &sb)
@@ -156,6 +145,14 @@ func (b *Bot) natsStatus(sb *strings.Builder) {
 	}
 	fmt.Fprintf(sb, "- **NATS:** %s; %d published, %d duplicates, %s\n", state, st.Published, st.Duplicates,
 		plural(st.FailedBatches, "failed batch", "failed batches"))
+}
+
+// reachability is one ping's result, as the status command shows it.
+func reachability(r status.Reachability) string {
+	if !r.Reachable {
+		return "unreachable (" + esc(r.Error) + ")"
+	}
+	return fmt.Sprintf("reachable, ping %d ms", r.Ping.Milliseconds())
 }
 
 func dialectName(d dbutil.Dialect) string {
