@@ -10,7 +10,7 @@ LDFLAGS  := -X github.com/daarion/matrix-bridge/pkg/bridge.Version=$(VERSION)
 BIN      := bin
 TEST_TIMEOUT ?= 30m
 
-.PHONY: all build dendrite synapse postgres test vet fmt-check unit bench soak run clean
+.PHONY: all build dendrite synapse schemathesis postgres test vet fmt-check unit bench soak run clean
 
 all: build
 
@@ -26,6 +26,12 @@ dendrite:
 synapse:
 	bash tools/synapse/build.sh
 
+# The schema-driven fuzzer of the internal API (e2e TestInternalAPIMatchesOpenAPI):
+# Schemathesis from PyPI with hashes (tools/schemathesis/requirements.txt) in a
+# venv at bin/schemathesis-venv.
+schemathesis:
+	bash tools/schemathesis/build.sh
+
 # PostgreSQL's server binaries for the throwaway test clusters (Debian's
 # postgresql package, installed only when missing).
 postgres:
@@ -39,7 +45,7 @@ vet:
 	$(GO) vet ./...
 
 # Every test, with the race detector, against the real parts.
-test: postgres dendrite synapse fmt-check vet
+test: postgres dendrite synapse schemathesis fmt-check vet
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 bench: build dendrite

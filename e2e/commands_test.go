@@ -94,7 +94,9 @@ func (c *chat) run(command string, want ...string) string {
 func TestCommands(t *testing.T) {
 	forEachRig(t, func(t *testing.T, tdb rig) {
 		ctx := context.Background()
-		s := newStackWith(t, tdb, stackOptions{extra: fastRetries + commandPermissions, homeserverRateLimits: busyHumans})
+		// One webhook worker: the deliverer takes due queues oldest first,
+		// one at a time (what the paused subscription's check relies on).
+		s := newStackWith(t, tdb, stackOptions{extra: fastRetries + "    webhook_workers: 1\n" + commandPermissions, homeserverRateLimits: busyHumans})
 		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
 		botID := s.cfg.BotUserID()
 
@@ -224,7 +226,19 @@ func TestCommands(t *testing.T) {
 		}
 		before := len(rc.received())
 		waiting := sendText(t, alice, roomID, "wait for resume")
-		time.Sleep(1500 * time.Millisecond)
+		// A marker after it: another subscription's delivery of a later
+		// event. With one worker taking the oldest queue first, a delivery
+		// of the paused subscription would have come before the marker.
+		marks := newReceiver(t)
+		marks.subscribe(t, s, map[string]any{"room_id": roomID.String(), "events": []string{"m.reaction"}})
+		mark, err := alice.SendReaction(ctx, roomID, waiting, "⏳")
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the marker at the other subscription's receiver", 30*time.Second, func() bool {
+			got := marks.received()
+			return len(got) > 0 && got[len(got)-1].dto.ID == mark.EventID.String()
+		})
 		if len(rc.received()) != before {
 			t.Error("a paused subscription was delivered")
 		}
@@ -275,9 +289,10 @@ func TestCommands(t *testing.T) {
 		if res := s.api(t, http.MethodGet, subPath, nil); res.str("state") != "active" {
 			t.Errorf("the non-admin changed the subscription: %s", res.body)
 		}
-		// Chatter without the prefix is not a command.
+		// Chatter without the prefix is not a command. The commands consumer
+		// answers before its cursor passes an event.
 		chatter := sendText(t, bob, roomID, "status")
-		time.Sleep(time.Second)
+		waitConsumed(t, s, "commands", chatter)
 		if got := repliesTo(t, s, bob, roomID, chatter); len(got) != 0 {
 			t.Errorf("the bot answered chatter: %+v", got)
 		}
@@ -313,6 +328,31 @@ func TestCommands(t *testing.T) {
 		if n := countLines(s.bridge.logs(), "Running a command"); n == 0 {
 			t.Errorf("no command ran again after the restart:\n%s", tail(s.bridge.logs(), 30))
 		}
+	})
+}
+
+// waitConsumed waits until evtID is in the bridge's event log and the
+// consumer's cursor has passed it: what the consumer does with the event is
+// done by then.
+func waitConsumed(t *testing.T, s *stack, consumer string, evtID id.EventID) {
+	t.Helper()
+	ctx := context.Background()
+	var pos int64
+	eventually(t, evtID.String()+" in the event log", 30*time.Second, func() bool {
+		all, err := s.log.Read(ctx, 0, 100_000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range all {
+			if e.EventID == evtID.String() {
+				pos = e.Position
+			}
+		}
+		return pos > 0
+	})
+	eventually(t, "the "+consumer+" consumer to pass "+evtID.String(), 30*time.Second, func() bool {
+		cursor, err := s.log.Cursor(ctx, consumer)
+		return err == nil && cursor >= pos
 	})
 }
 
@@ -384,23 +424,7 @@ func TestBridgeSentCommandsDoNotRun(t *testing.T) {
 
 		// Wait until the commands consumer has handled the admin's command
 		// (and so everything before it).
-		var ownPos int64
-		eventually(t, "the admin's command in the log", 30*time.Second, func() bool {
-			all, err := s.log.Read(ctx, 0, 10000)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, e := range all {
-				if e.EventID == own.String() {
-					ownPos = e.Position
-				}
-			}
-			return ownPos > 0
-		})
-		eventually(t, "the commands consumer to pass the admin's command", 30*time.Second, func() bool {
-			pos, err := s.log.Cursor(ctx, "commands")
-			return err == nil && pos >= ownPos
-		})
+		waitConsumed(t, s, "commands", own)
 		eventually(t, "the answer to the admin's own command", 30*time.Second, func() bool {
 			return len(repliesTo(t, s, admin, roomID, own)) == 1
 		})

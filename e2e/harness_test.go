@@ -121,6 +121,8 @@ type stackOptions struct {
 	internalAPI string
 	// appservice is YAML indented by four spaces, added under appservice.
 	appservice string
+	// database is YAML indented by four spaces, added under database.
+	database string
 	// extra is YAML of further top-level sections.
 	extra string
 	// homeserverRateLimits replaces Synapse's default rate limits (rc_*
@@ -140,6 +142,11 @@ type stackOptions struct {
 const busyHumans = `rc_message:
   per_second: 1000
   burst_count: 1000`
+
+// noPoll (stackOptions.database) keeps the bridge from polling its
+// database during a test: only its wake-ups (a transaction wakes the journal
+// indexer, indexed events wake the consumers and waiting syncs) move anything.
+const noPoll = "    poll_interval: 1h"
 
 func newStack(t *testing.T, tdb rig) *stack {
 	t.Helper()
@@ -163,6 +170,7 @@ appservice:
 %s
 database:
     url: %q
+%s
 internal_api:
     port: %d
     service_secret: %s
@@ -170,7 +178,7 @@ internal_api:
 logging:
     level: debug
 %s
-`, hsPort, serverName, opts.homeserver, asPort, asPort, opts.appservice, tdb.URL(), apiPort, serviceSecret, opts.internalAPI, opts.extra)
+`, hsPort, serverName, opts.homeserver, asPort, asPort, opts.appservice, tdb.URL(), opts.database, apiPort, serviceSecret, opts.internalAPI, opts.extra)
 	if err := os.WriteFile(s.configPath, []byte(cfgYAML), 0o600); err != nil {
 		t.Fatal(err)
 	}

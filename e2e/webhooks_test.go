@@ -27,6 +27,8 @@ type receiver struct {
 	got    []receivedDTO
 	badSig int
 	tries  int
+	// triesOf counts the requests per webhook-id.
+	triesOf map[string]int
 }
 
 type receivedDTO struct {
@@ -36,12 +38,13 @@ type receivedDTO struct {
 }
 
 func newReceiver(t *testing.T) *receiver {
-	rc := &receiver{t: t}
+	rc := &receiver{t: t, triesOf: map[string]int{}}
 	rc.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		rc.mu.Lock()
 		defer rc.mu.Unlock()
 		rc.tries++
+		rc.triesOf[r.Header.Get("webhook-id")]++
 		ts, _ := strconv.ParseInt(r.Header.Get("webhook-timestamp"), 10, 64)
 		if !webhook.Verify(rc.secret, r.Header.Get("webhook-id"), ts, body, r.Header.Get("webhook-signature")) {
 			rc.badSig++
@@ -193,7 +196,13 @@ func TestWebhookRetriesAndDeadLetters(t *testing.T) {
 		for i := 0; i < 10; i++ {
 			sent = append(sent, sendText(t, alice, roomID, "msg "+strconv.Itoa(i)).String())
 		}
-		time.Sleep(1500 * time.Millisecond) // several failed attempts
+		// The head of the room's queue fails and is retried (every 300ms
+		// here); the rows behind it wait.
+		eventually(t, "the first message's third attempt", 30*time.Second, func() bool {
+			rc.mu.Lock()
+			defer rc.mu.Unlock()
+			return rc.triesOf[sent[0]] >= 3
+		})
 		rc.setFail(false)
 		eventually(t, "all 10 messages after recovery", 30*time.Second, func() bool { return len(rc.received()) >= 10 })
 		got := rc.received()

@@ -116,8 +116,10 @@ const (
 	// maxDisplayNameRunes is Synapse's limit on display names.
 	maxDisplayNameRunes = 256
 	minPasswordRunes    = 8
-	maxPasswordBytes    = 512 // Dendrite's limit, in bytes
-	maxAvatarURLBytes   = 1024
+	// maxPasswordBytes is bcrypt's limit, which both homeservers hash with:
+	// Synapse ignores what is past it, Dendrite fails the registration (500).
+	maxPasswordBytes  = 72
+	maxAvatarURLBytes = 1024
 )
 
 // mxcRegex is an mxc:// URI: a server name (host, IPv4/IPv6, optional port)

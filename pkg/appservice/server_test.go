@@ -47,10 +47,15 @@ func newRig(t *testing.T, tdb testrig.TestDatabase, opts appservice.Options) *ri
 	opts.HSToken = hsToken
 	srv := httptest.NewServer(appservice.NewServer(opts, l, nil, zerolog.Nop()))
 	t.Cleanup(srv.Close)
-	// The indexer moves journalled transactions into the log, as in the bridge.
+	// The indexer moves journalled transactions into the log, as in the
+	// bridge. It never polls here (an hour): every transaction the handler
+	// journals must wake it, or waitIndexed gives up.
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); l.RunIndexer(ctx, appservice.ParseTransaction) }()
+	go func() {
+		defer close(done)
+		l.RunIndexer(ctx, appservice.ParseTransaction, eventlog.IndexerOptions{PollInterval: time.Hour})
+	}()
 	t.Cleanup(func() { cancel(); <-done })
 	return &rig{srv: srv, log: l, db: db}
 }

@@ -65,14 +65,20 @@ func TestStopFinishesTheTransactionInFlight(t *testing.T) {
 
 		stopDone := make(chan error, 1)
 		go func() { stopDone <- b.Stop(context.Background()) }()
+		// New connections are refused once shutdown began; from then on Stop
+		// waits for the transaction in flight. That it does not return can
+		// only be watched for a while: 300 ms from there.
+		waitFor(t, "the listener to refuse connections", func() bool {
+			resp, err := http.Get("http://" + b.AppserviceAddr() + "/")
+			if err == nil {
+				resp.Body.Close()
+			}
+			return err != nil
+		})
 		select {
 		case err := <-stopDone:
 			t.Fatalf("Stop returned (%v) while a transaction was in flight", err)
 		case <-time.After(300 * time.Millisecond):
-		}
-		// New connections are refused once shutdown began.
-		if _, err := http.Get("http://" + b.AppserviceAddr() + "/"); err == nil {
-			t.Error("the listener still accepts connections during shutdown")
 		}
 
 		if _, err = conn.Write([]byte(full[20:])); err != nil {
@@ -109,6 +115,51 @@ func TestStopFinishesTheTransactionInFlight(t *testing.T) {
 				t.Fatalf("after restart the log holds %v (%v), want $inflight", evts, err)
 			}
 			time.Sleep(20 * time.Millisecond)
+		}
+	})
+}
+
+// The leader never polls here (database.poll_interval 1h): a transaction
+// this process takes must wake the journal indexer, and the indexed events
+// every consumer. Twice: the start-up reads may find the first; the second
+// comes once every one of them waits.
+func TestOwnTransactionsWakeTheLeader(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		cfg := testConfig(tdb)
+		cfg.Database.PollInterval = "1h"
+		b := New(cfg, zerolog.Nop())
+		if err := b.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = b.Stop(context.Background()) }()
+		waitFor(t, "this process to lead", b.Leader.Leading)
+		ctx := context.Background()
+		for i := range 2 {
+			eventID := fmt.Sprintf("$wake%d", i)
+			body := fmt.Sprintf(`{"events":[{"event_id":%q,"room_id":"!r:s","type":"m.room.message","sender":"@u:s","content":{"msgtype":"m.text","body":"hi"}}]}`, eventID)
+			req, _ := http.NewRequest(http.MethodPut, "http://"+b.AppserviceAddr()+"/_matrix/app/v1/transactions/"+eventID, strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer hs")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("transaction %s: %v %v", eventID, resp, err)
+			}
+			resp.Body.Close()
+			var pos int64
+			waitFor(t, eventID+" in the log", func() bool {
+				evts, err := b.EventLog.Read(ctx, 0, 100)
+				for _, e := range evts {
+					if e.EventID == eventID {
+						pos = e.Position
+					}
+				}
+				return err == nil && pos > 0
+			})
+			for _, r := range b.Consumers.Runners() {
+				if r.Name() == "commands" {
+					continue // it asks the homeserver (none here) whether the room is a direct chat
+				}
+				waitFor(t, "consumer "+r.Name()+" to pass "+eventID, func() bool { return r.Position() >= pos })
+			}
 		}
 	})
 }
@@ -184,10 +235,10 @@ func TestTwoProcessesDeliverOnceAndFailOver(t *testing.T) {
 	}
 	resp.Body.Close()
 
-	push := func(br *Bridge, txn string, from int) {
+	put := func(br *Bridge, txn string, ids ...string) {
 		var evts []string
-		for i := from; i < from+20; i++ {
-			evts = append(evts, fmt.Sprintf(`{"event_id":"$e%d","room_id":"!r:s","type":"m.room.message","sender":"@u:s","origin_server_ts":1,"content":{"msgtype":"m.text","body":"%d"}}`, i, i))
+		for _, id := range ids {
+			evts = append(evts, fmt.Sprintf(`{"event_id":%q,"room_id":"!r:s","type":"m.room.message","sender":"@u:s","origin_server_ts":1,"content":{"msgtype":"m.text","body":%q}}`, id, id))
 		}
 		req, _ := http.NewRequest(http.MethodPut, "http://"+br.AppserviceAddr()+"/_matrix/app/v1/transactions/"+txn,
 			strings.NewReader(`{"events":[`+strings.Join(evts, ",")+`]}`))
@@ -198,21 +249,36 @@ func TestTwoProcessesDeliverOnceAndFailOver(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
-	waitDelivered := func(n int) {
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			mu.Lock()
-			count := len(got)
-			mu.Unlock()
-			if count >= n {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%d of %d DTOs delivered", count, n)
-			}
-			time.Sleep(50 * time.Millisecond)
+	push := func(br *Bridge, txn string, from int) {
+		var ids []string
+		for i := from; i < from+20; i++ {
+			ids = append(ids, fmt.Sprintf("$e%d", i))
 		}
-		time.Sleep(700 * time.Millisecond) // room for a duplicate to show up
+		put(br, txn, ids...)
+	}
+	delivered := func(id string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return got[id] > 0
+	}
+	// waitDelivered waits for $e0 … $e<n-1>, then for a marker br takes
+	// after them in the same room: the room's queue is delivered in order,
+	// so by the time the marker arrives a second delivery of any of them
+	// (by a second deliverer working the same queue) would have too.
+	markers := 0
+	waitDelivered := func(br *Bridge, n int) {
+		waitFor(t, fmt.Sprintf("%d DTOs delivered", n), func() bool {
+			for i := range n {
+				if !delivered(fmt.Sprintf("$e%d", i)) {
+					return false
+				}
+			}
+			return true
+		})
+		markers++
+		marker := fmt.Sprintf("$marker%d", markers)
+		put(br, marker, marker)
+		waitFor(t, "the marker delivered", func() bool { return delivered(marker) })
 		mu.Lock()
 		defer mu.Unlock()
 		for id, c := range got {
@@ -224,7 +290,7 @@ func TestTwoProcessesDeliverOnceAndFailOver(t *testing.T) {
 
 	push(a, "t1", 0)
 	push(b, "t2", 20) // the other process takes transactions too
-	waitDelivered(40)
+	waitDelivered(a, 40)
 	if a.Leader.Leading() == b.Leader.Leading() {
 		t.Fatalf("leading: a %v, b %v; want exactly one", a.Leader.Leading(), b.Leader.Leading())
 	}
@@ -237,7 +303,7 @@ func TestTwoProcessesDeliverOnceAndFailOver(t *testing.T) {
 	}
 	stopped[leaderBr] = true
 	push(standby, "t3", 40)
-	waitDelivered(60)
+	waitDelivered(standby, 60)
 	if !standby.Leader.Leading() {
 		t.Error("the standby did not take over")
 	}

@@ -106,7 +106,20 @@ type Database struct {
 	URL          string `yaml:"url"`
 	MaxOpenConns int    `yaml:"max_open_conns"`
 	MaxIdleConns int    `yaml:"max_idle_conns"`
+	// PollInterval is how often the leader's journal indexer and consumers,
+	// and every process's waiting syncs, read the database for what another
+	// bridge process wrote; what this process writes wakes them at once.
+	PollInterval string `yaml:"poll_interval"`
 }
+
+// Poll parses PollInterval (validated).
+func (d Database) Poll() time.Duration {
+	v, _ := time.ParseDuration(d.PollInterval)
+	return v
+}
+
+// minPollInterval bounds how hard an idle bridge reads its database.
+const minPollInterval = 10 * time.Millisecond
 
 // InternalAPI is the listener DAARION services call.
 type InternalAPI struct {
@@ -239,7 +252,7 @@ func Default() *Config {
 		},
 		Health:    Health{MaxJournalBacklog: 1000, MaxConsumerLag: 100000},
 		Retention: defaultRetention(),
-		Database:  Database{URL: "sqlite:daarion-bridge.db"},
+		Database:  Database{URL: "sqlite:daarion-bridge.db", PollInterval: "1s"},
 		InternalAPI: InternalAPI{
 			Host:         "127.0.0.1",
 			Port:         7025,
@@ -464,6 +477,9 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.Database.MaxIdleConns < 0 {
 		fail("database.max_idle_conns", "must not be negative")
+	}
+	if d, err := time.ParseDuration(cfg.Database.PollInterval); err != nil || d < minPollInterval {
+		fail("database.poll_interval", "must be a duration of at least %v such as 1s, got %q", minPollInterval, cfg.Database.PollInterval)
 	}
 
 	if cfg.InternalAPI.Port < 1 || cfg.InternalAPI.Port > 65535 {

@@ -82,6 +82,23 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 var fast = consumer.Options{BatchSize: 7, PollInterval: 50 * time.Millisecond, MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}
 
+// idleSource tells when a runner has read everything: its read found nothing.
+type idleSource struct {
+	consumer.Source
+	idle chan struct{}
+}
+
+func (s *idleSource) Read(ctx context.Context, after int64, limit int) ([]*eventlog.Event, error) {
+	events, err := s.Source.Read(ctx, after, limit)
+	if err == nil && len(events) == 0 {
+		select {
+		case s.idle <- struct{}{}:
+		default:
+		}
+	}
+	return events, err
+}
+
 func TestRunnerDeliversEverythingInOrderThroughFailures(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
 		ctx := context.Background()
@@ -89,10 +106,18 @@ func TestRunnerDeliversEverythingInOrderThroughFailures(t *testing.T) {
 		appendN(t, l, "t1", "!a", 0, 20)
 
 		rec := &recorder{failures: 3}
-		runner := consumer.NewRunner("rec", l, rec, fast)
+		source := &idleSource{Source: l, idle: make(chan struct{}, 1)}
+		woken := fast
+		woken.PollInterval = time.Hour // no poll: only the append's wake-up
+		runner := consumer.NewRunner("rec", source, rec, woken)
 		group := consumer.NewGroup(runner)
 		group.Start(ctx)
-		// Appended while running: the runner is woken, not polled.
+		select {
+		case <-source.idle:
+		case <-time.After(15 * time.Second):
+			t.Fatal("the runner never caught up with the first 20 events")
+		}
+		// Appended while the runner waits: it is woken, not polled.
 		appendN(t, l, "t2", "!a", 20, 10)
 		waitFor(t, "30 events", func() bool { return len(rec.seen()) >= 30 })
 		group.Stop()

@@ -28,6 +28,9 @@ type journal struct {
 	prepMu sync.Mutex
 	insert *sql.Stmt
 	wake   chan struct{}
+	// waiting, when set (by tests), is called each time the indexer has
+	// emptied the journal and starts to wait.
+	waiting func()
 }
 
 const insertJournalQuery = `INSERT INTO txn_journal (txn_id, received_at, body) VALUES ($1, $2, $3)`
@@ -220,11 +223,28 @@ func (l *Log) indexBatch(ctx context.Context, parse Parser, rows []journalRow) e
 	return nil
 }
 
+// DefaultPollInterval is how often the indexer looks at the journal when
+// IndexerOptions sets no interval.
+const DefaultPollInterval = time.Second
+
+// IndexerOptions tune RunIndexer; zero values take the defaults.
+type IndexerOptions struct {
+	// PollInterval is how often the journal is read without a wake-up; it
+	// is what notices transactions journalled by another process (this
+	// process's own journals wake it at once). Default DefaultPollInterval.
+	PollInterval time.Duration
+}
+
 // RunIndexer indexes the journal until ctx ends: at once when this process
-// journals a transaction, and every second for other processes' journals.
-func (l *Log) RunIndexer(ctx context.Context, parse Parser) {
+// journals a transaction, and every opts.PollInterval for other processes'
+// journals.
+func (l *Log) RunIndexer(ctx context.Context, parse Parser, opts IndexerOptions) {
 	log := zerolog.Ctx(ctx).With().Str("component", "indexer").Logger()
 	ctx = log.WithContext(ctx)
+	poll := opts.PollInterval
+	if poll <= 0 {
+		poll = DefaultPollInterval
+	}
 	wait := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		if _, err := l.IndexPending(ctx, parse); err != nil && ctx.Err() == nil {
@@ -234,11 +254,16 @@ func (l *Log) RunIndexer(ctx context.Context, parse Parser) {
 			continue
 		}
 		wait = 100 * time.Millisecond
+		if l.journal.waiting != nil {
+			l.journal.waiting()
+		}
+		t := time.NewTimer(poll)
 		select {
 		case <-ctx.Done():
 		case <-l.journal.wake:
-		case <-time.After(time.Second):
+		case <-t.C:
 		}
+		t.Stop()
 	}
 }
 

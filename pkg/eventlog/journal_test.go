@@ -1,6 +1,7 @@
 package eventlog_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
@@ -95,6 +98,8 @@ func TestJournalThenIndex(t *testing.T) {
 	})
 }
 
+// The indexer never polls here (an hour), and the transactions are
+// journalled once it waits: only the wake-up of Journal can index them.
 func TestIndexerRunsPromptlyAndParksUnparseableRows(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -106,8 +111,20 @@ func TestIndexerRunsPromptlyAndParksUnparseableRows(t *testing.T) {
 			}
 			return testParser(txnID, b)
 		}
+		waiting := make(chan struct{}, 1)
+		l.OnIndexerWaiting(func() {
+			select {
+			case waiting <- struct{}{}:
+			default:
+			}
+		})
 		done := make(chan struct{})
-		go func() { defer close(done); l.RunIndexer(ctx, parse) }()
+		go func() { defer close(done); l.RunIndexer(ctx, parse, eventlog.IndexerOptions{PollInterval: time.Hour}) }()
+		select {
+		case <-waiting:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the indexer did not start waiting")
+		}
 		changed := l.Changed()
 		for i, txn := range []string{"x1", "poison", "x2"} {
 			if err := l.Journal(ctx, txn, body(fmt.Sprintf("$p%d", i))); err != nil {
@@ -138,6 +155,69 @@ func TestIndexerRunsPromptlyAndParksUnparseableRows(t *testing.T) {
 		if err != nil || len(parked) != 1 || parked[0].TxnID != "poison" ||
 			parked[0].Body != string(body("$p1")) || !strings.Contains(parked[0].Error, "no longer parses") {
 			t.Errorf("parked = %+v, %v; want the poison transaction whole", parked, err)
+		}
+	})
+}
+
+// logWatch is a log writer that tells when a line containing text is written.
+type logWatch struct {
+	text string
+	seen chan struct{}
+}
+
+func (w *logWatch) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte(w.text)) {
+		select {
+		case w.seen <- struct{}{}:
+		default:
+		}
+	}
+	return len(p), nil
+}
+
+// A failed indexing is retried by itself (after 100 ms, doubling): nothing
+// wakes the indexer after the cause is gone, and it never polls here.
+func TestIndexerRetriesAfterAFailure(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		db := openDB(t, tdb)
+		l := eventlog.New(db)
+		t.Cleanup(func() { _ = l.Close() })
+		failed := &logWatch{text: "Indexing the journal failed", seen: make(chan struct{}, 1)}
+		ctx, cancel := context.WithCancel(zerolog.New(failed).WithContext(context.Background()))
+		defer cancel()
+		if _, err := db.RawDB.Exec(`ALTER TABLE event_log RENAME TO event_log_away`); err != nil {
+			t.Fatal(err)
+		}
+		// Journalled by another Log (another process): no wake-up here.
+		other := eventlog.New(db)
+		t.Cleanup(func() { _ = other.Close() })
+		if err := other.Journal(ctx, "r1", body("$r1")); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			l.RunIndexer(ctx, testParser, eventlog.IndexerOptions{PollInterval: time.Hour})
+		}()
+		defer func() { cancel(); <-done }()
+		select {
+		case <-failed.seen:
+		case <-time.After(5 * time.Second):
+			t.Fatal("indexing without event_log did not fail")
+		}
+		if _, err := db.RawDB.Exec(`ALTER TABLE event_log_away RENAME TO event_log`); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			if n, err := l.Count(context.Background()); err == nil && n == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				backlog, _ := l.JournalBacklog(context.Background())
+				t.Fatalf("the journal still holds %d transactions after the failure's cause is gone", backlog)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	})
 }

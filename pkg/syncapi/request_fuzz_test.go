@@ -75,7 +75,7 @@ func FuzzSyncRequest(f *testing.F) {
 	} {
 		f.Add(tc.query, tc.filter)
 	}
-	h := New(nil, fuzzMaxTimeout)
+	h := New(nil, Options{MaxTimeout: fuzzMaxTimeout})
 	f.Fuzz(func(t *testing.T, rawQuery, filterText string) {
 		if filterText != "" {
 			if rawQuery != "" {

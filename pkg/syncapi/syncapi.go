@@ -25,9 +25,10 @@ const (
 	DefaultLimit = 100
 	MaxLimit     = 1000
 
-	// pollInterval is how often a waiting sync looks at the log for events
-	// appended by another process (appends by this process wake it at once).
-	pollInterval = time.Second
+	// DefaultPollInterval is how often a waiting sync looks at the log for
+	// events appended by another process when Options sets no interval
+	// (appends by this process wake it at once).
+	DefaultPollInterval = time.Second
 	// scanBudget bounds how many log events one read may look at while a
 	// filter drops them; past it the answer goes out (possibly empty) with
 	// next_batch moved on, and the client's next sync carries on from there.
@@ -48,15 +49,28 @@ type Handler struct {
 	closed    chan struct{}
 }
 
-// New returns the sync handler over log. maxTimeout (SYNC_TIMEOUT_MS) is both
-// the wait when a request gives no timeout and the longest a request may ask
-// for; zero or less means DefaultMaxTimeout.
-func New(log *eventlog.Log, maxTimeout time.Duration) *Handler {
-	if maxTimeout <= 0 {
-		maxTimeout = DefaultMaxTimeout
+// Options tune the handler; zero values take the defaults.
+type Options struct {
+	// MaxTimeout (SYNC_TIMEOUT_MS) is both the wait when a request gives no
+	// timeout and the longest a request may ask for. Default
+	// DefaultMaxTimeout.
+	MaxTimeout time.Duration
+	// PollInterval is how often a waiting sync reads the log without a
+	// wake-up: what finds events another process appended. Default
+	// DefaultPollInterval.
+	PollInterval time.Duration
+}
+
+// New returns the sync handler over log.
+func New(log *eventlog.Log, opts Options) *Handler {
+	if opts.MaxTimeout <= 0 {
+		opts.MaxTimeout = DefaultMaxTimeout
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = DefaultPollInterval
 	}
 	return &Handler{
-		log: log, maxTimeout: maxTimeout, pollInterval: pollInterval,
+		log: log, maxTimeout: opts.MaxTimeout, pollInterval: opts.PollInterval,
 		scanBudget: scanBudget, filteredPage: filteredPage,
 		closed: make(chan struct{}),
 	}

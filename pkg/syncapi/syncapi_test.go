@@ -40,6 +40,9 @@ const (
 	// longTimeout is far longer than any wake-up should take: a request that
 	// answers well before it was woken, not timed out.
 	longTimeout = 20 * time.Second
+	// noPoll is a poll interval no test waits out: with it only a wake-up
+	// (an append by this process) ends a wait before its timeout.
+	noPoll = time.Hour
 )
 
 type fixture struct {
@@ -66,10 +69,10 @@ func openLog(t *testing.T, tdb testrig.TestDatabase) *eventlog.Log {
 	return l
 }
 
-func newFixture(t *testing.T, tdb testrig.TestDatabase, maxTimeout time.Duration) *fixture {
+func newFixture(t *testing.T, tdb testrig.TestDatabase, opts syncapi.Options) *fixture {
 	t.Helper()
 	f := &fixture{tdb: tdb, log: openLog(t, tdb)}
-	f.handler = syncapi.New(f.log, maxTimeout)
+	f.handler = syncapi.New(f.log, opts)
 	api, err := internalapi.New(internalapi.Options{
 		Secret: secret,
 		Services: []config.ServiceToken{
@@ -287,7 +290,7 @@ func TestTokens(t *testing.T) {
 
 func TestPaginationCoversEveryEventOnceInOrder(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
-		f := newFixture(t, tdb, 30*time.Second)
+		f := newFixture(t, tdb, syncapi.Options{MaxTimeout: 30 * time.Second})
 		all, byRoom := seed(t, f)
 		head := f.head(t)
 
@@ -387,7 +390,7 @@ func positionOf(t *testing.T, f *fixture, eventID string) int64 {
 
 func TestStartWithoutSince(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
-		f := newFixture(t, tdb, longTimeout)
+		f := newFixture(t, tdb, syncapi.Options{MaxTimeout: longTimeout})
 
 		// An empty log: the head is s0.
 		start := time.Now()
@@ -471,14 +474,15 @@ func awaitSync(t *testing.T, done <-chan syncResult, within time.Duration) syncR
 	}
 }
 
+// An append by this process wakes a waiting sync. The handler never polls
+// here (noPoll): only the wake-up can answer before the timeout.
 func TestLongPollWakesOnAppend(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
-		f := newFixture(t, tdb, longTimeout)
+		f := newFixture(t, tdb, syncapi.Options{MaxTimeout: longTimeout, PollInterval: noPoll})
 		f.append(t, "first", message("$old", roomA))
 		since := syncapi.Token(f.head(t))
 		params := map[string]string{"since": since, "timeout": fmt.Sprint(longTimeout.Milliseconds())}
 
-		// Appended by this process: Changed() wakes the wait.
 		done := f.startSync(params)
 		mustWait(t, done)
 		appended := time.Now()
@@ -493,16 +497,21 @@ func TestLongPollWakesOnAppend(t *testing.T) {
 		if res.resp.NextBatch != syncapi.Token(f.head(t)) {
 			t.Errorf("next_batch %s, want the head %s", res.resp.NextBatch, syncapi.Token(f.head(t)))
 		}
+	})
+}
 
-		// Appended by another process (another Log on its own connection):
-		// the poll ticker finds it.
+// An append by another process (another Log on its own connection) wakes
+// nothing here: the poll finds it.
+func TestLongPollFindsOtherProcessesAppends(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		f := newFixture(t, tdb, syncapi.Options{MaxTimeout: longTimeout, PollInterval: 100 * time.Millisecond})
+		f.append(t, "first", message("$old", roomA))
 		other := openLog(t, tdb)
-		params["since"] = res.resp.NextBatch
-		done = f.startSync(params)
+		done := f.startSync(map[string]string{"since": syncapi.Token(f.head(t)), "timeout": fmt.Sprint(longTimeout.Milliseconds())})
 		mustWait(t, done)
-		appended = time.Now()
+		appended := time.Now()
 		appendTo(t, other, "elsewhere", message("$remote", roomB))
-		res = awaitSync(t, done, longTimeout+5*time.Second)
+		res := awaitSync(t, done, longTimeout+5*time.Second)
 		if took := res.at.Sub(appended); took > longTimeout/2 {
 			t.Errorf("the sync answered %v after another process's append; the poll should find it", took)
 		}
@@ -514,7 +523,7 @@ func TestLongPollWakesOnAppend(t *testing.T) {
 
 func TestTimeout(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
-		f := newFixture(t, tdb, longTimeout)
+		f := newFixture(t, tdb, syncapi.Options{MaxTimeout: longTimeout})
 		seed(t, f)
 		since := syncapi.Token(f.head(t))
 
@@ -538,7 +547,7 @@ func TestTimeout(t *testing.T) {
 		}
 
 		// Past the maximum, and without a timeout: the handler's maximum.
-		short := newFixture(t, tdb, 400*time.Millisecond)
+		short := newFixture(t, tdb, syncapi.Options{MaxTimeout: 400 * time.Millisecond})
 		for _, params := range []map[string]string{
 			{"since": since, "timeout": "86400000"},
 			{"since": since, "timeout": "99999999999999999999999"},
@@ -564,9 +573,11 @@ func TestTimeout(t *testing.T) {
 	})
 }
 
+// Events the filter drops wake the wait (no poll here), which goes on
+// waiting; the wanted event wakes it again and is answered.
 func TestFilteredWaitKeepsWaiting(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
-		f := newFixture(t, tdb, longTimeout)
+		f := newFixture(t, tdb, syncapi.Options{MaxTimeout: longTimeout, PollInterval: noPoll})
 		since := syncapi.Token(f.head(t))
 		done := f.startSync(map[string]string{
 			"since": since, "timeout": fmt.Sprint(longTimeout.Milliseconds()),
@@ -588,7 +599,7 @@ func TestFilteredWaitKeepsWaiting(t *testing.T) {
 
 func TestFilter(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
-		f := newFixture(t, tdb, longTimeout)
+		f := newFixture(t, tdb, syncapi.Options{MaxTimeout: longTimeout})
 		f.append(t, "t1",
 			message("$a1", roomA), member("$a2", roomA), message("$b1", roomB),
 			typing("ty", roomA), presence("pr"), receipt("rb", roomB),
@@ -679,7 +690,7 @@ func mapsEqual(a, b map[string][]string) bool {
 
 func TestLimit(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
-		f := newFixture(t, tdb, longTimeout)
+		f := newFixture(t, tdb, syncapi.Options{MaxTimeout: longTimeout})
 		var evts []eventlog.IncomingEvent
 		for i := 0; i < 150; i++ {
 			evts = append(evts, message(fmt.Sprintf("$m%03d", i), roomA))
@@ -733,7 +744,7 @@ func TestLimit(t *testing.T) {
 
 func TestEphemeralPlacement(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
-		f := newFixture(t, tdb, longTimeout)
+		f := newFixture(t, tdb, syncapi.Options{MaxTimeout: longTimeout})
 		f.append(t, "t1", message("$a1", roomA), typing("ta", roomA), receipt("ra", roomA), presence("p1"), typing("tb", roomB), presence("p2"))
 		resp := f.sync(t, map[string]string{"since": "s0"})
 
@@ -805,7 +816,7 @@ func jsonEqual(t *testing.T, a, b []byte) bool {
 
 func TestBadInput(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
-		f := newFixture(t, tdb, longTimeout)
+		f := newFixture(t, tdb, syncapi.Options{MaxTimeout: longTimeout})
 		seed(t, f)
 		past := syncapi.Token(f.head(t) + 1)
 		for _, tc := range []struct {
@@ -886,7 +897,7 @@ func TestBadInput(t *testing.T) {
 
 func TestScope(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
-		f := newFixture(t, tdb, longTimeout)
+		f := newFixture(t, tdb, syncapi.Options{MaxTimeout: longTimeout})
 		for _, tc := range []struct {
 			token  string
 			status int
@@ -919,7 +930,7 @@ func TestScope(t *testing.T) {
 
 func TestCloseEndsWaits(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
-		f := newFixture(t, tdb, longTimeout)
+		f := newFixture(t, tdb, syncapi.Options{MaxTimeout: longTimeout})
 		f.append(t, "t1", message("$a1", roomA))
 		since := syncapi.Token(f.head(t))
 		done := f.startSync(map[string]string{"since": since, "timeout": fmt.Sprint(longTimeout.Milliseconds())})
@@ -944,7 +955,7 @@ func TestCloseEndsWaits(t *testing.T) {
 
 func TestScanBudget(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
-		f := newFixture(t, tdb, longTimeout)
+		f := newFixture(t, tdb, syncapi.Options{MaxTimeout: longTimeout})
 		f.handler.SetScanLimits(6, 3)
 		var evts []eventlog.IncomingEvent
 		for i := 0; i < 14; i++ {
@@ -984,7 +995,7 @@ func TestScanBudget(t *testing.T) {
 // that silently skips them. A since at the pruned position is still fine.
 func TestSinceOlderThanRetentionIsRefused(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
-		f := newFixture(t, tdb, longTimeout)
+		f := newFixture(t, tdb, syncapi.Options{MaxTimeout: longTimeout})
 		seed(t, f)
 		head := f.head(t)
 		through := head / 2

@@ -6,12 +6,10 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -193,7 +191,7 @@ experimental_features:
 // resolveSynapsePython finds the Python of the pinned Synapse's virtual
 // environment: explicit, $SYNAPSE_PYTHON, or <repo root>/bin/synapse-venv
 // (installed by tools/synapse/build.sh when missing or older than
-// tools/synapse/requirements.txt).
+// tools/synapse/requirements.txt; see Venv).
 func resolveSynapsePython(ctx context.Context, explicit string, buildLog io.Writer) (string, error) {
 	for _, c := range []struct{ path, what string }{{explicit, "BinPath"}, {os.Getenv("SYNAPSE_PYTHON"), "$SYNAPSE_PYTHON"}} {
 		if c.path == "" {
@@ -204,41 +202,11 @@ func resolveSynapsePython(ctx context.Context, explicit string, buildLog io.Writ
 		}
 		return c.path, nil
 	}
-	root, err := dendriteRepoRoot()
+	venv, err := Venv(ctx, Synapse, buildLog)
 	if err != nil {
 		return "", err
 	}
-	python := filepath.Join(root, "bin", "synapse-venv", "bin", "python")
-	stamp := filepath.Join(root, "bin", "synapse-venv", ".installed")
-	if fileNewer(stamp, filepath.Join(root, "tools", "synapse", "requirements.txt")) {
-		return python, nil
-	}
-	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "tools", "synapse", "build.sh"))
-	cmd.Dir = root
-	var out bytes.Buffer
-	cmd.Stdout = io.MultiWriter(&out, buildLog)
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("testrig: installing Synapse with tools/synapse/build.sh: %w\n%s", err, dendriteLastLines(out.String(), 30))
-	}
-	if _, err := os.Stat(python); err != nil {
-		return "", errors.New("testrig: tools/synapse/build.sh did not produce " + python)
-	}
-	return python, nil
-}
-
-// fileNewer reports whether path exists and is newer than ref (or ref is
-// missing, so there is nothing to compare with).
-func fileNewer(path, ref string) bool {
-	pi, err := os.Stat(path)
-	if err != nil {
-		return false
-	}
-	ri, err := os.Stat(ref)
-	if err != nil {
-		return true
-	}
-	return pi.ModTime().After(ri.ModTime())
+	return filepath.Join(venv, "bin", "python"), nil
 }
 
 // ForEachHomeserver runs fn as the subtests "synapse" and "dendrite"

@@ -22,7 +22,13 @@ type DelivererOptions struct {
 	MaxBackoff  time.Duration
 	Policy      Policy
 	UserAgent   string
+	// PollInterval is how often the outbox is read without a Wake: what
+	// finds retries coming due. Default DefaultPollInterval.
+	PollInterval time.Duration
 }
+
+// DefaultPollInterval is the deliverer's PollInterval when none is set.
+const DefaultPollInterval = 250 * time.Millisecond
 
 // Deliverer sends the outbox: each (subscription, room) queue strictly in
 // order, several queues at once. A failed delivery is retried with
@@ -52,6 +58,9 @@ func NewDeliverer(store *Store, opts DelivererOptions) *Deliverer {
 	if opts.Workers < 1 {
 		opts.Workers = 8
 	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = DefaultPollInterval
+	}
 	return &Deliverer{
 		store: store, opts: opts, client: opts.Policy.Client(opts.Timeout),
 		wakeCh: make(chan struct{}, 1), now: time.Now, randN: rand.Int64N,
@@ -79,7 +88,7 @@ func (d *Deliverer) Run(ctx context.Context) {
 	log := zerolog.Ctx(ctx).With().Str("component", "webhooks").Logger()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	ticker := time.NewTicker(250 * time.Millisecond)
+	ticker := time.NewTicker(d.opts.PollInterval)
 	defer ticker.Stop()
 	for ctx.Err() == nil {
 		keys, err := d.store.DueQueues(ctx, d.now(), 1000)

@@ -339,6 +339,44 @@ func TestDrainYieldsAfterTheTimeout(t *testing.T) {
 	}
 }
 
+// Wake makes a waiting deliverer look at the outbox at once; it never
+// polls here (an hour). The delivery comes due on the fake clock only after
+// the deliverer's first look found nothing due, so only the Wake finds it.
+func TestWakeStartsADueDelivery(t *testing.T) {
+	r := newDelivererRig(t, DelivererOptions{PollInterval: time.Hour, RetryWindow: time.Hour, MaxBackoff: time.Hour}, 0, answerAll(http.StatusNoContent))
+	if err := r.store.Enqueue(context.Background(), []*Delivery{{SubscriptionID: r.sub.ID, Position: 1, RoomID: "!r:s",
+		EventID: "$later", Body: []byte(`{}`), NextAttemptAt: t0.Add(time.Minute)}}); err != nil {
+		t.Fatal(err)
+	}
+	looked := make(chan struct{}, 1)
+	r.d.now = func() time.Time {
+		now := r.clock.Now()
+		select {
+		case looked <- struct{}{}:
+		default:
+		}
+		return now
+	}
+	ctx, cancel := context.WithCancel(zerolog.Nop().WithContext(context.Background()))
+	done := make(chan struct{})
+	go func() { defer close(done); r.d.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-looked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the deliverer never looked at the outbox")
+	}
+	r.clock.Advance(time.Minute)
+	r.d.Wake()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(r.rcv.ids()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the woken deliverer did not deliver the due row")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // backoff is 1 s doubling per attempt, capped at MaxBackoff, ±20%.
 func TestBackoff(t *testing.T) {
 	mid := func(n int64) int64 { return n / 2 }

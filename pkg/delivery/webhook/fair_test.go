@@ -102,6 +102,46 @@ func TestSlowSubscriberDoesNotStarveAnother(t *testing.T) {
 	})
 }
 
+// The slow-subscriber test above passes while either of fairOrder and
+// fairShare works; each has its own test here.
+
+// fairOrder interleaves due queues by subscription, each subscription's in
+// the order they came (oldest first).
+func TestFairOrder(t *testing.T) {
+	k := func(sub, room string) queueKey { return queueKey{sub, room} }
+	got := fairOrder([]queueKey{k("a", "1"), k("a", "2"), k("a", "3"), k("b", "1"), k("c", "1"), k("b", "2")})
+	want := []queueKey{k("a", "1"), k("b", "1"), k("c", "1"), k("a", "2"), k("b", "2"), k("a", "3")}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("fairOrder = %v, want %v", got, want)
+	}
+}
+
+// fairShare splits the workers evenly among the subscriptions with work,
+// due now or in flight, at least one each.
+func TestFairShare(t *testing.T) {
+	due := []queueKey{{"a", "1"}, {"a", "2"}, {"b", "1"}}
+	for _, tc := range []struct {
+		workers  int
+		inflight map[string]int
+		due      []queueKey
+		want     int
+	}{
+		{8, nil, due, 4},
+		{8, map[string]int{"c": 1}, due, 2},
+		{8, map[string]int{"a": 3}, due, 4},
+		{8, map[string]int{"c": 1}, nil, 8},
+		{2, map[string]int{"c": 1, "d": 1}, due, 1},
+	} {
+		d := &Deliverer{opts: DelivererOptions{Workers: tc.workers}, bySub: map[string]int{}}
+		for sub, n := range tc.inflight {
+			d.bySub[sub] = n
+		}
+		if got := d.fairShare(tc.due); got != tc.want {
+			t.Errorf("%d workers, due %v, in flight %v: share %d, want %d", tc.workers, tc.due, tc.inflight, got, tc.want)
+		}
+	}
+}
+
 // A service may have delivery.max_subscriptions_per_service subscriptions;
 // one more is refused (403 M_LIMIT_EXCEEDED) until it deletes one.
 func TestSubscriptionsPerServiceAreCapped(t *testing.T) {
