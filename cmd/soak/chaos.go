@@ -16,9 +16,30 @@ const (
 	faultWebhook500     = "webhook-500"
 	faultNATSRestart    = "nats-restart"
 	faultPostgresStop   = "postgres-stop"
+	faultLeaderFreeze   = "leader-freeze"
+	faultPoison         = "poison-event"
+	faultInviteFlood    = "invite-flood"
 )
 
-var faultKinds = []string{faultBridgeKill, faultHomeserverStop, faultWebhook500, faultNATSRestart, faultPostgresStop}
+var faultKinds = []string{faultBridgeKill, faultHomeserverStop, faultWebhook500, faultNATSRestart, faultPostgresStop,
+	faultLeaderFreeze, faultPoison, faultInviteFlood}
+
+// expectedLength is about how long a fault takes from its start to its
+// end, for planning: the drawn length, plus for a freeze the takeover (the
+// lease's 10 s and a poll) and the step-down, for a flood its invites.
+func expectedLength(kind string, down time.Duration, o options) time.Duration {
+	switch kind {
+	case faultLeaderFreeze:
+		return down + 12*time.Second
+	case faultPoison:
+		return 500 * time.Millisecond
+	case faultInviteFlood:
+		// Dendrite takes about 150 ms an invite, more as the room fills.
+		n := time.Duration(o.FloodInvites)
+		return time.Second + n*(150*time.Millisecond+n*500*time.Microsecond)
+	}
+	return down
+}
 
 // fault is one planned fault: at At after the load started, Kind is
 // injected and healed Down later.
@@ -40,7 +61,8 @@ func (p plan) String() string {
 
 // planChaos draws the faults from the seed: every kind once first, in a
 // random order, then random kinds, at random gaps, each down for a random
-// time in [FaultMin, FaultMax]; none starts within QuietTail of the end.
+// time in [FaultMin, FaultMax]; none is expected to end within QuietTail of
+// the end (expectedLength).
 func planChaos(o options) plan {
 	rng := rand.New(rand.NewPCG(o.Seed, o.Seed^0x9e3779b97f4a7c15))
 	between := func(lo, hi time.Duration) time.Duration {
@@ -63,11 +85,12 @@ func planChaos(o options) plan {
 			kind = first[i]
 		}
 		down := between(o.FaultMin, o.FaultMax)
-		if at+down > o.Duration-o.QuietTail {
+		length := expectedLength(kind, down, o)
+		if at+length > o.Duration-o.QuietTail {
 			break
 		}
 		p = append(p, fault{At: at, Kind: kind, Down: down})
-		at += down + between(o.GapMin, o.GapMax)
+		at += length + between(o.GapMin, o.GapMax)
 	}
 	return p
 }
@@ -82,6 +105,11 @@ type chaosRecord struct {
 	Down    time.Duration // planned time between the fault and the start of its repair
 	Outage  time.Duration // from the fault to the part answering again
 	Details string
+	// Bridge kills: the process killed, and whether it held the lease.
+	Process   string
+	WasLeader bool
+	// Leader freezes.
+	Freeze *freezeRecord `json:",omitempty"`
 }
 
 type chaosLog struct {
@@ -138,6 +166,12 @@ func (s *soak) runChaos(ctx context.Context, loadStart time.Time, p plan, stop <
 			err = s.nats.start()
 		case faultPostgresStop:
 			err = s.faultPostgres(ctx, f.Down, &rec)
+		case faultLeaderFreeze:
+			err = s.faultFreeze(ctx, f.Down, &rec)
+		case faultPoison:
+			err = s.faultPoison(ctx, &rec)
+		case faultInviteFlood:
+			err = s.faultFlood(ctx, &rec)
 		}
 		rec.Begin, rec.End = began, time.Now()
 		earliest = rec.End.Add(s.opts.GapMin)
@@ -155,15 +189,27 @@ func (s *soak) runChaos(ctx context.Context, loadStart time.Time, p plan, stop <
 	return nil
 }
 
-// faultBridge: SIGKILL (no shutdown code runs), down for d, start again.
+// faultBridge: SIGKILL (no shutdown code runs) of the process the front
+// door forwards to (the one the homeserver and the agents talk to), down
+// for d, start again in place. When it held the lease, the other process
+// takes over once the lease expires.
 func (s *soak) faultBridge(ctx context.Context, d time.Duration, rec *chaosRecord) error {
-	s.currentBridge().kill()
+	sl := s.frontSlot()
+	qctx, cancel := context.WithTimeout(ctx, time.Second)
+	lead, _, _ := s.leaderNow(qctx)
+	cancel()
+	rec.Process, rec.WasLeader = sl.name, lead == sl
+	s.proc(sl).kill()
 	time.Sleep(d)
 	var err error
 	for attempt := 1; attempt <= 3; attempt++ {
-		if err = s.startBridge(ctx); err == nil {
+		if err = s.startBridge(ctx, sl); err == nil {
+			rec.Details = "process " + sl.name
+			if rec.WasLeader {
+				rec.Details += ", the leader"
+			}
 			if attempt > 1 {
-				rec.Details = fmt.Sprintf("started on attempt %d", attempt)
+				rec.Details += fmt.Sprintf("; started on attempt %d", attempt)
 			}
 			return nil
 		}

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -28,11 +30,17 @@ type logEntry struct {
 	TxnID    string // the appservice transaction that brought it
 	Received time.Time
 	OriginTS int64 // origin_server_ts
+	// Member events: the state key and the membership; tombstones: the
+	// replacement room.
+	StateKey, Membership, Replacement string
 }
 
 // arrival is a DTO received by a sink, in arrival order.
 type arrival struct {
 	DTOID, RoomID, Type, Key string
+	// At is when the sink had it: the webhook receiver's answer, or the
+	// time NATS stored it in the stream.
+	At time.Time
 }
 
 // observer reads what reached the log and the NATS stream.
@@ -89,16 +97,27 @@ func (o *observer) readLog(ctx context.Context, after int64) ([]logEntry, error)
 		}
 		for _, e := range batch {
 			le := logEntry{Position: e.Position, EventID: e.EventID, RoomID: e.RoomID, Type: e.Type, TxnID: e.TxnID, Received: e.ReceivedAt}
-			if e.Type == "m.room.message" {
+			switch e.Type {
+			case "m.room.message", "m.room.member", "m.room.tombstone":
 				var ev struct {
-					OriginTS int64 `json:"origin_server_ts"`
+					OriginTS int64  `json:"origin_server_ts"`
+					StateKey string `json:"state_key"`
 					Content  struct {
-						Body string `json:"body"`
+						Body        string `json:"body"`
+						Membership  string `json:"membership"`
+						Replacement string `json:"replacement_room"`
 					} `json:"content"`
 				}
 				if json.Unmarshal(e.JSON, &ev) == nil {
-					le.Key = messageKey(ev.Content.Body)
 					le.OriginTS = ev.OriginTS
+					switch e.Type {
+					case "m.room.message":
+						le.Key = messageKey(ev.Content.Body)
+					case "m.room.member":
+						le.StateKey, le.Membership = ev.StateKey, ev.Content.Membership
+					default:
+						le.Replacement = ev.Content.Replacement
+					}
 				}
 			}
 			out = append(out, le)
@@ -147,10 +166,12 @@ func (o *observer) readStream(ctx context.Context, from uint64) ([]arrival, uint
 			if id := msg.Headers().Get(natsjs.MsgIDHeader); id != dto.ID {
 				dto.ID = "bad-msg-id:" + id + ":" + dto.ID
 			}
-			out = append(out, arrival{DTOID: dto.ID, RoomID: room, Type: dto.Type, Key: dto.key()})
+			a := arrival{DTOID: dto.ID, RoomID: room, Type: dto.Type, Key: dto.key()}
 			if meta, err := msg.Metadata(); err == nil {
 				next = meta.Sequence.Stream + 1
+				a.At = meta.Timestamp
 			}
+			out = append(out, a)
 		}
 		if n == 0 {
 			break
@@ -184,6 +205,54 @@ func (o *observer) pendingWebhooks(ctx context.Context) (pending, dead int64, er
 	return
 }
 
+// parkedEvent is a row of parked_event.
+type parkedEvent struct {
+	Consumer string
+	Position int64
+	EventID  string
+	Error    string
+	Attempts int
+}
+
+// parked lists every parked event, of every consumer.
+func (o *observer) parked(ctx context.Context) ([]parkedEvent, error) {
+	rows, err := o.db.Query(ctx, `SELECT consumer, position, event_id, error, attempts FROM parked_event ORDER BY position`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []parkedEvent
+	for rows.Next() {
+		var p parkedEvent
+		if err = rows.Scan(&p.Consumer, &p.Position, &p.EventID, &p.Error, &p.Attempts); err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// agentRows counts the bridge's agent rows whose id starts with prefix
+// ("" for all).
+func (o *observer) agentRows(ctx context.Context, prefix string) (int, error) {
+	var n int
+	err := o.db.QueryRow(ctx, `SELECT COUNT(*) FROM agent WHERE agent_id LIKE $1`, prefix+"%").Scan(&n)
+	return n, err
+}
+
+// homeserverAccounts counts Dendrite's accounts whose localpart starts
+// with prefix, read from its user database (SQLite, read-only).
+func homeserverAccounts(ctx context.Context, dendriteDir, prefix string) (int, error) {
+	db, err := sql.Open("sqlite3", "file:"+filepath.Join(dendriteDir, "dendrite_userapi.db")+"?mode=ro&_busy_timeout=5000")
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	var n int
+	err = db.QueryRowContext(ctx, `SELECT COUNT(*) FROM userapi_accounts WHERE localpart LIKE ?`, prefix+"%").Scan(&n)
+	return n, err
+}
+
 // drainState is how far the drain is.
 type drainState struct {
 	produced                    int
@@ -202,7 +271,7 @@ func (d drainState) done() bool {
 }
 
 func (d drainState) String() string {
-	s := fmt.Sprintf("%d produced; missing from the log %d, webhook %d, NATS %d; log head %d; webhook outbox pending %d, dead %d",
+	s := fmt.Sprintf("%d produced; missing from the log %d, webhooks %d, NATS %d; log head %d; webhook outbox pending %d, dead %d",
 		d.produced, d.missingLog, d.missingHook, d.missingNATS, d.head, d.pendingHooks, d.deadHooks)
 	if len(d.behind) > 0 {
 		s += "; consumers behind: " + strings.Join(d.behind, ", ")
@@ -214,7 +283,7 @@ func (d drainState) String() string {
 }
 
 // poll reads what is new and says what is still missing.
-func (o *observer) poll(ctx context.Context, produced []string, hook *receiver) drainState {
+func (o *observer) poll(ctx context.Context, produced []string, hooks []*receiver) drainState {
 	st := drainState{produced: len(produced)}
 	if entries, err := o.readLog(ctx, o.logAfter); err != nil {
 		st.errors = append(st.errors, "log: "+err.Error())
@@ -233,16 +302,22 @@ func (o *observer) poll(ctx context.Context, produced []string, hook *receiver) 
 		}
 		o.natsNext = next
 	}
-	hookSeen := map[string]bool{}
-	for _, d := range hook.snapshot() {
-		hookSeen[d.dtoID] = true
+	var hookSeen []map[string]bool
+	for _, hook := range hooks {
+		seen := map[string]bool{}
+		for _, d := range hook.snapshot() {
+			seen[d.dtoID] = true
+		}
+		hookSeen = append(hookSeen, seen)
 	}
 	for _, id := range produced {
 		if !o.logSeen[id] {
 			st.missingLog++
 		}
-		if !hookSeen[id] {
-			st.missingHook++
+		for _, seen := range hookSeen {
+			if !seen[id] {
+				st.missingHook++
+			}
 		}
 		if !o.natsSeen[id] {
 			st.missingNATS++

@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"maunium.net/go/mautrix/id"
 )
 
 // sinkReport is what one sink received.
@@ -72,6 +74,7 @@ type report struct {
 	Drained       bool
 	DrainTook     time.Duration
 	BridgeStarts  int
+	StartsBySlot  map[string]int
 	BridgePanics  int
 	BridgeErrors  int
 	Cursors       map[string]int64
@@ -81,24 +84,67 @@ type report struct {
 	WebhookBadSig int
 	WebhookDead   int64
 	Problems      []string
+
+	// Leader freezes (from Chaos).
+	Freezes []*freezeRecord
+	// Poison events: tombstones naming a replacement the soak made up, as
+	// the homeserver made them (in the log); the parked list of every
+	// consumer.
+	Poisons           []poison
+	PoisonEvents      []string // event ids of poison tombstones in the log
+	Parked            []parkedEvent
+	ParkedPoison      int // parked events that are poison tombstones
+	PoisonRoomAfter   int // messages sent into a poisoned room after its poison
+	PoisonRoomAfterRx int // of them, received at the normal webhook
+	// Invite floods.
+	Floods            []*flood
+	FloodInviteEvents int // invites of flood agents in the log
+	FloodAgentRows    int // the bridge's agent rows for flood agents
+	FloodAccounts     int // the homeserver's accounts for flood agents
+	AgentRows         int // every agent row (the load's agents)
+	AgentAccounts     int // every @agent_ account on the homeserver
+	FloodCountError   string
+	FloodMessages     int // messages sent during a flood
+	FloodMessagesRx   int // of them, received at the normal webhook
+	// The normal subscriber's latency beside the slow one.
+	Latency latencyReport
 }
 
 // ok is the exit status: nothing lost (in the log or at a sink), nothing
-// out of per-room order at a sink. Duplicated events are reported apart
-// (see docs/reliability.md).
+// out of per-room order at a sink, the parked events exactly the poison
+// events, nothing registered for a flood's agents, every frozen leader
+// replaced within the bound and written nothing after its thaw. Duplicated
+// events and latency are reported apart (see docs/reliability.md).
 func (r *report) ok() bool {
-	if r == nil {
-		return false
-	}
-	if len(r.MissingFromLog) > 0 {
-		return false
+	return r != nil && len(r.failures()) == 0
+}
+
+// failures says which of the verdict's rules failed.
+func (r *report) failures() []string {
+	var out []string
+	if n := len(r.MissingFromLog); n > 0 {
+		out = append(out, fmt.Sprintf("%d produced ids missing from the log", n))
 	}
 	for _, s := range r.Sinks {
-		if s.Lost > 0 || s.OutOfOrder > 0 {
-			return false
+		if s.Lost > 0 {
+			out = append(out, fmt.Sprintf("%s lost %d", s.Name, s.Lost))
+		}
+		if s.OutOfOrder > 0 {
+			out = append(out, fmt.Sprintf("%s out of order %d", s.Name, s.OutOfOrder))
 		}
 	}
-	return true
+	if len(r.Parked) != len(r.PoisonEvents) || r.ParkedPoison != len(r.PoisonEvents) {
+		out = append(out, fmt.Sprintf("parked %d events (%d of them poison), %d poison events injected", len(r.Parked), r.ParkedPoison, len(r.PoisonEvents)))
+	}
+	if len(r.Floods) > 0 && (r.FloodCountError != "" || r.FloodAgentRows != 0 || r.FloodAccounts != 0) {
+		out = append(out, fmt.Sprintf("invite floods registered %d agent rows, %d homeserver accounts %s", r.FloodAgentRows, r.FloodAccounts, r.FloodCountError))
+	}
+	for i, f := range r.Freezes {
+		if !f.ok() {
+			out = append(out, fmt.Sprintf("leader freeze %d: %s", i+1, f.summary()))
+		}
+	}
+	return out
 }
 
 func (s *soak) judge(ctx context.Context, obs *observer, drained bool, drainTook time.Duration) (*report, error) {
@@ -119,11 +165,15 @@ func (s *soak) judge(ctx context.Context, obs *observer, drained bool, drainTook
 	if err != nil {
 		return nil, err
 	}
-	var hook []arrival
-	for _, d := range s.hook.snapshot() {
-		hook = append(hook, arrival{DTOID: d.dtoID, RoomID: d.roomID, Type: d.dtoType, Key: d.key})
+	sinks := map[string][]arrival{"nats": stream}
+	for _, rc := range s.hooks() {
+		var got []arrival
+		for _, d := range rc.snapshot() {
+			got = append(got, arrival{DTOID: d.dtoID, RoomID: d.roomID, Type: d.dtoType, Key: d.key, At: d.at})
+		}
+		sinks[rc.name] = got
 	}
-	r := analyse(s.start, produced, logEntries, map[string][]arrival{"webhook": hook, "nats": stream}, s.chaos.list())
+	r := analyse(s.start, produced, logEntries, sinks, s.chaos.list())
 	r.Seed, r.Duration, r.Rate = s.opts.Seed, s.opts.Duration, s.opts.Rate
 	r.Machine = machine()
 	for _, m := range abandoned {
@@ -155,14 +205,22 @@ func (s *soak) judge(ctx context.Context, obs *observer, drained bool, drainTook
 	}
 	s.bridgeMu.Lock()
 	r.BridgeStarts = s.bridgeStarts
+	r.StartsBySlot = map[string]int{}
+	for _, sl := range s.slots {
+		r.StartsBySlot[sl.name] = sl.starts
+	}
 	s.bridgeMu.Unlock()
 	r.BridgePanics, r.BridgeErrors = scanBridgeLogs(s.dir)
 	if r.BridgePanics > 0 {
 		r.Problems = append(r.Problems, fmt.Sprintf("the bridge logged %d panic lines", r.BridgePanics))
 	}
-	s.hook.mu.Lock()
-	r.WebhookTries, r.Webhook500s, r.WebhookBadSig = s.hook.attempts, s.hook.refused, s.hook.badSig
-	s.hook.mu.Unlock()
+	for _, rc := range s.hooks() {
+		rc.mu.Lock()
+		r.WebhookTries += rc.attempts
+		r.Webhook500s += rc.refused
+		r.WebhookBadSig += rc.badSig
+		rc.mu.Unlock()
+	}
 	if r.WebhookBadSig > 0 {
 		r.Problems = append(r.Problems, fmt.Sprintf("%d webhook deliveries had a bad signature", r.WebhookBadSig))
 	}
@@ -173,10 +231,108 @@ func (s *soak) judge(ctx context.Context, obs *observer, drained bool, drainTook
 	if !drained {
 		r.Problems = append(r.Problems, fmt.Sprintf("the drain did not finish within %s", s.opts.Drain))
 	}
+	if err := s.judgeInjections(ctx, obs, r, produced, logEntries); err != nil {
+		return nil, err
+	}
+	r.Latency = measureLatency(s.loadStart, produced, logEntries, s.hook.snapshot(), stream, r.Chaos, s.opts.WebhookTimeout)
+	hooks := map[string][]hookDelivery{}
+	for _, rc := range s.hooks() {
+		hooks[rc.name] = rc.snapshot()
+	}
+	if err := writeLatencyCSV(filepath.Join(s.dir, "latency.csv"), s.start, s.loadStart, produced, logEntries, hooks, stream, r.Chaos); err != nil {
+		r.Problems = append(r.Problems, "latency.csv: "+err.Error())
+	}
+	if s.slow != nil {
+		s.slow.mu.Lock()
+		r.Latency.SlowRequests, r.Latency.SlowHeld, r.Latency.Slow = s.slow.attempts, s.slow.held, len(s.slow.accepted)
+		s.slow.mu.Unlock()
+	}
 	if data, err := json.MarshalIndent(r, "", "  "); err == nil {
 		_ = os.WriteFile(filepath.Join(s.dir, "report.json"), data, 0o644)
 	}
 	return r, nil
+}
+
+// judgeInjections fills in the freezes, the poison events and the floods.
+func (s *soak) judgeInjections(ctx context.Context, obs *observer, r *report, produced []message, logEntries []logEntry) error {
+	for _, c := range r.Chaos {
+		if c.Freeze != nil {
+			r.Freezes = append(r.Freezes, c.Freeze)
+		}
+	}
+	poisons, floods := s.inj.snapshot()
+	r.Poisons, r.Floods = poisons, floods
+	replacement := map[string]bool{}
+	for _, p := range poisons {
+		replacement[p.Replacement.String()] = true
+	}
+	floodAgent := map[string]bool{}
+	for _, f := range floods {
+		for _, a := range f.Agents {
+			floodAgent[id.NewUserID("agent_"+a, serverName).String()] = true
+		}
+	}
+	poisonID := map[string]bool{}
+	for _, e := range logEntries {
+		switch {
+		case e.Type == "m.room.tombstone" && replacement[e.Replacement]:
+			r.PoisonEvents = append(r.PoisonEvents, e.EventID)
+			poisonID[e.EventID] = true
+		case e.Type == "m.room.member" && e.Membership == "invite" && floodAgent[e.StateKey]:
+			r.FloodInviteEvents++
+		}
+	}
+	var err error
+	if r.Parked, err = obs.parked(ctx); err != nil {
+		return fmt.Errorf("reading the parked events: %w", err)
+	}
+	for _, p := range r.Parked {
+		if poisonID[p.EventID] {
+			r.ParkedPoison++
+		}
+	}
+	received := map[string]bool{}
+	for _, d := range s.hook.snapshot() {
+		received[d.dtoID] = true
+	}
+	for _, m := range produced {
+		for _, p := range poisons {
+			if m.Room == p.Room && m.First.After(p.At) {
+				r.PoisonRoomAfter++
+				if received[m.EventID.String()] {
+					r.PoisonRoomAfterRx++
+				}
+				break
+			}
+		}
+		for _, f := range floods {
+			if !m.First.Before(f.Begin) && !m.First.After(f.End) {
+				r.FloodMessages++
+				if received[m.EventID.String()] {
+					r.FloodMessagesRx++
+				}
+				break
+			}
+		}
+	}
+	var errs []string
+	if r.FloodAgentRows, err = obs.agentRows(ctx, "flood"); err != nil {
+		errs = append(errs, "agent rows: "+err.Error())
+	}
+	if r.AgentRows, err = obs.agentRows(ctx, ""); err != nil {
+		errs = append(errs, "agent rows: "+err.Error())
+	}
+	if r.FloodAccounts, err = homeserverAccounts(ctx, s.hs.Dir, "agent_flood"); err != nil {
+		errs = append(errs, "homeserver accounts: "+err.Error())
+	}
+	if r.AgentAccounts, err = homeserverAccounts(ctx, s.hs.Dir, "agent_"); err != nil {
+		errs = append(errs, "homeserver accounts: "+err.Error())
+	}
+	if len(errs) > 0 {
+		r.FloodCountError = "(could not count: " + strings.Join(errs, "; ") + ")"
+		r.Problems = append(r.Problems, r.FloodCountError)
+	}
+	return nil
 }
 
 // overlaps reports whether a fault of kind was under way between from and to.
@@ -420,7 +576,52 @@ func (r *report) print(w io.Writer) {
 	}
 	p("internal API         %d 5xx answers; %d attempts without an answer; all answers: %s", r.API5xx, r.APINoAnswer, statusCounts(r.APIStatus))
 	p("human send retries   %v", r.HumanRetries)
-	p("webhook receiver     %d requests, %d answered 500 on purpose, %d bad signatures, %d dead letters", r.WebhookTries, r.Webhook500s, r.WebhookBadSig, r.WebhookDead)
+	p("webhook receivers    %d requests, %d answered 500 on purpose, %d bad signatures, %d dead letters", r.WebhookTries, r.Webhook500s, r.WebhookBadSig, r.WebhookDead)
+	l := r.Latency
+	if l.SlowRequests > 0 {
+		p("slow \"*\" receiver    %d requests, %d held past the %s attempt timeout on purpose, %d DTOs accepted", l.SlowRequests, l.SlowHeld, l.Timeout, l.Slow)
+	}
+	p("normal latency       origin_server_ts → receipt at the normal webhook: all %d: p50 %s, p99 %s, max %s; quiet %d: p50 %s, p99 %s, max %s",
+		l.All, ms(l.OriginP50), ms(l.OriginP99), ms(l.OriginMax), l.Quiet, ms(l.QuietP50), ms(l.QuietP99), ms(l.QuietMax))
+	verdict := "within one attempt timeout"
+	if !l.withinTimeout() {
+		verdict = "MORE THAN ONE ATTEMPT TIMEOUT (or no sample)"
+	}
+	p("held back            normal webhook receipt − NATS stored, quiet %d: p50 %s, p99 %s, max %s; over the %s timeout %d: p99 %s",
+		l.Held, ms(l.HeldP50), ms(l.HeldP99), ms(l.HeldMax), l.Timeout, l.HeldOverTimeout, verdict)
+	for i, f := range r.Freezes {
+		p("leader freeze %d      %s", i+1, f.summary())
+	}
+	if len(r.Freezes) > 0 {
+		var worst time.Duration
+		for _, f := range r.Freezes {
+			worst = max(worst, f.TakeoverLease)
+		}
+		p("time to take over    max %.1fs over %d freezes (bound %s)", worst.Seconds(), len(r.Freezes), takeoverBound)
+	}
+	p("poison events        %d injected (tombstones in the log naming a replacement room the bot cannot join); parked %d, of them poison %d",
+		len(r.PoisonEvents), len(r.Parked), r.ParkedPoison)
+	for _, x := range r.Parked {
+		p("    parked by %s at %d: %s (%d attempts): %.120s", x.Consumer, x.Position, x.EventID, x.Attempts, x.Error)
+	}
+	if len(r.Poisons) > 0 {
+		p("    messages sent into a poisoned room after its poison: %d, received at the normal webhook %d", r.PoisonRoomAfter, r.PoisonRoomAfterRx)
+	}
+	if len(r.Floods) > 0 {
+		invited, refused, failed := 0, 0, 0
+		for _, f := range r.Floods {
+			invited, refused, failed = invited+f.Invited, refused+f.Refused, failed+f.Failed
+		}
+		p("invite floods        %d: %d unknown agents invited (answered 200), %d refused, %d failed; %d invites in the log; registered: %d agent rows, %d homeserver accounts %s",
+			len(r.Floods), invited, refused, failed, r.FloodInviteEvents, r.FloodAgentRows, r.FloodAccounts, r.FloodCountError)
+		p("    (all agents: %d agent rows, %d @agent_ accounts: the load's); messages sent during the floods %d, received at the normal webhook %d",
+			r.AgentRows, r.AgentAccounts, r.FloodMessages, r.FloodMessagesRx)
+		for _, f := range r.Floods {
+			for _, x := range f.RefusedSamples {
+				p("    refused: %s", x)
+			}
+		}
+	}
 	var kinds []string
 	for _, k := range faultKinds {
 		kinds = append(kinds, fmt.Sprintf("%s %d", k, r.ChaosCounts[k]))
@@ -433,7 +634,7 @@ func (r *report) print(w io.Writer) {
 		}
 		p("    t+%6.1fs %-16s down %.1fs, back after %.1fs%s", c.At.Seconds(), c.Kind, c.Down.Seconds(), c.Outage.Seconds(), extra)
 	}
-	p("bridge processes     %d started; %d panic lines, %d error lines in their logs", r.BridgeStarts, r.BridgePanics, r.BridgeErrors)
+	p("bridge processes     %d started (%v); %d panic lines, %d error lines in their logs", r.BridgeStarts, r.StartsBySlot, r.BridgePanics, r.BridgeErrors)
 	p("drain                %v after %.1fs; log head %d; cursors %v", r.Drained, r.DrainTook.Seconds(), r.Head, r.Cursors)
 	for _, x := range r.Abandoned {
 		p("    abandoned %s", x)
@@ -448,9 +649,9 @@ func (r *report) print(w io.Writer) {
 		p("problem: %s", x)
 	}
 	if r.ok() {
-		p("RESULT: PASS (0 lost, 0 out of order)")
+		p("RESULT: PASS (0 lost, 0 out of order, parked = poison, 0 registrations from floods, takeovers within %s)", takeoverBound)
 	} else {
-		p("RESULT: FAIL (lost or out of order)")
+		p("RESULT: FAIL (%s)", strings.Join(r.failures(), "; "))
 	}
 	if n := len(r.DuplicatedEvent); n > 0 {
 		p("DUPLICATED EVENTS: %d, expected 0 (not part of the exit status; see docs/reliability.md)", n)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,9 +13,11 @@ import (
 	"sync"
 	"time"
 
+	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/config"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
@@ -47,7 +50,25 @@ type options struct {
 	QuietTail  time.Duration // no fault starts this close to the end of the load
 	MsgTimeout time.Duration // a message still unsent after this is abandoned
 	Drain      time.Duration // the longest wait for the sinks after the load
+	// FinishPlan: when the load time is over with planned faults still to
+	// come (slow repairs made the plan slip), the load goes on until they
+	// are done, for at most this long (0: the rest of the plan is dropped).
+	FinishPlan time.Duration
 	Progress   time.Duration // how often a progress line is printed
+
+	// FloodInvites is how many unknown @agent_* users one invite-flood
+	// fault invites.
+	FloodInvites int
+	// Poison is the kind of poison event: poisonPrivate or poisonMissing.
+	Poison string
+	// SlowEvery: the slow receiver holds the first request of every
+	// SlowEvery-th DTO past the attempt timeout (0: no slow receiver).
+	SlowEvery int
+	// WebhookTimeout is the bridge's attempt timeout (delivery.webhook_timeout_ms).
+	WebhookTimeout time.Duration
+	// WebhookWorkers is the bridge's delivery.webhook_workers: fewer than
+	// the slow receiver's queues, so that fairness matters.
+	WebhookWorkers int
 
 	Dir         string // work directory ("" = a new temporary one)
 	Keep        bool   // keep the work directory even when the soak passes
@@ -62,39 +83,65 @@ func defaultOptions() options {
 		Warmup: 10 * time.Second, GapMin: 5 * time.Second, GapMax: 20 * time.Second,
 		FaultMin: time.Second, FaultMax: 5 * time.Second, QuietTail: 5 * time.Second,
 		MsgTimeout: 3 * time.Minute, Drain: 5 * time.Minute, Progress: 30 * time.Second,
+		FloodInvites: 200, Poison: poisonPrivate, SlowEvery: 10, WebhookTimeout: time.Second, WebhookWorkers: 2,
 		LogLevel: "info",
 	}
 }
 
 // soak is one run: the rig, the load, the chaos and what was observed.
 type soak struct {
-	opts  options
-	out   io.Writer
-	start time.Time
+	opts      options
+	out       io.Writer
+	start     time.Time
+	loadStart time.Time
 
-	dir        string
-	configPath string
-	bridgeBin  string
-	cfg        *config.Config
-	apiURL     string
-	api        *apiClient
+	dir       string
+	bridgeBin string
+	cfg       *config.Config
+	apiURL    string // the front door's
+	api       *apiClient
 
 	pg    *testrig.PostgresCluster
 	dbURL string
+	db    *dbutil.Database // the soak's own reads during the run (lease, cursors)
 	hs    *testrig.Homeserver
 	nats  *natsServer
-	hook  *receiver
+	hook  *receiver // the normal subscriber
+	slow  *receiver // the slow one, nil without
+	front *front
 
 	bridgeMu     sync.Mutex
-	bridge       *bridgeProc
+	slots        []*slot // two bridge processes on the one database
 	bridgeStarts int
 
-	rooms  []id.RoomID
-	slugs  []string
-	humans []*mautrix.Client
+	rooms    []id.RoomID
+	slugs    []string
+	humans   []*mautrix.Client
+	bot      *mautrix.Client // the bridge's bot (the appservice token), for the poison
+	outsider *mautrix.Client // a human in no city room: the invite floods, the poisons' private rooms
 
 	load  *loadStats
 	chaos *chaosLog
+	inj   *injections
+}
+
+// slot is one of the bridge processes: its config, its own listeners, and
+// the process running there now (started again in place after a kill).
+type slot struct {
+	name       string
+	index      int
+	configPath string
+	asURL      string // its own appservice listener
+	apiURL     string // its own internal API
+	proc       *bridgeProc
+	starts     int
+}
+
+func (s *soak) hooks() []*receiver {
+	if s.slow == nil {
+		return []*receiver{s.hook}
+	}
+	return []*receiver{s.hook, s.slow}
 }
 
 func (s *soak) logf(format string, args ...any) {
@@ -107,7 +154,7 @@ func run(ctx context.Context, opts options, out io.Writer) (rep *report, err err
 	if opts.Seed == 0 {
 		opts.Seed = uint64(time.Now().UnixNano())
 	}
-	s := &soak{opts: opts, out: out, start: time.Now(), load: newLoadStats(), chaos: &chaosLog{}}
+	s := &soak{opts: opts, out: out, start: time.Now(), load: newLoadStats(), chaos: &chaosLog{}, inj: &injections{}}
 	s.logf("chaos soak: seed %d, duration %s, %d humans + %d agents in %d rooms at %.1f msg/s",
 		opts.Seed, opts.Duration, opts.Humans, opts.Agents, opts.Rooms, opts.Rate)
 	if s.dir = opts.Dir; s.dir == "" {
@@ -146,11 +193,25 @@ func (s *soak) setup(ctx context.Context) error {
 			return fmt.Errorf("go build %s: %v\n%s", bridgeModule, err, out)
 		}
 	}
-	var hsPort, asPort, apiPort, natsPort int
-	for _, p := range []*int{&hsPort, &asPort, &apiPort, &natsPort} {
-		if *p, err = freePort(); err != nil {
+	// The front door's ports (what the homeserver and the agents use), each
+	// process's own, the homeserver's and NATS's.
+	ports := make([]int, 8)
+	for i := range ports {
+		if ports[i], err = freePort(); err != nil {
 			return err
 		}
+	}
+	hsPort, asPort, apiPort, natsPort := ports[0], ports[1], ports[2], ports[3]
+	s.slots = []*slot{{name: "a", index: 0}, {name: "b", index: 1}}
+	var targets []frontTarget
+	for i, sl := range s.slots {
+		asOwn, apiOwn := ports[4+2*i], ports[5+2*i]
+		sl.configPath = filepath.Join(s.dir, "config-"+sl.name+".yaml")
+		sl.asURL = fmt.Sprintf("http://127.0.0.1:%d", asOwn)
+		sl.apiURL = fmt.Sprintf("http://127.0.0.1:%d", apiOwn)
+		asU, _ := url.Parse(sl.asURL)
+		apiU, _ := url.Parse(sl.apiURL)
+		targets = append(targets, frontTarget{appservice: asU, api: apiU})
 	}
 
 	s.logf("starting PostgreSQL (throwaway cluster)")
@@ -164,11 +225,18 @@ func (s *soak) setup(ctx context.Context) error {
 	if s.nats, err = startNATS(natsPort, filepath.Join(s.dir, "nats")); err != nil {
 		return err
 	}
-	if s.hook, err = startReceiver(); err != nil {
+	if s.hook, err = startReceiver("webhook", 0, 0); err != nil {
+		return err
+	}
+	if s.opts.SlowEvery > 0 {
+		if s.slow, err = startReceiver("webhook-slow", s.opts.SlowEvery, 2*s.opts.WebhookTimeout); err != nil {
+			return err
+		}
+	}
+	if s.front, err = startFront(asPort, apiPort, targets); err != nil {
 		return err
 	}
 
-	s.configPath = filepath.Join(s.dir, "config.yaml")
 	s.apiURL = fmt.Sprintf("http://127.0.0.1:%d", apiPort)
 	serviceSecret := "soak-" + randomHex(16)
 	cfgYAML := fmt.Sprintf(`homeserver:
@@ -176,7 +244,7 @@ func (s *soak) setup(ctx context.Context) error {
     server_name: %s
 appservice:
     url: http://127.0.0.1:%d
-    listen: 127.0.0.1:%d
+    listen: %s
 database:
     url: %q
 internal_api:
@@ -185,20 +253,50 @@ internal_api:
 delivery:
     nats_url: %s
     webhook_max_backoff: 1s
+    webhook_timeout_ms: %d
+    webhook_workers: %d
 logging:
     level: %s
-`, hsPort, serverName, asPort, asPort, s.dbURL, apiPort, serviceSecret, s.nats.url(), s.opts.LogLevel)
-	if err = os.WriteFile(s.configPath, []byte(cfgYAML), 0o600); err != nil {
+`, hsPort, serverName, asPort, strings.TrimPrefix(s.slots[0].asURL, "http://"), s.dbURL, ports[5], serviceSecret, s.nats.url(),
+		s.opts.WebhookTimeout.Milliseconds(), s.opts.WebhookWorkers, s.opts.LogLevel)
+	configA := s.slots[0].configPath
+	if err = os.WriteFile(configA, []byte(cfgYAML), 0o600); err != nil {
 		return err
 	}
 	registrationPath := filepath.Join(s.dir, "registration.yaml")
-	if out, err := exec.CommandContext(ctx, s.bridgeBin, "-g", "-c", s.configPath, "-r", registrationPath).CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, s.bridgeBin, "-g", "-c", configA, "-r", registrationPath).CombinedOutput(); err != nil {
 		return fmt.Errorf("bridge -g: %v\n%s", err, out)
 	}
-	if s.cfg, err = config.Load(s.configPath, nil); err != nil {
+	// The second process: the same config, tokens and database; its own listeners.
+	data, err := os.ReadFile(configA)
+	if err != nil {
+		return err
+	}
+	cfgB := string(data)
+	for _, r := range [][2]string{
+		{"listen: " + strings.TrimPrefix(s.slots[0].asURL, "http://") + "\n", "listen: " + strings.TrimPrefix(s.slots[1].asURL, "http://") + "\n"},
+		{fmt.Sprintf("port: %d\n", ports[5]), fmt.Sprintf("port: %d\n", ports[7])},
+	} {
+		if strings.Count(cfgB, r[0]) != 1 {
+			return fmt.Errorf("config of the second process: %q is not in %s once", r[0], configA)
+		}
+		cfgB = strings.Replace(cfgB, r[0], r[1], 1)
+	}
+	if err = os.WriteFile(s.slots[1].configPath, []byte(cfgB), 0o600); err != nil {
+		return err
+	}
+	if s.cfg, err = config.Load(configA, nil); err != nil {
 		return err
 	}
 	s.api = newAPIClient(s.apiURL, serviceSecret)
+	target, err := database.ParseURL(s.dbURL)
+	if err != nil {
+		return err
+	}
+	if s.db, err = dbutil.NewWithDialect(target.URI, target.Type); err != nil {
+		return err
+	}
+	s.db.RawDB.SetMaxOpenConns(4)
 
 	s.logf("starting Dendrite %s on port %d", testrig.DendriteVersion, hsPort)
 	s.hs, err = testrig.StartHomeserver(ctx, testrig.HomeserverOptions{
@@ -213,10 +311,24 @@ logging:
 	if err != nil {
 		return err
 	}
-	s.logf("starting the bridge")
-	if err = s.startBridge(ctx); err != nil {
+	// a first: it takes the lease; b is the standby. The front door
+	// forwards to a.
+	for _, sl := range s.slots {
+		s.logf("starting bridge process %s (appservice %s, internal API %s)", sl.name, sl.asURL, sl.apiURL)
+		if err = s.startBridge(ctx, sl); err != nil {
+			return err
+		}
+		if sl.index == 0 {
+			if err = s.waitForLeader(ctx, sl, readyTimeout); err != nil {
+				return err
+			}
+		}
+	}
+	s.logf("front door: the homeserver and the agents reach process %s through 127.0.0.1:%d and :%d", s.frontSlot().name, asPort, apiPort)
+	if s.bot, err = s.hs.Client(s.cfg.BotUserID(), s.cfg.AppService.ASToken); err != nil {
 		return err
 	}
+	s.bot.Client.Timeout = 20 * time.Second
 
 	for i := 0; i < s.opts.Rooms; i++ {
 		slug := fmt.Sprintf("soak%d", i+1)
@@ -228,17 +340,23 @@ logging:
 	}
 	s.logf("city rooms %s", strings.Join(s.slugs, ", "))
 
-	var sub struct {
-		ID     string `json:"subscription_id"`
-		Secret string `json:"secret"`
+	for _, rc := range s.hooks() {
+		var sub struct {
+			ID     string `json:"subscription_id"`
+			Secret string `json:"secret"`
+		}
+		status, body, err := s.api.call(ctx, http.MethodPost, "/internal/matrix/webhook/subscribe", nil,
+			map[string]any{"room_id": "*", "webhook_url": rc.url}, &sub)
+		if err != nil || status != http.StatusOK || sub.Secret == "" {
+			return fmt.Errorf("webhook subscribe: %d %s %v", status, body, err)
+		}
+		rc.setSecret(sub.Secret)
+		extra := ""
+		if rc.holdEvery > 0 {
+			extra = fmt.Sprintf("; holds the first request of every %d-th DTO for %s, past the %s attempt timeout", rc.holdEvery, rc.hold, s.opts.WebhookTimeout)
+		}
+		s.logf("webhook receiver %s %s subscribed to \"*\" (%s)%s", rc.name, rc.url, sub.ID, extra)
 	}
-	status, body, err := s.api.call(ctx, http.MethodPost, "/internal/matrix/webhook/subscribe", nil,
-		map[string]any{"room_id": "*", "webhook_url": s.hook.url}, &sub)
-	if err != nil || status != http.StatusOK || sub.Secret == "" {
-		return fmt.Errorf("webhook subscribe: %d %s %v", status, body, err)
-	}
-	s.hook.setSecret(sub.Secret)
-	s.logf("webhook receiver %s subscribed to \"*\" (%s)", s.hook.url, sub.ID)
 
 	for i := 0; i < s.opts.Humans; i++ {
 		name := fmt.Sprintf("human%d", i+1)
@@ -255,26 +373,31 @@ logging:
 		}
 		s.humans = append(s.humans, cli)
 	}
-	s.logf("%d humans registered and joined every city room", len(s.humans))
+	if s.outsider, err = s.hs.RegisterUser(ctx, "outsider", userPassword, false); err != nil {
+		return err
+	}
+	s.outsider.Client.Timeout = 20 * time.Second
+	s.logf("%d humans registered and joined every city room; the outsider (floods, poisons' rooms) registered", len(s.humans))
 	return nil
 }
 
-// startBridge starts a bridge process and waits until it answers the
-// homeserver's ping route.
-func (s *soak) startBridge(ctx context.Context) error {
+// startBridge starts the process of sl and waits until it answers the
+// homeserver's ping route on its own listener.
+func (s *soak) startBridge(ctx context.Context, sl *slot) error {
 	s.bridgeMu.Lock()
 	defer s.bridgeMu.Unlock()
 	s.bridgeStarts++
-	logPath := filepath.Join(s.dir, fmt.Sprintf("bridge-%02d.log", s.bridgeStarts))
-	p, err := spawnBridge(s.bridgeBin, s.configPath, logPath)
+	sl.starts++
+	logPath := filepath.Join(s.dir, fmt.Sprintf("bridge-%s-%02d.log", sl.name, sl.starts))
+	p, err := spawnBridge(s.bridgeBin, sl.configPath, logPath)
 	if err != nil {
 		return err
 	}
-	s.bridge = p
+	sl.proc = p
 	deadline := time.Now().Add(readyTimeout)
 	hc := &http.Client{Timeout: 2 * time.Second}
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.AppService.URL+"/_matrix/app/v1/ping", strings.NewReader(`{}`))
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, sl.asURL+"/_matrix/app/v1/ping", strings.NewReader(`{}`))
 		req.Header.Set("Authorization", "Bearer "+s.cfg.AppService.HSToken)
 		if resp, err := hc.Do(req); err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
@@ -284,20 +407,26 @@ func (s *soak) startBridge(ctx context.Context) error {
 			}
 		}
 		if p.exited() {
-			return fmt.Errorf("the bridge exited during start-up (%v); log %s:\n%s", p.err, logPath, tailFile(logPath, 20))
+			return fmt.Errorf("bridge process %s exited during start-up (%v); log %s:\n%s", sl.name, p.err, logPath, tailFile(logPath, 20))
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			p.kill()
-			return fmt.Errorf("the bridge did not come up within %s; log %s:\n%s", readyTimeout, logPath, tailFile(logPath, 20))
+			return fmt.Errorf("bridge process %s did not come up within %s; log %s:\n%s", sl.name, readyTimeout, logPath, tailFile(logPath, 20))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-func (s *soak) currentBridge() *bridgeProc {
+// proc is the process running in sl now.
+func (s *soak) proc(sl *slot) *bridgeProc {
 	s.bridgeMu.Lock()
 	defer s.bridgeMu.Unlock()
-	return s.bridge
+	return sl.proc
+}
+
+// frontSlot is the process the front door forwards to.
+func (s *soak) frontSlot() *slot {
+	return s.slots[s.front.targetIndex()]
 }
 
 // createCityRoom creates a city room, retrying while the bridge is still
@@ -330,6 +459,7 @@ func (s *soak) exercise(ctx context.Context) (*report, error) {
 	runCtx, cancelRun := context.WithCancel(ctx)
 	defer cancelRun()
 	loadStart := time.Now()
+	s.loadStart = loadStart
 	stopLoad := make(chan struct{})
 	var producers sync.WaitGroup
 	s.startLoad(runCtx, stopLoad, &producers)
@@ -345,7 +475,7 @@ func (s *soak) exercise(ctx context.Context) (*report, error) {
 	endLoad := time.NewTimer(s.opts.Duration)
 	defer endLoad.Stop()
 	var chaosErr error
-	chaosFinished := false
+	chaosFinished, extended := false, false
 wait:
 	for {
 		select {
@@ -367,9 +497,18 @@ wait:
 				return nil, fmt.Errorf("chaos: %w", chaosErr)
 			}
 			chaosDone = nil
+			if extended {
+				break wait
+			}
 		case <-progress.C:
 			s.logf("progress: %s", s.load.summary())
 		case <-endLoad.C:
+			if !chaosFinished && s.opts.FinishPlan > 0 && !extended {
+				extended = true
+				endLoad.Reset(s.opts.FinishPlan)
+				s.logf("load time over with planned faults to come: the load goes on until they are done (at most %s)", s.opts.FinishPlan)
+				continue
+			}
 			break wait
 		}
 	}
@@ -385,8 +524,10 @@ wait:
 	}
 	producers.Wait()
 	s.logf("load stopped: %s", s.load.summary())
-	if b := s.currentBridge(); b.exited() {
-		return nil, fmt.Errorf("the bridge is not running at the end of the load (%v)", b.err)
+	for _, sl := range s.slots {
+		if p := s.proc(sl); p.exited() {
+			return nil, fmt.Errorf("bridge process %s is not running at the end of the load (%v)", sl.name, p.err)
+		}
 	}
 
 	obs, err := newObserver(ctx, s.dbURL, s.nats.url())
@@ -407,7 +548,7 @@ func (s *soak) drain(ctx context.Context, obs *observer) bool {
 	deadline := time.Now().Add(s.opts.Drain)
 	lastReport := time.Now()
 	for {
-		st := obs.poll(ctx, produced, s.hook)
+		st := obs.poll(ctx, produced, s.hooks())
 		if st.done() {
 			s.logf("drained: every produced message is in the log and at both sinks; consumers at the head")
 			return true
@@ -428,18 +569,29 @@ func (s *soak) drain(ctx context.Context, obs *observer) bool {
 
 // teardown stops everything the soak started, each bounded.
 func (s *soak) teardown() {
-	if b := s.currentBridge(); b != nil && !b.exited() {
-		if !b.terminate(30 * time.Second) {
-			s.logf("the bridge did not stop cleanly on SIGTERM (%v)", b.err)
+	for _, sl := range s.slots {
+		if p := s.proc(sl); p != nil && !p.exited() {
+			_ = p.thaw() // in case the soak stopped during a freeze
+			if !p.terminate(30 * time.Second) {
+				s.logf("bridge process %s did not stop cleanly on SIGTERM (%v)", sl.name, p.err)
+			}
 		}
+	}
+	if s.front != nil {
+		s.front.close()
+	}
+	if s.db != nil {
+		_ = s.db.Close()
 	}
 	if s.hs != nil {
 		if err := s.hs.Stop(); err != nil {
 			s.logf("stopping Dendrite: %v", err)
 		}
 	}
-	if s.hook != nil {
-		s.hook.close()
+	for _, rc := range []*receiver{s.hook, s.slow} {
+		if rc != nil {
+			rc.close()
+		}
 	}
 	if s.nats != nil {
 		s.nats.stop()

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -14,17 +15,21 @@ import (
 )
 
 // TestChaosSoakShort is the soak in `make test`: under a minute of load,
-// every kind of fault once, then 0 lost and 0 out of order at both sinks.
-// SOAK_SEED=<n> replays a chaos plan.
+// every kind of fault once (a flood of 20 invites), then the verdict: 0 lost
+// and 0 out of order at every sink, the poison parked and nothing else, no
+// registration from the flood, the frozen leader replaced within 15 s and
+// writing nothing after its thaw. SOAK_SEED=<n> replays a chaos plan.
 func TestChaosSoakShort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the chaos soak runs the whole rig; skipped with -short")
 	}
 	o := defaultOptions()
-	o.Duration = 45 * time.Second
+	o.Duration = 50 * time.Second
 	o.Humans, o.Agents, o.Rooms, o.Rate = 2, 2, 2, 6
 	o.Warmup, o.GapMin, o.GapMax = 3*time.Second, time.Second, 2*time.Second
 	o.FaultMin, o.FaultMax, o.MaxFaults, o.QuietTail = time.Second, 2*time.Second, len(faultKinds), 2*time.Second
+	o.FloodInvites = 20
+	o.FinishPlan = 30 * time.Second // a freeze waiting for the leader a kill took may make the plan slip
 	o.MsgTimeout, o.Drain, o.Progress = 60*time.Second, 60*time.Second, 10*time.Second
 	o.Dir = t.TempDir()
 	o.Keep = true // t.TempDir removes it
@@ -53,7 +58,14 @@ func TestChaosSoakShort(t *testing.T) {
 	rep.print(&buf)
 	t.Log(buf.String())
 	if !rep.ok() {
-		t.Errorf("the soak failed (seed %d): lost, out of order or duplicated events; see the report", o.Seed)
+		t.Errorf("the soak failed (seed %d): %s", o.Seed, strings.Join(rep.failures(), "; "))
+	}
+	if len(rep.Freezes) < 1 || len(rep.PoisonEvents) < 1 || len(rep.Floods) < 1 {
+		t.Errorf("%d freezes, %d poison events, %d floods: want one of each at least", len(rep.Freezes), len(rep.PoisonEvents), len(rep.Floods))
+	}
+	if !rep.Latency.withinTimeout() {
+		// Reported, not judged (a shared machine's scheduling); see docs/reliability.md.
+		t.Logf("note: the normal subscriber was held back by more than one attempt timeout: p99 %s", rep.Latency.HeldP99)
 	}
 	if !rep.Drained {
 		t.Errorf("the drain did not finish within %s", o.Drain)
@@ -151,11 +163,83 @@ func TestPlanHasEveryKindFirst(t *testing.T) {
 		if len(seen) != len(faultKinds) {
 			t.Errorf("seed %d: the first faults are %s", seed, p)
 		}
-		if last := p[len(p)-1]; last.At+last.Down > o.Duration-o.QuietTail {
-			t.Errorf("seed %d: the last fault ends at %s", seed, last.At+last.Down)
+		if last := p[len(p)-1]; last.At+expectedLength(last.Kind, last.Down, o) > o.Duration-o.QuietTail {
+			t.Errorf("seed %d: the last fault ends at %s", seed, last.At+expectedLength(last.Kind, last.Down, o))
 		}
 		if again := planChaos(o); again.String() != p.String() {
 			t.Errorf("seed %d: the plan is not reproducible", seed)
 		}
+	}
+}
+
+// The verdict's rules beyond lost and out of order: parked equals the
+// poison events, no registration from a flood, every freeze replaced within
+// the bound and writing nothing after.
+func TestVerdictRules(t *testing.T) {
+	good := func() *report {
+		return &report{
+			PoisonEvents: []string{"$p"}, Parked: []parkedEvent{{Consumer: "rooms", EventID: "$p"}}, ParkedPoison: 1,
+			Floods:  []*flood{{Invited: 200}},
+			Freezes: []*freezeRecord{{Frozen: "a", TakeoverLease: 10 * time.Second, SteppedDown: time.Millisecond, LeaseKept: true}},
+		}
+	}
+	if r := good(); !r.ok() {
+		t.Fatalf("a good report fails: %v", r.failures())
+	}
+	for name, spoil := range map[string]func(r *report){
+		"another event parked":   func(r *report) { r.Parked = append(r.Parked, parkedEvent{EventID: "$x"}) },
+		"the poison not parked":  func(r *report) { r.Parked, r.ParkedPoison = nil, 0 },
+		"a flood agent row":      func(r *report) { r.FloodAgentRows = 1 },
+		"a flood account":        func(r *report) { r.FloodAccounts = 1 },
+		"flood not counted":      func(r *report) { r.FloodCountError = "(could not count)" },
+		"takeover too slow":      func(r *report) { r.Freezes[0].TakeoverLease = 16 * time.Second },
+		"no takeover":            func(r *report) { r.Freezes[0].TakeoverLease = 0 },
+		"no step-down":           func(r *report) { r.Freezes[0].SteppedDown = 0 },
+		"a cursor moved back":    func(r *report) { r.Freezes[0].CursorsBack = 1 },
+		"the lease taken back":   func(r *report) { r.Freezes[0].LeaseKept = false },
+		"lost at a sink":         func(r *report) { r.Sinks = []sinkReport{{Name: "webhook", Lost: 1}} },
+		"missing from the log":   func(r *report) { r.MissingFromLog = []string{"$m"} },
+		"out of order at a sink": func(r *report) { r.Sinks = []sinkReport{{Name: "nats", OutOfOrder: 1}} },
+	} {
+		r := good()
+		spoil(r)
+		if r.ok() {
+			t.Errorf("%s: the report passes", name)
+		}
+	}
+	if pid := pidOfHolder("vm/12345/ABCDEFGH"); pid != 12345 {
+		t.Errorf("pidOfHolder = %d", pid)
+	}
+}
+
+// The normal subscriber's latency: quiet messages only (no fault near, not
+// the start), held back against NATS.
+func TestMeasureLatency(t *testing.T) {
+	base := time.Now()
+	at := func(s float64) time.Time { return base.Add(time.Duration(s * float64(time.Second))) }
+	var produced []message
+	var log []logEntry
+	var hook []hookDelivery
+	var nats []arrival
+	for i := 0; i < 100; i++ {
+		sent := 10 + float64(i)*0.1 // from +10 s: after the start-up settle
+		eid := id.EventID(fmt.Sprintf("$%d", i))
+		produced = append(produced, message{EventID: eid})
+		log = append(log, logEntry{EventID: string(eid), OriginTS: at(sent).UnixMilli()})
+		nats = append(nats, arrival{DTOID: string(eid), At: at(sent + 0.05)})
+		held := 0.01
+		if i == 50 {
+			held = 0.8 // one waited for a worker
+		}
+		hook = append(hook, hookDelivery{dtoID: string(eid), at: at(sent + 0.05 + held)})
+	}
+	// A PostgreSQL stop around message 80 (+18 s): its messages are not quiet.
+	faults := []chaosRecord{{Kind: faultPostgresStop, Begin: at(17.9), End: at(18.1)}}
+	l := measureLatency(base, produced, log, hook, nats, faults, time.Second)
+	if l.All != 100 || l.Quiet >= 100 || l.Quiet < 50 || l.Held != l.Quiet {
+		t.Errorf("samples: all %d, quiet %d, held %d", l.All, l.Quiet, l.Held)
+	}
+	if l.HeldMax != 800*time.Millisecond || l.HeldP50 != 10*time.Millisecond || !l.withinTimeout() || l.HeldOverTimeout != 0 {
+		t.Errorf("held back: %+v", l)
 	}
 }
