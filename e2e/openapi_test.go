@@ -51,35 +51,7 @@ var fuzzExcluded = map[string]string{}
 // of the function in testdata/schemathesis_hooks.py that keeps their inputs
 // from the bridge (so that the rest of the operation is still fuzzed). Fix the
 // bug, then delete its entry here and its function there.
-var fuzzKnownBugs = map[string]string{
-	// TODO(canonical JSON): POST /internal/matrix/create-room passes
-	// creation_content, initial_state[].content and
-	// power_level_content_override to the homeserver unchecked; a number that
-	// canonical JSON refuses (not an integer, -0, outside ±(2^53-1)) or an
-	// object key with a character JSON escapes (U+0000–U+001F, '"', '\')
-	// makes Dendrite answer 500, so the bridge answers 502 instead of 400
-	// naming the field.
-	// The fix belongs in pkg/rooms/http.go, createRoomBody.toRequest.
-	"create-room-canonical-json": "TODO(canonical JSON): create-room's event content is not checked for canonical JSON",
-	// TODO(create-room power levels): a power_level_content_override that
-	// gives the bridge bot less than 100, asks more than the bot has for a
-	// state event, ban, kick, redact or invite, or has a `users` key that is
-	// not a user id makes the homeserver refuse the room's own initial state
-	// with 403 M_FORBIDDEN, which the bridge answers 502. The fix belongs in
-	// pkg/rooms/http.go: createRoomBody.toRequest (refuse it, 400 naming
-	// power_level_content_override) and handleCreateRoom (the homeserver's
-	// 403 on createRoom is a refused room, 400, like M_BAD_JSON).
-	"create-room-power-levels": "TODO(create-room power levels): an override that locks the bridge bot out is a 502, not a 400",
-	// TODO(NUL event type): create-room passes an initial_state[].type with
-	// a NUL; the homeserver makes the event and pushes it, and the bridge's
-	// transaction parser (pkg/appservice/parse.go, identifier) answers the
-	// whole transaction 400 M_BAD_JSON, which the homeserver resends for
-	// ever: no event reaches the bridge after it. Two fixes: pkg/rooms/http.go
-	// createRoomBody.toRequest refuses control characters in
-	// initial_state[].type (400 naming initial_state[i].type), and
-	// pkg/appservice takes such an event without refusing its transaction.
-	"create-room-nul-type": "TODO(NUL event type): an initial_state type with a NUL stalls the homeserver's transactions",
-}
+var fuzzKnownBugs = map[string]string{}
 
 // The internal API answers what docs/openapi.yaml says for inputs generated
 // from docs/openapi.yaml itself: schemathesis (tools/schemathesis, pinned)

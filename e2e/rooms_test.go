@@ -660,3 +660,54 @@ func TestPoisonTombstoneIsParked(t *testing.T) {
 		})
 	})
 }
+
+// A tombstone whose replacement room does not exist is parked on both
+// homeservers and the rooms consumer moves on: Synapse refuses the bot's
+// join with 404; Dendrite fails it with 500 for ever while it answers
+// everything else, which the bridge takes as a refusal too (after asking
+// twice), instead of holding the rooms consumer at the tombstone.
+func TestTombstoneOfAMissingRoomIsParked(t *testing.T) {
+	forEachHomeserver(t, func(t *testing.T, r rig) {
+		ctx := context.Background()
+		s := newStack(t, r)
+		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
+		roomID, _ := createCity(t, s, "odesa", "Odesa", "")
+		missing := "!doesnotexist:" + serverName
+		if r.homeserver == testrig.Synapse {
+			missing = "!" + strings.Repeat("A", 43) // a v12 room id that no room has
+		}
+		tomb, err := s.botClient().SendStateEvent(ctx, roomID, event.StateTombstone, "", map[string]string{
+			"body": "moved", "replacement_room": missing,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		after := send(t, s, map[string]any{"room_id": roomID, "sender": "agent:sofia", "body": "still here"})
+		var afterPos int64
+		eventually(t, "the message after the tombstone in the log", 30*time.Second, func() bool {
+			all, err := s.log.Read(ctx, 0, 10000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range all {
+				if e.EventID == after.String() {
+					afterPos = e.Position
+				}
+			}
+			return afterPos > 0
+		})
+		eventually(t, "the rooms consumer to pass the message after the tombstone", 30*time.Second, func() bool {
+			pos, err := s.log.Cursor(ctx, "rooms")
+			return err == nil && pos >= afterPos
+		})
+		list := s.api(t, http.MethodGet, "/internal/matrix/parked-events?consumer=rooms", nil)
+		parked, _ := list.json["parked_events"].([]any)
+		if len(parked) != 1 || parked[0].(map[string]any)["event_id"] != tomb.EventID.String() {
+			t.Fatalf("parked events: %d %s", list.status, list.body)
+		}
+		wantHTTP := map[string]string{testrig.Synapse: "HTTP 404", testrig.Dendrite: "HTTP 500"}[r.homeserver]
+		if e, _ := parked[0].(map[string]any)["error"].(string); !strings.Contains(e, wantHTTP) {
+			t.Errorf("%s: parked for %q, want %s", r.homeserver, e, wantHTTP)
+		}
+	})
+}

@@ -142,7 +142,10 @@ func (e *env) startBridge(ctx context.Context, sc scenarioDef) (*target, error) 
 	// the same CPUs, so its cost is in the figures.
 	indexCtx, stopIndexer := context.WithCancel(context.Background())
 	indexed := make(chan struct{})
-	go func() { defer close(indexed); log.RunIndexer(indexCtx, appservice.ParseTransaction, eventlog.IndexerOptions{}) }()
+	go func() {
+		defer close(indexed)
+		log.RunIndexer(indexCtx, appservice.ParseTransaction, eventlog.IndexerOptions{})
+	}()
 	return &target{
 		baseURL: url,
 		handler: handler,

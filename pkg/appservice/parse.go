@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -308,15 +307,37 @@ func identifier(path func(string) string, field string, value gjson.Result, requ
 		return "", badField(path(field), "must be a string")
 	}
 	s := value.Str
-	switch {
-	case s == "" && required:
+	if s == "" && required {
 		return "", badField(path(field), "must not be empty")
-	case len(s) > maxIdentifierBytes:
-		return "", badField(path(field), fmt.Sprintf("must be at most %d bytes", maxIdentifierBytes))
-	case strings.ContainsRune(s, 0):
-		return "", badField(path(field), "must not contain NUL")
 	}
-	return s, nil
+	return StorableIdentifier(s), nil
+}
+
+// StorableIdentifier is what the log indexes an event's id, room, type or
+// sender as. A homeserver can deliver what the log's columns cannot hold —
+// Dendrite lets a client create a state event whose type holds NUL — and
+// refusing the transaction would stall every event after it (the homeserver
+// resends it for ever). So the event is stored, its JSON byte for byte, and
+// only the indexed copy of the value is made storable: NUL becomes U+FFFD,
+// and past the spec's 255 bytes the value is cut at a character boundary and
+// ends in a hash of the whole, so that distinct values stay distinct. A
+// value that is fine, which is every value a homeserver following the spec
+// sends, is returned as it is.
+func StorableIdentifier(s string) string {
+	if len(s) <= maxIdentifierBytes && !strings.ContainsRune(s, 0) {
+		return s
+	}
+	clean := strings.ReplaceAll(s, "\x00", "\uFFFD")
+	if len(clean) <= maxIdentifierBytes {
+		return clean
+	}
+	sum := sha256.Sum256([]byte(s))
+	suffix := "~" + hex.EncodeToString(sum[:8])
+	cut := maxIdentifierBytes - len(suffix)
+	for cut > 0 && !utf8.RuneStart(clean[cut]) {
+		cut--
+	}
+	return clean[:cut] + suffix
 }
 
 func badField(path, problem string) *mautrix.RespError {

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 )
@@ -56,8 +57,12 @@ func TestParseTransaction(t *testing.T) {
 		{name: "missing room_id", body: `{"events":[{"event_id":"$1","type":"m.x"}]}`, wantErr: "M_BAD_JSON", wantField: "events[0].room_id"},
 		{name: "missing type", body: `{"events":[{"event_id":"$1","room_id":"!r:s"}]}`, wantErr: "M_BAD_JSON", wantField: "events[0].type"},
 		{name: "sender not string", body: `{"events":[{"event_id":"$1","room_id":"!r:s","type":"m.x","sender":[]}]}`, wantErr: "M_BAD_JSON", wantField: "events[0].sender"},
-		{name: "event_id too long", body: `{"events":[{"event_id":"$` + strings.Repeat("a", 300) + `","room_id":"!r:s","type":"m.x"}]}`, wantErr: "M_BAD_JSON", wantField: "events[0].event_id"},
-		{name: "NUL in room_id", body: `{"events":[{"event_id":"$1","room_id":"!r\u0000:s","type":"m.x"}]}`, wantErr: "M_BAD_JSON", wantField: "events[0].room_id"},
+		// What the log's columns cannot hold is stored, indexed by a storable
+		// copy (TestStorableIdentifier), never refused: a refused
+		// transaction is resent for ever and stalls every event after it.
+		{name: "event_id too long", body: `{"events":[{"event_id":"$` + strings.Repeat("a", 300) + `","room_id":"!r:s","type":"m.x"}]}`, wantKinds: []eventlog.Kind{eventlog.KindTimeline}},
+		{name: "NUL in room_id", body: `{"events":[{"event_id":"$1","room_id":"!r\u0000:s","type":"m.x"}]}`, wantKinds: []eventlog.Kind{eventlog.KindTimeline}},
+		{name: "NUL in type (Dendrite lets a client create it)", body: `{"events":[{"event_id":"$1","room_id":"!r:s","type":"m.\u0000x","state_key":""}]}`, wantKinds: []eventlog.Kind{eventlog.KindTimeline}},
 		{name: "ephemeral not array", body: `{"ephemeral":"x"}`, wantErr: "M_BAD_JSON", wantField: "ephemeral"},
 		{name: "ephemeral without type", body: `{"de.sorunome.msc2409.ephemeral":[{"room_id":"!r:s"}]}`, wantErr: "M_BAD_JSON", wantField: "de.sorunome.msc2409.ephemeral[0].type"},
 		{name: "nested to the limit", body: nested(maxNestingDepth)},
@@ -206,4 +211,39 @@ func BenchmarkParseTransaction(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestStorableIdentifier(t *testing.T) {
+	long := "$" + strings.Repeat("a", 300)
+	longer := "$" + strings.Repeat("a", 301)
+	runes := strings.Repeat("✓", 100) // 300 bytes of three-byte runes
+	for _, tc := range []struct {
+		name, in string
+		same     bool // returned as it is
+	}{
+		{"ordinary", "m.room.message", true},
+		{"255 bytes", "$" + strings.Repeat("a", 254), true},
+		{"NUL", "m.\x00x", false},
+		{"too long", long, false},
+		{"too long, runes", runes, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := StorableIdentifier(tc.in)
+			if (got == tc.in) != tc.same {
+				t.Errorf("StorableIdentifier(%q) = %q, same %v, want same %v", tc.in, got, got == tc.in, tc.same)
+			}
+			if len(got) > maxIdentifierBytes || strings.ContainsRune(got, 0) || !utf8.ValidString(got) {
+				t.Errorf("StorableIdentifier(%q) = %q cannot be stored", tc.in, got)
+			}
+			if StorableIdentifier(tc.in) != got {
+				t.Error("not deterministic")
+			}
+		})
+	}
+	if StorableIdentifier(long) == StorableIdentifier(longer) {
+		t.Error("two long ids with the same start are one id")
+	}
+	if got := StorableIdentifier("m.\x00x"); got != "m.\uFFFDx" {
+		t.Errorf("NUL = %q, want U+FFFD in its place", got)
+	}
 }

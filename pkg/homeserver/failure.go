@@ -97,3 +97,10 @@ func RateLimited(err error, limit time.Duration) (time.Duration, bool) {
 	wait = retryafter.Parse(httpErr.Response.Header.Get("Retry-After"), wait)
 	return min(max(wait, 0), limit), true
 }
+
+// Answered5xx reports whether the homeserver answered err's request with a
+// server error (as opposed to refusing it, or not answering at all).
+func Answered5xx(err error) bool {
+	var httpErr mautrix.HTTPError
+	return errors.As(err, &httpErr) && httpErr.Response != nil && httpErr.Response.StatusCode >= 500
+}

@@ -49,9 +49,9 @@ func TestConsumerFeedsTheStateStore(t *testing.T) {
 			logged("m.room.member", "@alice:daarion.test", `{"membership":"join","displayname":"Alice"}`),
 			logged("m.room.member", "@agent_sofia:daarion.test", `{"membership":"join"}`),
 			logged("m.room.power_levels", "", `{"users":{"@alice:daarion.test":100},"users_default":0}`),
-			logged("m.room.power_levels", "", `{"users":{"@alice:daarion.test":"lots"}}`), // unreadable: skipped
+			logged("m.room.power_levels", "", `{"users":{"@alice:daarion.test":"lots"}}`),     // unreadable: skipped
 			logged("m.room.power_levels", "not-empty", `{"users":{"@alice:daarion.test":1}}`), // not the room's: skipped
-			logged("m.room.member", "-", `{"membership":"leave"}`),                           // no state key: no state
+			logged("m.room.member", "-", `{"membership":"leave"}`),                            // no state key: no state
 			logged("m.room.encryption", "", `{"algorithm":"m.megolm.v1.aes-sha2"}`),
 			logged("m.room.message", "-", `{"msgtype":"m.text","body":"hi"}`),
 			logged("m.room.member", "@agent_sofia:daarion.test", `{"membership":"leave"}`), // kicked, later in the log

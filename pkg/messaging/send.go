@@ -99,8 +99,10 @@ func (req *sendRequest) content(kind identity.Kind) (*event.MessageEventContent,
 			}
 			content.Info = &info
 		}
-	} else if req.URL != "" || len(req.Info) > 0 {
+	} else if req.URL != "" {
 		return nil, &identity.FieldError{Field: "url", Problem: "is only for m.image, m.file, m.audio and m.video"}
+	} else if len(req.Info) > 0 {
+		return nil, &identity.FieldError{Field: "info", Problem: "is only for m.image, m.file, m.audio and m.video"}
 	}
 	if req.Mentions != nil {
 		content.Mentions = &event.Mentions{Room: req.Mentions.Room}

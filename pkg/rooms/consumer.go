@@ -3,12 +3,15 @@ package rooms
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/daarion/matrix-bridge/pkg/consumer"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
+	"github.com/daarion/matrix-bridge/pkg/homeserver"
 )
 
 // HandleEvents is the rooms consumer of the event log: a state event drops
@@ -34,6 +37,35 @@ func (s *Service) HandleEvents(ctx context.Context, events []*eventlog.Event) er
 	return nil
 }
 
+// joinRetryDelay is how long joinReplacement waits before it asks again
+// after the homeserver failed the join.
+var joinRetryDelay = time.Second
+
+// joinReplacement joins the bot to a tombstone's replacement room. A 4xx is
+// a refusal for good (parked). A 5xx is the homeserver failing — unless it
+// fails this join twice while it answers otherwise: Dendrite answers a join
+// of a room that does not exist with 500 ("unsupported room version ''") for
+// ever, which would hold the rooms consumer at the tombstone for good, so
+// that is taken as a refusal too (parked, and retried on request).
+func (s *Service) joinReplacement(ctx context.Context, roomID id.RoomID) error {
+	_, err := s.bot.JoinRoomByID(ctx, roomID)
+	if err == nil || !homeserver.Answered5xx(err) {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(joinRetryDelay):
+	}
+	if _, err = s.bot.JoinRoomByID(ctx, roomID); err == nil || !homeserver.Answered5xx(err) {
+		return err
+	}
+	if _, versionsErr := s.bot.Versions(ctx); versionsErr != nil {
+		return err // the homeserver is failing as a whole: transient
+	}
+	return consumer.Permanent(fmt.Errorf("the homeserver fails this join while it answers other requests: %w", err))
+}
+
 // followTombstone moves a city room to the room that replaced it: the bot
 // joins the new room, the #city_ alias is pointed at it, and the mapping
 // moves while the old room id stays resolvable.
@@ -53,7 +85,7 @@ func (s *Service) followTombstone(ctx context.Context, oldRoomID, newRoomID id.R
 	unlock := s.locks.Lock(cr.Slug)
 	defer unlock()
 
-	if _, err = s.bot.JoinRoomByID(ctx, newRoomID); err != nil {
+	if err = s.joinReplacement(ctx, newRoomID); err != nil {
 		// A refusal for good (the bot may not join the replacement) parks
 		// the tombstone for this consumer, with the mapping where it was;
 		// it can be retried once the bot is invited. Anything else is retried.

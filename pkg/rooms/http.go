@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -322,7 +323,9 @@ type stateEvent struct {
 	Content  json.RawMessage `json:"content"`
 }
 
-func (b *createRoomBody) toRequest() (*mautrix.ReqCreateRoom, error) {
+// toRequest checks the body and makes the homeserver's request; botID is
+// the bridge bot, who creates the room and must keep its power in it.
+func (b *createRoomBody) toRequest(botID id.UserID) (*mautrix.ReqCreateRoom, error) {
 	if err := errors.Join(
 		validateText("name", b.Name, false, maxNameRunes),
 		validateText("topic", b.Topic, false, maxTopicRunes),
@@ -353,12 +356,21 @@ func (b *createRoomBody) toRequest() (*mautrix.ReqCreateRoom, error) {
 		if st.Type == "" {
 			return nil, &FieldError{Field: field + ".type", Problem: "is required"}
 		}
+		if err := validateIdentifierText(field+".type", st.Type); err != nil {
+			return nil, err
+		}
 		if !isJSONObject(st.Content) {
 			return nil, &FieldError{Field: field + ".content", Problem: "must be an object"}
+		}
+		if err := checkCanonical(field+".content", st.Content); err != nil {
+			return nil, err
 		}
 		stateKey := ""
 		if st.StateKey != nil {
 			stateKey = *st.StateKey
+			if err := validateIdentifierText(field+".state_key", stateKey); err != nil {
+				return nil, err
+			}
 		}
 		evt := &event.Event{Type: event.Type{Type: st.Type, Class: event.StateEventType}, StateKey: &stateKey}
 		evt.Content.VeryRaw = st.Content
@@ -368,9 +380,15 @@ func (b *createRoomBody) toRequest() (*mautrix.ReqCreateRoom, error) {
 		if !isJSONObject(b.PowerLevelContentOverride) {
 			return nil, &FieldError{Field: "power_level_content_override", Problem: "must be an object"}
 		}
+		if err := checkCanonical("power_level_content_override", b.PowerLevelContentOverride); err != nil {
+			return nil, err
+		}
 		var pl event.PowerLevelsEventContent
 		if err := json.Unmarshal(b.PowerLevelContentOverride, &pl); err != nil {
 			return nil, &FieldError{Field: "power_level_content_override", Problem: "is not valid power levels content: " + err.Error()}
+		}
+		if err := keepsTheBotInCharge(&pl, botID); err != nil {
+			return nil, err
 		}
 		req.PowerLevelOverride = &pl
 	}
@@ -378,7 +396,12 @@ func (b *createRoomBody) toRequest() (*mautrix.ReqCreateRoom, error) {
 		if !isJSONObject(b.CreationContent) {
 			return nil, &FieldError{Field: "creation_content", Problem: "must be an object"}
 		}
-		_ = json.Unmarshal(b.CreationContent, &req.CreationContent)
+		if err := checkCanonical("creation_content", b.CreationContent); err != nil {
+			return nil, err
+		}
+		dec := json.NewDecoder(bytes.NewReader(b.CreationContent))
+		dec.UseNumber() // integers stay exact
+		_ = dec.Decode(&req.CreationContent)
 	}
 	return req, nil
 }
@@ -393,7 +416,7 @@ func (s *Service) handleCreateRoom(w http.ResponseWriter, r *http.Request) {
 	if !internalapi.DecodeJSON(w, r, &body) {
 		return
 	}
-	req, err := body.toRequest()
+	req, err := body.toRequest(s.bot.UserID)
 	if err != nil {
 		writeError(w, r, err)
 		return
@@ -407,7 +430,9 @@ func (s *Service) handleCreateRoom(w http.ResponseWriter, r *http.Request) {
 		// namespaces (#city_*), and those belong to city rooms.
 		writeError(w, r, &FieldError{Field: "room_alias_name", Problem: "is refused by the homeserver: the bridge may create only aliases in its namespace, which city rooms own (" + httpErrMessage(err) + ")"})
 		return
-	} else if isMatrixCode(err, "M_BAD_JSON") || isMatrixCode(err, "M_INVALID_PARAM") || isMatrixCode(err, "M_UNSUPPORTED_ROOM_VERSION") {
+	} else if isMatrixCode(err, "M_BAD_JSON") || isMatrixCode(err, "M_INVALID_PARAM") || isMatrixCode(err, "M_UNSUPPORTED_ROOM_VERSION") || isMatrixCode(err, "M_FORBIDDEN") {
+		// M_FORBIDDEN: the request's own initial state breaks its power
+		// levels (what keepsTheBotInCharge does not foresee).
 		var httpErr mautrix.HTTPError
 		errors.As(err, &httpErr)
 		internalapi.WriteError(w, http.StatusBadRequest, httpErr.RespError.ErrCode, "the homeserver refused the room: "+httpErr.RespError.Err)
@@ -430,6 +455,49 @@ func (s *Service) handleCreateRoom(w http.ResponseWriter, r *http.Request) {
 		RoomID    id.RoomID     `json:"room_id"`
 		RoomAlias *id.RoomAlias `json:"room_alias"`
 	}{resp.RoomID, alias})
+}
+
+// validateIdentifierText checks a type or state key: at most 255 bytes (the
+// spec's bound) and no control characters, which the homeserver may accept
+// but the bridge's own log could only index with a stand-in.
+func validateIdentifierText(field, v string) error {
+	if len(v) > 255 || strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return &FieldError{Field: field, Problem: "must be at most 255 bytes without control characters"}
+	}
+	return nil
+}
+
+// keepsTheBotInCharge refuses a power level override that would lock the
+// bridge bot out of the room it creates: the homeserver refuses the room's
+// own initial state then (403), after part of it exists.
+func keepsTheBotInCharge(pl *event.PowerLevelsEventContent, botID id.UserID) error {
+	const field = "power_level_content_override"
+	for userID := range pl.Users {
+		if _, _, err := userID.Parse(); err != nil {
+			return &FieldError{Field: field + ".users", Problem: "has a key that is not a Matrix user id: " + string(userID)}
+		}
+	}
+	// The homeserver puts the override over its defaults key by key: a
+	// `users` without the bot leaves it at users_default.
+	bot := 100
+	if level, ok := pl.Users[botID]; ok {
+		bot = level
+	} else if pl.Users != nil {
+		bot = pl.UsersDefault
+	}
+	if bot < 100 {
+		return &FieldError{Field: field + ".users", Problem: "must leave the bridge bot " + botID.String() + " at 100"}
+	}
+	required := map[string]int{"state_default": pl.StateDefault(), "ban": pl.Ban(), "kick": pl.Kick(), "redact": pl.Redact(), "invite": pl.Invite()}
+	for evtType, level := range pl.Events {
+		required["events."+evtType] = level
+	}
+	for what, level := range required {
+		if level > bot {
+			return &FieldError{Field: field + "." + what, Problem: "asks more than the bridge bot's 100, so it could not set the room up"}
+		}
+	}
+	return nil
 }
 
 func httpErrMessage(err error) string {

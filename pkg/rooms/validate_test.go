@@ -113,9 +113,31 @@ func TestCreateRoomBodyValidation(t *testing.T) {
 		{"power levels not object", createRoomBody{PowerLevelContentOverride: []byte(`5`)}, "power_level_content_override"},
 		{"power levels wrong type", createRoomBody{PowerLevelContentOverride: []byte(`{"users_default":"x"}`)}, "power_level_content_override"},
 		{"creation content not object", createRoomBody{CreationContent: []byte(`"x"`)}, "creation_content"},
+		// What a homeserver cannot sign (canonical JSON) is a 400 here, not
+		// the homeserver's 500 (Dendrite) after the room exists.
+		{"a fraction", createRoomBody{CreationContent: []byte(`{"x":1.5}`)}, "creation_content"},
+		{"an exponent", createRoomBody{InitialState: []stateEvent{{Type: "m.x", Content: []byte(`{"n":1e3}`)}}}, "initial_state[0].content"},
+		{"minus zero", createRoomBody{CreationContent: []byte(`{"x":-0}`)}, "creation_content"},
+		{"past 2^53-1", createRoomBody{CreationContent: []byte(`{"x":9007199254740992}`)}, "creation_content"},
+		{"2^53-1 is fine", createRoomBody{CreationContent: []byte(`{"x":9007199254740991,"y":-9007199254740991}`)}, ""},
+		{"a key with a control character", createRoomBody{InitialState: []stateEvent{{Type: "m.x", Content: []byte(`{"a":1}`)}}}, "initial_state[0].content"},
+		{"a key with a quote", createRoomBody{CreationContent: []byte(`{"a"b":1}`)}, "creation_content"},
+		{"a value with a quote is fine", createRoomBody{CreationContent: []byte(`{"ab":"a\"b\\c\n"}`)}, ""},
+		{"a nested key", createRoomBody{PowerLevelContentOverride: []byte(`{"events":{"m.x\\y":50}}`)}, "power_level_content_override"},
+		// Types and state keys the log can index as they are.
+		{"NUL in a type", createRoomBody{InitialState: []stateEvent{{Type: "m.\x00x", Content: []byte(`{}`)}}}, "initial_state[0].type"},
+		{"a type past 255 bytes", createRoomBody{InitialState: []stateEvent{{Type: strings.Repeat("t", 256), Content: []byte(`{}`)}}}, "initial_state[0].type"},
+		{"a newline in a state key", createRoomBody{InitialState: []stateEvent{{Type: "m.x", StateKey: ptr("a\nb"), Content: []byte(`{}`)}}}, "initial_state[0].state_key"},
+		// Power levels that would lock the bot out of its own room.
+		{"the bot below 100", createRoomBody{PowerLevelContentOverride: []byte(`{"users":{"@bot:daarion.test":50}}`)}, "power_level_content_override.users"},
+		{"users without the bot", createRoomBody{PowerLevelContentOverride: []byte(`{"users":{"@alice:daarion.test":100}}`)}, "power_level_content_override.users"},
+		{"a users key that is no user id", createRoomBody{PowerLevelContentOverride: []byte(`{"users":{"nobody":50}}`)}, "power_level_content_override.users"},
+		{"state events past the bot", createRoomBody{PowerLevelContentOverride: []byte(`{"state_default":101}`)}, "power_level_content_override.state_default"},
+		{"an event past the bot", createRoomBody{PowerLevelContentOverride: []byte(`{"events":{"m.room.name":150}}`)}, "power_level_content_override.events.m.room.name"},
+		{"others at 100 is fine", createRoomBody{PowerLevelContentOverride: []byte(`{"users":{"@bot:daarion.test":100,"@alice:daarion.test":100},"ban":100}`)}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := tc.body.toRequest()
+			_, err := tc.body.toRequest("@bot:daarion.test")
 			var fe *FieldError
 			if tc.field == "" && err != nil {
 				t.Errorf("unexpected error %v", err)
