@@ -8,7 +8,6 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
-
 )
 
 // A client can make the homeserver create a state event whose type holds NUL,

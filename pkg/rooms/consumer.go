@@ -44,7 +44,7 @@ var joinRetryDelay = time.Second
 // joinReplacement joins the bot to a tombstone's replacement room. A 4xx is
 // a refusal for good (parked). A 5xx is the homeserver failing — unless it
 // fails this join twice while it answers otherwise: Dendrite answers a join
-// of a room that does not exist with 500 ("unsupported room version ''") for
+// of a room that does not exist with 500 ("unsupported room version ”") for
 // ever, which would hold the rooms consumer at the tombstone for good, so
 // that is taken as a refusal too (parked, and retried on request).
 func (s *Service) joinReplacement(ctx context.Context, roomID id.RoomID) error {
