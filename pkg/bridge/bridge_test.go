@@ -126,7 +126,7 @@ func TestStopFinishesTheTransactionInFlight(t *testing.T) {
 func TestOwnTransactionsWakeTheLeader(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
 		cfg := testConfig(tdb)
-		cfg.Database.PollInterval = "1h"
+		cfg.Database.PollInterval = config.NewDuration("1h")
 		b := New(cfg, zerolog.Nop())
 		if err := b.Start(context.Background()); err != nil {
 			t.Fatal(err)

@@ -109,14 +109,11 @@ type Database struct {
 	// PollInterval is how often the leader's journal indexer and consumers,
 	// and every process's waiting syncs, read the database for what another
 	// bridge process wrote; what this process writes wakes them at once.
-	PollInterval string `yaml:"poll_interval"`
+	PollInterval Duration `yaml:"poll_interval"`
 }
 
-// Poll parses PollInterval (validated).
-func (d Database) Poll() time.Duration {
-	v, _ := time.ParseDuration(d.PollInterval)
-	return v
-}
+// Poll is PollInterval (validated).
+func (d Database) Poll() time.Duration { return d.PollInterval.Duration }
 
 // minPollInterval bounds how hard an idle bridge reads its database.
 const minPollInterval = 10 * time.Millisecond
@@ -168,7 +165,7 @@ type Rooms struct {
 	// CreateOnAliasQuery lets a user joining an unknown #city_<slug> create it.
 	CreateOnAliasQuery bool `yaml:"create_on_alias_query"`
 	// MetadataCacheTTL bounds how long room metadata is served from the cache.
-	MetadataCacheTTL string `yaml:"metadata_cache_ttl"`
+	MetadataCacheTTL Duration `yaml:"metadata_cache_ttl"`
 }
 
 // Agents (agent ghosts) is in agents.go.
@@ -185,9 +182,9 @@ type Delivery struct {
 	NATSURL          string `yaml:"nats_url"`
 	// WebhookRetryWindow is how long a failing delivery is retried before it
 	// goes to the dead-letter list.
-	WebhookRetryWindow string `yaml:"webhook_retry_window"`
+	WebhookRetryWindow Duration `yaml:"webhook_retry_window"`
 	// WebhookMaxBackoff caps the wait between two attempts.
-	WebhookMaxBackoff string `yaml:"webhook_max_backoff"`
+	WebhookMaxBackoff Duration `yaml:"webhook_max_backoff"`
 	// WebhookWorkers is how many (subscription, room) queues are delivered at once.
 	WebhookWorkers int `yaml:"webhook_workers"`
 	// WebhookAllowLinkLocal allows webhook URLs on link-local and cloud
@@ -198,17 +195,11 @@ type Delivery struct {
 	MaxSubscriptionsPerService int `yaml:"max_subscriptions_per_service"`
 }
 
-// RetryWindow parses WebhookRetryWindow (validated).
-func (d Delivery) RetryWindow() time.Duration {
-	v, _ := time.ParseDuration(d.WebhookRetryWindow)
-	return v
-}
+// RetryWindow is WebhookRetryWindow (validated).
+func (d Delivery) RetryWindow() time.Duration { return d.WebhookRetryWindow.Duration }
 
-// MaxBackoff parses WebhookMaxBackoff (validated).
-func (d Delivery) MaxBackoff() time.Duration {
-	v, _ := time.ParseDuration(d.WebhookMaxBackoff)
-	return v
-}
+// MaxBackoff is WebhookMaxBackoff (validated).
+func (d Delivery) MaxBackoff() time.Duration { return d.WebhookMaxBackoff.Duration }
 
 // Metrics is the Prometheus listener; empty Listen turns it off.
 type Metrics struct {
@@ -252,7 +243,7 @@ func Default() *Config {
 		},
 		Health:    Health{MaxJournalBacklog: 1000, MaxConsumerLag: 100000},
 		Retention: defaultRetention(),
-		Database:  Database{URL: "sqlite:daarion-bridge.db", PollInterval: "1s"},
+		Database:  Database{URL: "sqlite:daarion-bridge.db", PollInterval: NewDuration("1s")},
 		InternalAPI: InternalAPI{
 			Host:         "127.0.0.1",
 			Port:         7025,
@@ -263,11 +254,11 @@ func Default() *Config {
 		Rooms: Rooms{
 			HistoryVisibility: "shared",
 			GuestAccess:       "forbidden",
-			MetadataCacheTTL:  "5m",
+			MetadataCacheTTL:  NewDuration("5m"),
 		},
 		Agents:      defaultAgents(),
 		Media:       Media{MaxUploadBytes: 50 << 20},
-		Delivery:    Delivery{WebhookTimeoutMS: 5000, SyncTimeoutMS: 30000, WebhookRetryWindow: "24h", WebhookMaxBackoff: "1h", WebhookWorkers: 8, MaxSubscriptionsPerService: 100},
+		Delivery:    Delivery{WebhookTimeoutMS: 5000, SyncTimeoutMS: 30000, WebhookRetryWindow: NewDuration("24h"), WebhookMaxBackoff: NewDuration("1h"), WebhookWorkers: 8, MaxSubscriptionsPerService: 100},
 		Logging:     Logging{Level: "info", Format: "json"},
 		Permissions: map[string]string{},
 	}
@@ -478,7 +469,7 @@ func (cfg *Config) Validate() error {
 	if cfg.Database.MaxIdleConns < 0 {
 		fail("database.max_idle_conns", "must not be negative")
 	}
-	if d, err := time.ParseDuration(cfg.Database.PollInterval); err != nil || d < minPollInterval {
+	if d := cfg.Database.PollInterval; !d.Valid() || d.Duration < minPollInterval {
 		fail("database.poll_interval", "must be a duration of at least %v such as 1s, got %q", minPollInterval, cfg.Database.PollInterval)
 	}
 
@@ -534,7 +525,7 @@ func (cfg *Config) Validate() error {
 	default:
 		fail("rooms.guest_access", "must be can_join or forbidden, got %q", cfg.Rooms.GuestAccess)
 	}
-	if d, err := time.ParseDuration(cfg.Rooms.MetadataCacheTTL); err != nil || d <= 0 {
+	if d := cfg.Rooms.MetadataCacheTTL; !d.Valid() || d.Duration <= 0 {
 		fail("rooms.metadata_cache_ttl", "must be a positive duration such as 5m, got %q", cfg.Rooms.MetadataCacheTTL)
 	}
 
@@ -547,10 +538,10 @@ func (cfg *Config) Validate() error {
 	if cfg.Delivery.WebhookTimeoutMS < 1 {
 		fail("delivery.webhook_timeout_ms", "must be positive, got %d", cfg.Delivery.WebhookTimeoutMS)
 	}
-	if d, err := time.ParseDuration(cfg.Delivery.WebhookRetryWindow); err != nil || d <= 0 {
+	if d := cfg.Delivery.WebhookRetryWindow; !d.Valid() || d.Duration <= 0 {
 		fail("delivery.webhook_retry_window", "must be a positive duration such as 24h, got %q", cfg.Delivery.WebhookRetryWindow)
 	}
-	if d, err := time.ParseDuration(cfg.Delivery.WebhookMaxBackoff); err != nil || d <= 0 {
+	if d := cfg.Delivery.WebhookMaxBackoff; !d.Valid() || d.Duration <= 0 {
 		fail("delivery.webhook_max_backoff", "must be a positive duration such as 1h, got %q", cfg.Delivery.WebhookMaxBackoff)
 	}
 	if cfg.Delivery.WebhookWorkers < 1 || cfg.Delivery.WebhookWorkers > 256 {

@@ -8,20 +8,21 @@ type Retention struct {
 	// Events: an event is deleted from the log this long after it was
 	// received, once every consumer has passed it. A sync since older than
 	// what is kept is answered 400 (start again without since).
-	Events string `yaml:"events"`
+	Events Duration `yaml:"events"`
 	// Transactions: the record of a transaction id (retries, counts).
-	Transactions string `yaml:"transactions"`
+	Transactions Duration `yaml:"transactions"`
 	// Sent: the record of an event the bridge sent, and a completed
 	// Idempotency-Key (a retry after this long sends again).
-	Sent string `yaml:"sent"`
+	Sent Duration `yaml:"sent"`
 	// DeadLetters: a webhook dead letter not redelivered.
-	DeadLetters string `yaml:"dead_letters"`
+	DeadLetters Duration `yaml:"dead_letters"`
 	// Interval: how often the leader prunes.
-	Interval string `yaml:"interval"`
+	Interval Duration `yaml:"interval"`
 }
 
 func defaultRetention() Retention {
-	return Retention{Events: "168h", Transactions: "168h", Sent: "720h", DeadLetters: "720h", Interval: "10m"}
+	return Retention{Events: NewDuration("168h"), Transactions: NewDuration("168h"), Sent: NewDuration("720h"),
+		DeadLetters: NewDuration("720h"), Interval: NewDuration("10m")}
 }
 
 // Durations of the retention keys (validated; empty is the default); 0
@@ -36,27 +37,29 @@ func (r Retention) DeadLettersFor() time.Duration {
 }
 func (r Retention) Every() time.Duration { return orDefault(r.Interval, defaultRetention().Interval) }
 
-func orDefault(s, def string) time.Duration {
-	if s == "" {
-		s = def
+func orDefault(d, def Duration) time.Duration {
+	if d.String() == "" {
+		return def.Duration
 	}
-	d, _ := time.ParseDuration(s)
-	return d
+	return d.Duration
 }
 
 func (r Retention) validate(fail func(key, format string, args ...any)) {
-	for _, k := range []struct{ key, value string }{
+	for _, k := range []struct {
+		key   string
+		value Duration
+	}{
 		{"retention.events", r.Events}, {"retention.transactions", r.Transactions},
 		{"retention.sent", r.Sent}, {"retention.dead_letters", r.DeadLetters},
 	} {
-		if k.value == "" {
+		if k.value.String() == "" {
 			continue
 		}
-		if d, err := time.ParseDuration(k.value); err != nil || d < 0 {
+		if !k.value.Valid() || k.value.Duration < 0 {
 			fail(k.key, "must be a duration such as 168h (0 keeps for ever), got %q", k.value)
 		}
 	}
-	if d, err := time.ParseDuration(r.Interval); r.Interval != "" && (err != nil || d < time.Second) {
+	if d := r.Interval; d.String() != "" && (!d.Valid() || d.Duration < time.Second) {
 		fail("retention.interval", "must be a duration of at least 1s such as 10m, got %q", r.Interval)
 	}
 }

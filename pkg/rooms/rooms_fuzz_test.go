@@ -389,7 +389,7 @@ func FuzzListQuery(f *testing.F) {
 		f.Add(q)
 	}
 	store, checker := openFuzzStore(f)
-	svc, err := NewService(store, nil, fuzzServer, config.Rooms{MetadataCacheTTL: "5m"})
+	svc, err := NewService(store, nil, fuzzServer, config.Rooms{MetadataCacheTTL: config.NewDuration("5m")})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -445,7 +445,7 @@ func FuzzListQuery(f *testing.F) {
 // the query: the API answered 500. Both are 400s now, on both databases.
 func TestRoomInputsThatCannotBeStored(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
-		svc, err := NewService(openStore(t, tdb), nil, fuzzServer, config.Rooms{MetadataCacheTTL: "5m"})
+		svc, err := NewService(openStore(t, tdb), nil, fuzzServer, config.Rooms{MetadataCacheTTL: config.NewDuration("5m")})
 		if err != nil {
 			t.Fatal(err)
 		}

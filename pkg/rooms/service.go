@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
@@ -36,10 +35,10 @@ type Service struct {
 
 // NewService builds the rooms service. The bot acts for the bridge.
 func NewService(store *Store, bot *appservice.IntentAPI, serverName string, cfg config.Rooms) (*Service, error) {
-	ttl, err := time.ParseDuration(cfg.MetadataCacheTTL)
-	if err != nil {
-		return nil, fmt.Errorf("rooms.metadata_cache_ttl: %w", err)
+	if !cfg.MetadataCacheTTL.Valid() {
+		return nil, fmt.Errorf("rooms.metadata_cache_ttl: %q is not a duration", cfg.MetadataCacheTTL)
 	}
+	ttl := cfg.MetadataCacheTTL.Duration
 	s := &Service{store: store, bot: bot, serverName: serverName, cfg: cfg}
 	if bot != nil {
 		s.direct = NewDirectChats(bot.Client)
