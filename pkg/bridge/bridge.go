@@ -168,7 +168,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 	policy := webhook.Policy{AllowLinkLocal: cfg.Delivery.WebhookAllowLinkLocal, MaxPerService: cfg.Delivery.MaxSubscriptionsPerService}
 	b.Webhooks = webhook.NewDeliverer(webhookStore, webhook.DelivererOptions{
 		Workers:     cfg.Delivery.WebhookWorkers,
-		Timeout:     time.Duration(cfg.Delivery.WebhookTimeoutMS) * time.Millisecond,
+		Timeout:     cfg.Delivery.WebhookTimeout(),
 		RetryWindow: cfg.Delivery.RetryWindow(),
 		MaxBackoff:  cfg.Delivery.MaxBackoff(),
 		Policy:      policy,
@@ -179,7 +179,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 	b.Rooms.RegisterRoutes(b.InternalAPI)
 	b.Messaging.RegisterRoutes(b.InternalAPI)
 	b.Sync = syncapi.New(b.EventLog, syncapi.Options{
-		MaxTimeout:   time.Duration(cfg.Delivery.SyncTimeoutMS) * time.Millisecond,
+		MaxTimeout:   cfg.Delivery.SyncTimeout(),
 		PollInterval: cfg.Database.Poll(),
 	})
 	b.Sync.RegisterRoutes(b.InternalAPI)

@@ -73,7 +73,7 @@ func metricsTimeouts() serverTimeouts {
 // syncMaxTimeout is the longest sync long-poll: delivery.sync_timeout_ms, or
 // the sync API's default when that is 0 (as syncapi.New reads it).
 func syncMaxTimeout(cfg *config.Config) time.Duration {
-	if d := time.Duration(cfg.Delivery.SyncTimeoutMS) * time.Millisecond; d > 0 {
+	if d := cfg.Delivery.SyncTimeout(); d > 0 {
 		return d
 	}
 	return syncapi.DefaultMaxTimeout

@@ -195,6 +195,17 @@ type Delivery struct {
 	MaxSubscriptionsPerService int `yaml:"max_subscriptions_per_service"`
 }
 
+// WebhookTimeout is WebhookTimeoutMS (WEBHOOK_TIMEOUT_MS, a whole number of
+// milliseconds as the platform's deployments write it).
+func (d Delivery) WebhookTimeout() time.Duration {
+	return time.Duration(d.WebhookTimeoutMS) * time.Millisecond
+}
+
+// SyncTimeout is SyncTimeoutMS (SYNC_TIMEOUT_MS, milliseconds).
+func (d Delivery) SyncTimeout() time.Duration {
+	return time.Duration(d.SyncTimeoutMS) * time.Millisecond
+}
+
 // RetryWindow is WebhookRetryWindow (validated).
 func (d Delivery) RetryWindow() time.Duration { return d.WebhookRetryWindow.Duration }
 
