@@ -43,31 +43,17 @@ type ForbiddenError struct{ Message string }
 
 func (e *ForbiddenError) Error() string { return e.Message }
 
+// APIError is the answer: 403 M_FORBIDDEN.
+func (e *ForbiddenError) APIError() *internalapi.Error { return internalapi.Forbidden(e.Message) }
+
 // UserInUseError is a 409 M_USER_IN_USE.
 type UserInUseError struct{ UserID id.UserID }
 
 func (e *UserInUseError) Error() string { return e.UserID.String() + " is already registered" }
 
-// writeError answers an error in the API's shapes.
-func writeError(w http.ResponseWriter, r *http.Request, err error) {
-	var (
-		fieldErr  *identity.FieldError
-		forbidden *ForbiddenError
-		inUse     *UserInUseError
-		matrixErr *MatrixError
-	)
-	switch {
-	case errors.As(err, &fieldErr):
-		internalapi.WriteFieldError(w, fieldErr.Field, fieldErr.Problem)
-	case errors.As(err, &forbidden):
-		internalapi.WriteError(w, http.StatusForbidden, internalapi.ErrForbidden, forbidden.Message)
-	case errors.As(err, &inUse):
-		internalapi.WriteError(w, http.StatusConflict, "M_USER_IN_USE", inUse.Error())
-	case errors.As(err, &matrixErr):
-		internalapi.WriteJSON(w, matrixErr.Status, map[string]string{"error": "matrix_unavailable", "detail": matrixErr.Detail})
-	default:
-		internalapi.WriteInternalError(w, r, err)
-	}
+// APIError is the answer: 409 M_USER_IN_USE.
+func (e *UserInUseError) APIError() *internalapi.Error {
+	return internalapi.Conflict("M_USER_IN_USE", e.Error())
 }
 
 // GhostAgentID reads the agent id of a ghost from a Matrix user id
@@ -145,52 +131,48 @@ func validateAvatarURL(field, uri string) error {
 	return nil
 }
 
-func (s *Service) handleSetDisplayName(w http.ResponseWriter, r *http.Request) {
-	s.handleSetProfile(w, r, "display_name", validateDisplayName, func(agentID, value string) error {
+func (s *Service) handleSetDisplayName(w http.ResponseWriter, r *http.Request) error {
+	return s.handleSetProfile(w, r, "display_name", validateDisplayName, func(agentID, value string) error {
 		return s.SetProfile(r.Context(), agentID, &value, nil)
 	})
 }
 
-func (s *Service) handleSetAvatar(w http.ResponseWriter, r *http.Request) {
-	s.handleSetProfile(w, r, "avatar_url", validateAvatarURL, func(agentID, value string) error {
+func (s *Service) handleSetAvatar(w http.ResponseWriter, r *http.Request) error {
+	return s.handleSetProfile(w, r, "avatar_url", validateAvatarURL, func(agentID, value string) error {
 		return s.SetProfile(r.Context(), agentID, nil, &value)
 	})
 }
 
 // handleSetProfile reads {field: value}, checks both, and applies it.
 func (s *Service) handleSetProfile(w http.ResponseWriter, r *http.Request, field string,
-	validate func(field, value string) error, apply func(agentID, value string) error) {
+	validate func(field, value string) error, apply func(agentID, value string) error) error {
 	raw, _ := internalapi.PathVar(r, "userId")
 	agentID, err := s.GhostAgentID("userId", raw)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	var body map[string]*string
-	if !internalapi.DecodeJSON(w, r, &body) {
-		return
+	if err := internalapi.DecodeJSON(r, &body); err != nil {
+		return err
 	}
 	for key := range body {
 		if key != field {
-			internalapi.WriteError(w, http.StatusBadRequest, internalapi.ErrBadJSON, key+": unknown field")
-			return
+			return internalapi.NewError(http.StatusBadRequest, internalapi.ErrBadJSON, key+": unknown field")
 		}
 	}
 	value := body[field]
 	if value == nil {
-		internalapi.WriteFieldError(w, field, "is required")
-		return
+		return internalapi.InvalidField(field, "is required")
 	}
 	if err = validate(field, *value); err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	if err = apply(agentID, *value); err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	zerolog.Ctx(r.Context()).Info().Str("agent_id", agentID).Str("field", field).Msg("Agent profile updated")
 	internalapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "updated"})
+	return nil
 }
 
 // registrar registers users for POST /internal/matrix/register-user.
@@ -274,48 +256,43 @@ func (req *RegisterUserRequest) validate(isAgent bool) error {
 	return nil
 }
 
-func (reg *registrar) handleRegisterUser(w http.ResponseWriter, r *http.Request) {
+func (reg *registrar) handleRegisterUser(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	var req RegisterUserRequest
-	if !internalapi.DecodeJSON(w, r, &req) {
-		return
+	if err := internalapi.DecodeJSON(r, &req); err != nil {
+		return err
 	}
 	agentID, isAgent, err := reg.s.classifyUsername(req.Username)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	svc := internalapi.ServiceFrom(ctx)
 	if isAgent && !svc.Has(internalapi.ScopeAgents) {
-		writeError(w, r, &ForbiddenError{Message: fmt.Sprintf("service %q lacks the %q scope needed to register an agent", svc.Name, internalapi.ScopeAgents)})
-		return
+		return &ForbiddenError{Message: fmt.Sprintf("service %q lacks the %q scope needed to register an agent", svc.Name, internalapi.ScopeAgents)}
 	} else if !isAgent && !svc.Has(internalapi.ScopeAdmin) {
-		writeError(w, r, &ForbiddenError{Message: fmt.Sprintf("service %q lacks the %q scope needed to register a user outside the agents' namespace", svc.Name, internalapi.ScopeAdmin)})
-		return
+		return &ForbiddenError{Message: fmt.Sprintf("service %q lacks the %q scope needed to register a user outside the agents' namespace", svc.Name, internalapi.ScopeAdmin)}
 	}
 	if err = req.validate(isAgent); err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	var resp *RegisterUserResponse
 	if isAgent {
 		resp, err = reg.registerAgent(ctx, agentID, &req)
 	} else {
 		if reg.sharedSecret == "" {
-			internalapi.WriteError(w, http.StatusNotImplemented, internalapi.ErrUnrecognized,
+			return internalapi.NewError(http.StatusNotImplemented, internalapi.ErrUnrecognized,
 				"registering users outside the agents' namespace needs the homeserver's shared secret: homeserver.registration_shared_secret is not configured")
-			return
 		}
 		resp, err = reg.registerHuman(ctx, &req)
 	}
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	// Neither the password nor the access token is ever logged.
 	zerolog.Ctx(ctx).Info().Stringer("user_id", resp.UserID).Bool("agent", isAgent).Bool("admin", req.Admin).
 		Strs("warnings", resp.Warnings).Msg("Registered a user")
 	internalapi.WriteJSON(w, http.StatusOK, resp)
+	return nil
 }
 
 // registerAgent registers an agent's ghost through the appservice, with a

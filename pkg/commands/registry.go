@@ -128,9 +128,8 @@ func userErrorf(format string, args ...any) error {
 
 func isUserError(err error) bool {
 	var ue *userError
-	var roomField *rooms.FieldError
-	var idField *identity.FieldError
-	return errors.As(err, &ue) || errors.As(err, &roomField) || errors.As(err, &idField) || errors.Is(err, rooms.ErrNotFound)
+	var fieldErr *identity.FieldError
+	return errors.As(err, &ue) || errors.As(err, &fieldErr) || errors.Is(err, rooms.ErrNotFound)
 }
 
 func refusal(name string, level Level) string {

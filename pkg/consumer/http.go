@@ -22,18 +22,16 @@ func RegisterParkedRoutes(api *internalapi.API, store *ParkedStore, names func()
 		}
 		return false
 	}
-	api.Handle(http.MethodGet, "/internal/matrix/parked-events", internalapi.ScopeAdmin, func(w http.ResponseWriter, r *http.Request) {
+	api.Handle(http.MethodGet, "/internal/matrix/parked-events", internalapi.ScopeAdmin, func(w http.ResponseWriter, r *http.Request) error {
 		q := r.URL.Query()
 		opts := ListOptions{Consumer: q.Get("consumer"), Limit: 100}
 		if opts.Consumer != "" && !known(opts.Consumer) {
-			internalapi.WriteFieldError(w, "consumer", "is not a consumer of this bridge")
-			return
+			return internalapi.InvalidField("consumer", "is not a consumer of this bridge")
 		}
 		if v := q.Get("limit"); v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > maxListLimit {
-				internalapi.WriteFieldError(w, "limit", "must be an integer from 1 to "+strconv.Itoa(maxListLimit))
-				return
+				return internalapi.InvalidField("limit", "must be an integer from 1 to "+strconv.Itoa(maxListLimit))
 			}
 			opts.Limit = n
 		}
@@ -42,15 +40,13 @@ func RegisterParkedRoutes(api *internalapi.API, store *ParkedStore, names func()
 			name, pos, ok := cutLast(v)
 			n, err := strconv.ParseInt(pos, 10, 64)
 			if !ok || err != nil || n < 0 || !known(name) {
-				internalapi.WriteFieldError(w, "after", "must be a next_after value of an earlier page")
-				return
+				return internalapi.InvalidField("after", "must be a next_after value of an earlier page")
 			}
 			opts.AfterConsumer, opts.AfterPosition = name, n
 		}
 		list, err := store.List(r.Context(), opts)
 		if err != nil {
-			internalapi.WriteInternalError(w, r, err)
-			return
+			return err
 		}
 		resp := map[string]any{"parked_events": list}
 		if len(list) == opts.Limit {
@@ -61,32 +57,30 @@ func RegisterParkedRoutes(api *internalapi.API, store *ParkedStore, names func()
 			resp["parked_events"] = []*ParkedEvent{}
 		}
 		internalapi.WriteJSON(w, http.StatusOK, resp)
+		return nil
 	})
-	api.Handle(http.MethodPost, "/internal/matrix/parked-events/{consumer}/retry", internalapi.ScopeAdmin, func(w http.ResponseWriter, r *http.Request) {
+	api.Handle(http.MethodPost, "/internal/matrix/parked-events/{consumer}/retry", internalapi.ScopeAdmin, func(w http.ResponseWriter, r *http.Request) error {
 		name, ok := internalapi.PathVar(r, "consumer")
 		if !ok || !known(name) {
-			internalapi.WriteError(w, http.StatusNotFound, "M_NOT_FOUND", "no such consumer")
-			return
+			return internalapi.NotFound("no such consumer")
 		}
 		var position int64
 		if v := r.URL.Query().Get("position"); v != "" {
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil || n < 1 {
-				internalapi.WriteFieldError(w, "position", "must be a positive integer (the parked event's position)")
-				return
+				return internalapi.InvalidField("position", "must be a positive integer (the parked event's position)")
 			}
 			position = n
 		}
 		n, err := store.RequestRetry(r.Context(), name, position)
 		if err != nil {
-			internalapi.WriteInternalError(w, r, err)
-			return
+			return err
 		}
 		if n == 0 && position != 0 {
-			internalapi.WriteError(w, http.StatusNotFound, "M_NOT_FOUND", "no parked event at that position")
-			return
+			return internalapi.NotFound("no parked event at that position")
 		}
 		internalapi.WriteJSON(w, http.StatusAccepted, map[string]int64{"retry_requested": n})
+		return nil
 	})
 }
 

@@ -10,9 +10,10 @@ import (
 // and the handler sees which it has.
 func TestHandleAnyScope(t *testing.T) {
 	f := newFixture(t, nil)
-	f.api.HandleAnyScope(http.MethodGet, "/v1/either", []Scope{ScopeRooms, ScopeSubscriptions}, func(w http.ResponseWriter, r *http.Request) {
+	f.api.HandleAnyScope(http.MethodGet, "/v1/either", []Scope{ScopeRooms, ScopeSubscriptions}, func(w http.ResponseWriter, r *http.Request) error {
 		svc := ServiceFrom(r.Context())
 		WriteJSON(w, http.StatusOK, map[string]bool{"rooms": svc.Has(ScopeRooms), "subscriptions": svc.Has(ScopeSubscriptions)})
+		return nil
 	})
 	for _, tc := range []struct {
 		token  string
@@ -30,8 +31,9 @@ func TestHandleAnyScope(t *testing.T) {
 			t.Errorf("token %q: %d %s, want %d %s", tc.token, rec.Code, rec.Body, tc.status, tc.body)
 		}
 	}
-	f.api.HandleAnyScope(http.MethodGet, "/v1/admin-or-agents", []Scope{ScopeAdmin, ScopeAgents}, func(w http.ResponseWriter, r *http.Request) {
+	f.api.HandleAnyScope(http.MethodGet, "/v1/admin-or-agents", []Scope{ScopeAdmin, ScopeAgents}, func(w http.ResponseWriter, r *http.Request) error {
 		t.Error("the handler ran for a service with neither scope")
+		return nil
 	})
 	rec := f.do(t, request{path: "/v1/admin-or-agents", token: roomsToken})
 	if rec.Code != 403 || !strings.Contains(rec.Body.String(), `lacks the scopes this route needs (one of [\"admin\" \"agents\"])`) {
@@ -44,7 +46,7 @@ func TestHandleAnyScope(t *testing.T) {
 					t.Errorf("HandleAnyScope(%v) did not panic", scopes)
 				}
 			}()
-			f.api.HandleAnyScope(http.MethodGet, "/v1/bad", scopes, func(http.ResponseWriter, *http.Request) {})
+			f.api.HandleAnyScope(http.MethodGet, "/v1/bad", scopes, func(http.ResponseWriter, *http.Request) error { return nil })
 		}()
 	}
 }

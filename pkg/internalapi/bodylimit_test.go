@@ -2,7 +2,6 @@ package internalapi
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,14 +16,13 @@ func TestHandleWithBodyLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	read := func(w http.ResponseWriter, r *http.Request) {
+	read := func(w http.ResponseWriter, r *http.Request) error {
 		n, err := io.Copy(io.Discard, r.Body)
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			WriteTooLarge(w, tooLarge.Limit)
-			return
+		if err != nil {
+			return err // *http.MaxBytesError: 413
 		}
 		WriteJSON(w, http.StatusOK, map[string]int64{"read": n})
+		return nil
 	}
 	api.Handle(http.MethodPost, "/small", ScopeRooms, read)
 	api.HandleWithBodyLimit(http.MethodPost, "/upload", ScopeMessaging, 8192, read)

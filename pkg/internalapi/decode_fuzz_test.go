@@ -177,11 +177,13 @@ func FuzzDecodeJSON(f *testing.F) {
 	var decoded any
 	var decodedOK bool
 	for i, shape := range fuzzShapes {
-		api.Handle(http.MethodPost, fmt.Sprintf("/decode/%d", i), ScopeRooms, func(w http.ResponseWriter, r *http.Request) {
+		api.Handle(http.MethodPost, fmt.Sprintf("/decode/%d", i), ScopeRooms, func(w http.ResponseWriter, r *http.Request) error {
 			decoded = shape()
-			if decodedOK = DecodeJSON(w, r, decoded); decodedOK {
+			err := DecodeJSON(r, decoded)
+			if decodedOK = err == nil; decodedOK {
 				WriteJSON(w, http.StatusOK, decoded)
 			}
+			return err
 		})
 	}
 

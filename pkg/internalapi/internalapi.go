@@ -3,19 +3,19 @@
 // authenticates the calling service, checks the route's scope, applies the
 // per-service rate limit, bounds request bodies, assigns request ids, turns
 // panics into 500s and writes one access-log line per request. Endpoint
-// handlers live in other packages and register through Handle.
+// handlers live in other packages and register through Handle; they write
+// their success and return their failure, which WriteError answers in the
+// API's one error model (Error, errors.go).
 package internalapi
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"net/url"
 	"runtime/debug"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -192,11 +192,11 @@ func New(opts Options) (*API, error) {
 	}
 
 	r := mux.NewRouter().UseEncodedPath()
-	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		WriteError(w, http.StatusNotFound, ErrUnrecognized, "unrecognized request")
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, r, NewError(http.StatusNotFound, ErrUnrecognized, "unrecognized request"))
 	})
-	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		WriteError(w, http.StatusMethodNotAllowed, ErrUnrecognized, "method not allowed")
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, r, NewError(http.StatusMethodNotAllowed, ErrUnrecognized, "method not allowed"))
 	})
 	a.Router = r
 	return a, nil
@@ -210,21 +210,22 @@ func newLimiter(rl config.RateLimit) *rate.Limiter {
 }
 
 // Handle registers an authenticated route that needs scope. The handler
-// finds the caller with ServiceFrom and its logger with zerolog.Ctx. Path
+// finds the caller with ServiceFrom and its logger with zerolog.Ctx; an
+// error it returns is answered by WriteError. Path
 // variables are matched on the escaped path: read them with PathVar.
 // An unknown scope or a nil handler panics.
-func (a *API) Handle(method, path string, scope Scope, h http.HandlerFunc) {
+func (a *API) Handle(method, path string, scope Scope, h HandlerFunc) {
 	if !knownScope(scope) {
 		panic(fmt.Sprintf("internalapi: route %s %s has unknown scope %q", method, path, scope))
 	}
-	a.handle(method, path, []Scope{scope}, h)
+	a.handle(method, path, []Scope{scope}, errorsOrNil(h))
 }
 
 // HandleAnyScope is Handle for a route a service may call with any one of
 // scopes; the handler decides what each scope allows (ServiceFrom(ctx).Has).
 // Used where the scope depends on the request, such as register-user
 // (agents for ghosts, admin for humans).
-func (a *API) HandleAnyScope(method, path string, scopes []Scope, h http.HandlerFunc) {
+func (a *API) HandleAnyScope(method, path string, scopes []Scope, h HandlerFunc) {
 	if len(scopes) == 0 {
 		panic(fmt.Sprintf("internalapi: route %s %s has no scopes", method, path))
 	}
@@ -233,7 +234,7 @@ func (a *API) HandleAnyScope(method, path string, scopes []Scope, h http.Handler
 			panic(fmt.Sprintf("internalapi: route %s %s has unknown scope %q", method, path, scope))
 		}
 	}
-	a.handle(method, path, slices.Clone(scopes), h)
+	a.handle(method, path, slices.Clone(scopes), errorsOrNil(h))
 }
 
 // HandlePublic registers a route without authentication or rate limit
@@ -244,11 +245,19 @@ func (a *API) HandlePublic(method, path string, h http.HandlerFunc) {
 
 // HandleWithBodyLimit is Handle for a route whose bodies may be larger (or
 // must be smaller) than the API's limit, such as media uploads.
-func (a *API) HandleWithBodyLimit(method, path string, scope Scope, maxBodyBytes int64, h http.HandlerFunc) {
+func (a *API) HandleWithBodyLimit(method, path string, scope Scope, maxBodyBytes int64, h HandlerFunc) {
 	if !knownScope(scope) {
 		panic(fmt.Sprintf("internalapi: route %s %s has unknown scope %q", method, path, scope))
 	}
-	a.bodyLimits[a.handle(method, path, []Scope{scope}, h)] = maxBodyBytes
+	a.bodyLimits[a.handle(method, path, []Scope{scope}, errorsOrNil(h))] = maxBodyBytes
+}
+
+// errorsOrNil is Errors(h), keeping a nil handler nil for handle to refuse.
+func errorsOrNil(h HandlerFunc) http.HandlerFunc {
+	if h == nil {
+		return nil
+	}
+	return Errors(h)
 }
 
 func (a *API) handle(method, path string, scopes []Scope, h http.HandlerFunc) *mux.Route {
@@ -312,7 +321,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// After the handler started its response, all that can be done
 			// is to log; the status logged is the one the client got.
 			if !rec.wroteHeader {
-				WriteError(rec, http.StatusInternalServerError, ErrInternal, "internal error")
+				WriteError(rec, r, internalError)
 			}
 		}
 		a.logAccess(logger, r.Method, info, rec.statusCode(), a.now().Sub(start))
@@ -320,7 +329,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	limit := a.bodyLimit(r)
 	if r.ContentLength > limit {
-		writeTooLarge(rec, limit)
+		WriteError(rec, r, TooLarge(limit))
 		return
 	}
 	r = r.WithContext(ctx)
@@ -371,12 +380,12 @@ func (a *API) route(path string, scopes []Scope, h http.HandlerFunc) http.Handle
 
 		token := r.Header.Get(HeaderToken)
 		if token == "" {
-			WriteError(w, http.StatusUnauthorized, ErrMissingToken, "missing "+HeaderToken+" header")
+			WriteError(w, r, NewError(http.StatusUnauthorized, ErrMissingToken, "missing "+HeaderToken+" header"))
 			return
 		}
 		i := findToken(token, a.tokens)
 		if i < 0 {
-			WriteError(w, http.StatusUnauthorized, ErrUnknownToken, "unknown service token")
+			WriteError(w, r, NewError(http.StatusUnauthorized, ErrUnknownToken, "unknown service token"))
 			return
 		}
 		known := a.tokens[i].service
@@ -386,7 +395,7 @@ func (a *API) route(path string, scopes []Scope, h http.HandlerFunc) http.Handle
 		logger = logger.With().Str("service", known.Name).Logger()
 
 		if ok, wait := a.allow(known.Name); !ok {
-			writeRateLimited(w, wait)
+			WriteError(w, r, RateLimited(wait))
 			return
 		}
 		if !slices.ContainsFunc(scopes, known.Has) {
@@ -394,7 +403,7 @@ func (a *API) route(path string, scopes []Scope, h http.HandlerFunc) http.Handle
 			if len(scopes) > 1 {
 				msg = fmt.Sprintf("service %q lacks the scopes this route needs (one of %q)", known.Name, scopes)
 			}
-			WriteError(w, http.StatusForbidden, ErrForbidden, msg)
+			WriteError(w, r, Forbidden(msg))
 			return
 		}
 
@@ -421,17 +430,6 @@ func (a *API) allow(service string) (bool, time.Duration) {
 		return false, wait
 	}
 	return true, 0
-}
-
-func writeRateLimited(w http.ResponseWriter, wait time.Duration) {
-	ms := max(int64(math.Ceil(float64(wait)/float64(time.Millisecond))), 1)
-	secs := max((ms+999)/1000, 1)
-	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
-	writeErrorBody(w, http.StatusTooManyRequests, errorBody{
-		Error:        ErrLimitExceeded,
-		Message:      "too many requests; retry after " + strconv.FormatInt(ms, 10) + " ms",
-		RetryAfterMS: ms,
-	})
 }
 
 // recorder remembers the status for the access log.

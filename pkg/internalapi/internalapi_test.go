@@ -118,22 +118,24 @@ func newFixture(t *testing.T, edit func(*Options)) *fixture {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	whoami := func(w http.ResponseWriter, r *http.Request) {
+	whoami := func(w http.ResponseWriter, r *http.Request) error {
 		svc := ServiceFrom(r.Context())
 		room, _ := PathVar(r, "roomId")
 		zerolog.Ctx(r.Context()).Info().Msg("handler ran")
 		WriteJSON(w, http.StatusOK, map[string]any{
 			"service": svc.Name, "scopes": svc.Scopes, "request_id": RequestIDFrom(r.Context()), "room": room,
 		})
+		return nil
 	}
 	api.Handle(http.MethodGet, "/v1/rooms/{roomId}", ScopeRooms, whoami)
 	api.Handle(http.MethodGet, "/v1/admin", ScopeAdmin, whoami)
-	api.Handle(http.MethodPost, "/v1/messages", ScopeMessaging, func(w http.ResponseWriter, r *http.Request) {
+	api.Handle(http.MethodPost, "/v1/messages", ScopeMessaging, func(w http.ResponseWriter, r *http.Request) error {
 		var body decodeTarget
-		if !DecodeJSON(w, r, &body) {
-			return
+		if err := DecodeJSON(r, &body); err != nil {
+			return err
 		}
 		WriteJSON(w, http.StatusOK, body)
+		return nil
 	})
 	api.HandlePublic(http.MethodGet, "/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if ServiceFrom(r.Context()) != nil {
@@ -141,13 +143,14 @@ func newFixture(t *testing.T, edit func(*Options)) *fixture {
 		}
 		WriteJSON(w, http.StatusOK, map[string]string{"status": "ok", "request_id": RequestIDFrom(r.Context())})
 	})
-	api.HandlePublic(http.MethodPost, "/decode", func(w http.ResponseWriter, r *http.Request) {
+	api.HandlePublic(http.MethodPost, "/decode", Errors(func(w http.ResponseWriter, r *http.Request) error {
 		var body decodeTarget
-		if !DecodeJSON(w, r, &body) {
-			return
+		if err := DecodeJSON(r, &body); err != nil {
+			return err
 		}
 		WriteJSON(w, http.StatusOK, body)
-	})
+		return nil
+	}))
 	api.HandlePublic(http.MethodGet, "/panic", func(http.ResponseWriter, *http.Request) {
 		panic("boom")
 	})
@@ -327,7 +330,7 @@ func TestHandleRejectsUnknownScope(t *testing.T) {
 			t.Error("Handle with an unknown scope did not panic")
 		}
 	}()
-	api.Handle(http.MethodGet, "/x", "root", func(http.ResponseWriter, *http.Request) {})
+	api.Handle(http.MethodGet, "/x", "root", func(http.ResponseWriter, *http.Request) error { return nil })
 }
 
 func TestTokenEqual(t *testing.T) {
@@ -480,7 +483,7 @@ func TestRetryAfterRounding(t *testing.T) {
 	}
 	for _, tt := range tests {
 		w := httptest.NewRecorder()
-		writeRateLimited(w, tt.wait)
+		WriteError(w, httptest.NewRequest(http.MethodGet, "/", nil), RateLimited(tt.wait))
 		e := decodeError(t, w)
 		if got := w.Header().Get("Retry-After"); got != tt.wantHeader || e.RetryAfterMS != tt.wantMS {
 			t.Errorf("wait %v: Retry-After %q, retry_after_ms %d; want %q, %d", tt.wait, got, e.RetryAfterMS, tt.wantHeader, tt.wantMS)
@@ -733,9 +736,11 @@ func TestDecodeJSONWithoutBody(t *testing.T) {
 	r := httptest.NewRequest(http.MethodPost, "/", nil)
 	w := httptest.NewRecorder()
 	var v decodeTarget
-	if DecodeJSON(w, r, &v) {
+	err := DecodeJSON(r, &v)
+	if err == nil {
 		t.Fatal("DecodeJSON accepted no body")
 	}
+	WriteError(w, r, err)
 	if e := decodeError(t, w); w.Code != 400 || e.Error != ErrNotJSON {
 		t.Errorf("got %d %+v, want 400 M_NOT_JSON", w.Code, e)
 	}
@@ -857,26 +862,26 @@ func TestResponseHelpers(t *testing.T) {
 	})
 	t.Run("WriteError", func(t *testing.T) {
 		w := httptest.NewRecorder()
-		WriteError(w, http.StatusNotFound, ErrNotFound, "no such room")
+		WriteError(w, httptest.NewRequest(http.MethodGet, "/", nil), NotFound("no such room"))
 		if strings.TrimSpace(w.Body.String()) != `{"error":"M_NOT_FOUND","message":"no such room"}` || w.Code != 404 {
 			t.Errorf("got %d %s", w.Code, w.Body)
 		}
 	})
-	t.Run("WriteFieldError", func(t *testing.T) {
+	t.Run("InvalidField", func(t *testing.T) {
 		w := httptest.NewRecorder()
-		WriteFieldError(w, "slug", "must be lowercase")
+		WriteError(w, httptest.NewRequest(http.MethodGet, "/", nil), InvalidField("slug", "must be lowercase"))
 		want := `{"error":"M_INVALID_PARAM","message":"slug: must be lowercase","field":"slug"}`
 		if strings.TrimSpace(w.Body.String()) != want || w.Code != 400 {
 			t.Errorf("got %d %s, want 400 %s", w.Code, w.Body, want)
 		}
 	})
-	t.Run("WriteInternalError", func(t *testing.T) {
+	t.Run("internal error", func(t *testing.T) {
 		var buf syncBuffer
 		logger := zerolog.New(&buf)
 		r := httptest.NewRequest(http.MethodGet, "/", nil)
 		r = r.WithContext(logger.WithContext(r.Context()))
 		w := httptest.NewRecorder()
-		WriteInternalError(w, r, io.ErrClosedPipe)
+		WriteError(w, r, io.ErrClosedPipe)
 		if e := decodeError(t, w); w.Code != 500 || e.Error != ErrInternal || strings.Contains(w.Body.String(), "closed pipe") {
 			t.Errorf("got %d %s", w.Code, w.Body)
 		}

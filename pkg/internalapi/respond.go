@@ -10,8 +10,6 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-
-	"github.com/rs/zerolog"
 )
 
 // Error codes of the internal API's error bodies.
@@ -27,16 +25,9 @@ const (
 	ErrNotFound      = "M_NOT_FOUND"
 	ErrUnrecognized  = "M_UNRECOGNIZED"
 	ErrInternal      = "INTERNAL_ERROR"
+	// ErrMatrixUnavailable is the rooms bridge spec's homeserver failure.
+	ErrMatrixUnavailable = "matrix_unavailable"
 )
-
-// errorBody is every error response: error and message always, field when
-// one is known.
-type errorBody struct {
-	Error        string `json:"error"`
-	Message      string `json:"message"`
-	Field        string `json:"field,omitempty"`
-	RetryAfterMS int64  `json:"retry_after_ms,omitempty"`
-}
 
 // WriteJSON writes v as a JSON response with status. When v cannot be
 // encoded, the response is a 500 instead.
@@ -51,46 +42,8 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(append(body, '\n'))
 }
 
-// WriteError writes {"error": errcode, "message": message} with status.
-func WriteError(w http.ResponseWriter, status int, errcode, message string) {
-	writeErrorBody(w, status, errorBody{Error: errcode, Message: message})
-}
-
-// WriteFieldError writes a 400 M_INVALID_PARAM for a request field whose
-// value is not acceptable: {"message": "<field>: <problem>", "field": field}.
-// (DecodeJSON reports fields of the wrong JSON type as M_BAD_JSON.)
-func WriteFieldError(w http.ResponseWriter, field, problem string) {
-	writeFieldError(w, ErrInvalidParam, field, problem)
-}
-
-// WriteForbiddenField writes a 403 M_FORBIDDEN for a request field whose
-// value the caller may not use: {"message": "<field>: <problem>", "field": field}.
-func WriteForbiddenField(w http.ResponseWriter, field, problem string) {
-	writeErrorBody(w, http.StatusForbidden, errorBody{Error: ErrForbidden, Message: field + ": " + problem, Field: field})
-}
-
-// WriteInternalError logs err with the request's logger and writes a 500
-// that does not reveal it.
-func WriteInternalError(w http.ResponseWriter, r *http.Request, err error) {
-	zerolog.Ctx(r.Context()).Err(err).Msg("Internal API request failed")
-	WriteError(w, http.StatusInternalServerError, ErrInternal, "internal error")
-}
-
-func writeFieldError(w http.ResponseWriter, errcode, field, problem string) {
-	writeErrorBody(w, http.StatusBadRequest, errorBody{Error: errcode, Message: field + ": " + problem, Field: field})
-}
-
-func writeErrorBody(w http.ResponseWriter, status int, body errorBody) {
-	WriteJSON(w, status, body)
-}
-
-func writeTooLarge(w http.ResponseWriter, limit int64) {
-	WriteError(w, http.StatusRequestEntityTooLarge, ErrTooLarge,
-		"request body is larger than "+strconv.FormatInt(limit, 10)+" bytes")
-}
-
-// DecodeJSON decodes the request body, one JSON value, into dst. On any
-// problem it writes the error response itself and returns false:
+// DecodeJSON decodes the request body, one JSON value, into dst. Its error
+// is the answer (an *Error), or an internal failure:
 //
 //   - a Content-Type other than application/json: 415 M_NOT_JSON (a missing
 //     one is accepted);
@@ -100,36 +53,36 @@ func writeTooLarge(w http.ResponseWriter, limit int64) {
 //     the field (a dotted path for a type mismatch; an unknown field is
 //     named as it appears in its object);
 //   - a body over the API's MaxBodyBytes: 413 M_TOO_LARGE.
-func DecodeJSON(w http.ResponseWriter, r *http.Request, dst any) bool {
+func DecodeJSON(r *http.Request, dst any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			WriteError(w, http.StatusUnsupportedMediaType, ErrNotJSON, "Content-Type must be application/json")
-			return false
+			return NewError(http.StatusUnsupportedMediaType, ErrNotJSON, "Content-Type must be application/json")
 		}
 	}
 	if r.Body == nil || r.Body == http.NoBody {
-		WriteError(w, http.StatusBadRequest, ErrNotJSON, "request body is required")
-		return false
+		return NewError(http.StatusBadRequest, ErrNotJSON, "request body is required")
 	}
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
-		writeDecodeError(w, r, err)
-		return false
+		return decodeFailure(err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			writeTooLarge(w, tooLarge.Limit)
-		} else {
-			WriteError(w, http.StatusBadRequest, ErrNotJSON, "request body must hold a single JSON value")
+			return TooLarge(tooLarge.Limit)
 		}
-		return false
+		return NewError(http.StatusBadRequest, ErrNotJSON, "request body must hold a single JSON value")
 	}
-	return true
+	return nil
 }
 
-func writeDecodeError(w http.ResponseWriter, r *http.Request, err error) {
+// badJSONField is a 400 M_BAD_JSON naming field.
+func badJSONField(field, problem string) *Error {
+	return &Error{Status: http.StatusBadRequest, Code: ErrBadJSON, Message: field + ": " + problem, Field: field}
+}
+
+func decodeFailure(err error) error {
 	var (
 		tooLarge   *http.MaxBytesError
 		syntaxErr  *json.SyntaxError
@@ -138,28 +91,26 @@ func writeDecodeError(w http.ResponseWriter, r *http.Request, err error) {
 	)
 	switch {
 	case errors.As(err, &tooLarge):
-		writeTooLarge(w, tooLarge.Limit)
+		return TooLarge(tooLarge.Limit)
 	case errors.Is(err, io.EOF):
-		WriteError(w, http.StatusBadRequest, ErrNotJSON, "request body is required")
+		return NewError(http.StatusBadRequest, ErrNotJSON, "request body is required")
 	case errors.As(err, &syntaxErr), errors.Is(err, io.ErrUnexpectedEOF):
-		WriteError(w, http.StatusBadRequest, ErrNotJSON, "request body is not valid JSON: "+err.Error())
+		return NewError(http.StatusBadRequest, ErrNotJSON, "request body is not valid JSON: "+err.Error())
 	case errors.As(err, &typeErr):
 		want := jsonKind(typeErr.Type)
 		if typeErr.Field == "" {
-			WriteError(w, http.StatusBadRequest, ErrBadJSON,
+			return NewError(http.StatusBadRequest, ErrBadJSON,
 				fmt.Sprintf("request body must be %s, got %s", want, typeErr.Value))
-			return
 		}
-		writeFieldError(w, ErrBadJSON, typeErr.Field, fmt.Sprintf("must be %s, got %s", want, typeErr.Value))
+		return badJSONField(typeErr.Field, fmt.Sprintf("must be %s, got %s", want, typeErr.Value))
 	case errors.As(err, &invalidErr):
-		WriteInternalError(w, r, err)
+		return fmt.Errorf("decoding the request body: %w", err)
 	default:
 		if field, ok := unknownField(err); ok {
-			writeFieldError(w, ErrBadJSON, field, "unknown field")
-			return
+			return badJSONField(field, "unknown field")
 		}
 		// Reading the body failed, or a field's own UnmarshalJSON did.
-		WriteError(w, http.StatusBadRequest, ErrBadJSON, "invalid request body: "+err.Error())
+		return NewError(http.StatusBadRequest, ErrBadJSON, "invalid request body: "+err.Error())
 	}
 }
 
@@ -206,7 +157,3 @@ func jsonKind(t reflect.Type) string {
 		return "a " + t.Kind().String()
 	}
 }
-
-// WriteTooLarge answers 413 M_TOO_LARGE for a body past limit (a handler
-// that streams its body sees *http.MaxBytesError only as it reads).
-func WriteTooLarge(w http.ResponseWriter, limit int64) { writeTooLarge(w, limit) }

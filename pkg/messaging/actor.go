@@ -6,19 +6,15 @@ package messaging
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/http"
 	"regexp"
 	"time"
 
-	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/daarion/matrix-bridge/pkg/agents"
 	"github.com/daarion/matrix-bridge/pkg/config"
-	"github.com/daarion/matrix-bridge/pkg/homeserver"
 	"github.com/daarion/matrix-bridge/pkg/identity"
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
 	"github.com/daarion/matrix-bridge/pkg/keylock"
@@ -66,11 +62,6 @@ func NewService(opts Options) *Service {
 	return s
 }
 
-// ForbiddenError is a 403 M_FORBIDDEN: the caller may not act as someone.
-type ForbiddenError struct{ Message string }
-
-func (e *ForbiddenError) Error() string { return e.Message }
-
 // Actor is who a request acts as.
 type Actor struct {
 	Entity identity.Entity
@@ -100,7 +91,7 @@ func (s *Service) actAs(ctx context.Context, field, value, matrixField string, m
 	switch entity.Kind {
 	case identity.KindAgent:
 		if !svc.Has(internalapi.ScopeAgents) {
-			return nil, &ForbiddenError{Message: fmt.Sprintf("service %q lacks the agents scope needed to act as %s", svc.Name, entity.ID)}
+			return nil, internalapi.Forbidden(fmt.Sprintf("service %q lacks the agents scope needed to act as %s", svc.Name, entity.ID))
 		}
 		intent, err := s.agents.Intent(ctx, field, entity.ID[len("agent:"):])
 		if err != nil {
@@ -109,16 +100,16 @@ func (s *Service) actAs(ctx context.Context, field, value, matrixField string, m
 		return &Actor{Entity: entity, Intent: intent}, nil
 	case identity.KindHuman:
 		if s.doublePuppet == nil || !s.doublePuppet.MatchString(string(entity.UserID)) {
-			return nil, &ForbiddenError{Message: fmt.Sprintf("cannot act as %s: the double-puppeting users namespace is not enabled for it (appservice.double_puppet)", entity.UserID)}
+			return nil, internalapi.Forbidden(fmt.Sprintf("cannot act as %s: the double-puppeting users namespace is not enabled for it (appservice.double_puppet)", entity.UserID))
 		}
 		return &Actor{Entity: entity, Intent: s.as.Intent(entity.UserID)}, nil
 	case identity.KindBridge:
 		if !svc.Has(internalapi.ScopeAdmin) {
-			return nil, &ForbiddenError{Message: fmt.Sprintf("service %q lacks the admin scope needed to act as the bridge bot", svc.Name)}
+			return nil, internalapi.Forbidden(fmt.Sprintf("service %q lacks the admin scope needed to act as the bridge bot", svc.Name))
 		}
 		return &Actor{Entity: entity, Intent: s.as.BotIntent()}, nil
 	default:
-		return nil, &ForbiddenError{Message: fmt.Sprintf("cannot act as %s: not a user of this homeserver the bridge may act for", entity.UserID)}
+		return nil, internalapi.Forbidden(fmt.Sprintf("cannot act as %s: not a user of this homeserver the bridge may act for", entity.UserID))
 	}
 }
 
@@ -147,74 +138,10 @@ func (s *Service) resolveRoom(ctx context.Context, roomID id.RoomID, slug string
 		if err != nil {
 			return "", err
 		} else if cr == nil {
-			return "", &NotFoundError{Message: "no city room with slug " + slug}
+			return "", internalapi.NotFound("no city room with slug " + slug)
 		}
 		return cr.RoomID, nil
 	default:
 		return "", &identity.FieldError{Field: "room_id", Problem: "is required (or city_slug)"}
 	}
-}
-
-// NotFoundError is a 404 M_NOT_FOUND.
-type NotFoundError struct{ Message string }
-
-func (e *NotFoundError) Error() string { return e.Message }
-
-// ConflictError is a 409: an Idempotency-Key reused for another request.
-type ConflictError struct{ Message string }
-
-func (e *ConflictError) Error() string { return e.Message }
-
-// writeError answers an error in the API's shapes.
-func writeError(w http.ResponseWriter, r *http.Request, err error) {
-	var (
-		idField   *identity.FieldError
-		roomField *rooms.FieldError
-		reach     *rooms.OutOfReachError
-		forbidden *ForbiddenError
-		notFound  *NotFoundError
-		conflict  *ConflictError
-		hsErr     *homeserver.Error
-		httpErr   mautrix.HTTPError
-	)
-	switch {
-	case errors.As(err, &idField):
-		internalapi.WriteFieldError(w, idField.Field, idField.Problem)
-	case errors.As(err, &roomField):
-		internalapi.WriteFieldError(w, roomField.Field, roomField.Problem)
-	case errors.As(err, &reach):
-		internalapi.WriteForbiddenField(w, reach.Field, reach.Problem)
-	case errors.As(err, &forbidden):
-		internalapi.WriteError(w, http.StatusForbidden, "M_FORBIDDEN", forbidden.Message)
-	case errors.As(err, &notFound), errors.Is(err, rooms.ErrNotFound):
-		msg := "not found"
-		if notFound != nil {
-			msg = notFound.Message
-		}
-		internalapi.WriteError(w, http.StatusNotFound, "M_NOT_FOUND", msg)
-	case errors.As(err, &conflict):
-		internalapi.WriteError(w, http.StatusConflict, "M_IDEMPOTENCY_CONFLICT", conflict.Message)
-	case errors.As(err, &hsErr):
-		internalapi.WriteJSON(w, hsErr.Status, map[string]string{"error": "matrix_unavailable", "detail": hsErr.Detail})
-	case errors.As(err, &httpErr) && httpErr.RespError != nil && httpErr.Response != nil && httpErr.Response.StatusCode < 500:
-		// The homeserver refused what was asked (not in the room, no power,
-		// unknown event): pass its verdict on, as the gateway spec shows.
-		status := httpErr.Response.StatusCode
-		if status == http.StatusTooManyRequests {
-			// Still limited after the retries: the homeserver is unavailable to us.
-			internalapi.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "matrix_unavailable", "detail": "the homeserver keeps rate limiting the bridge"})
-			return
-		}
-		internalapi.WriteError(w, status, httpErr.RespError.ErrCode, httpErr.RespError.Err)
-	case errors.As(err, &httpErr) || isNetworkError(err):
-		detail := homeserver.Failure("calling the homeserver", err).(*homeserver.Error)
-		internalapi.WriteJSON(w, detail.Status, map[string]string{"error": "matrix_unavailable", "detail": detail.Detail})
-	default:
-		internalapi.WriteInternalError(w, r, err)
-	}
-}
-
-func isNetworkError(err error) bool {
-	var urlErr interface{ Timeout() bool }
-	return errors.As(err, &urlErr)
 }

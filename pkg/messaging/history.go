@@ -75,34 +75,30 @@ type historyResponse struct {
 	Chunk []json.RawMessage `json:"chunk"`
 }
 
-func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	raw, _ := internalapi.PathVar(r, "roomId")
 	roomID := id.RoomID(raw)
 	if err := rooms.ValidateRoomID("roomId", roomID); err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	q, err := parseHistoryQuery(r.URL.Query())
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	if err := s.rooms.CheckReach(ctx, "roomId", roomID); err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	actor := s.botActor()
 	if q.As != "" {
 		if actor, err = s.actAs(ctx, "as", q.As, "", ""); err != nil {
-			writeError(w, r, err)
-			return
+			return err
 		}
 	}
 	// Only a member reads: homeservers differ for others (Synapse refuses,
 	// Dendrite answers an empty page), and a former member may still see
 	// the history up to its leave.
-	notIn := &NotFoundError{Message: "no such room, or " + actor.Entity.ID + " is not in it"}
+	notIn := internalapi.NotFound("no such room, or " + actor.Entity.ID + " is not in it")
 	var member event.MemberEventContent
 	err = actor.Intent.Client.StateEvent(ctx, roomID, event.StateMember, actor.Intent.UserID.String(), &member)
 	var httpErr mautrix.HTTPError
@@ -110,11 +106,9 @@ func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
 	case err == nil && member.Membership == event.MembershipJoin:
 	case err == nil, errors.As(err, &httpErr) && httpErr.Response != nil &&
 		(httpErr.Response.StatusCode == http.StatusForbidden || httpErr.Response.StatusCode == http.StatusNotFound):
-		writeError(w, r, notIn)
-		return
+		return notIn
 	default:
-		writeError(w, r, err)
-		return
+		return err
 	}
 	query := map[string]string{"dir": string(q.Dir), "limit": strconv.Itoa(q.Limit)}
 	if q.From != "" {
@@ -127,19 +121,17 @@ func (s *Service) handleHistory(w http.ResponseWriter, r *http.Request) {
 	case err == nil:
 	case errors.As(err, &httpErr) && httpErr.Response != nil &&
 		(httpErr.Response.StatusCode == http.StatusForbidden || httpErr.Response.StatusCode == http.StatusNotFound):
-		writeError(w, r, notIn)
-		return
+		return notIn
 	case q.From != "" && errors.As(err, &httpErr) && httpErr.Response != nil && httpErr.Response.StatusCode == http.StatusBadRequest:
-		internalapi.WriteFieldError(w, "from", "the homeserver refused the token: "+httpErrMessage(httpErr))
-		return
+		return internalapi.InvalidField("from", "the homeserver refused the token: "+httpErrMessage(httpErr))
 	default:
-		writeError(w, r, err)
-		return
+		return err
 	}
 	if resp.Chunk == nil {
 		resp.Chunk = []json.RawMessage{}
 	}
 	internalapi.WriteJSON(w, http.StatusOK, resp)
+	return nil
 }
 
 func httpErrMessage(err mautrix.HTTPError) string {

@@ -126,12 +126,13 @@ type formError struct {
 
 func (e *formError) Error() string { return e.message }
 
-func (e *formError) write(w http.ResponseWriter) {
+// APIError is the answer: 400 M_INVALID_PARAM naming the field, or status
+// and errcode.
+func (e *formError) APIError() *internalapi.Error {
 	if e.field != "" && e.status == http.StatusBadRequest {
-		internalapi.WriteFieldError(w, e.field, e.message)
-		return
+		return internalapi.InvalidField(e.field, e.message)
 	}
-	internalapi.WriteError(w, e.status, e.errcode, e.message)
+	return internalapi.NewError(e.status, e.errcode, e.message)
 }
 
 // readUploadForm reads the multipart body part by part: the file goes to
@@ -302,25 +303,19 @@ func (s *Service) botActor() *Actor {
 	return &Actor{Entity: s.mapper.FromMatrix(s.as.BotMXID()), Intent: s.as.BotIntent()}
 }
 
-func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	var actor *Actor
 	form, err := readUploadForm(r, s.media.MaxUploadBytes, func(agent string) (err error) {
 		actor, err = s.uploadActor(ctx, agent)
 		return err
 	})
-	var fe *formError
-	if errors.As(err, &fe) {
-		fe.write(w)
-		return
-	} else if err != nil {
-		writeError(w, r, err)
-		return
+	if err != nil {
+		return err
 	}
 	defer form.file.close()
 	if form.file.size == 0 {
-		internalapi.WriteFieldError(w, "file", "is empty")
-		return
+		return internalapi.InvalidField("file", "is empty")
 	}
 	if actor == nil {
 		actor = s.botActor()
@@ -334,8 +329,7 @@ func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) {
 		FileName:      form.file.name,
 	})
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	zerolog.Ctx(ctx).Debug().
 		Stringer("content_uri", resp.ContentURI).
@@ -348,4 +342,5 @@ func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) {
 		ContentType: contentType,
 		Size:        form.file.size,
 	})
+	return nil
 }

@@ -41,21 +41,19 @@ type membershipRequest struct {
 	Reason          string    `json:"reason"`
 }
 
-func (s *Service) handleMembership(action membershipAction) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleMembership(action membershipAction) internalapi.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
 		ctx := r.Context()
 		var req membershipRequest
-		if !internalapi.DecodeJSON(w, r, &req) {
-			return
+		if err := internalapi.DecodeJSON(r, &req); err != nil {
+			return err
 		}
 		roomID, err := s.resolveRoom(ctx, req.RoomID, req.CitySlug)
 		if err != nil {
-			writeError(w, r, err)
-			return
+			return err
 		}
 		if len(req.Reason) > 1000 {
-			internalapi.WriteFieldError(w, "reason", "must be at most 1000 bytes")
-			return
+			return internalapi.InvalidField("reason", "must be at most 1000 bytes")
 		}
 		var member identity.Entity
 		if req.UserID == "" {
@@ -64,8 +62,7 @@ func (s *Service) handleMembership(action membershipAction) http.HandlerFunc {
 			member, err = s.mapper.ParseUser("user_id", req.UserID)
 		}
 		if err != nil {
-			writeError(w, r, err)
-			return
+			return err
 		}
 		switch action {
 		case actionJoin, actionLeave:
@@ -76,14 +73,14 @@ func (s *Service) handleMembership(action membershipAction) http.HandlerFunc {
 			err = s.moderate(r, action, roomID, member, "kicker", req.Kicker, "kicker_matrix_id", req.KickerMatrixID, req.Reason)
 		}
 		if err != nil {
-			writeError(w, r, err)
-			return
+			return err
 		}
 		resp := map[string]string{"status": statuses[action]}
 		if action == actionJoin {
 			resp["room_id"] = roomID.String()
 		}
 		internalapi.WriteJSON(w, http.StatusOK, resp)
+		return nil
 	}
 }
 

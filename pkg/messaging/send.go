@@ -182,41 +182,37 @@ func applyRelation(content *event.MessageEventContent, raw json.RawMessage) erro
 	return nil
 }
 
-func (s *Service) handleSend(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleSend(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	var req sendRequest
-	if !internalapi.DecodeJSON(w, r, &req) {
-		return
+	if err := internalapi.DecodeJSON(r, &req); err != nil {
+		return err
 	}
 	key := r.Header.Get("Idempotency-Key")
 	if key != "" && !validIdempotencyKey(key) {
-		internalapi.WriteFieldError(w, "Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
-		return
+		return internalapi.InvalidField("Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
 	}
 	roomID, err := s.resolveRoom(ctx, req.RoomID, req.CitySlug)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	actor, err := s.actAs(ctx, "sender", req.Sender, "sender_matrix_id", req.SenderMatrixID)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	content, err := req.content(actor.Entity.Kind)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	raw, _ := json.Marshal(content)
 	eventID, sentAt, err := s.sendOnce(ctx, key, requestHash(string(roomID), string(actor.Entity.UserID), string(raw)), func(txnID string) (id.EventID, error) {
 		return s.send(ctx, actor, roomID, event.EventMessage, marked(content, txnID), txnID)
 	}, func(txnID string) id.EventID { return s.findMarked(ctx, actor, roomID, txnID) })
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	internalapi.WriteJSON(w, http.StatusOK, map[string]string{"event_id": eventID.String(), "sent_at": sentAt.UTC().Format(time.RFC3339Nano)})
+	return nil
 }
 
 // sendOnce runs send at most once per (service, Idempotency-Key): a retry
@@ -302,7 +298,7 @@ func (s *Service) sendOnce(ctx context.Context, key, hash string, send func(txnI
 
 // errKeyReused is the 409 of an Idempotency-Key used for another request.
 func errKeyReused() error {
-	return &ConflictError{Message: "Idempotency-Key was already used for a different request"}
+	return internalapi.Conflict("M_IDEMPOTENCY_CONFLICT", "Idempotency-Key was already used for a different request")
 }
 
 // awaitReserved waits, until the reservation made at reservedAt is
@@ -430,7 +426,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-func (s *Service) handleReaction(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleReaction(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	var req struct {
 		RoomID          id.RoomID `json:"room_id"`
@@ -440,31 +436,26 @@ func (s *Service) handleReaction(w http.ResponseWriter, r *http.Request) {
 		ReactorMatrixID id.UserID `json:"reactor_matrix_id"`
 		Emoji           string    `json:"emoji"`
 	}
-	if !internalapi.DecodeJSON(w, r, &req) {
-		return
+	if err := internalapi.DecodeJSON(r, &req); err != nil {
+		return err
 	}
 	roomID, err := s.resolveRoom(ctx, req.RoomID, req.CitySlug)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	if !strings.HasPrefix(req.EventID, "$") || len(req.EventID) > 255 {
-		internalapi.WriteFieldError(w, "event_id", "must be a Matrix event id such as $abc")
-		return
+		return internalapi.InvalidField("event_id", "must be a Matrix event id such as $abc")
 	}
 	if req.Emoji == "" || len(req.Emoji) > 256 {
-		internalapi.WriteFieldError(w, "emoji", "must be 1-256 bytes")
-		return
+		return internalapi.InvalidField("emoji", "must be 1-256 bytes")
 	}
 	actor, err := s.actAs(ctx, "reactor", req.Reactor, "reactor_matrix_id", req.ReactorMatrixID)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	key := r.Header.Get("Idempotency-Key")
 	if key != "" && !validIdempotencyKey(key) {
-		internalapi.WriteFieldError(w, "Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
-		return
+		return internalapi.InvalidField("Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
 	}
 	content := &event.ReactionEventContent{RelatesTo: event.RelatesTo{Type: event.RelAnnotation, EventID: id.EventID(req.EventID), Key: req.Emoji}}
 	raw, _ := json.Marshal(content)
@@ -472,13 +463,13 @@ func (s *Service) handleReaction(w http.ResponseWriter, r *http.Request) {
 		return s.send(ctx, actor, roomID, event.EventReaction, marked(content, txnID), txnID)
 	}, func(txnID string) id.EventID { return s.findMarked(ctx, actor, roomID, txnID) })
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	internalapi.WriteJSON(w, http.StatusOK, map[string]string{"event_id": eventID.String()})
+	return nil
 }
 
-func (s *Service) handleRedact(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleRedact(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	var req struct {
 		RoomID           id.RoomID `json:"room_id"`
@@ -488,38 +479,33 @@ func (s *Service) handleRedact(w http.ResponseWriter, r *http.Request) {
 		Redactor         string    `json:"redactor"`
 		RedactorMatrixID id.UserID `json:"redactor_matrix_id"`
 	}
-	if !internalapi.DecodeJSON(w, r, &req) {
-		return
+	if err := internalapi.DecodeJSON(r, &req); err != nil {
+		return err
 	}
 	roomID, err := s.resolveRoom(ctx, req.RoomID, req.CitySlug)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	if !strings.HasPrefix(req.EventID, "$") || len(req.EventID) > 255 {
-		internalapi.WriteFieldError(w, "event_id", "must be a Matrix event id such as $abc")
-		return
+		return internalapi.InvalidField("event_id", "must be a Matrix event id such as $abc")
 	}
 	if len(req.Reason) > 1000 {
-		internalapi.WriteFieldError(w, "reason", "must be at most 1000 bytes")
-		return
+		return internalapi.InvalidField("reason", "must be at most 1000 bytes")
 	}
 	actor, err := s.actAsOrBot(ctx, "redactor", req.Redactor, "redactor_matrix_id", req.RedactorMatrixID)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	if err = s.ensureJoined(ctx, actor, roomID, false); err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	resp, err := actor.Intent.RedactEvent(ctx, roomID, id.EventID(req.EventID), mautrix.ReqRedact{Reason: req.Reason})
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	s.noteSent(ctx, resp.EventID, internalapi.ServiceFrom(ctx).Name, "")
 	internalapi.WriteJSON(w, http.StatusOK, map[string]string{"event_id": resp.EventID.String()})
+	return nil
 }
 
 // actAsOrBot is actAs, defaulting to the bridge bot when no one is named:

@@ -24,9 +24,11 @@ func fuzzDecode(t *testing.T, body []byte, dst any) bool {
 	req := httptest.NewRequest(http.MethodPost, "/internal/matrix/send", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	rec := httptest.NewRecorder()
-	if internalapi.DecodeJSON(rec, req, dst) {
+	err := internalapi.DecodeJSON(req, dst)
+	if err == nil {
 		return true
 	}
+	internalapi.WriteError(rec, req, err)
 	var eb struct{ Error, Message string }
 	if rec.Code != http.StatusBadRequest || json.Unmarshal(rec.Body.Bytes(), &eb) != nil ||
 		(eb.Error != "M_NOT_JSON" && eb.Error != "M_BAD_JSON") || eb.Message == "" {
@@ -51,7 +53,7 @@ func checkFieldError(t *testing.T, err error, prefixes ...string) {
 		t.Errorf("error names field %q", fe.Field)
 	}
 	rec := httptest.NewRecorder()
-	writeError(rec, httptest.NewRequest(http.MethodPost, "/", nil), err)
+	internalapi.WriteError(rec, httptest.NewRequest(http.MethodPost, "/", nil), err)
 	var eb struct{ Error, Field string }
 	if rec.Code != http.StatusBadRequest || json.Unmarshal(rec.Body.Bytes(), &eb) != nil || eb.Error != "M_INVALID_PARAM" || eb.Field != fe.Field {
 		t.Errorf("%v answered %d %s", err, rec.Code, rec.Body)

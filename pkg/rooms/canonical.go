@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"github.com/daarion/matrix-bridge/pkg/identity"
 	"io"
 	"strings"
 )
@@ -24,18 +25,18 @@ func checkCanonical(field string, raw json.RawMessage) error {
 		if errors.Is(err, io.EOF) {
 			return nil
 		} else if err != nil {
-			return &FieldError{Field: field, Problem: "is not JSON: " + err.Error()}
+			return &identity.FieldError{Field: field, Problem: "is not JSON: " + err.Error()}
 		}
 		switch v := tok.(type) {
 		case json.Number:
 			if problem := canonicalNumber(string(v)); problem != "" {
-				return &FieldError{Field: field, Problem: "holds the number " + string(v) + ", but " + problem}
+				return &identity.FieldError{Field: field, Problem: "holds the number " + string(v) + ", but " + problem}
 			}
 		case string:
 			// An object key is a string the next ':' follows; values may
 			// hold any character.
 			if isKeyPosition(raw, dec.InputOffset()) && strings.ContainsFunc(v, escapedInJSON) {
-				return &FieldError{Field: field, Problem: `has an object key with a control character, '"' or '\', which homeservers cannot sign`}
+				return &identity.FieldError{Field: field, Problem: `has an object key with a control character, '"' or '\', which homeservers cannot sign`}
 			}
 		}
 	}

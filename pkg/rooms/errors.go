@@ -5,21 +5,23 @@
 package rooms
 
 import (
-	"errors"
-
 	"github.com/daarion/matrix-bridge/pkg/homeserver"
+	"github.com/daarion/matrix-bridge/pkg/internalapi"
 )
 
-// FieldError is bad input; it names the field.
-type FieldError struct {
-	Field   string
-	Problem string
+// Bad input is an *identity.FieldError naming the field, the bridge's one
+// field error.
+
+// ErrNotFound means no such room (or the bot is not in it): a 404.
+var ErrNotFound error = notFoundError{}
+
+type notFoundError struct{}
+
+func (notFoundError) Error() string { return "not found" }
+
+func (notFoundError) APIError() *internalapi.Error {
+	return internalapi.NotFound("no such room, or the bridge bot is not in it")
 }
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Problem }
-
-// ErrNotFound means no such room (or the bot is not in it).
-var ErrNotFound = errors.New("not found")
 
 // ConflictError means the request collides with something that exists, such
 // as a #city_ alias that points at a room the bridge does not control.
@@ -27,7 +29,13 @@ type ConflictError struct{ Detail string }
 
 func (e *ConflictError) Error() string { return "conflict: " + e.Detail }
 
-// MatrixError means the homeserver failed or could not be reached (502/503).
+// APIError is the answer: 409 M_ROOM_IN_USE.
+func (e *ConflictError) APIError() *internalapi.Error {
+	return internalapi.Conflict("M_ROOM_IN_USE", e.Detail)
+}
+
+// MatrixError means the homeserver failed or could not be reached (502/503,
+// answered by internalapi.WriteError).
 type MatrixError = homeserver.Error
 
 // matrixFailure classifies a failed homeserver call.

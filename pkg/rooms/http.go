@@ -15,6 +15,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/daarion/matrix-bridge/pkg/config"
+	"github.com/daarion/matrix-bridge/pkg/identity"
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
 )
 
@@ -33,38 +34,14 @@ func (s *Service) RegisterRoutes(api *internalapi.API) {
 	api.Handle(http.MethodPost, "/internal/matrix/rooms/{roomId}/unarchive", internalapi.ScopeRooms, s.handleUnarchive)
 }
 
-// writeError answers an error from the service in the shape the specs use.
-func writeError(w http.ResponseWriter, r *http.Request, err error) {
-	var fieldErr *FieldError
-	var conflict *ConflictError
-	var matrixErr *MatrixError
-	var outOfReach *OutOfReachError
-	switch {
-	case errors.As(err, &fieldErr):
-		internalapi.WriteFieldError(w, fieldErr.Field, fieldErr.Problem)
-	case errors.As(err, &outOfReach):
-		internalapi.WriteForbiddenField(w, outOfReach.Field, outOfReach.Problem)
-	case errors.Is(err, ErrNotFound):
-		internalapi.WriteError(w, http.StatusNotFound, "M_NOT_FOUND", "no such room, or the bridge bot is not in it")
-	case errors.As(err, &conflict):
-		internalapi.WriteError(w, http.StatusConflict, "M_ROOM_IN_USE", conflict.Detail)
-	case errors.As(err, &matrixErr):
-		// The rooms bridge spec's shape for a homeserver failure.
-		internalapi.WriteJSON(w, matrixErr.Status, map[string]string{"error": "matrix_unavailable", "detail": matrixErr.Detail})
-	default:
-		internalapi.WriteInternalError(w, r, err)
-	}
-}
-
 // roomIDVar reads and checks the {roomId} path variable.
-func roomIDVar(w http.ResponseWriter, r *http.Request) (id.RoomID, bool) {
+func roomIDVar(r *http.Request) (id.RoomID, error) {
 	raw, _ := internalapi.PathVar(r, "roomId")
 	roomID := id.RoomID(raw)
 	if err := ValidateRoomID("roomId", roomID); err != nil {
-		writeError(w, r, err)
-		return "", false
+		return "", err
 	}
-	return roomID, true
+	return roomID, nil
 }
 
 type mappingResponse struct {
@@ -72,39 +49,38 @@ type mappingResponse struct {
 	MatrixRoomAlias id.RoomAlias `json:"matrix_room_alias"`
 }
 
-func (s *Service) handleCreateCityRoom(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleCreateCityRoom(w http.ResponseWriter, r *http.Request) error {
 	var body struct {
 		Slug       string `json:"slug"`
 		Name       string `json:"name"`
 		Visibility string `json:"visibility"`
 		Topic      string `json:"topic"`
 	}
-	if !internalapi.DecodeJSON(w, r, &body) {
-		return
+	if err := internalapi.DecodeJSON(r, &body); err != nil {
+		return err
 	}
 	cr, err := s.Create(r.Context(), CreateRequest{Slug: body.Slug, Name: body.Name, Visibility: body.Visibility, Topic: body.Topic})
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	internalapi.WriteJSON(w, http.StatusOK, mappingResponse{cr.RoomID, cr.Alias})
+	return nil
 }
 
-func (s *Service) handleFindByAlias(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleFindByAlias(w http.ResponseWriter, r *http.Request) error {
 	alias := r.URL.Query().Get("alias")
 	if alias == "" {
-		internalapi.WriteFieldError(w, "alias", "is required")
-		return
+		return internalapi.InvalidField("alias", "is required")
 	}
 	cr, err := s.FindByAlias(r.Context(), id.RoomAlias(alias))
 	if errors.Is(err, ErrNotFound) {
 		internalapi.WriteJSON(w, http.StatusNotFound, map[string]string{"error": "not_found"})
-		return
+		return nil
 	} else if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	internalapi.WriteJSON(w, http.StatusOK, mappingResponse{cr.RoomID, cr.Alias})
+	return nil
 }
 
 // CityRoomJSON is a city room in list answers.
@@ -131,38 +107,33 @@ const (
 	maxListLimit     = 500
 )
 
-func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleList(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	opts := ListOptions{Prefix: q.Get("prefix"), After: q.Get("after"), Limit: defaultListLimit}
 	if opts.Prefix != "" && !slugRegex.MatchString(opts.Prefix) {
-		internalapi.WriteFieldError(w, "prefix", "must be the start of a slug (lower-case letters, digits, '-', '_')")
-		return
+		return internalapi.InvalidField("prefix", "must be the start of a slug (lower-case letters, digits, '-', '_')")
 	}
 	// after goes to the database as text, which PostgreSQL cannot hold otherwise.
 	if !utf8.ValidString(opts.After) || strings.ContainsRune(opts.After, 0) {
-		internalapi.WriteFieldError(w, "after", "must be the next_after of an earlier page")
-		return
+		return internalapi.InvalidField("after", "must be the next_after of an earlier page")
 	}
 	if raw := q.Get("archived"); raw != "" {
 		archived, err := strconv.ParseBool(raw)
 		if err != nil {
-			internalapi.WriteFieldError(w, "archived", "must be true or false")
-			return
+			return internalapi.InvalidField("archived", "must be true or false")
 		}
 		opts.Archived = &archived
 	}
 	if raw := q.Get("limit"); raw != "" {
 		n, err := strconv.Atoi(raw)
 		if err != nil || n < 1 || n > maxListLimit {
-			internalapi.WriteFieldError(w, "limit", "must be a whole number from 1 to 500")
-			return
+			return internalapi.InvalidField("limit", "must be a whole number from 1 to 500")
 		}
 		opts.Limit = n
 	}
 	list, err := s.List(r.Context(), opts)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	resp := struct {
 		Rooms     []CityRoomJSON `json:"rooms"`
@@ -175,23 +146,23 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request) {
 		resp.NextAfter = list[len(list)-1].Slug
 	}
 	internalapi.WriteJSON(w, http.StatusOK, resp)
+	return nil
 }
 
-func (s *Service) handleGetRoom(w http.ResponseWriter, r *http.Request) {
-	roomID, ok := roomIDVar(w, r)
-	if !ok {
-		return
+func (s *Service) handleGetRoom(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return err
 	}
 	if err := s.CheckReach(r.Context(), "roomId", roomID); err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	// A cached room answers from memory. (Moving a city room to its
 	// replacement drops the old room's entry, so an old id is never served
 	// stale.)
 	if meta, ok := s.cache.Peek(roomID); ok {
 		internalapi.WriteJSON(w, http.StatusOK, meta)
-		return
+		return nil
 	}
 	// A city room's old id (before an upgrade) resolves to where it lives now.
 	if cr, err := s.store.ByRoomID(r.Context(), roomID); err == nil && cr != nil {
@@ -199,70 +170,63 @@ func (s *Service) handleGetRoom(w http.ResponseWriter, r *http.Request) {
 	}
 	meta, err := s.cache.Get(r.Context(), roomID)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	internalapi.WriteJSON(w, http.StatusOK, meta)
+	return nil
 }
 
 // handleSetState sets the room's name, topic or avatar from {field: value}.
-func (s *Service) handleSetState(evtType event.Type, field string) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		roomID, ok := roomIDVar(w, r)
-		if !ok {
-			return
+func (s *Service) handleSetState(evtType event.Type, field string) internalapi.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		roomID, err := roomIDVar(r)
+		if err != nil {
+			return err
 		}
 		var body map[string]*string
-		if !internalapi.DecodeJSON(w, r, &body) {
-			return
+		if err := internalapi.DecodeJSON(r, &body); err != nil {
+			return err
 		}
 		for key := range body {
 			if key != field {
-				internalapi.WriteError(w, http.StatusBadRequest, "M_BAD_JSON", key+": unknown field")
-				return
+				return internalapi.NewError(http.StatusBadRequest, "M_BAD_JSON", key+": unknown field")
 			}
 		}
 		value := body[field]
 		if value == nil {
-			internalapi.WriteFieldError(w, field, "is required")
-			return
+			return internalapi.InvalidField(field, "is required")
 		}
 		var content any
 		switch field {
 		case "name":
 			if err := validateText(field, *value, false, maxNameRunes); err != nil {
-				writeError(w, r, err)
-				return
+				return err
 			}
 			content = &event.RoomNameEventContent{Name: *value}
 		case "topic":
 			if err := validateText(field, *value, false, maxTopicRunes); err != nil {
-				writeError(w, r, err)
-				return
+				return err
 			}
 			content = &event.TopicEventContent{Topic: *value}
 		default:
 			uri, err := id.ParseContentURI(*value)
 			if *value != "" && (err != nil || uri.IsEmpty()) {
-				internalapi.WriteFieldError(w, field, "must be an mxc:// URI")
-				return
+				return internalapi.InvalidField(field, "must be an mxc:// URI")
 			}
 			content = &event.RoomAvatarEventContent{URL: id.ContentURIString(*value)}
 		}
 		if err := s.CheckReach(r.Context(), "roomId", roomID); err != nil {
-			writeError(w, r, err)
-			return
+			return err
 		}
 		resp, err := s.bot.Client.SendStateEvent(r.Context(), roomID, evtType, "", content)
 		if isMatrixCode(err, "M_FORBIDDEN") || isMatrixCode(err, "M_NOT_FOUND") {
-			writeError(w, r, ErrNotFound)
-			return
+			return ErrNotFound
 		} else if err != nil {
-			writeError(w, r, matrixFailure("setting the room's "+field, err))
-			return
+			return matrixFailure("setting the room's "+field, err)
 		}
 		s.cache.Invalidate(roomID)
 		internalapi.WriteJSON(w, http.StatusOK, map[string]id.EventID{"event_id": resp.EventID})
+		return nil
 	}
 }
 
@@ -273,36 +237,38 @@ type archiveResponse struct {
 	Archived        bool         `json:"archived"`
 }
 
-func (s *Service) handleArchive(w http.ResponseWriter, r *http.Request) {
-	roomID, ok := roomIDVar(w, r)
-	if !ok {
-		return
+func (s *Service) handleArchive(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return err
 	}
 	var body struct {
 		Reason string `json:"reason"`
 	}
-	if r.ContentLength != 0 && !internalapi.DecodeJSON(w, r, &body) {
-		return
+	if r.ContentLength != 0 {
+		if err := internalapi.DecodeJSON(r, &body); err != nil {
+			return err
+		}
 	}
 	cr, err := s.Archive(r.Context(), roomID, body.Reason)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	internalapi.WriteJSON(w, http.StatusOK, archiveResponse{cr.RoomID, cr.Alias, cr.Slug, cr.Archived})
+	return nil
 }
 
-func (s *Service) handleUnarchive(w http.ResponseWriter, r *http.Request) {
-	roomID, ok := roomIDVar(w, r)
-	if !ok {
-		return
+func (s *Service) handleUnarchive(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return err
 	}
 	cr, err := s.Unarchive(r.Context(), roomID)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	internalapi.WriteJSON(w, http.StatusOK, archiveResponse{cr.RoomID, cr.Alias, cr.Slug, cr.Archived})
+	return nil
 }
 
 // createRoomBody is the gateway spec's POST /internal/matrix/create-room.
@@ -335,32 +301,32 @@ func (b *createRoomBody) toRequest(botID id.UserID) (*mautrix.ReqCreateRoom, err
 	switch b.Visibility {
 	case "", "public", "private":
 	default:
-		return nil, &FieldError{Field: "visibility", Problem: `must be "public" or "private"`}
+		return nil, &identity.FieldError{Field: "visibility", Problem: `must be "public" or "private"`}
 	}
 	switch b.Preset {
 	case "", "private_chat", "public_chat", "trusted_private_chat":
 	default:
-		return nil, &FieldError{Field: "preset", Problem: "must be private_chat, public_chat or trusted_private_chat"}
+		return nil, &identity.FieldError{Field: "preset", Problem: "must be private_chat, public_chat or trusted_private_chat"}
 	}
 	if b.RoomAliasName != "" {
 		if len(b.RoomAliasName) > 200 || strings.ContainsAny(b.RoomAliasName, ": #\x00") {
-			return nil, &FieldError{Field: "room_alias_name", Problem: "must be an alias localpart without ':', '#' or spaces, at most 200 characters"}
+			return nil, &identity.FieldError{Field: "room_alias_name", Problem: "must be an alias localpart without ':', '#' or spaces, at most 200 characters"}
 		}
 		if strings.HasPrefix(b.RoomAliasName, config.CityAliasPrefix) {
-			return nil, &FieldError{Field: "room_alias_name", Problem: "city_ aliases are made by POST /internal/matrix/rooms/create"}
+			return nil, &identity.FieldError{Field: "room_alias_name", Problem: "city_ aliases are made by POST /internal/matrix/rooms/create"}
 		}
 	}
 	req := &mautrix.ReqCreateRoom{Name: b.Name, Topic: b.Topic, Visibility: b.Visibility, RoomAliasName: b.RoomAliasName, Preset: b.Preset}
 	for i, st := range b.InitialState {
 		field := "initial_state[" + strconv.Itoa(i) + "]"
 		if st.Type == "" {
-			return nil, &FieldError{Field: field + ".type", Problem: "is required"}
+			return nil, &identity.FieldError{Field: field + ".type", Problem: "is required"}
 		}
 		if err := validateIdentifierText(field+".type", st.Type); err != nil {
 			return nil, err
 		}
 		if !isJSONObject(st.Content) {
-			return nil, &FieldError{Field: field + ".content", Problem: "must be an object"}
+			return nil, &identity.FieldError{Field: field + ".content", Problem: "must be an object"}
 		}
 		if err := checkCanonical(field+".content", st.Content); err != nil {
 			return nil, err
@@ -378,14 +344,14 @@ func (b *createRoomBody) toRequest(botID id.UserID) (*mautrix.ReqCreateRoom, err
 	}
 	if len(b.PowerLevelContentOverride) > 0 {
 		if !isJSONObject(b.PowerLevelContentOverride) {
-			return nil, &FieldError{Field: "power_level_content_override", Problem: "must be an object"}
+			return nil, &identity.FieldError{Field: "power_level_content_override", Problem: "must be an object"}
 		}
 		if err := checkCanonical("power_level_content_override", b.PowerLevelContentOverride); err != nil {
 			return nil, err
 		}
 		var pl event.PowerLevelsEventContent
 		if err := json.Unmarshal(b.PowerLevelContentOverride, &pl); err != nil {
-			return nil, &FieldError{Field: "power_level_content_override", Problem: "is not valid power levels content: " + err.Error()}
+			return nil, &identity.FieldError{Field: "power_level_content_override", Problem: "is not valid power levels content: " + err.Error()}
 		}
 		if err := keepsTheBotInCharge(&pl, botID); err != nil {
 			return nil, err
@@ -394,7 +360,7 @@ func (b *createRoomBody) toRequest(botID id.UserID) (*mautrix.ReqCreateRoom, err
 	}
 	if len(b.CreationContent) > 0 {
 		if !isJSONObject(b.CreationContent) {
-			return nil, &FieldError{Field: "creation_content", Problem: "must be an object"}
+			return nil, &identity.FieldError{Field: "creation_content", Problem: "must be an object"}
 		}
 		if err := checkCanonical("creation_content", b.CreationContent); err != nil {
 			return nil, err
@@ -411,40 +377,34 @@ func isJSONObject(raw json.RawMessage) bool {
 	return json.Unmarshal(raw, &obj) == nil && obj != nil
 }
 
-func (s *Service) handleCreateRoom(w http.ResponseWriter, r *http.Request) {
+func (s *Service) handleCreateRoom(w http.ResponseWriter, r *http.Request) error {
 	var body createRoomBody
-	if !internalapi.DecodeJSON(w, r, &body) {
-		return
+	if err := internalapi.DecodeJSON(r, &body); err != nil {
+		return err
 	}
 	req, err := body.toRequest(s.bot.UserID)
 	if err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	resp, err := s.bot.CreateRoom(r.Context(), req)
 	if isMatrixCode(err, "M_ROOM_IN_USE") {
-		writeError(w, r, &ConflictError{Detail: "room_alias_name is already taken"})
-		return
+		return &ConflictError{Detail: "room_alias_name is already taken"}
 	} else if isMatrixCode(err, "M_EXCLUSIVE") {
 		// Synapse lets an appservice create only aliases in its own
 		// namespaces (#city_*), and those belong to city rooms.
-		writeError(w, r, &FieldError{Field: "room_alias_name", Problem: "is refused by the homeserver: the bridge may create only aliases in its namespace, which city rooms own (" + httpErrMessage(err) + ")"})
-		return
+		return &identity.FieldError{Field: "room_alias_name", Problem: "is refused by the homeserver: the bridge may create only aliases in its namespace, which city rooms own (" + httpErrMessage(err) + ")"}
 	} else if isMatrixCode(err, "M_BAD_JSON") || isMatrixCode(err, "M_INVALID_PARAM") || isMatrixCode(err, "M_UNSUPPORTED_ROOM_VERSION") || isMatrixCode(err, "M_FORBIDDEN") {
 		// M_FORBIDDEN: the request's own initial state breaks its power
 		// levels (what keepsTheBotInCharge does not foresee).
 		var httpErr mautrix.HTTPError
 		errors.As(err, &httpErr)
-		internalapi.WriteError(w, http.StatusBadRequest, httpErr.RespError.ErrCode, "the homeserver refused the room: "+httpErr.RespError.Err)
-		return
+		return internalapi.NewError(http.StatusBadRequest, httpErr.RespError.ErrCode, "the homeserver refused the room: "+httpErr.RespError.Err)
 	} else if err != nil {
-		writeError(w, r, matrixFailure("creating the room", err))
-		return
+		return matrixFailure("creating the room", err)
 	}
 	// The room is the services' now: the API may reach it without any_room.
 	if err := s.store.MarkManaged(r.Context(), resp.RoomID, OriginCreated, ""); err != nil {
-		writeError(w, r, err)
-		return
+		return err
 	}
 	var alias *id.RoomAlias
 	if body.RoomAliasName != "" {
@@ -455,6 +415,7 @@ func (s *Service) handleCreateRoom(w http.ResponseWriter, r *http.Request) {
 		RoomID    id.RoomID     `json:"room_id"`
 		RoomAlias *id.RoomAlias `json:"room_alias"`
 	}{resp.RoomID, alias})
+	return nil
 }
 
 // validateIdentifierText checks a type or state key: at most 255 bytes (the
@@ -462,7 +423,7 @@ func (s *Service) handleCreateRoom(w http.ResponseWriter, r *http.Request) {
 // but the bridge's own log could only index with a stand-in.
 func validateIdentifierText(field, v string) error {
 	if len(v) > 255 || strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-		return &FieldError{Field: field, Problem: "must be at most 255 bytes without control characters"}
+		return &identity.FieldError{Field: field, Problem: "must be at most 255 bytes without control characters"}
 	}
 	return nil
 }
@@ -474,7 +435,7 @@ func keepsTheBotInCharge(pl *event.PowerLevelsEventContent, botID id.UserID) err
 	const field = "power_level_content_override"
 	for userID := range pl.Users {
 		if _, _, err := userID.Parse(); err != nil {
-			return &FieldError{Field: field + ".users", Problem: "has a key that is not a Matrix user id: " + string(userID)}
+			return &identity.FieldError{Field: field + ".users", Problem: "has a key that is not a Matrix user id: " + string(userID)}
 		}
 	}
 	// The homeserver puts the override over its defaults key by key: a
@@ -486,7 +447,7 @@ func keepsTheBotInCharge(pl *event.PowerLevelsEventContent, botID id.UserID) err
 		bot = pl.UsersDefault
 	}
 	if bot < 100 {
-		return &FieldError{Field: field + ".users", Problem: "must leave the bridge bot " + botID.String() + " at 100"}
+		return &identity.FieldError{Field: field + ".users", Problem: "must leave the bridge bot " + botID.String() + " at 100"}
 	}
 	required := map[string]int{"state_default": pl.StateDefault(), "ban": pl.Ban(), "kick": pl.Kick(), "redact": pl.Redact(), "invite": pl.Invite()}
 	for evtType, level := range pl.Events {
@@ -494,7 +455,7 @@ func keepsTheBotInCharge(pl *event.PowerLevelsEventContent, botID id.UserID) err
 	}
 	for what, level := range required {
 		if level > bot {
-			return &FieldError{Field: field + "." + what, Problem: "asks more than the bridge bot's 100, so it could not set the room up"}
+			return &identity.FieldError{Field: field + "." + what, Problem: "asks more than the bridge bot's 100, so it could not set the room up"}
 		}
 	}
 	return nil

@@ -53,6 +53,11 @@ type OutOfReachError struct {
 
 func (e *OutOfReachError) Error() string { return e.Field + ": " + e.Problem }
 
+// APIError is the answer: 403 M_FORBIDDEN naming the field.
+func (e *OutOfReachError) APIError() *internalapi.Error {
+	return internalapi.ForbiddenField(e.Field, e.Problem)
+}
+
 // CheckReach returns nil when the service calling the internal API (the one
 // in ctx) may act in roomID, named by field, and an *OutOfReachError when it
 // may not. The bot's direct chats — where admins give commands — are never

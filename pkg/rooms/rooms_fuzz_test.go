@@ -22,6 +22,7 @@ import (
 
 	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/config"
+	"github.com/daarion/matrix-bridge/pkg/identity"
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
@@ -38,7 +39,7 @@ func pgSafe(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune
 // fieldErrors returns the FieldErrors err is made of (errors.Join trees
 // included); ok is false when any part is something else.
 func fieldErrors(err error) (fields []string, ok bool) {
-	var fe *FieldError
+	var fe *identity.FieldError
 	if errors.As(err, &fe) && err == error(fe) {
 		return []string{fe.Field}, fe.Field != "" && fe.Problem != ""
 	}
@@ -85,9 +86,11 @@ func fuzzDecode(t *testing.T, body []byte, dst any) bool {
 	req := httptest.NewRequest(http.MethodPost, "/internal/matrix/create-room", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	rec := httptest.NewRecorder()
-	if internalapi.DecodeJSON(rec, req, dst) {
+	err := internalapi.DecodeJSON(req, dst)
+	if err == nil {
 		return true
 	}
+	internalapi.WriteError(rec, req, err)
 	if rec.Code != http.StatusBadRequest && rec.Code != http.StatusRequestEntityTooLarge {
 		t.Fatalf("decode refused with %d", rec.Code)
 	}
@@ -97,7 +100,7 @@ func fuzzDecode(t *testing.T, body []byte, dst any) bool {
 	return false
 }
 
-// checkFieldError: err is made of FieldErrors, and writeError answers it
+// checkFieldError: err is made of FieldErrors, and internalapi.WriteError answers it
 // with a 400 naming one of them.
 func checkFieldError(t *testing.T, err error, allowed ...string) []string {
 	t.Helper()
@@ -115,7 +118,7 @@ func checkFieldError(t *testing.T, err error, allowed ...string) []string {
 		}
 	}
 	rec := httptest.NewRecorder()
-	writeError(rec, httptest.NewRequest(http.MethodPost, "/", nil), err)
+	internalapi.WriteError(rec, httptest.NewRequest(http.MethodPost, "/", nil), err)
 	if eb := checkAnswer(t, rec); rec.Code != http.StatusBadRequest || eb.Error != "M_INVALID_PARAM" || !slices.Contains(fields, eb.Field) {
 		t.Errorf("%v answered %d %s field %q", err, rec.Code, eb.Error, eb.Field)
 	}
@@ -397,7 +400,7 @@ func FuzzListQuery(f *testing.F) {
 		req := httptest.NewRequest(http.MethodGet, "/internal/matrix/rooms", nil)
 		req.URL.RawQuery = rawQuery
 		rec := httptest.NewRecorder()
-		svc.handleList(rec, req)
+		internalapi.Errors(svc.handleList)(rec, req)
 		if bad := checker.take(); len(bad) > 0 {
 			t.Fatalf("query %q passed %q to the database, which PostgreSQL refuses (a 500 there)", rawQuery, bad)
 		}

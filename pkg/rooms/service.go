@@ -16,6 +16,7 @@ import (
 
 	"github.com/daarion/matrix-bridge/pkg/config"
 	"github.com/daarion/matrix-bridge/pkg/homeserver"
+	"github.com/daarion/matrix-bridge/pkg/identity"
 	"github.com/daarion/matrix-bridge/pkg/keylock"
 )
 
@@ -69,10 +70,10 @@ func (s *Service) slugFromAlias(field string, alias id.RoomAlias) (string, error
 	}
 	slug, isCity := strings.CutPrefix(local, config.CityAliasPrefix)
 	if !isCity || server != s.serverName {
-		return "", &FieldError{Field: field, Problem: fmt.Sprintf("must be a city room alias #%s<slug>:%s", config.CityAliasPrefix, s.serverName)}
+		return "", &identity.FieldError{Field: field, Problem: fmt.Sprintf("must be a city room alias #%s<slug>:%s", config.CityAliasPrefix, s.serverName)}
 	}
 	if err = ValidateSlug(field, slug); err != nil {
-		return "", &FieldError{Field: field, Problem: "has an invalid slug: " + err.(*FieldError).Problem}
+		return "", &identity.FieldError{Field: field, Problem: "has an invalid slug: " + err.(*identity.FieldError).Problem}
 	}
 	return slug, nil
 }

@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"fmt"
+	"github.com/daarion/matrix-bridge/pkg/identity"
 	"regexp"
 	"strings"
 	"unicode"
@@ -23,7 +24,7 @@ const (
 // ValidateSlug checks a city room slug.
 func ValidateSlug(field, slug string) error {
 	if !slugRegex.MatchString(slug) {
-		return &FieldError{Field: field, Problem: "must be 1-64 lower-case letters, digits, '-' or '_', starting with a letter or digit"}
+		return &identity.FieldError{Field: field, Problem: "must be 1-64 lower-case letters, digits, '-' or '_', starting with a letter or digit"}
 	}
 	return nil
 }
@@ -31,13 +32,13 @@ func ValidateSlug(field, slug string) error {
 func validateText(field, value string, required bool, maxRunes int) error {
 	switch {
 	case required && strings.TrimSpace(value) == "":
-		return &FieldError{Field: field, Problem: "is required"}
+		return &identity.FieldError{Field: field, Problem: "is required"}
 	case !utf8.ValidString(value):
-		return &FieldError{Field: field, Problem: "must be valid UTF-8"}
+		return &identity.FieldError{Field: field, Problem: "must be valid UTF-8"}
 	case utf8.RuneCountInString(value) > maxRunes:
-		return &FieldError{Field: field, Problem: fmt.Sprintf("must be at most %d characters", maxRunes)}
+		return &identity.FieldError{Field: field, Problem: fmt.Sprintf("must be at most %d characters", maxRunes)}
 	case strings.ContainsFunc(value, func(r rune) bool { return unicode.IsControl(r) && r != '\n' && r != '\t' }):
-		return &FieldError{Field: field, Problem: "must not contain control characters"}
+		return &identity.FieldError{Field: field, Problem: "must not contain control characters"}
 	}
 	return nil
 }
@@ -45,7 +46,7 @@ func validateText(field, value string, required bool, maxRunes int) error {
 // ValidateVisibility checks a visibility value.
 func ValidateVisibility(field, v string) error {
 	if v != "public" && v != "private" {
-		return &FieldError{Field: field, Problem: `must be "public" or "private"`}
+		return &identity.FieldError{Field: field, Problem: `must be "public" or "private"`}
 	}
 	return nil
 }
@@ -58,7 +59,7 @@ func ValidateRoomID(field string, roomID id.RoomID) error {
 	s := string(roomID)
 	if len(s) > 255 || !strings.HasPrefix(s, "!") || strings.ContainsAny(s, " \x00/") || !utf8.ValidString(s) ||
 		!(strings.Contains(s[1:], ":") && len(s) >= 4 || isRoomIDHash(s[1:])) {
-		return &FieldError{Field: field, Problem: "must be a Matrix room id such as !abc:example.org (or, from room version 12, ! and a 43-character hash)"}
+		return &identity.FieldError{Field: field, Problem: "must be a Matrix room id such as !abc:example.org (or, from room version 12, ! and a 43-character hash)"}
 	}
 	return nil
 }
@@ -82,7 +83,7 @@ func parseAlias(field string, alias id.RoomAlias) (localpart, server string, err
 	s := string(alias)
 	local, srv, ok := strings.Cut(strings.TrimPrefix(s, "#"), ":")
 	if len(s) > 255 || !strings.HasPrefix(s, "#") || !ok || local == "" || srv == "" || strings.ContainsAny(s, " \x00") {
-		return "", "", &FieldError{Field: field, Problem: "must be a Matrix room alias such as #city_kyiv:example.org"}
+		return "", "", &identity.FieldError{Field: field, Problem: "must be a Matrix room alias such as #city_kyiv:example.org"}
 	}
 	return local, srv, nil
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"maunium.net/go/mautrix/id"
+
+	"github.com/daarion/matrix-bridge/pkg/identity"
 )
 
 func TestValidateSlug(t *testing.T) {
@@ -21,7 +23,7 @@ func TestValidateSlug(t *testing.T) {
 		if (err == nil) != tc.ok {
 			t.Errorf("ValidateSlug(%q) = %v, want ok=%v", tc.slug, err, tc.ok)
 		}
-		var fe *FieldError
+		var fe *identity.FieldError
 		if err != nil && (!errors.As(err, &fe) || fe.Field != "slug") {
 			t.Errorf("ValidateSlug(%q) error %v does not name the field", tc.slug, err)
 		}
@@ -50,7 +52,7 @@ func TestCreateRequestValidate(t *testing.T) {
 			req := ok
 			tc.mutate(&req)
 			err := req.Validate()
-			var fe *FieldError
+			var fe *identity.FieldError
 			switch {
 			case tc.field == "" && err != nil:
 				t.Errorf("unexpected error %v", err)
@@ -138,7 +140,7 @@ func TestCreateRoomBodyValidation(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := tc.body.toRequest("@bot:daarion.test")
-			var fe *FieldError
+			var fe *identity.FieldError
 			if tc.field == "" && err != nil {
 				t.Errorf("unexpected error %v", err)
 			} else if tc.field != "" && (!errors.As(err, &fe) || fe.Field != tc.field) {

@@ -50,16 +50,15 @@ type request struct {
 	filter   filter
 }
 
-// parseRequest reads since, timeout and filter; on bad input it answers a 400
-// naming the field and returns false.
-func (h *Handler) parseRequest(w http.ResponseWriter, r *http.Request) (*request, bool) {
+// parseRequest reads since, timeout and filter; bad input is a 400 naming
+// the field.
+func (h *Handler) parseRequest(r *http.Request) (*request, error) {
 	q := r.URL.Query()
 	req := &request{timeout: h.maxTimeout, filter: filter{limit: DefaultLimit}}
 	if q.Has("since") {
 		pos, err := ParseToken(q.Get("since"))
 		if err != nil {
-			internalapi.WriteFieldError(w, "since", `must be a next_batch token ("s" and a position, such as "s0")`)
-			return nil, false
+			return nil, internalapi.InvalidField("since", `must be a next_batch token ("s" and a position, such as "s0")`)
 		}
 		req.hasSince, req.since = true, pos
 	}
@@ -71,8 +70,7 @@ func (h *Handler) parseRequest(w http.ResponseWriter, r *http.Request) (*request
 		case errors.As(err, &numErr) && errors.Is(numErr.Err, strconv.ErrRange):
 			// A whole number too large either way: clamped like any other.
 		default:
-			internalapi.WriteFieldError(w, "timeout", "must be a whole number of milliseconds")
-			return nil, false
+			return nil, internalapi.InvalidField("timeout", "must be a whole number of milliseconds")
 		}
 		switch {
 		case ms <= 0:
@@ -85,11 +83,10 @@ func (h *Handler) parseRequest(w http.ResponseWriter, r *http.Request) (*request
 	}
 	if q.Has("filter") {
 		if field, problem := req.filter.parse(q.Get("filter")); field != "" {
-			internalapi.WriteFieldError(w, field, problem)
-			return nil, false
+			return nil, internalapi.InvalidField(field, problem)
 		}
 	}
-	return req, true
+	return req, nil
 }
 
 // filter selects the events of an answer.

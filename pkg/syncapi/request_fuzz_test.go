@@ -86,9 +86,10 @@ func FuzzSyncRequest(f *testing.F) {
 		r := httptest.NewRequest(http.MethodGet, Path, nil)
 		r.URL.RawQuery = rawQuery
 		rec := httptest.NewRecorder()
-		req, ok := h.parseRequest(rec, r)
+		req, err := h.parseRequest(r)
 		q := r.URL.Query()
-		if !ok {
+		if err != nil {
+			internalapi.WriteError(rec, r, err)
 			var eb struct{ Error, Message, Field string }
 			if req != nil || rec.Code != http.StatusBadRequest || json.Unmarshal(rec.Body.Bytes(), &eb) != nil ||
 				eb.Error != internalapi.ErrInvalidParam || eb.Message == "" {

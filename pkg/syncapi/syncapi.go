@@ -126,33 +126,29 @@ type EventList struct {
 	Events []json.RawMessage `json:"events"`
 }
 
-func (h *Handler) handleSync(w http.ResponseWriter, r *http.Request) {
-	req, ok := h.parseRequest(w, r)
-	if !ok {
-		return
+func (h *Handler) handleSync(w http.ResponseWriter, r *http.Request) error {
+	req, err := h.parseRequest(r)
+	if err != nil {
+		return err
 	}
 	ctx := r.Context()
 	head, err := h.log.Head(ctx)
 	if err != nil {
-		h.writeFailure(w, r, err)
-		return
+		return failure(r, err)
 	}
 	if !req.hasSince {
 		// No token: start at the head, like an initial sync without history.
 		internalapi.WriteJSON(w, http.StatusOK, newBatch(head).response())
-		return
+		return nil
 	} else if req.since > head {
-		internalapi.WriteFieldError(w, "since", "is past the end of the event log; use a next_batch this bridge gave")
-		return
+		return internalapi.InvalidField("since", "is past the end of the event log; use a next_batch this bridge gave")
 	}
 	// Events after since may have been pruned (retention.events): then the
 	// answer would silently skip them. Tell the client to start again.
 	if pruned, err := h.log.PrunedThrough(ctx); err != nil {
-		h.writeFailure(w, r, err)
-		return
+		return failure(r, err)
 	} else if req.since < pruned {
-		internalapi.WriteFieldError(w, "since", "is older than the events this bridge keeps (retention.events); sync again without since and catch up from the current state")
-		return
+		return internalapi.InvalidField("since", "is older than the events this bridge keeps (retention.events); sync again without since and catch up from the current state")
 	}
 
 	timer := time.NewTimer(req.timeout)
@@ -170,12 +166,11 @@ func (h *Handler) handleSync(w http.ResponseWriter, r *http.Request) {
 		changed := h.log.Changed()
 		b, err := h.collect(ctx, after, &req.filter)
 		if err != nil {
-			h.writeFailure(w, r, err)
-			return
+			return failure(r, err)
 		}
 		if b.count > 0 || b.budgetSpent || req.timeout == 0 {
 			internalapi.WriteJSON(w, http.StatusOK, b.response())
-			return
+			return nil
 		}
 		after = b.next // events the filter dropped are passed for good
 		select {
@@ -183,21 +178,23 @@ func (h *Handler) handleSync(w http.ResponseWriter, r *http.Request) {
 		case <-ticker:
 		case <-timer.C:
 			internalapi.WriteJSON(w, http.StatusOK, b.response())
-			return
+			return nil
 		case <-h.closed:
 			internalapi.WriteJSON(w, http.StatusOK, b.response())
-			return
+			return nil
 		case <-ctx.Done():
-			return // the caller is gone
+			return nil // the caller is gone
 		}
 	}
 }
 
-func (h *Handler) writeFailure(w http.ResponseWriter, r *http.Request, err error) {
+// failure is the error a failed read answers: none when the caller is gone
+// (the read failed for that), as nobody reads an answer.
+func failure(r *http.Request, err error) error {
 	if r.Context().Err() != nil {
-		return // the caller is gone (the read failed for that); nobody reads an answer
+		return nil
 	}
-	internalapi.WriteInternalError(w, r, err)
+	return err
 }
 
 // collect reads the log after position after: the events the filter keeps,

@@ -12,6 +12,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/daarion/matrix-bridge/pkg/identity"
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
 	"github.com/daarion/matrix-bridge/pkg/rooms"
 )
@@ -43,55 +44,47 @@ func (a *API) RegisterRoutes(api *internalapi.API) {
 
 const maxEventTypes = 100
 
-func (a *API) handleSubscribe(w http.ResponseWriter, r *http.Request) {
+func (a *API) handleSubscribe(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		RoomID     string   `json:"room_id"`
 		CitySlug   string   `json:"city_slug"`
 		WebhookURL string   `json:"webhook_url"`
 		Events     []string `json:"events"`
 	}
-	if !internalapi.DecodeJSON(w, r, &req) {
-		return
+	if err := internalapi.DecodeJSON(r, &req); err != nil {
+		return err
 	}
 	var filter string
 	switch {
 	case req.RoomID != "" && req.CitySlug != "":
-		internalapi.WriteFieldError(w, "city_slug", `give room_id (a room id or "*") or city_slug, not both`)
-		return
+		return internalapi.InvalidField("city_slug", `give room_id (a room id or "*") or city_slug, not both`)
 	case req.RoomID == "*":
 		filter = "*"
 	case req.RoomID != "":
 		if err := rooms.ValidateRoomID("room_id", id.RoomID(req.RoomID)); err != nil {
-			internalapi.WriteFieldError(w, "room_id", `must be a Matrix room id or "*"`)
-			return
+			return internalapi.InvalidField("room_id", `must be a Matrix room id or "*"`)
 		}
 		filter = req.RoomID
 	case req.CitySlug != "":
 		if err := rooms.ValidateSlug("city_slug", req.CitySlug); err != nil {
-			internalapi.WriteFieldError(w, "city_slug", err.(*rooms.FieldError).Problem)
-			return
+			return internalapi.InvalidField("city_slug", err.(*identity.FieldError).Problem)
 		}
 		filter = "city:" + req.CitySlug
 	default:
-		internalapi.WriteFieldError(w, "room_id", `is required (a room id or "*"), or city_slug`)
-		return
+		return internalapi.InvalidField("room_id", `is required (a room id or "*"), or city_slug`)
 	}
 	if req.WebhookURL == "" {
-		internalapi.WriteFieldError(w, "webhook_url", "is required")
-		return
+		return internalapi.InvalidField("webhook_url", "is required")
 	}
 	if err := a.policy.CheckURL(req.WebhookURL); err != nil {
-		internalapi.WriteFieldError(w, "webhook_url", err.Error())
-		return
+		return internalapi.InvalidField("webhook_url", err.Error())
 	}
 	if len(req.Events) > maxEventTypes {
-		internalapi.WriteFieldError(w, "events", "must list at most 100 types")
-		return
+		return internalapi.InvalidField("events", "must list at most 100 types")
 	}
 	for i, t := range req.Events {
 		if t == "" || len(t) > 255 || strings.ContainsAny(t, " \x00") {
-			internalapi.WriteFieldError(w, "events["+strconv.Itoa(i)+"]", "must be a Matrix event type or a DTO type")
-			return
+			return internalapi.InvalidField("events["+strconv.Itoa(i)+"]", "must be a Matrix event type or a DTO type")
 		}
 	}
 	if req.Events == nil {
@@ -104,20 +97,18 @@ func (a *API) handleSubscribe(w http.ResponseWriter, r *http.Request) {
 	if a.policy.MaxPerService > 0 {
 		n, err := a.store.CountSubscriptions(r.Context(), sub.Service)
 		if err != nil {
-			internalapi.WriteInternalError(w, r, err)
-			return
+			return err
 		}
 		if n >= a.policy.MaxPerService {
-			internalapi.WriteError(w, http.StatusForbidden, "M_LIMIT_EXCEEDED",
+			return internalapi.NewError(http.StatusForbidden, internalapi.ErrLimitExceeded,
 				fmt.Sprintf("service %q has %d subscriptions, the most delivery.max_subscriptions_per_service allows; delete one first", sub.Service, n))
-			return
 		}
 	}
 	if err := a.store.CreateSubscription(r.Context(), sub); err != nil {
-		internalapi.WriteInternalError(w, r, err)
-		return
+		return err
 	}
 	internalapi.WriteJSON(w, http.StatusOK, map[string]string{"subscription_id": sub.ID, "secret": sub.Secret})
+	return nil
 }
 
 func newSubscriptionID() string {
@@ -161,7 +152,7 @@ func visibleTo(r *http.Request, sub *Subscription) bool {
 	return sub.Service == svc.Name || svc.Has(internalapi.ScopeAdmin)
 }
 
-func (a *API) handleList(w http.ResponseWriter, r *http.Request) {
+func (a *API) handleList(w http.ResponseWriter, r *http.Request) error {
 	svc := internalapi.ServiceFrom(r.Context())
 	owner := svc.Name
 	if svc.Has(internalapi.ScopeAdmin) {
@@ -169,64 +160,59 @@ func (a *API) handleList(w http.ResponseWriter, r *http.Request) {
 	}
 	subs, err := a.store.Subscriptions(r.Context(), owner)
 	if err != nil {
-		internalapi.WriteInternalError(w, r, err)
-		return
+		return err
 	}
 	out := make([]subscriptionJSON, 0, len(subs))
 	for _, sub := range subs {
 		j, err := a.toJSON(r, sub)
 		if err != nil {
-			internalapi.WriteInternalError(w, r, err)
-			return
+			return err
 		}
 		out = append(out, j)
 	}
 	internalapi.WriteJSON(w, http.StatusOK, map[string]any{"subscriptions": out})
+	return nil
 }
 
-func (a *API) withSubscription(h func(http.ResponseWriter, *http.Request, *Subscription)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func (a *API) withSubscription(h func(http.ResponseWriter, *http.Request, *Subscription) error) internalapi.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
 		subID, _ := internalapi.PathVar(r, "id")
 		// PostgreSQL cannot compare NUL or non-UTF-8 text: no such id.
 		if !storable(subID) {
-			internalapi.WriteError(w, http.StatusNotFound, "M_NOT_FOUND", "no such subscription")
-			return
+			return internalapi.NotFound("no such subscription")
 		}
 		sub, err := a.store.Subscription(r.Context(), subID)
 		if err != nil {
-			internalapi.WriteInternalError(w, r, err)
-			return
+			return err
 		}
 		if sub == nil || !visibleTo(r, sub) {
-			internalapi.WriteError(w, http.StatusNotFound, "M_NOT_FOUND", "no such subscription")
-			return
+			return internalapi.NotFound("no such subscription")
 		}
-		h(w, r, sub)
+		return h(w, r, sub)
 	}
 }
 
-func (a *API) handleGet(w http.ResponseWriter, r *http.Request, sub *Subscription) {
+func (a *API) handleGet(w http.ResponseWriter, r *http.Request, sub *Subscription) error {
 	j, err := a.toJSON(r, sub)
 	if err != nil {
-		internalapi.WriteInternalError(w, r, err)
-		return
+		return err
 	}
 	internalapi.WriteJSON(w, http.StatusOK, j)
+	return nil
 }
 
-func (a *API) handleDelete(w http.ResponseWriter, r *http.Request, sub *Subscription) {
+func (a *API) handleDelete(w http.ResponseWriter, r *http.Request, sub *Subscription) error {
 	if err := a.store.DeleteSubscription(r.Context(), sub.ID); err != nil {
-		internalapi.WriteInternalError(w, r, err)
-		return
+		return err
 	}
 	internalapi.WriteJSON(w, http.StatusOK, map[string]string{"status": "unsubscribed"})
+	return nil
 }
 
-func (a *API) handleDeadLetters(w http.ResponseWriter, r *http.Request, sub *Subscription) {
+func (a *API) handleDeadLetters(w http.ResponseWriter, r *http.Request, sub *Subscription) error {
 	dead, err := a.store.DeadLetters(r.Context(), sub.ID, 500)
 	if err != nil {
-		internalapi.WriteInternalError(w, r, err)
-		return
+		return err
 	}
 	type letter struct {
 		EventID       string    `json:"event_id"`
@@ -240,26 +226,28 @@ func (a *API) handleDeadLetters(w http.ResponseWriter, r *http.Request, sub *Sub
 		out = append(out, letter{d.EventID, d.RoomID, d.Attempts, d.LastError, d.FirstFailedAt.UTC()})
 	}
 	internalapi.WriteJSON(w, http.StatusOK, map[string]any{"dead_letters": out})
+	return nil
 }
 
-func (a *API) handleRedeliver(w http.ResponseWriter, r *http.Request, sub *Subscription) {
+func (a *API) handleRedeliver(w http.ResponseWriter, r *http.Request, sub *Subscription) error {
 	var req struct {
 		EventID string `json:"event_id"`
 	}
-	if r.ContentLength != 0 && !internalapi.DecodeJSON(w, r, &req) {
-		return
+	if r.ContentLength != 0 {
+		if err := internalapi.DecodeJSON(r, &req); err != nil {
+			return err
+		}
 	}
 	if len(req.EventID) > 255 || !storable(req.EventID) {
-		internalapi.WriteFieldError(w, "event_id", "must be an event id (at most 255 bytes of UTF-8, without NUL)")
-		return
+		return internalapi.InvalidField("event_id", "must be an event id (at most 255 bytes of UTF-8, without NUL)")
 	}
 	n, err := a.store.Redeliver(r.Context(), sub.ID, req.EventID)
 	if err != nil {
-		internalapi.WriteInternalError(w, r, err)
-		return
+		return err
 	}
 	a.deliverer.Wake()
 	internalapi.WriteJSON(w, http.StatusOK, map[string]int64{"redelivered": n})
+	return nil
 }
 
 // storable reports whether PostgreSQL can store s as text, or compare text
@@ -269,13 +257,13 @@ func storable(s string) bool {
 	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
 
-func (a *API) handleState(state string) func(http.ResponseWriter, *http.Request, *Subscription) {
-	return func(w http.ResponseWriter, r *http.Request, sub *Subscription) {
+func (a *API) handleState(state string) func(http.ResponseWriter, *http.Request, *Subscription) error {
+	return func(w http.ResponseWriter, r *http.Request, sub *Subscription) error {
 		if err := a.store.SetState(r.Context(), sub.ID, state, ""); err != nil {
-			internalapi.WriteInternalError(w, r, err)
-			return
+			return err
 		}
 		a.deliverer.Wake()
 		internalapi.WriteJSON(w, http.StatusOK, map[string]string{"subscription_id": sub.ID, "state": state})
+		return nil
 	}
 }
