@@ -17,13 +17,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/config"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
@@ -62,11 +60,7 @@ func run(m *testing.M) int {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	port, err := testrig.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return port
+	return testrig.FreeTestPort(t)
 }
 
 // rig names the real parts of one stack: which homeserver (testrig.Synapse
@@ -236,22 +230,10 @@ logging:
 		}
 	})
 
-	db, err := database.Open(context.Background(), mustTarget(t, tdb.URL()), database.PoolOptions{}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := testrig.OpenDatabase(t, tdb.TestDatabase)
 	s.log = eventlog.New(db)
 	s.database = db
 	return s
-}
-
-func mustTarget(t *testing.T, url string) database.Target {
-	target, err := database.ParseURL(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return target
 }
 
 type bridgeProcess struct {

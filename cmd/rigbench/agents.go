@@ -26,7 +26,7 @@ func agentSender(br *bridgeRun, agentID string, roomID id.RoomID) sender {
 			"room_id": string(roomID), "sender": "agent:" + agentID, "msgtype": "m.text", "body": body,
 		})
 		t0 := time.Now()
-		status, raw, err := br.api.raw(ctx, http.MethodPost, "/internal/matrix/send", bytes.NewReader(data), nil)
+		status, raw, err := br.api.Raw(ctx, http.MethodPost, "/internal/matrix/send", nil, bytes.NewReader(data), nil)
 		d := time.Since(t0)
 		if err != nil {
 			return d, err
@@ -245,7 +245,7 @@ func sendPathFloor(ctx context.Context, br *bridgeRun, room id.RoomID) string {
 	path := roomPath(room)
 	for i := range n {
 		t := time.Now()
-		if status, _, err := br.api.call(ctx, http.MethodGet, path, nil, nil); err != nil || status != http.StatusOK {
+		if status, _, err := br.api.Call(ctx, http.MethodGet, path, nil, nil, nil); err != nil || status != http.StatusOK {
 			return fmt.Sprintf("send path floor: GET %s: %d %v", path, status, err)
 		}
 		api = append(api, time.Since(t))

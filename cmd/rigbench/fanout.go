@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/daarion/matrix-bridge/pkg/config"
+	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
 
 // Event ids are $rb<tag>.<phase>.<seq>: the receiver tells the phases
@@ -160,7 +161,7 @@ func subscribe(ctx context.Context, br *bridgeRun, url string) (string, error) {
 	var out struct {
 		ID string `json:"subscription_id"`
 	}
-	status, raw, err := br.api.call(ctx, http.MethodPost, "/internal/matrix/webhook/subscribe",
+	status, raw, err := br.api.Call(ctx, http.MethodPost, "/internal/matrix/webhook/subscribe", nil,
 		map[string]string{"room_id": "*", "webhook_url": url}, &out)
 	if err != nil || status != http.StatusOK || out.ID == "" {
 		return "", fmt.Errorf("subscribing: %d %s %v", status, raw, err)
@@ -169,7 +170,7 @@ func subscribe(ctx context.Context, br *bridgeRun, url string) (string, error) {
 }
 
 func unsubscribe(ctx context.Context, br *bridgeRun, subID string) error {
-	status, raw, err := br.api.call(ctx, http.MethodDelete, "/internal/matrix/webhook/subscribe/"+subID, nil, nil)
+	status, raw, err := br.api.Call(ctx, http.MethodDelete, "/internal/matrix/webhook/subscribe/"+subID, nil, nil, nil)
 	if err != nil || status != http.StatusOK {
 		return fmt.Errorf("unsubscribing: %d %s %v", status, raw, err)
 	}
@@ -181,7 +182,7 @@ func pending(ctx context.Context, br *bridgeRun, subID string) int64 {
 	var out struct {
 		Pending int64 `json:"pending"`
 	}
-	if status, _, err := br.api.call(ctx, http.MethodGet, "/internal/matrix/webhook/subscribe/"+subID, nil, &out); err != nil || status != http.StatusOK {
+	if status, _, err := br.api.Call(ctx, http.MethodGet, "/internal/matrix/webhook/subscribe/"+subID, nil, nil, &out); err != nil || status != http.StatusOK {
 		return -1
 	}
 	return out.Pending
@@ -250,7 +251,7 @@ func fanoutSink(ctx context.Context, r *rig, s *settings, db, sink string, rep *
 	// The bridge listens for transactions on a port of its own: the
 	// homeserver (still sending what the other scenarios caused) cannot
 	// reach it, so only rigbench's transactions come in.
-	port, err := freePort()
+	port, err := testrig.FreePort()
 	if err != nil {
 		return err
 	}

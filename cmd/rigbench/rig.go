@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -45,15 +42,6 @@ type rig struct {
 
 func randomToken() string { return (rand.Text() + rand.Text())[:48] }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 type rigOptions struct {
 	dir        string
 	homeserver bool
@@ -79,7 +67,7 @@ func startRig(ctx context.Context, opts rigOptions) (_ *rig, err error) {
 	}()
 	var hsPort, asPort, apiPort int
 	for _, p := range []*int{&hsPort, &asPort, &apiPort} {
-		if *p, err = freePort(); err != nil {
+		if *p, err = testrig.FreePort(); err != nil {
 			return nil, err
 		}
 	}
@@ -171,7 +159,7 @@ type bridgeRun struct {
 	db      string
 	logPath string
 	logFile *os.File
-	api     *apiClient
+	api     *testrig.APIClient
 	asURL   string
 	hsToken string
 
@@ -229,7 +217,7 @@ func (r *rig) startBridge(ctx context.Context, kind, scenario string, rep *scena
 	}
 	br := &bridgeRun{
 		b: b, cfg: &cfg, db: kind, logPath: logPath, logFile: logFile,
-		api:     newAPIClient("http://"+b.InternalAPIAddr(), cfg.InternalAPI.ServiceSecret, 64),
+		api:     testrig.NewAPIClient("http://"+b.InternalAPIAddr(), cfg.InternalAPI.ServiceSecret, 64, 60*time.Second),
 		asURL:   "http://" + b.AppserviceAddr(),
 		hsToken: cfg.AppService.HSToken,
 		rep:     rep,
@@ -266,7 +254,7 @@ func (br *bridgeRun) stop() {
 	if err := br.b.Stop(ctx); err != nil {
 		progress("stopping the bridge: %v", err)
 	}
-	br.api.close()
+	br.api.Close()
 	_ = br.logFile.Close()
 }
 
@@ -297,7 +285,7 @@ func (br *bridgeRun) createCityRoom(ctx context.Context, slug string) (id.RoomID
 		var out struct {
 			RoomID id.RoomID `json:"matrix_room_id"`
 		}
-		status, raw, err := br.api.call(ctx, http.MethodPost, "/internal/matrix/rooms/create", body, &out)
+		status, raw, err := br.api.Call(ctx, http.MethodPost, "/internal/matrix/rooms/create", nil, body, &out)
 		if err == nil && status == http.StatusOK && out.RoomID != "" {
 			return out.RoomID, nil
 		}
@@ -312,64 +300,6 @@ func (br *bridgeRun) createCityRoom(ctx context.Context, slug string) (id.RoomID
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-// apiClient calls the bridge's internal API with the service secret.
-type apiClient struct {
-	base, token string
-	hc          *http.Client
-	transport   *http.Transport
-}
-
-func newAPIClient(base, token string, conns int) *apiClient {
-	tr := &http.Transport{
-		MaxIdleConns:        conns,
-		MaxIdleConnsPerHost: conns,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
-	}
-	return &apiClient{base: base, token: token, transport: tr, hc: &http.Client{Transport: tr, Timeout: 60 * time.Second}}
-}
-
-func (c *apiClient) close() { c.transport.CloseIdleConnections() }
-
-// call sends body as JSON (nil: none) and decodes a 200 answer into out.
-func (c *apiClient) call(ctx context.Context, method, path string, body, out any) (int, []byte, error) {
-	var reader io.Reader
-	if body != nil {
-		data, err := json.Marshal(body)
-		if err != nil {
-			return 0, nil, err
-		}
-		reader = bytes.NewReader(data)
-	}
-	return c.raw(ctx, method, path, reader, out)
-}
-
-func (c *apiClient) raw(ctx context.Context, method, path string, body io.Reader, out any) (int, []byte, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("X-Internal-Service-Token", c.token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return resp.StatusCode, nil, err
-	}
-	if out != nil && resp.StatusCode == http.StatusOK {
-		if err = json.Unmarshal(data, out); err != nil {
-			return resp.StatusCode, data, err
-		}
-	}
-	return resp.StatusCode, data, nil
 }
 
 func roomPath(roomID id.RoomID) string {

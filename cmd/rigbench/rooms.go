@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix/id"
+
+	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
 
 // runRoomsMetadata: one city room, its metadata warmed into the cache by
@@ -25,12 +27,12 @@ func runRoomsMetadata(ctx context.Context, r *rig, s *settings, db string, rep *
 		return err
 	}
 	path := roomPath(roomID)
-	status, body, err := br.api.call(ctx, http.MethodGet, path, nil, nil)
+	status, body, err := br.api.Call(ctx, http.MethodGet, path, nil, nil, nil)
 	if err != nil || status != http.StatusOK {
 		return fmt.Errorf("warming GET %s: %d %s %v", path, status, body, err)
 	}
 
-	url := br.api.base + path
+	url := br.api.Base + path
 	defer s.phase("metadata")()
 	var rec recorder
 	start := time.Now()
@@ -48,8 +50,8 @@ func runRoomsMetadata(ctx context.Context, r *rig, s *settings, db string, rep *
 					break
 				}
 				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-				req.Header.Set("X-Internal-Service-Token", br.api.token)
-				resp, err := br.api.hc.Do(req)
+				req.Header.Set(testrig.ServiceTokenHeader, br.api.Token)
+				resp, err := br.api.HTTP.Do(req)
 				if err != nil {
 					errs, lastErr = errs+1, err.Error()
 					time.Sleep(10 * time.Millisecond)
@@ -119,7 +121,7 @@ func runRoomsCreate(ctx context.Context, r *rig, s *settings, db string, rep *sc
 						RoomID id.RoomID `json:"matrix_room_id"`
 					}
 					t0 := time.Now()
-					status, raw, err := br.api.call(ctx, http.MethodPost, "/internal/matrix/rooms/create", body, &out)
+					status, raw, err := br.api.Call(ctx, http.MethodPost, "/internal/matrix/rooms/create", nil, body, &out)
 					d := time.Since(t0)
 					switch {
 					case err != nil:

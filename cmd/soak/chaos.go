@@ -161,9 +161,9 @@ func (s *soak) runChaos(ctx context.Context, loadStart time.Time, p plan, stop <
 			time.Sleep(f.Down)
 			s.hook.setFailing(false)
 		case faultNATSRestart:
-			s.nats.stop()
+			s.nats.Stop()
 			time.Sleep(f.Down)
-			err = s.nats.start()
+			err = s.nats.Start()
 		case faultPostgresStop:
 			err = s.faultPostgres(ctx, f.Down, &rec)
 		case faultLeaderFreeze:
@@ -199,7 +199,7 @@ func (s *soak) faultBridge(ctx context.Context, d time.Duration, rec *chaosRecor
 	lead, _, _ := s.leaderNow(qctx)
 	cancel()
 	rec.Process, rec.WasLeader = sl.name, lead == sl
-	s.proc(sl).kill()
+	s.proc(sl).Kill()
 	time.Sleep(d)
 	var err error
 	for attempt := 1; attempt <= 3; attempt++ {

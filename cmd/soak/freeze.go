@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/daarion/matrix-bridge/pkg/leader"
@@ -74,7 +75,7 @@ func (s *soak) leaderNow(ctx context.Context) (*slot, *leader.Lease, error) {
 	}
 	pid := pidOfHolder(l.Holder)
 	for _, sl := range s.slots {
-		if p := s.proc(sl); p != nil && p.pid == pid && !p.exited() {
+		if p := s.proc(sl); p != nil && p.Pid() == pid && !p.Exited() {
 			return sl, l, nil
 		}
 	}
@@ -137,7 +138,7 @@ func (s *soak) faultFreeze(ctx context.Context, d time.Duration, rec *chaosRecor
 		fr.Rerouted = true
 	}
 	frozen, other := s.proc(lead), s.proc(standby)
-	if err := frozen.freeze(); err != nil {
+	if err := frozen.Signal(syscall.SIGSTOP); err != nil {
 		return fmt.Errorf("SIGSTOP of process %s: %w", lead.name, err)
 	}
 	frozenAt := time.Now()
@@ -145,7 +146,7 @@ func (s *soak) faultFreeze(ctx context.Context, d time.Duration, rec *chaosRecor
 	thaw := func() {
 		if !thawed {
 			thawed = true
-			_ = frozen.thaw()
+			_ = frozen.Signal(syscall.SIGCONT)
 			fr.FrozenFor = time.Since(frozenAt)
 		}
 	}
@@ -183,7 +184,7 @@ func (s *soak) faultFreeze(ctx context.Context, d time.Duration, rec *chaosRecor
 		qctx, cancel := context.WithTimeout(ctx, time.Second)
 		l, err := leader.Current(qctx, s.db)
 		cancel()
-		if err == nil && l != nil && l.Epoch > fr.EpochBefore && pidOfHolder(l.Holder) == other.pid {
+		if err == nil && l != nil && l.Epoch > fr.EpochBefore && pidOfHolder(l.Holder) == other.Pid() {
 			fr.TakeoverLease, fr.EpochAfter = time.Since(frozenAt), l.Epoch
 			break
 		}
@@ -206,13 +207,13 @@ func (s *soak) faultFreeze(ctx context.Context, d time.Duration, rec *chaosRecor
 	if err != nil {
 		fr.Problems = append(fr.Problems, "cursors before the thaw: "+err.Error())
 	}
-	offset := frozen.logSize()
+	offset := frozen.LogSize()
 	thaw()
 	thawedAt := time.Now()
 	s.logf("chaos: leader-freeze: process %s frozen for %.1fs; the lease went to %s after %.1fs (epoch %d → %d); thawed",
 		lead.name, fr.FrozenFor.Seconds(), standby.name, fr.TakeoverLease.Seconds(), fr.EpochBefore, fr.EpochAfter)
 	for time.Since(thawedAt) < 30*time.Second && ctx.Err() == nil {
-		if line := findLogLine(frozen.logSince(offset), "stepping down"); line != "" {
+		if line := findLogLine(frozen.LogSince(offset), "stepping down"); line != "" {
 			fr.SteppedDown, fr.StepDownLine = time.Since(thawedAt), line
 			break
 		}
@@ -237,8 +238,8 @@ func (s *soak) faultFreeze(ctx context.Context, d time.Duration, rec *chaosRecor
 	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	l, err := leader.Current(qctx, s.db)
 	cancel()
-	fr.LeaseKept = err == nil && l != nil && l.Epoch == fr.EpochAfter && pidOfHolder(l.Holder) == other.pid
-	fr.Fenced = countLines(frozen.logSince(offset), leader.ErrFenced.Error())
+	fr.LeaseKept = err == nil && l != nil && l.Epoch == fr.EpochAfter && pidOfHolder(l.Holder) == other.Pid()
+	fr.Fenced = countLines(frozen.LogSince(offset), leader.ErrFenced.Error())
 	rec.Details = fr.summary()
 	return nil
 }

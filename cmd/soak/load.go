@@ -215,7 +215,7 @@ func (s *soak) sendAsAgent(ctx context.Context, agent string, m *message) error 
 		var out struct {
 			EventID id.EventID `json:"event_id"`
 		}
-		status, raw, err := s.api.call(ctx, http.MethodPost, "/internal/matrix/send", header, body, &out)
+		status, raw, err := s.api.Call(ctx, http.MethodPost, "/internal/matrix/send", header, body, &out)
 		s.load.mu.Lock()
 		if status == 0 {
 			s.load.apiNoAnswer++

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,187 +11,30 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"os"
-	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
 	"github.com/daarion/matrix-bridge/pkg/delivery/webhook"
+	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
 
 // ---- the bridge as a child process ----
 
-// bridgeProc is one run of the bridge binary.
-type bridgeProc struct {
-	pid     int
-	done    chan struct{} // closed once the process has exited and been reaped
-	err     error         // exit status, valid after done
-	logPath string
+// spawnBridge starts the bridge binary as a testrig.Process: SIGKILL from
+// the kernel if the soak dies, so it does not leave a bridge running.
+func spawnBridge(bin, configPath, logPath string) (*testrig.Process, error) {
+	return testrig.StartProcess(testrig.ProcessOptions{Path: bin, Args: []string{"-c", configPath}, LogFile: logPath})
 }
 
-// spawnBridge starts the bridge binary from a goroutine locked to its OS
-// thread: the parent-death signal (SIGKILL) is tied to the thread that
-// forked, so a soak that dies does not leave a bridge running.
-func spawnBridge(bin, configPath, logPath string) (*bridgeProc, error) {
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	p := &bridgeProc{done: make(chan struct{}), logPath: logPath}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		defer logFile.Close()
-		cmd := exec.Command(bin, "-c", configPath)
-		cmd.Stdout, cmd.Stderr = logFile, logFile
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			started <- err
-			close(p.done)
-			return
-		}
-		p.pid = cmd.Process.Pid
-		started <- nil
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	if err := <-started; err != nil {
-		return nil, err
-	}
-	return p, nil
-}
-
-func (p *bridgeProc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
+// terminate sends SIGTERM and waits up to timeout, then SIGKILL; clean is
+// an exit with status 0 on SIGTERM.
+func terminate(p *testrig.Process, timeout time.Duration) (clean bool) {
+	if p.Exited() {
 		return false
 	}
-}
-
-// kill sends SIGKILL to this process (and nothing else) and waits for it.
-func (p *bridgeProc) kill() {
-	if p.exited() {
-		return
-	}
-	_ = syscall.Kill(p.pid, syscall.SIGKILL)
-	<-p.done
-}
-
-// freeze stops the process (SIGSTOP): it runs no code, its sockets stay
-// open, its connections stay up, until thaw.
-func (p *bridgeProc) freeze() error { return syscall.Kill(p.pid, syscall.SIGSTOP) }
-
-// thaw lets a frozen process run again (SIGCONT).
-func (p *bridgeProc) thaw() error { return syscall.Kill(p.pid, syscall.SIGCONT) }
-
-// logSize is the length of the process's log so far.
-func (p *bridgeProc) logSize() int64 {
-	fi, err := os.Stat(p.logPath)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
-}
-
-// logSince returns the process's log after offset.
-func (p *bridgeProc) logSince(offset int64) string {
-	f, err := os.Open(p.logPath)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	if _, err = f.Seek(offset, io.SeekStart); err != nil {
-		return ""
-	}
-	data, _ := io.ReadAll(io.LimitReader(f, 64<<20))
-	return string(data)
-}
-
-// terminate sends SIGTERM and waits up to timeout, then SIGKILL.
-func (p *bridgeProc) terminate(timeout time.Duration) (clean bool) {
-	if p.exited() {
-		return false
-	}
-	_ = syscall.Kill(p.pid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return p.err == nil
-	case <-time.After(timeout):
-		p.kill()
-		return false
-	}
-}
-
-// ---- NATS with JetStream, in this process ----
-
-// natsServer is a JetStream server on a fixed loopback port and store
-// directory, so that it can be shut down and started again "in place".
-type natsServer struct {
-	port     int
-	storeDir string
-
-	mu  sync.Mutex
-	srv *server.Server
-}
-
-func startNATS(port int, storeDir string) (*natsServer, error) {
-	n := &natsServer{port: port, storeDir: storeDir}
-	return n, n.start()
-}
-
-func (n *natsServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
-
-// start starts a new server on the same port and store directory. No-op
-// when running.
-func (n *natsServer) start() error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.srv != nil {
-		return nil
-	}
-	var lastErr error
-	// The port was just freed by our own shutdown; retry briefly if the
-	// kernel has not let go of it yet.
-	for attempt := 0; attempt < 20; attempt++ {
-		srv, err := server.NewServer(&server.Options{
-			Host: "127.0.0.1", Port: n.port, JetStream: true, StoreDir: n.storeDir,
-			JetStreamMaxMemory: 64 << 20, JetStreamMaxStore: 1 << 30, NoLog: true, NoSigs: true,
-		})
-		if err != nil {
-			return err
-		}
-		srv.Start()
-		if srv.ReadyForConnections(10 * time.Second) {
-			n.srv = srv
-			return nil
-		}
-		srv.Shutdown()
-		srv.WaitForShutdown()
-		lastErr = fmt.Errorf("NATS on port %d did not become ready", n.port)
-		time.Sleep(250 * time.Millisecond)
-	}
-	return lastErr
-}
-
-// stop shuts the server down (clients see their connection close).
-func (n *natsServer) stop() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.srv == nil {
-		return
-	}
-	n.srv.Shutdown()
-	n.srv.WaitForShutdown()
-	n.srv = nil
+	return p.Stop(timeout) == nil && p.Err() == nil
 }
 
 // ---- the signed webhook receivers ----
@@ -351,69 +193,6 @@ func messageKey(body string) string {
 		return ""
 	}
 	return k
-}
-
-// ---- the internal API ----
-
-// apiClient calls the bridge's internal API with the service secret.
-type apiClient struct {
-	base, token string
-	hc          *http.Client
-}
-
-func newAPIClient(base, token string) *apiClient {
-	return &apiClient{base: base, token: token, hc: &http.Client{
-		Timeout:   30 * time.Second,
-		Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 30 * time.Second},
-	}}
-}
-
-// call posts body as JSON; a 200 answer is decoded into out. err is a
-// transport error (no answer).
-func (c *apiClient) call(ctx context.Context, method, path string, header map[string]string, body, out any) (int, []byte, error) {
-	var reader io.Reader
-	if body != nil {
-		data, err := json.Marshal(body)
-		if err != nil {
-			return 0, nil, err
-		}
-		reader = bytes.NewReader(data)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, reader)
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("X-Internal-Service-Token", c.token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return resp.StatusCode, nil, err
-	}
-	if out != nil && resp.StatusCode == http.StatusOK {
-		if err = json.Unmarshal(data, out); err != nil {
-			return resp.StatusCode, data, fmt.Errorf("decoding %s answer: %w", path, err)
-		}
-	}
-	return resp.StatusCode, data, nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // sleepCtx sleeps for d or until ctx ends; false when ctx ended.

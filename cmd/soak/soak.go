@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.mau.fi/util/dbutil"
@@ -99,13 +100,13 @@ type soak struct {
 	bridgeBin string
 	cfg       *config.Config
 	apiURL    string // the front door's
-	api       *apiClient
+	api       *testrig.APIClient
 
 	pg    *testrig.PostgresCluster
 	dbURL string
 	db    *dbutil.Database // the soak's own reads during the run (lease, cursors)
 	hs    *testrig.Homeserver
-	nats  *natsServer
+	nats  *testrig.NATSServer
 	hook  *receiver // the normal subscriber
 	slow  *receiver // the slow one, nil without
 	front *front
@@ -133,7 +134,7 @@ type slot struct {
 	configPath string
 	asURL      string // its own appservice listener
 	apiURL     string // its own internal API
-	proc       *bridgeProc
+	proc       *testrig.Process
 	starts     int
 }
 
@@ -197,7 +198,7 @@ func (s *soak) setup(ctx context.Context) error {
 	// process's own, the homeserver's and NATS's.
 	ports := make([]int, 8)
 	for i := range ports {
-		if ports[i], err = freePort(); err != nil {
+		if ports[i], err = testrig.FreePort(); err != nil {
 			return err
 		}
 	}
@@ -222,7 +223,7 @@ func (s *soak) setup(ctx context.Context) error {
 		return err
 	}
 	s.logf("starting NATS with JetStream on port %d", natsPort)
-	if s.nats, err = startNATS(natsPort, filepath.Join(s.dir, "nats")); err != nil {
+	if s.nats, err = testrig.NewNATS(testrig.NATSOptions{Port: natsPort, StoreDir: filepath.Join(s.dir, "nats")}); err != nil {
 		return err
 	}
 	if s.hook, err = startReceiver("webhook", 0, 0); err != nil {
@@ -257,7 +258,7 @@ delivery:
     webhook_workers: %d
 logging:
     level: %s
-`, hsPort, serverName, asPort, strings.TrimPrefix(s.slots[0].asURL, "http://"), s.dbURL, ports[5], serviceSecret, s.nats.url(),
+`, hsPort, serverName, asPort, strings.TrimPrefix(s.slots[0].asURL, "http://"), s.dbURL, ports[5], serviceSecret, s.nats.URL(),
 		s.opts.WebhookTimeout.Milliseconds(), s.opts.WebhookWorkers, s.opts.LogLevel)
 	configA := s.slots[0].configPath
 	if err = os.WriteFile(configA, []byte(cfgYAML), 0o600); err != nil {
@@ -288,7 +289,7 @@ logging:
 	if s.cfg, err = config.Load(configA, nil); err != nil {
 		return err
 	}
-	s.api = newAPIClient(s.apiURL, serviceSecret)
+	s.api = testrig.NewAPIClient(s.apiURL, serviceSecret, 16, 30*time.Second)
 	target, err := database.ParseURL(s.dbURL)
 	if err != nil {
 		return err
@@ -345,7 +346,7 @@ logging:
 			ID     string `json:"subscription_id"`
 			Secret string `json:"secret"`
 		}
-		status, body, err := s.api.call(ctx, http.MethodPost, "/internal/matrix/webhook/subscribe", nil,
+		status, body, err := s.api.Call(ctx, http.MethodPost, "/internal/matrix/webhook/subscribe", nil,
 			map[string]any{"room_id": "*", "webhook_url": rc.url}, &sub)
 		if err != nil || status != http.StatusOK || sub.Secret == "" {
 			return fmt.Errorf("webhook subscribe: %d %s %v", status, body, err)
@@ -406,19 +407,19 @@ func (s *soak) startBridge(ctx context.Context, sl *slot) error {
 				return nil
 			}
 		}
-		if p.exited() {
-			return fmt.Errorf("bridge process %s exited during start-up (%v); log %s:\n%s", sl.name, p.err, logPath, tailFile(logPath, 20))
+		if p.Exited() {
+			return fmt.Errorf("bridge process %s exited during start-up (%v); log %s:\n%s", sl.name, p.Err(), logPath, testrig.TailFile(logPath, 0, 20))
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			p.kill()
-			return fmt.Errorf("bridge process %s did not come up within %s; log %s:\n%s", sl.name, readyTimeout, logPath, tailFile(logPath, 20))
+			p.Kill()
+			return fmt.Errorf("bridge process %s did not come up within %s; log %s:\n%s", sl.name, readyTimeout, logPath, testrig.TailFile(logPath, 0, 20))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
 // proc is the process running in sl now.
-func (s *soak) proc(sl *slot) *bridgeProc {
+func (s *soak) proc(sl *slot) *testrig.Process {
 	s.bridgeMu.Lock()
 	defer s.bridgeMu.Unlock()
 	return sl.proc
@@ -437,7 +438,7 @@ func (s *soak) createCityRoom(ctx context.Context, slug string) (id.RoomID, erro
 		var out struct {
 			RoomID id.RoomID `json:"matrix_room_id"`
 		}
-		status, body, err := s.api.call(ctx, http.MethodPost, "/internal/matrix/rooms/create", nil,
+		status, body, err := s.api.Call(ctx, http.MethodPost, "/internal/matrix/rooms/create", nil,
 			map[string]string{"slug": slug, "name": "Soak " + slug, "visibility": "public"}, &out)
 		if err == nil && status == http.StatusOK && out.RoomID != "" {
 			return out.RoomID, nil
@@ -525,12 +526,12 @@ wait:
 	producers.Wait()
 	s.logf("load stopped: %s", s.load.summary())
 	for _, sl := range s.slots {
-		if p := s.proc(sl); p.exited() {
-			return nil, fmt.Errorf("bridge process %s is not running at the end of the load (%v)", sl.name, p.err)
+		if p := s.proc(sl); p.Exited() {
+			return nil, fmt.Errorf("bridge process %s is not running at the end of the load (%v)", sl.name, p.Err())
 		}
 	}
 
-	obs, err := newObserver(ctx, s.dbURL, s.nats.url())
+	obs, err := newObserver(ctx, s.dbURL, s.nats.URL())
 	if err != nil {
 		return nil, err
 	}
@@ -570,10 +571,10 @@ func (s *soak) drain(ctx context.Context, obs *observer) bool {
 // teardown stops everything the soak started, each bounded.
 func (s *soak) teardown() {
 	for _, sl := range s.slots {
-		if p := s.proc(sl); p != nil && !p.exited() {
-			_ = p.thaw() // in case the soak stopped during a freeze
-			if !p.terminate(30 * time.Second) {
-				s.logf("bridge process %s did not stop cleanly on SIGTERM (%v)", sl.name, p.err)
+		if p := s.proc(sl); p != nil && !p.Exited() {
+			_ = p.Signal(syscall.SIGCONT) // in case the soak stopped during a freeze
+			if !terminate(p, 30*time.Second) {
+				s.logf("bridge process %s did not stop cleanly on SIGTERM (%v)", sl.name, p.Err())
 			}
 		}
 	}
@@ -594,7 +595,7 @@ func (s *soak) teardown() {
 		}
 	}
 	if s.nats != nil {
-		s.nats.stop()
+		s.nats.Stop()
 	}
 	if s.pg != nil {
 		// Keep the server's log with the bridge's; Remove deletes the cluster.
@@ -605,16 +606,4 @@ func (s *soak) teardown() {
 			s.logf("removing PostgreSQL: %v", err)
 		}
 	}
-}
-
-func tailFile(path string, n int) string {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
@@ -232,12 +231,7 @@ func FuzzQueryPaths(f *testing.F) {
 // both databases, and nothing is journalled.
 func TestTransactionIDThatCannotBeStored(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
-		db, err := database.Open(context.Background(), database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = db.Close() })
-		l := eventlog.New(db)
+		l := eventlog.New(testrig.OpenDatabase(t, tdb))
 		srv := NewServer(Options{HSToken: fuzzHSToken}, l, nil, zerolog.Nop())
 		body := []byte(`{"events":[{"event_id":"$1","room_id":"!r:s","type":"m.x"}]}`)
 		for _, segment := range []string{"%8C", "%00", "a%00b", "%FF%FE", "\x8c"} {

@@ -20,7 +20,6 @@ import (
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
 
-	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/appservice"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
@@ -38,11 +37,7 @@ type rig struct {
 
 func newRig(t *testing.T, tdb testrig.TestDatabase, opts appservice.Options) *rig {
 	t.Helper()
-	db, err := database.Open(context.Background(), database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := testrig.OpenDatabase(t, tdb)
 	l := eventlog.New(db)
 	opts.HSToken = hsToken
 	srv := httptest.NewServer(appservice.NewServer(opts, l, nil, zerolog.Nop()))
@@ -215,7 +210,7 @@ func TestTransactionIsCommittedBeforeTheAnswer(t *testing.T) {
 		}
 		// Read through a separate connection pool: what was answered 200 is
 		// committed — in the journal, or already split into the log.
-		other := openSecondPool(t, tdb)
+		other := testrig.OpenDatabase(t, tdb) // a second pool, as another process has
 		var n int
 		if err := other.QueryRow(context.Background(),
 			"SELECT (SELECT COUNT(*) FROM txn_journal WHERE txn_id = 'c1') + (SELECT COUNT(*) FROM as_transaction WHERE txn_id = 'c1')").Scan(&n); err != nil || n < 1 {
@@ -235,16 +230,6 @@ func TestTransactionIsCommittedBeforeTheAnswer(t *testing.T) {
 			t.Errorf("log holds %d events (%v), want 100", n, err)
 		}
 	})
-}
-
-func openSecondPool(t *testing.T, tdb testrig.TestDatabase) *dbutil.Database {
-	t.Helper()
-	db, err := database.Open(context.Background(), database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	return db
 }
 
 func TestDuplicateTransactions(t *testing.T) {

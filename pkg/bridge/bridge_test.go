@@ -22,11 +22,12 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(testrig.RunTests(m)) }
 
-func testConfig(tdb testrig.TestDatabase) *config.Config {
+func testConfig(t *testing.T, tdb testrig.TestDatabase) *config.Config {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Database.URL = tdb.URL()
 	cfg.AppService.Listen = "127.0.0.1:0"
-	cfg.InternalAPI.Port = freePort()
+	cfg.InternalAPI.Port = testrig.FreeTestPort(t)
 	cfg.AppService.ASToken = "as"
 	cfg.AppService.HSToken = "hs"
 	// No homeserver here: the bridge must serve transactions regardless.
@@ -37,7 +38,7 @@ func testConfig(tdb testrig.TestDatabase) *config.Config {
 // Stop lets the transaction in flight finish and commit before it returns.
 func TestStopFinishesTheTransactionInFlight(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
-		b := New(testConfig(tdb), zerolog.Nop())
+		b := New(testConfig(t, tdb), zerolog.Nop())
 		if err := b.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -68,7 +69,7 @@ func TestStopFinishesTheTransactionInFlight(t *testing.T) {
 		// New connections are refused once shutdown began; from then on Stop
 		// waits for the transaction in flight. That it does not return can
 		// only be watched for a while: 300 ms from there.
-		waitFor(t, "the listener to refuse connections", func() bool {
+		testrig.Eventually(t, "the listener to refuse connections", 20*time.Second, func() bool {
 			resp, err := http.Get("http://" + b.AppserviceAddr() + "/")
 			if err == nil {
 				resp.Body.Close()
@@ -98,7 +99,7 @@ func TestStopFinishesTheTransactionInFlight(t *testing.T) {
 		stopped = true
 
 		// Committed: a fresh bridge on the same database sees it.
-		again := New(testConfig(tdb), zerolog.Nop())
+		again := New(testConfig(t, tdb), zerolog.Nop())
 		if err := again.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -125,14 +126,14 @@ func TestStopFinishesTheTransactionInFlight(t *testing.T) {
 // comes once every one of them waits.
 func TestOwnTransactionsWakeTheLeader(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
-		cfg := testConfig(tdb)
+		cfg := testConfig(t, tdb)
 		cfg.Database.PollInterval = config.NewDuration("1h")
 		b := New(cfg, zerolog.Nop())
 		if err := b.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		defer func() { _ = b.Stop(context.Background()) }()
-		waitFor(t, "this process to lead", b.Leader.Leading)
+		testrig.Eventually(t, "this process to lead", 20*time.Second, b.Leader.Leading)
 		ctx := context.Background()
 		for i := range 2 {
 			eventID := fmt.Sprintf("$wake%d", i)
@@ -145,7 +146,7 @@ func TestOwnTransactionsWakeTheLeader(t *testing.T) {
 			}
 			resp.Body.Close()
 			var pos int64
-			waitFor(t, eventID+" in the log", func() bool {
+			testrig.Eventually(t, eventID+" in the log", 20*time.Second, func() bool {
 				evts, err := b.EventLog.Read(ctx, 0, 100)
 				for _, e := range evts {
 					if e.EventID == eventID {
@@ -158,7 +159,7 @@ func TestOwnTransactionsWakeTheLeader(t *testing.T) {
 				if r.Name() == "commands" {
 					continue // it asks the homeserver (none here) whether the room is a direct chat
 				}
-				waitFor(t, "consumer "+r.Name()+" to pass "+eventID, func() bool { return r.Position() >= pos })
+				testrig.Eventually(t, "consumer "+r.Name()+" to pass "+eventID, 20*time.Second, func() bool { return r.Position() >= pos })
 			}
 		}
 	})
@@ -166,7 +167,7 @@ func TestOwnTransactionsWakeTheLeader(t *testing.T) {
 
 // The database URL's password never reaches an error message.
 func TestStartErrorsDoNotLeakTheDatabasePassword(t *testing.T) {
-	cfg := testConfig(testrig.TestDatabase{Name: "postgres", URI: "postgres://bridge:s3cret-pw@127.0.0.1:1/nowhere?sslmode=disable&connect_timeout=2"})
+	cfg := testConfig(t, testrig.TestDatabase{Name: "postgres", URI: "postgres://bridge:s3cret-pw@127.0.0.1:1/nowhere?sslmode=disable&connect_timeout=2"})
 	b := New(cfg, zerolog.Nop())
 	err := b.Start(context.Background())
 	_ = b.Stop(context.Background())
@@ -176,15 +177,6 @@ func TestStartErrorsDoNotLeakTheDatabasePassword(t *testing.T) {
 	if strings.Contains(err.Error(), "s3cret-pw") {
 		t.Errorf("error leaks the password: %v", err)
 	}
-}
-
-func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // Two bridge processes on one PostgreSQL: both take transactions and serve
@@ -208,7 +200,7 @@ func TestTwoProcessesDeliverOnceAndFailOver(t *testing.T) {
 	defer receiver.Close()
 
 	start := func() *Bridge {
-		cfg := testConfig(tdb)
+		cfg := testConfig(t, tdb)
 		cfg.InternalAPI.ServiceSecret = "two-process-secret"
 		b := New(cfg, zerolog.Nop())
 		if err := b.Start(context.Background()); err != nil {
@@ -267,7 +259,7 @@ func TestTwoProcessesDeliverOnceAndFailOver(t *testing.T) {
 	// (by a second deliverer working the same queue) would have too.
 	markers := 0
 	waitDelivered := func(br *Bridge, n int) {
-		waitFor(t, fmt.Sprintf("%d DTOs delivered", n), func() bool {
+		testrig.Eventually(t, fmt.Sprintf("%d DTOs delivered", n), 20*time.Second, func() bool {
 			for i := range n {
 				if !delivered(fmt.Sprintf("$e%d", i)) {
 					return false
@@ -278,7 +270,7 @@ func TestTwoProcessesDeliverOnceAndFailOver(t *testing.T) {
 		markers++
 		marker := fmt.Sprintf("$marker%d", markers)
 		put(br, marker, marker)
-		waitFor(t, "the marker delivered", func() bool { return delivered(marker) })
+		testrig.Eventually(t, "the marker delivered", 20*time.Second, func() bool { return delivered(marker) })
 		mu.Lock()
 		defer mu.Unlock()
 		for id, c := range got {

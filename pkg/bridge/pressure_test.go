@@ -21,7 +21,7 @@ import (
 // database filling up. Once a leader drains the journal, they are taken again.
 func TestJournalBackpressure(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
-		cfg := testConfig(tdb)
+		cfg := testConfig(t, tdb)
 		cfg.AppService.MaxJournalBacklog = 3
 		cfg.Health.MaxJournalBacklog = 2
 		b := New(cfg, zerolog.Nop())
@@ -35,7 +35,7 @@ func TestJournalBackpressure(t *testing.T) {
 			ON CONFLICT (name) DO UPDATE SET holder = 'elsewhere', epoch = 1000, expires_at = $1`, time.Now().Add(time.Hour).UnixMilli()); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "this process to stop leading", func() bool { return !b.Leader.Leading() })
+		testrig.Eventually(t, "this process to stop leading", 20*time.Second, func() bool { return !b.Leader.Leading() })
 
 		push := func(txn string) int {
 			req, _ := http.NewRequest(http.MethodPut, "http://"+b.AppserviceAddr()+"/_matrix/app/v1/transactions/"+txn,
@@ -63,7 +63,7 @@ func TestJournalBackpressure(t *testing.T) {
 			_ = json.NewDecoder(resp.Body).Decode(&h)
 			return h
 		}
-		waitFor(t, "the sampler to see the backlog", func() bool { return health()["journal_backlog"] == float64(3) })
+		testrig.Eventually(t, "the sampler to see the backlog", 20*time.Second, func() bool { return health()["journal_backlog"] == float64(3) })
 		h := health()
 		degraded, _ := h["degraded"].([]any)
 		if h["leader"] != "another process" || !slices.Contains(degraded, any("journal backlog")) {
@@ -77,7 +77,7 @@ func TestJournalBackpressure(t *testing.T) {
 		if _, err := b.DB.Exec(ctx, `UPDATE leader_lease SET expires_at = 0`); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the journal to drain", func() bool { return health()["journal_backlog"] == float64(0) })
+		testrig.Eventually(t, "the journal to drain", 20*time.Second, func() bool { return health()["journal_backlog"] == float64(0) })
 		if status := push("t4"); status != 200 {
 			t.Errorf("transaction after the drain: %d", status)
 		}
@@ -85,15 +85,4 @@ func TestJournalBackpressure(t *testing.T) {
 			t.Errorf("health after the drain: %v", h)
 		}
 	})
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -276,7 +276,7 @@ func TestTimeoutsFitTheLongestWaits(t *testing.T) {
 // Every listener of a running bridge has header, read, write and idle
 // timeouts; the internal API's write timeout is above its longest sync.
 func TestEveryListenerHasTimeouts(t *testing.T) {
-	cfg := testConfig(testrig.NewTestDatabase(t, testrig.SQLite))
+	cfg := testConfig(t, testrig.NewTestDatabase(t, testrig.SQLite))
 	cfg.Metrics.Listen = "127.0.0.1:0"
 	cfg.Delivery.SyncTimeoutMS = 10 * 60 * 1000
 	b := New(cfg, zerolog.Nop())

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +18,7 @@ import (
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 	"github.com/daarion/matrix-bridge/pkg/messaging"
 	"github.com/daarion/matrix-bridge/pkg/registration"
+	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
 
 const (
@@ -38,8 +37,7 @@ type sent struct {
 
 // fakeHomeserver answers the client-server calls the bot makes.
 type fakeHomeserver struct {
-	t      *testing.T
-	srv    *httptest.Server
+	*testrig.FakeHomeserver
 	mu     sync.Mutex
 	joined map[string]bool // rooms the bot is in
 	direct json.RawMessage // the bot's m.direct
@@ -50,68 +48,67 @@ type fakeHomeserver struct {
 }
 
 func newFakeHomeserver(t *testing.T) *fakeHomeserver {
-	hs := &fakeHomeserver{t: t, joined: map[string]bool{city: true}, txns: map[string]string{}}
-	hs.srv = httptest.NewServer(http.HandlerFunc(hs.serve))
-	t.Cleanup(hs.srv.Close)
-	return hs
-}
-
-func (hs *fakeHomeserver) serve(w http.ResponseWriter, r *http.Request) {
-	path, _ := url.PathUnescape(r.URL.EscapedPath())
-	body, _ := io.ReadAll(r.Body)
-	hs.mu.Lock()
-	defer hs.mu.Unlock()
-	parts := strings.Split(strings.TrimPrefix(path, "/_matrix/client/v3/"), "/")
-	answer := func(status int, v any) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(status)
-		_ = json.NewEncoder(w).Encode(v)
-	}
-	switch {
-	case r.Method == http.MethodPut && len(parts) == 5 && parts[0] == "rooms" && parts[2] == "send":
+	hs := &fakeHomeserver{FakeHomeserver: testrig.NewFakeHomeserver(t), joined: map[string]bool{city: true}, txns: map[string]string{}}
+	const v3 = "/_matrix/client/v3"
+	hs.handle("PUT "+v3+"/rooms/{room}/send/{type}/{txn}", func(w http.ResponseWriter, r *http.Request, body []byte) {
 		if hs.failAt.Load() > 0 {
 			hs.failAt.Add(-1)
-			answer(500, map[string]string{"errcode": "M_UNKNOWN", "error": "try again"})
+			testrig.WriteMatrixError(w, 500, "M_UNKNOWN", "try again")
 			return
 		}
-		if eventID, ok := hs.txns[parts[4]]; ok {
-			answer(200, map[string]string{"event_id": eventID})
+		txn := r.PathValue("txn")
+		if eventID, ok := hs.txns[txn]; ok {
+			testrig.WriteJSON(w, 200, map[string]string{"event_id": eventID})
 			return
 		}
 		var content map[string]any
 		_ = json.Unmarshal(body, &content)
-		hs.sent = append(hs.sent, sent{room: parts[1], txn: parts[4], content: content})
+		hs.sent = append(hs.sent, sent{room: r.PathValue("room"), txn: txn, content: content})
 		eventID := fmt.Sprintf("$sent%d", len(hs.sent))
-		hs.txns[parts[4]] = eventID
-		answer(200, map[string]string{"event_id": eventID})
-	case r.Method == http.MethodGet && len(parts) == 5 && parts[0] == "rooms" && parts[2] == "state" && parts[3] == "m.room.member":
-		if parts[4] == bot && hs.joined[parts[1]] {
-			answer(200, map[string]string{"membership": "join"})
+		hs.txns[txn] = eventID
+		testrig.WriteJSON(w, 200, map[string]string{"event_id": eventID})
+	})
+	hs.handle("GET "+v3+"/rooms/{room}/state/m.room.member/{user}", func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		if r.PathValue("user") == bot && hs.joined[r.PathValue("room")] {
+			testrig.WriteJSON(w, 200, map[string]string{"membership": "join"})
 			return
 		}
-		answer(403, map[string]string{"errcode": "M_FORBIDDEN", "error": "not in room"})
-	case r.Method == http.MethodPost && len(parts) == 3 && parts[0] == "rooms" && parts[2] == "join",
-		r.Method == http.MethodPost && len(parts) == 2 && parts[0] == "join":
-		room := parts[1]
+		testrig.WriteMatrixError(w, 403, "M_FORBIDDEN", "not in room")
+	})
+	join := func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		room := r.PathValue("room")
 		hs.joined[room] = true
-		answer(200, map[string]string{"room_id": room})
-	case r.Method == http.MethodPost && len(parts) == 3 && parts[0] == "rooms" && parts[2] == "leave":
-		hs.left = append(hs.left, parts[1])
-		answer(200, map[string]string{})
-	case len(parts) == 4 && parts[0] == "user" && parts[1] == bot && parts[2] == "account_data" && parts[3] == "m.direct":
-		if r.Method == http.MethodPut {
-			hs.direct = body
-			answer(200, map[string]string{})
-		} else if hs.direct == nil {
-			answer(404, map[string]string{"errcode": "M_NOT_FOUND", "error": "no such account data"})
-		} else {
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = w.Write(hs.direct)
-		}
-	default:
-		hs.t.Errorf("unexpected homeserver call %s %s", r.Method, path)
-		answer(404, map[string]string{"errcode": "M_UNRECOGNIZED", "error": "unknown"})
+		testrig.WriteJSON(w, 200, map[string]string{"room_id": room})
 	}
+	hs.handle("POST "+v3+"/rooms/{room}/join", join)
+	hs.handle("POST "+v3+"/join/{room}", join)
+	hs.handle("POST "+v3+"/rooms/{room}/leave", func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		hs.left = append(hs.left, r.PathValue("room"))
+		testrig.WriteJSON(w, 200, map[string]string{})
+	})
+	hs.handle("PUT "+v3+"/user/"+bot+"/account_data/m.direct", func(w http.ResponseWriter, _ *http.Request, body []byte) {
+		hs.direct = body
+		testrig.WriteJSON(w, 200, map[string]string{})
+	})
+	hs.handle("GET "+v3+"/user/"+bot+"/account_data/m.direct", func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		if hs.direct == nil {
+			testrig.WriteMatrixError(w, 404, "M_NOT_FOUND", "no such account data")
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(hs.direct)
+	})
+	return hs
+}
+
+// handle answers pattern with the request's body read and hs.mu held.
+func (hs *fakeHomeserver) handle(pattern string, fn func(w http.ResponseWriter, r *http.Request, body []byte)) {
+	hs.Handle(pattern, func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		hs.mu.Lock()
+		defer hs.mu.Unlock()
+		fn(w, r, body)
+	})
 }
 
 func (hs *fakeHomeserver) messages() []sent {
@@ -124,11 +121,11 @@ func newTestBot(t *testing.T, hs *fakeHomeserver) *Bot {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Homeserver.ServerName = "daarion.test"
-	cfg.Homeserver.URL = hs.srv.URL
+	cfg.Homeserver.URL = hs.URL
 	cfg.AppService.ASToken, cfg.AppService.HSToken = "as-token", "hs-token"
 	cfg.Permissions = map[string]string{admin: "admin", "daarion.test": "user"}
 	as, err := mxappservice.CreateFull(mxappservice.CreateOpts{
-		Registration: registration.FromConfig(cfg), HomeserverDomain: "daarion.test", HomeserverURL: hs.srv.URL,
+		Registration: registration.FromConfig(cfg), HomeserverDomain: "daarion.test", HomeserverURL: hs.URL,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -6,9 +6,6 @@ import (
 	"os"
 	"testing"
 
-	"github.com/rs/zerolog"
-
-	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/identity"
 	"github.com/daarion/matrix-bridge/pkg/messaging"
 	"github.com/daarion/matrix-bridge/pkg/rooms"
@@ -21,11 +18,7 @@ func TestMain(m *testing.M) { os.Exit(testrig.RunTests(m)) }
 // rooms than the bound never holds more than it.
 func TestRoomLookupsAreBounded(t *testing.T) {
 	tdb := testrig.NewTestDatabase(t, testrig.SQLite)
-	db, err := database.Open(context.Background(), database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := testrig.OpenDatabase(t, tdb)
 	const bound = 50
 	s := newDTOSource(identity.Mapper{ServerName: "s"}, rooms.NewStore(db), messaging.NewIdempotencyStore(db), bound)
 	for i := 0; i < 500; i++ {

@@ -17,7 +17,7 @@ import (
 // through.
 func TestStaleLeaderWritesNothing(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
-		db := openDB(t, tdb)
+		db := testrig.OpenDatabase(t, tdb)
 		l := eventlog.New(db)
 		ctx := context.Background()
 		// The lease is at epoch 2: epoch 1 is a leader that was replaced.

@@ -179,7 +179,7 @@ func (w *logWatch) Write(p []byte) (int, error) {
 // wakes the indexer after the cause is gone, and it never polls here.
 func TestIndexerRetriesAfterAFailure(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
-		db := openDB(t, tdb)
+		db := testrig.OpenDatabase(t, tdb)
 		l := eventlog.New(db)
 		t.Cleanup(func() { _ = l.Close() })
 		failed := &logWatch{text: "Indexing the journal failed", seen: make(chan struct{}, 1)}

@@ -8,29 +8,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-	"go.mau.fi/util/dbutil"
-
-	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
 
 func TestMain(m *testing.M) { os.Exit(testrig.RunTests(m)) }
 
-func openDB(t *testing.T, tdb testrig.TestDatabase) *dbutil.Database {
-	t.Helper()
-	db, err := database.Open(context.Background(), database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
-	if err != nil {
-		t.Fatalf("open database: %v", err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	return db
-}
-
 func openLog(t *testing.T, tdb testrig.TestDatabase) *eventlog.Log {
 	t.Helper()
-	l := eventlog.New(openDB(t, tdb))
+	l := eventlog.New(testrig.OpenDatabase(t, tdb))
 	t.Cleanup(func() { _ = l.Close() })
 	return l
 }
@@ -214,13 +200,10 @@ func TestAppendLargeAndEmptyTransactions(t *testing.T) {
 func TestLogSurvivesReopen(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
 		ctx := context.Background()
-		db1, err := database.Open(ctx, database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
-		if err != nil {
-			t.Fatal(err)
-		}
+		db1 := testrig.OpenDatabase(t, tdb)
 		l1 := eventlog.New(db1)
 		mustAppend(t, l1, "r1", events("r", 3))
-		if err = l1.SaveCursor(ctx, "c", 2); err != nil {
+		if err := l1.SaveCursor(ctx, "c", 2); err != nil {
 			t.Fatal(err)
 		}
 		_ = l1.Close()

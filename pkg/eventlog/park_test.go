@@ -62,7 +62,7 @@ func incompressible(n int) string {
 func TestIndexerParksRowsTheDatabaseRefuses(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
 		ctx := context.Background()
-		db := openDB(t, tdb)
+		db := testrig.OpenDatabase(t, tdb)
 		l := eventlog.New(db)
 		t.Cleanup(func() { _ = l.Close() })
 		refuseEvent(t, db, "$refused")
@@ -150,7 +150,7 @@ func TestIndexerParksRowsTheDatabaseRefuses(t *testing.T) {
 func TestIndexerKeepsRowsOnOtherFailures(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
 		ctx := context.Background()
-		db := openDB(t, tdb)
+		db := testrig.OpenDatabase(t, tdb)
 		l := eventlog.New(db)
 		t.Cleanup(func() { _ = l.Close() })
 		for i, txn := range []string{"k1", "k2"} {

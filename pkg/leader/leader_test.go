@@ -8,24 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
 
-	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
 
 func TestMain(m *testing.M) { os.Exit(testrig.RunTests(m)) }
-
-func open(t *testing.T, tdb testrig.TestDatabase) *dbutil.Database {
-	t.Helper()
-	db, err := database.Open(context.Background(), database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	return db
-}
 
 type candidate struct {
 	elector *Elector
@@ -53,25 +41,14 @@ func start(db *dbutil.Database) *candidate {
 
 func (c *candidate) stop() { c.cancel(); <-c.done }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // Two processes on one PostgreSQL: one leads; when it goes, the other takes over.
 func TestOneLeaderAndFailover(t *testing.T) {
 	tdb := testrig.NewTestDatabase(t, testrig.Postgres)
-	dbA, dbB := open(t, tdb), open(t, tdb) // two processes' pools
+	dbA, dbB := testrig.OpenDatabase(t, tdb), testrig.OpenDatabase(t, tdb) // two processes' pools
 	a, b := start(dbA), start(dbB)
 	defer a.stop()
 	defer b.stop()
-	waitUntil(t, "a leader", func() bool { return a.elector.Leading() || b.elector.Leading() })
+	testrig.Eventually(t, "a leader", 10*time.Second, func() bool { return a.elector.Leading() || b.elector.Leading() })
 	// For a while, never both.
 	for i := 0; i < 20; i++ {
 		if a.active.Load()+b.active.Load() > 1 {
@@ -85,7 +62,7 @@ func TestOneLeaderAndFailover(t *testing.T) {
 	}
 	// The leader stops (its process ends): the standby takes over.
 	leader.stop()
-	waitUntil(t, "the standby to take over", func() bool { return standby.elector.Leading() && standby.active.Load() == 1 })
+	testrig.Eventually(t, "the standby to take over", 10*time.Second, func() bool { return standby.elector.Leading() && standby.active.Load() == 1 })
 }
 
 // A leader that stops renewing (its host froze, or was cut off) loses the
@@ -94,7 +71,7 @@ func TestOneLeaderAndFailover(t *testing.T) {
 func TestExpiredLeaseIsTakenOverAndTheOldEpochIsFenced(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
 		ctx := context.Background()
-		db := open(t, tdb)
+		db := testrig.OpenDatabase(t, tdb)
 		// The frozen leader: it took the lease and never renews it.
 		frozen := New(db, Options{TTL: 500 * time.Millisecond, Interval: 100 * time.Millisecond, Holder: "frozen"})
 		oldEpoch, err := frozen.acquire(ctx)
@@ -112,7 +89,7 @@ func TestExpiredLeaseIsTakenOverAndTheOldEpochIsFenced(t *testing.T) {
 			t.Fatalf("took a held lease: %d %v", epoch, err)
 		}
 		// ...and takes it once it has expired.
-		waitUntil(t, "the standby to take over", func() bool { return standby.elector.Leading() })
+		testrig.Eventually(t, "the standby to take over", 10*time.Second, func() bool { return standby.elector.Leading() })
 		newEpoch := standby.elector.Epoch()
 		if newEpoch <= oldEpoch {
 			t.Fatalf("new epoch %d, old %d", newEpoch, oldEpoch)
@@ -134,15 +111,15 @@ func TestExpiredLeaseIsTakenOverAndTheOldEpochIsFenced(t *testing.T) {
 // renewal.
 func TestLeaderStepsDownWhenItsLeaseWasTaken(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
-		db := open(t, tdb)
+		db := testrig.OpenDatabase(t, tdb)
 		a := start(db)
 		defer a.stop()
-		waitUntil(t, "a to lead", func() bool { return a.elector.Leading() && a.active.Load() == 1 })
+		testrig.Eventually(t, "a to lead", 10*time.Second, func() bool { return a.elector.Leading() && a.active.Load() == 1 })
 		if _, err := db.Exec(context.Background(), `UPDATE leader_lease SET holder = 'usurper', epoch = epoch + 1, expires_at = $1`,
 			time.Now().Add(time.Hour).UnixMilli()); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, "a to step down", func() bool { return !a.elector.Leading() && a.active.Load() == 0 })
+		testrig.Eventually(t, "a to step down", 10*time.Second, func() bool { return !a.elector.Leading() && a.active.Load() == 0 })
 	})
 }
 
@@ -159,9 +136,9 @@ func fencedWrite(ctx context.Context, db *dbutil.Database) error {
 }
 
 func TestSQLiteAlwaysLeads(t *testing.T) {
-	db := open(t, testrig.NewTestDatabase(t, testrig.SQLite))
+	db := testrig.OpenDatabase(t, testrig.NewTestDatabase(t, testrig.SQLite))
 	c := start(db)
-	waitUntil(t, "the only process to lead", func() bool { return c.elector.Leading() && c.active.Load() == 1 })
+	testrig.Eventually(t, "the only process to lead", 10*time.Second, func() bool { return c.elector.Leading() && c.active.Load() == 1 })
 	c.stop()
 	if c.elector.Leading() || c.active.Load() != 0 {
 		t.Error("still leading after stop")

@@ -9,7 +9,6 @@ import (
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/event"
 
-	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 	"github.com/daarion/matrix-bridge/pkg/matrixstate"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
@@ -34,11 +33,7 @@ func logged(eventType, stateKey, content string) *eventlog.Event {
 func TestConsumerFeedsTheStateStore(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
 		ctx := context.Background()
-		db, err := database.Open(ctx, database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = db.Close() })
+		db := testrig.OpenDatabase(t, tdb)
 		store, err := matrixstate.Open(ctx, db, zerolog.Nop())
 		if err != nil {
 			t.Fatal(err)

@@ -15,7 +15,11 @@ import (
 	"time"
 
 	_ "github.com/lib/pq"
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
 	_ "go.mau.fi/util/dbutil/litestream"
+
+	"github.com/daarion/matrix-bridge/database"
 )
 
 // Database kinds accepted by NewTestDatabase.
@@ -161,4 +165,17 @@ func ForEachDatabase(t *testing.T, fn func(t *testing.T, db TestDatabase)) {
 			fn(t, NewTestDatabase(t, kind))
 		})
 	}
+}
+
+// OpenDatabase opens tdb as the bridge does (database.Open: the schema
+// brought up to date, the default pool) and closes it at the end of the
+// test. Each call is a pool of its own, as another process would have.
+func OpenDatabase(t testing.TB, tdb TestDatabase) *dbutil.Database {
+	t.Helper()
+	db, err := database.Open(context.Background(), database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("opening the %s test database: %v", tdb.Name, err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
 }

@@ -1,7 +1,6 @@
 package testrig
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
 	"context"
@@ -24,7 +23,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"text/template"
 	"time"
@@ -128,14 +126,7 @@ type Homeserver struct {
 	httpClient        *http.Client
 
 	mu   sync.Mutex
-	proc *dendriteProcess
-}
-
-type dendriteProcess struct {
-	pid     int
-	done    chan struct{} // closed once the process has exited and been reaped
-	err     error         // exit status, valid after done is closed
-	logFile *os.File      // closed by Stop, nil if LogOutput was given
+	proc *Process
 }
 
 // StartHomeserver writes a Dendrite config into opts.Dir, starts the pinned
@@ -224,7 +215,7 @@ func StartHomeserver(ctx context.Context, opts HomeserverOptions) (*Homeserver, 
 	autoPort := h.Port == 0
 	for attempt := 1; ; attempt++ {
 		if autoPort {
-			if h.Port, err = dendriteFreePort(); err != nil {
+			if h.Port, err = FreePort(); err != nil {
 				return nil, err
 			}
 		}
@@ -259,7 +250,7 @@ func StartTestHomeserver(t testing.TB, opts HomeserverOptions) *Homeserver {
 			t.Errorf("stopping %s: %v", h.Kind, err)
 		}
 		if t.Failed() && h.LogFile != "" {
-			t.Logf("last lines of %s:\n%s", h.LogFile, dendriteTail(h.LogFile, 0, 60))
+			t.Logf("last lines of %s:\n%s", h.LogFile, TailFile(h.LogFile, 0, 60))
 		}
 	})
 	return h
@@ -293,7 +284,7 @@ func (h *Homeserver) Restart(ctx context.Context) error {
 	defer h.mu.Unlock()
 	// A homeserver that had to be killed is gone all the same; its SQLite
 	// databases and JetStream store recover on the next start.
-	if err := h.stopLocked(); err != nil && !errors.Is(err, errDendriteKilled) {
+	if err := h.stopLocked(); err != nil && !errors.Is(err, ErrEscalated) {
 		return err
 	}
 	return h.startLocked(ctx)
@@ -303,15 +294,7 @@ func (h *Homeserver) Restart(ctx context.Context) error {
 func (h *Homeserver) Running() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.proc == nil {
-		return false
-	}
-	select {
-	case <-h.proc.done:
-		return false
-	default:
-		return true
-	}
+	return h.proc != nil && !h.proc.Exited()
 }
 
 // Done returns a channel that is closed when the current Dendrite process
@@ -324,7 +307,7 @@ func (h *Homeserver) Done() <-chan struct{} {
 		close(closed)
 		return closed
 	}
-	return h.proc.done
+	return h.proc.Done()
 }
 
 // UserID returns the full Matrix user ID for a localpart on this server.
@@ -429,64 +412,26 @@ func (h *Homeserver) startLocked(ctx context.Context) error {
 	if err := h.writeConfig(); err != nil {
 		return err
 	}
-	out, logFile, logOffset, err := h.openProcessLog()
-	if err != nil {
-		return err
-	}
 	args := []string{"-config", h.ConfigPath, "-http-bind-address", addr}
 	if h.Kind == Synapse {
 		args = []string{"-m", "synapse.app.homeserver", "-c", h.ConfigPath}
 	}
-	p, err := spawnDendrite(h.BinPath, h.Dir, out, logFile, args...)
+	p, err := StartProcess(ProcessOptions{
+		Path: h.BinPath, Args: args, Dir: h.Dir, Env: dendriteEnv(),
+		LogFile: h.LogFile, Output: h.logOutput,
+	})
 	if err != nil {
-		if logFile != nil {
-			logFile.Close()
-		}
-		return fmt.Errorf("starting %s: %w", h.BinPath, err)
+		return err
 	}
 	h.proc = p
 	if err := h.waitReady(ctx, p); err != nil {
 		_ = h.stopLocked()
 		if h.LogFile != "" {
-			err = fmt.Errorf("%w\nlast lines of %s:\n%s", err, h.LogFile, dendriteTail(h.LogFile, logOffset, 40))
+			err = fmt.Errorf("%w\nlast lines of %s:\n%s", err, h.LogFile, TailFile(h.LogFile, p.LogOffset(), 40))
 		}
 		return fmt.Errorf("%s on %s: %w", h.Kind, h.URL, err)
 	}
 	return nil
-}
-
-// spawnDendrite starts the process from a goroutine locked to its OS thread:
-// the parent-death signal is tied to the thread that forked the child, so the
-// thread must live as long as the homeserver does.
-func spawnDendrite(bin, dir string, out io.Writer, logFile *os.File, args ...string) (*dendriteProcess, error) {
-	p := &dendriteProcess{done: make(chan struct{}), logFile: logFile}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		cmd := exec.Command(bin, args...)
-		cmd.Dir = dir
-		cmd.Env = dendriteEnv()
-		cmd.Stdout = out
-		cmd.Stderr = out
-		cmd.SysProcAttr = &syscall.SysProcAttr{
-			Setpgid:   true, // a ^C meant for us does not reach Dendrite directly
-			Pdeathsig: syscall.SIGKILL,
-		}
-		if err := cmd.Start(); err != nil {
-			started <- err
-			close(p.done)
-			return
-		}
-		p.pid = cmd.Process.Pid
-		started <- nil
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	if err := <-started; err != nil {
-		return nil, err
-	}
-	return p, nil
 }
 
 // dendriteEnv is our environment minus variables that would make Dendrite
@@ -502,14 +447,14 @@ func dendriteEnv() []string {
 	return env
 }
 
-func (h *Homeserver) waitReady(ctx context.Context, p *dendriteProcess) error {
+func (h *Homeserver) waitReady(ctx context.Context, p *Process) error {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	client := &http.Client{Timeout: 2 * time.Second}
 	for {
 		select {
-		case <-p.done:
-			return fmt.Errorf("%s exited during start-up: %v", h.Kind, p.err)
+		case <-p.Done():
+			return fmt.Errorf("%s exited during start-up: %v", h.Kind, p.Err())
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for /_matrix/client/versions: %w", ctx.Err())
 		case <-tick.C:
@@ -526,8 +471,8 @@ func (h *Homeserver) waitReady(ctx context.Context, p *dendriteProcess) error {
 		resp.Body.Close()
 		if resp.StatusCode == http.StatusOK {
 			select {
-			case <-p.done: // someone else answered, and ours died
-				return fmt.Errorf("%s exited during start-up: %v", h.Kind, p.err)
+			case <-p.Done(): // someone else answered, and ours died
+				return fmt.Errorf("%s exited during start-up: %v", h.Kind, p.Err())
 			default:
 				return nil
 			}
@@ -535,66 +480,28 @@ func (h *Homeserver) waitReady(ctx context.Context, p *dendriteProcess) error {
 	}
 }
 
-// errDendriteKilled: Stop had to send SIGKILL.
-var errDendriteKilled = errors.New("sent SIGKILL")
-
 func (h *Homeserver) stopLocked() error {
 	p := h.proc
 	if p == nil {
 		return nil
 	}
 	h.proc = nil
-	defer func() {
-		if p.logFile != nil {
-			p.logFile.Close()
-		}
-	}()
-	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
-		select {
-		case <-p.done:
-			return nil
-		default:
-		}
-		if err := syscall.Kill(p.pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-			return fmt.Errorf("signalling %s (pid %d): %w", h.Kind, p.pid, err)
-		}
-		select {
-		case <-p.done:
-			if sig == syscall.SIGKILL {
-				return fmt.Errorf("%s (pid %d) did not exit within %v of SIGTERM: %w", h.Kind, p.pid, dendriteStopTimeout, errDendriteKilled)
-			}
-			return nil
-		case <-time.After(dendriteStopTimeout):
-		}
+	if err := p.Stop(dendriteStopTimeout); err != nil {
+		return fmt.Errorf("%s: %w", h.Kind, err)
 	}
-	return fmt.Errorf("%s (pid %d) did not exit after SIGKILL", h.Kind, p.pid)
+	return nil
 }
 
-// openProcessLog returns the writer for a new process, the file to close
-// when it stops (nil for a caller-provided writer) and the log file's size
-// before this start, for error reports.
-func (h *Homeserver) openProcessLog() (io.Writer, *os.File, int64, error) {
+// openLog returns where a build writes: LogOutput, or LogFile appended to.
+func (h *Homeserver) openLog() (io.Writer, func(), error) {
 	if h.logOutput != nil {
-		return h.logOutput, nil, 0, nil
+		return h.logOutput, func() {}, nil
 	}
 	f, err := os.OpenFile(h.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, nil, 0, err
-	}
-	off, _ := f.Seek(0, io.SeekEnd)
-	return f, f, off, nil
-}
-
-func (h *Homeserver) openLog() (io.Writer, func(), error) {
-	w, f, _, err := h.openProcessLog()
-	if err != nil {
 		return nil, nil, err
 	}
-	return w, func() {
-		if f != nil {
-			f.Close()
-		}
-	}, nil
+	return f, func() { f.Close() }, nil
 }
 
 // ---- binary ----
@@ -630,7 +537,7 @@ func resolveDendriteBin(ctx context.Context, explicit string, buildLog io.Writer
 	cmd.Stdout = io.MultiWriter(&out, buildLog)
 	cmd.Stderr = cmd.Stdout
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("testrig: building Dendrite with tools/dendrite/build.sh: %w\n%s", err, dendriteLastLines(out.String(), 30))
+		return "", fmt.Errorf("testrig: building Dendrite with tools/dendrite/build.sh: %w\n%s", err, LastLines(out.String(), 30))
 	}
 	if _, err := os.Stat(bin); err != nil {
 		return "", fmt.Errorf("testrig: tools/dendrite/build.sh did not produce %s", bin)
@@ -909,42 +816,10 @@ func (h *Homeserver) doJSON(ctx context.Context, method, url string, body, out a
 	return nil
 }
 
-func dendriteFreePort() (int, error) { return FreePort() }
-
 func dendriteRandomHex(n int) string {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
 		panic(err)
 	}
 	return hex.EncodeToString(b)
-}
-
-// dendriteTail returns the last n lines of the file from offset on.
-func dendriteTail(path string, offset int64, n int) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	if _, err := f.Seek(offset, io.SeekStart); err != nil {
-		return ""
-	}
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > n {
-			lines = lines[1:]
-		}
-	}
-	return strings.Join(lines, "\n")
-}
-
-func dendriteLastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"testing"
 )
 
 // FreePort returns a TCP port on 127.0.0.1 that is free now, chosen below
@@ -39,4 +40,14 @@ func ephemeralLow() int {
 		}
 	}
 	return 32768
+}
+
+// FreeTestPort is FreePort for tests: it calls t.Fatal when there is none.
+func FreeTestPort(t testing.TB) int {
+	t.Helper()
+	port, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
 }

@@ -3,7 +3,6 @@
 package testrig
 
 import (
-	"bufio"
 	"context"
 	"database/sql"
 	"errors"
@@ -14,7 +13,6 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -82,15 +80,9 @@ type PostgresCluster struct {
 	ownSockDir bool                // SocketDir is a separate dir Remove must delete
 
 	mu      sync.Mutex
-	proc    *pgProcess
+	proc    *Process
 	admin   *sql.DB
 	removed bool
-}
-
-type pgProcess struct {
-	pid  int
-	done chan struct{} // closed once the server has exited
-	err  error         // exit status, valid after done is closed
 }
 
 // PostgresBinDir returns the directory holding initdb and postgres: $PG_BINDIR
@@ -220,10 +212,10 @@ func StartPostgres(ctx context.Context, dir string) (*PostgresCluster, error) {
 		return nil, err
 	}
 
-	// The port is picked by binding :0 and releasing it, so another process
-	// can grab it in between; retry with a fresh port if postgres cannot bind.
+	// The port is free when picked, but another process can grab it before
+	// postgres binds it; retry with a fresh port if postgres cannot bind.
 	for attempt := 1; ; attempt++ {
-		if c.Port, err = freeLoopbackPort(); err != nil {
+		if c.Port, err = FreePort(); err != nil {
 			return nil, err
 		}
 		err = c.Start(ctx)
@@ -290,15 +282,6 @@ func makeTraversable(path string, uid int) error {
 	}
 }
 
-func freeLoopbackPort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 func (c *PostgresCluster) command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, filepath.Join(c.binDir, name), args...)
 	cmd.Dir = c.Dir
@@ -347,12 +330,10 @@ func (c *PostgresCluster) Start(ctx context.Context) error {
 		return errors.New("postgres cluster has been removed")
 	}
 	if c.proc != nil {
-		select {
-		case <-c.proc.done:
-			c.proc = nil
-		default:
+		if !c.proc.Exited() {
 			return nil
 		}
+		c.proc = nil
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -360,25 +341,29 @@ func (c *PostgresCluster) Start(ctx context.Context) error {
 		defer cancel()
 	}
 
-	logf, err := os.OpenFile(c.LogFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	logStart, _ := logf.Seek(0, 2)
 	// Our previous server (if any) has exited, so a postmaster.pid left by a
 	// kill is stale; if its pid got reused, postgres would refuse to start.
 	_ = os.Remove(filepath.Join(c.DataDir, "postmaster.pid"))
-	p, err := c.spawn(logf)
-	logf.Close()
+	// On a kill of this process, the postmaster gets SIGQUIT: an immediate
+	// shutdown that also ends its children.
+	p, err := StartProcess(ProcessOptions{
+		Path:        filepath.Join(c.binDir, "postgres"),
+		Args:        []string{"-D", c.DataDir, "-p", strconv.Itoa(c.Port)},
+		Dir:         c.Dir,
+		Env:         append(os.Environ(), "LC_ALL=C", "TZ=UTC"),
+		LogFile:     c.LogFile,
+		Credential:  c.cred,
+		DeathSignal: syscall.SIGQUIT,
+	})
 	if err != nil {
-		return fmt.Errorf("starting postgres: %w", err)
+		return err
 	}
 	c.proc = p
 
 	if err := c.waitReady(ctx, p); err != nil {
-		_ = stopProcess(p, 10*time.Second, true)
+		_ = stopPostmaster(p, 10*time.Second, true)
 		c.proc = nil
-		tail := c.logSince(logStart)
+		tail := TailFile(c.LogFile, p.LogOffset(), 40)
 		if strings.Contains(tail, "could not bind") || strings.Contains(tail, "Address already in use") {
 			err = fmt.Errorf("%w: %w", errPortInUse, err)
 		}
@@ -387,50 +372,14 @@ func (c *PostgresCluster) Start(ctx context.Context) error {
 	return nil
 }
 
-// spawn starts the postmaster from a goroutine locked to its OS thread: the
-// parent-death signal is tied to the thread that forked the child, so the
-// thread must live as long as the server does.
-func (c *PostgresCluster) spawn(logf *os.File) (*pgProcess, error) {
-	p := &pgProcess{done: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		cmd := exec.Command(filepath.Join(c.binDir, "postgres"),
-			"-D", c.DataDir, "-p", strconv.Itoa(c.Port))
-		cmd.Dir = c.Dir
-		cmd.Env = append(os.Environ(), "LC_ALL=C", "TZ=UTC")
-		cmd.Stdout = logf
-		cmd.Stderr = logf
-		cmd.SysProcAttr = &syscall.SysProcAttr{
-			Credential: c.cred,
-			Setpgid:    true, // a ^C meant for us is not also a fast shutdown
-			Pdeathsig:  syscall.SIGQUIT,
-		}
-		if err := cmd.Start(); err != nil {
-			started <- err
-			close(p.done)
-			return
-		}
-		p.pid = cmd.Process.Pid
-		started <- nil
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	if err := <-started; err != nil {
-		return nil, err
-	}
-	return p, nil
-}
-
-func (c *PostgresCluster) waitReady(ctx context.Context, p *pgProcess) error {
+func (c *PostgresCluster) waitReady(ctx context.Context, p *Process) error {
 	pidFile := filepath.Join(c.DataDir, "postmaster.pid")
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		select {
-		case <-p.done:
-			return fmt.Errorf("postgres exited: %v", p.err)
+		case <-p.Done():
+			return fmt.Errorf("postgres exited: %v", p.Err())
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick.C:
@@ -442,7 +391,7 @@ func (c *PostgresCluster) waitReady(ctx context.Context, p *pgProcess) error {
 			continue
 		}
 		lines := strings.Split(string(b), "\n")
-		if len(lines) < 8 || lines[0] != strconv.Itoa(p.pid) || strings.TrimSpace(lines[7]) != "ready" {
+		if len(lines) < 8 || lines[0] != strconv.Itoa(p.Pid()) || strings.TrimSpace(lines[7]) != "ready" {
 			continue
 		}
 		db, err := sql.Open("postgres", c.DSN("postgres"))
@@ -457,54 +406,15 @@ func (c *PostgresCluster) waitReady(ctx context.Context, p *pgProcess) error {
 	}
 }
 
-func (c *PostgresCluster) logSince(off int64) string {
-	f, err := os.Open(c.LogFile)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	if _, err := f.Seek(off, 0); err != nil {
-		return ""
-	}
-	var lines []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > 40 {
-			lines = lines[1:]
-		}
-	}
-	return strings.Join(lines, "\n")
-}
-
-// stopProcess shuts the postmaster down, by default in fast mode (SIGINT,
+// stopPostmaster shuts the postmaster down, by default in fast mode (SIGINT,
 // what `pg_ctl stop -m fast` sends), escalating to immediate mode (SIGQUIT)
 // and then SIGKILL whenever it takes longer than timeout. immediate starts
 // with SIGQUIT: no shutdown checkpoint, crash recovery on the next start.
-func stopProcess(p *pgProcess, timeout time.Duration, immediate bool) error {
-	sigs := []syscall.Signal{syscall.SIGINT, syscall.SIGQUIT, syscall.SIGKILL}
+func stopPostmaster(p *Process, timeout time.Duration, immediate bool) error {
 	if immediate {
-		sigs = sigs[1:]
+		return p.Stop(timeout, syscall.SIGQUIT)
 	}
-	for i, sig := range sigs {
-		select {
-		case <-p.done:
-			return nil
-		default:
-		}
-		if err := syscall.Kill(p.pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-			return err
-		}
-		select {
-		case <-p.done:
-			if i > 0 {
-				return fmt.Errorf("postgres (pid %d) did not shut down within %v; sent %v", p.pid, timeout, sig)
-			}
-			return nil
-		case <-time.After(timeout):
-		}
-	}
-	return fmt.Errorf("postgres (pid %d) did not exit after SIGKILL", p.pid)
+	return p.Stop(timeout, syscall.SIGINT, syscall.SIGQUIT)
 }
 
 // Stop shuts the server down in fast mode (the equivalent of
@@ -525,7 +435,7 @@ func (c *PostgresCluster) stopLocked(immediate bool) error {
 	if c.proc == nil {
 		return nil
 	}
-	err := stopProcess(c.proc, 30*time.Second, immediate)
+	err := stopPostmaster(c.proc, 30*time.Second, immediate)
 	c.proc = nil
 	return err
 }

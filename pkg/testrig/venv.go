@@ -31,7 +31,7 @@ func Venv(ctx context.Context, name string, buildLog io.Writer) (string, error) 
 	cmd.Stdout = io.MultiWriter(&out, buildLog)
 	cmd.Stderr = cmd.Stdout
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("testrig: installing %s with %s (make %s): %w\n%s", name, script, name, err, dendriteLastLines(out.String(), 30))
+		return "", fmt.Errorf("testrig: installing %s with %s (make %s): %w\n%s", name, script, name, err, LastLines(out.String(), 30))
 	}
 	if _, err := os.Stat(filepath.Join(venv, "bin", "python")); err != nil {
 		return "", fmt.Errorf("testrig: %s (make %s) did not produce %s", script, name, venv)

@@ -4,20 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
 
-	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/consumer"
 	"github.com/daarion/matrix-bridge/pkg/delivery"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
@@ -37,63 +34,6 @@ const (
 	consumerName = "nats"
 )
 
-// startNATS starts an in-process NATS server with JetStream on 127.0.0.1,
-// storing in dir; port -1 picks a free port. It is shut down at the end of
-// the test (again, harmlessly, if the test already did).
-func startNATS(t *testing.T, dir string, port int) *server.Server {
-	t.Helper()
-	srv, err := server.NewServer(&server.Options{
-		ServerName:         "test",
-		Host:               "127.0.0.1",
-		Port:               port,
-		JetStream:          true,
-		StoreDir:           dir,
-		JetStreamMaxMemory: 64 << 20,
-		JetStreamMaxStore:  1 << 30,
-		NoLog:              true,
-		NoSigs:             true,
-	})
-	if err != nil {
-		t.Fatalf("failed to make the NATS server: %v", err)
-	}
-	srv.Start()
-	if !srv.ReadyForConnections(20 * time.Second) {
-		srv.Shutdown()
-		t.Fatalf("NATS server on port %d did not become ready", port)
-	}
-	t.Cleanup(func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
-	return srv
-}
-
-func stopNATS(srv *server.Server) {
-	srv.Shutdown()
-	srv.WaitForShutdown()
-}
-
-func natsPort(t *testing.T, srv *server.Server) int {
-	t.Helper()
-	addr, ok := srv.Addr().(*net.TCPAddr)
-	if !ok {
-		t.Fatalf("NATS server address is %T", srv.Addr())
-	}
-	return addr.Port
-}
-
-// freePort returns a loopback port nothing listens on (for now).
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
-	return port
-}
-
 // harness is a real database with the event log and the DTO source.
 type harness struct {
 	ctx context.Context
@@ -112,11 +52,7 @@ func newHarness(t *testing.T, tdb testrig.TestDatabase) *harness {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	db, err := database.Open(ctx, database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
-	if err != nil {
-		t.Fatalf("failed to open the %s database: %v", tdb.Name, err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := testrig.OpenDatabase(t, tdb)
 	log := eventlog.New(db)
 	t.Cleanup(func() { _ = log.Close() })
 	return &harness{
@@ -263,20 +199,9 @@ func (h *harness) startRunner(t *testing.T, handler consumer.Handler, opts consu
 func (h *harness) waitCaughtUp(t *testing.T, runner *consumer.Runner, timeout time.Duration) {
 	t.Helper()
 	head := h.head(t)
-	waitFor(t, timeout, fmt.Sprintf("the runner to reach position %d", head), func() bool {
+	testrig.Eventually(t, fmt.Sprintf("the runner to reach position %d", head), timeout, func() bool {
 		return runner.Position() >= head
 	})
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // received is one message read back from the stream.

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/rs/zerolog"
 
 	"github.com/daarion/matrix-bridge/pkg/consumer"
@@ -57,7 +56,7 @@ func TestSecurityNATSCredentialsNotInErrorsOrLogs(t *testing.T) {
 	}
 
 	// NATS unreachable: every batch fails with ErrNotConnected.
-	port := strconv.Itoa(freePort(t))
+	port := strconv.Itoa(testrig.FreeTestPort(t))
 	for _, u := range []string{
 		"nats://" + user + ":" + password + "@127.0.0.1:" + port,
 		"nats://" + token + "@127.0.0.1:" + port,
@@ -78,7 +77,7 @@ func TestSecurityNATSCredentialsNotInErrorsOrLogs(t *testing.T) {
 		runner := consumer.NewRunner("nats-"+strconv.Itoa(len(u)), h.log, sink, fastRunner)
 		group := consumer.NewGroup(runner)
 		group.Start(zerolog.New(runnerLogs).Level(zerolog.TraceLevel).WithContext(h.ctx))
-		waitFor(t, 10*time.Second, "a failed batch", func() bool { return runner.Failures() > 0 })
+		testrig.Eventually(t, "a failed batch", 10*time.Second, func() bool { return runner.Failures() > 0 })
 		group.Stop()
 		sink.Close()
 		check("the runner's log", runnerLogs.String())
@@ -94,29 +93,16 @@ func TestSecurityNATSCredentialsNotInErrorsOrLogs(t *testing.T) {
 
 	// A server that requires the password: connections, a publish, the
 	// server going away and the sink's errors meanwhile log no credential.
-	srv, err := server.NewServer(&server.Options{
-		ServerName: "sectest", Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
-		JetStreamMaxMemory: 64 << 20, JetStreamMaxStore: 1 << 30, NoLog: true, NoSigs: true,
-		Username: user, Password: password,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	if !srv.ReadyForConnections(20 * time.Second) {
-		srv.Shutdown()
-		t.Fatal("NATS did not start")
-	}
-	t.Cleanup(func() { stopNATS(srv) })
+	srv := testrig.StartNATS(t, testrig.NATSOptions{Username: user, Password: password})
 	logs := &lockedBuffer{}
-	u := "nats://" + user + ":" + password + "@127.0.0.1:" + strconv.Itoa(natsPort(t, srv))
+	u := "nats://" + user + ":" + password + "@127.0.0.1:" + strconv.Itoa(srv.Port())
 	sink := h.newSink(t, u, func(o *Options) { o.Logger = zerolog.New(logs).Level(zerolog.TraceLevel) })
-	waitFor(t, 20*time.Second, "the stream to be set up", func() bool { return sink.Stats().StreamReady })
+	testrig.Eventually(t, "the stream to be set up", 20*time.Second, func() bool { return sink.Stats().StreamReady })
 	if err = sink.HandleEvents(h.ctx, events); err != nil {
 		t.Fatalf("publishing with the password: %v", err)
 	}
-	stopNATS(srv)
-	waitFor(t, 10*time.Second, "the disconnection", func() bool { return !sink.Stats().Connected })
+	srv.Stop()
+	testrig.Eventually(t, "the disconnection", 10*time.Second, func() bool { return !sink.Stats().Connected })
 	err = sink.HandleEvents(h.ctx, events)
 	if err == nil {
 		t.Fatal("HandleEvents succeeded with NATS gone")

@@ -29,10 +29,10 @@ func checkStats(t *testing.T, sink *Sink, published, duplicates int64) {
 func TestSinkPublishesEveryDTOOnce(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
 		h := newHarness(t, tdb)
-		srv := startNATS(t, t.TempDir(), -1)
-		sink := h.newSink(t, srv.ClientURL(), nil)
+		srv := testrig.StartNATS(t, testrig.NATSOptions{})
+		sink := h.newSink(t, srv.URL(), nil)
 		// Connected before the first batch, no batch may fail.
-		waitFor(t, 20*time.Second, "the stream to be set up", func() bool { return sink.Stats().StreamReady })
+		testrig.Eventually(t, "the stream to be set up", 20*time.Second, func() bool { return sink.Stats().StreamReady })
 		runner, _ := h.startRunner(t, sink, fastRunner)
 
 		h.appendTxn(t, "txn1", 10)
@@ -40,7 +40,7 @@ func TestSinkPublishesEveryDTOOnce(t *testing.T) {
 		h.appendTxn(t, "txn3", 19)
 		h.waitCaughtUp(t, runner, 30*time.Second)
 
-		got := readStream(t, srv.ClientURL(), DefaultStream, DefaultSubjectPrefix, h.sent)
+		got := readStream(t, srv.URL(), DefaultStream, DefaultSubjectPrefix, h.sent)
 		if got[0].subject != "daarion.messaging.message.created" || got[3].subject != "daarion.messaging.reaction.added" {
 			t.Errorf("subjects %q, %q", got[0].subject, got[3].subject)
 		}
@@ -63,9 +63,8 @@ func TestSinkPublishesEveryDTOOnce(t *testing.T) {
 func TestSinkSurvivesNATSOutage(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
 		h := newHarness(t, tdb)
-		dir := t.TempDir()
-		srv := startNATS(t, dir, -1)
-		port, url := natsPort(t, srv), srv.ClientURL()
+		srv := testrig.StartNATS(t, testrig.NATSOptions{})
+		url := srv.URL()
 		sink := h.newSink(t, url, nil)
 		runner, _ := h.startRunner(t, sink, fastRunner)
 
@@ -73,26 +72,29 @@ func TestSinkSurvivesNATSOutage(t *testing.T) {
 		h.waitCaughtUp(t, runner, 30*time.Second)
 		checkStats(t, sink, 12, 0)
 
-		stopNATS(srv)
-		waitFor(t, 10*time.Second, "the sink to notice the outage", func() bool { return !sink.Stats().Connected })
+		srv.Stop()
+		testrig.Eventually(t, "the sink to notice the outage", 10*time.Second, func() bool { return !sink.Stats().Connected })
 		handled := runner.Position()
 		failures := runner.Failures()
 
 		h.appendTxn(t, "during1", 9)
 		h.appendTxn(t, "during2", 3)
-		waitFor(t, 10*time.Second, "a failed batch during the outage", func() bool { return runner.Failures() > failures })
+		testrig.Eventually(t, "a failed batch during the outage", 10*time.Second, func() bool { return runner.Failures() > failures })
 		// The handler must fail fast, not hang: several retries pass.
-		waitFor(t, 10*time.Second, "retries during the outage", func() bool { return runner.Failures() > failures+2 })
+		testrig.Eventually(t, "retries during the outage", 10*time.Second, func() bool { return runner.Failures() > failures+2 })
 		if runner.Position() != handled || h.cursor(t) != handled {
 			t.Fatalf("the cursor moved during the outage: position %d, saved %d, want %d", runner.Position(), h.cursor(t), handled)
 		}
 
-		srv = startNATS(t, dir, port)
+		// Again on the same port and store directory.
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
 		h.waitCaughtUp(t, runner, 30*time.Second)
 		h.appendTxn(t, "after", 5)
 		h.waitCaughtUp(t, runner, 30*time.Second)
 
-		readStream(t, srv.ClientURL(), DefaultStream, DefaultSubjectPrefix, h.sent)
+		readStream(t, srv.URL(), DefaultStream, DefaultSubjectPrefix, h.sent)
 		checkStats(t, sink, 29, 0)
 		if st := sink.Stats(); !st.Connected || st.FailedBatches == 0 {
 			t.Errorf("stats %+v", st)
@@ -105,7 +107,7 @@ func TestSinkSurvivesNATSOutage(t *testing.T) {
 func TestSinkStartsWithoutNATS(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
 		h := newHarness(t, tdb)
-		port := freePort(t)
+		port := testrig.FreeTestPort(t)
 		url := "nats://127.0.0.1:" + strconv.Itoa(port)
 
 		start := time.Now()
@@ -132,11 +134,11 @@ func TestSinkStartsWithoutNATS(t *testing.T) {
 		}
 
 		runner, _ := h.startRunner(t, sink, fastRunner)
-		waitFor(t, 10*time.Second, "a failed batch", func() bool { return runner.Failures() > 0 })
+		testrig.Eventually(t, "a failed batch", 10*time.Second, func() bool { return runner.Failures() > 0 })
 
-		srv := startNATS(t, t.TempDir(), port)
+		srv := testrig.StartNATS(t, testrig.NATSOptions{Port: port})
 		h.waitCaughtUp(t, runner, 30*time.Second)
-		readStream(t, srv.ClientURL(), DefaultStream, DefaultSubjectPrefix, h.sent)
+		readStream(t, srv.URL(), DefaultStream, DefaultSubjectPrefix, h.sent)
 		checkStats(t, sink, 6, 0)
 	})
 }
@@ -168,13 +170,13 @@ func (f *halfThenFail) HandleEvents(ctx context.Context, events []*eventlog.Even
 func TestSinkRestartRepublishesWithoutDuplicates(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
 		h := newHarness(t, tdb)
-		srv := startNATS(t, t.TempDir(), -1)
-		url := srv.ClientURL()
+		srv := testrig.StartNATS(t, testrig.NATSOptions{})
+		url := srv.URL()
 
 		// First process: publishes half a batch, fails, and is killed before
 		// it retries.
 		sinkA := h.newSink(t, url, nil)
-		waitFor(t, 20*time.Second, "the stream to be set up", func() bool { return sinkA.Stats().StreamReady })
+		testrig.Eventually(t, "the stream to be set up", 20*time.Second, func() bool { return sinkA.Stats().StreamReady })
 		crash := &halfThenFail{sink: sinkA, half: make(chan int, 1)}
 		slow := fastRunner
 		slow.BatchSize = 100
@@ -241,12 +243,12 @@ func TestSinkStream(t *testing.T) {
 		}
 		waitReady := func(t *testing.T, sink *Sink) {
 			t.Helper()
-			waitFor(t, 20*time.Second, "the stream to be set up", func() bool { return sink.Stats().StreamReady })
+			testrig.Eventually(t, "the stream to be set up", 20*time.Second, func() bool { return sink.Stats().StreamReady })
 		}
 
 		t.Run("created when missing", func(t *testing.T) {
-			srv := startNATS(t, t.TempDir(), -1)
-			url := srv.ClientURL()
+			srv := testrig.StartNATS(t, testrig.NATSOptions{})
+			url := srv.URL()
 			cases := []struct {
 				stream, prefix string
 				window, want   time.Duration
@@ -301,8 +303,8 @@ func TestSinkStream(t *testing.T) {
 		})
 
 		t.Run("reused when present", func(t *testing.T) {
-			srv := startNATS(t, t.TempDir(), -1)
-			url := srv.ClientURL()
+			srv := testrig.StartNATS(t, testrig.NATSOptions{})
+			url := srv.URL()
 			js := connectJS(t, url)
 			made, err := js.CreateStream(h.ctx, natsjs.StreamConfig{
 				Name:        DefaultStream,
@@ -338,8 +340,8 @@ func TestSinkStream(t *testing.T) {
 		})
 
 		t.Run("small window raised", func(t *testing.T) {
-			srv := startNATS(t, t.TempDir(), -1)
-			url := srv.ClientURL()
+			srv := testrig.StartNATS(t, testrig.NATSOptions{})
+			url := srv.URL()
 			js := connectJS(t, url)
 			_, err := js.CreateStream(h.ctx, natsjs.StreamConfig{
 				Name:       DefaultStream,
@@ -387,7 +389,7 @@ func TestNewValidatesOptions(t *testing.T) {
 
 	// Close without NATS ever reachable returns promptly; afterwards
 	// HandleEvents fails.
-	sink, err := New(h.ctx, Options{URL: "127.0.0.1:" + strconv.Itoa(freePort(t)), Source: h.src, Logger: testLogger(t)})
+	sink, err := New(h.ctx, Options{URL: "127.0.0.1:" + strconv.Itoa(testrig.FreeTestPort(t)), Source: h.src, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
