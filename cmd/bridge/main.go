@@ -113,7 +113,10 @@ func serve(configPath string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	br := bridge.New(cfg, log)
+	br, err := bridge.New(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
 	startErr := br.Start(ctx)
 	if startErr == nil {
 		<-ctx.Done()

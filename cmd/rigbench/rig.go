@@ -207,11 +207,15 @@ func (r *rig) startBridge(ctx context.Context, kind, scenario string, rep *scena
 		logFile.Close()
 		return nil, err
 	}
-	b := bridge.New(&cfg, log)
-	if err = b.Start(ctx); err != nil {
-		stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		_ = b.Stop(stopCtx)
-		cancel()
+	b, err := bridge.New(ctx, &cfg, log)
+	if err == nil {
+		if err = b.Start(ctx); err != nil {
+			stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			_ = b.Stop(stopCtx)
+			cancel()
+		}
+	}
+	if err != nil {
 		logFile.Close()
 		return nil, fmt.Errorf("starting the bridge on %s: %w", kind, err)
 	}

@@ -82,22 +82,29 @@ type Bridge struct {
 	metricsSrv  *http.Server
 	serving     sync.WaitGroup
 
+	asHandler  http.Handler
 	background sync.WaitGroup
-	cancel     context.CancelFunc
+	// runCtx is what the bridge runs under, from New until Stop (cancel).
+	runCtx context.Context
+	cancel context.CancelFunc
 }
 
-// New prepares a bridge; Start runs it.
-func New(cfg *config.Config, log zerolog.Logger) *Bridge {
-	return &Bridge{Config: cfg, Log: log}
+// New builds a bridge: it opens the database, brings its schema up to date,
+// builds every part and registers the routes. Nothing listens and nothing
+// runs yet (but the NATS sink, which connects in the background): Start does
+// that. On an error, what New opened is closed again.
+func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Bridge, error) {
+	b := &Bridge{Config: cfg, Log: log}
+	// The parts' background work lives as long as the bridge, not ctx.
+	b.runCtx, b.cancel = context.WithCancel(b.Log.WithContext(context.WithoutCancel(ctx)))
+	if err := b.build(b.Log.WithContext(ctx)); err != nil {
+		_ = b.Stop(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return b, nil
 }
 
-// Start opens the database, brings its schema up to date, starts listening
-// for the homeserver and starts the consumers. Registering the bot and
-// pinging the homeserver run in the background: the transaction endpoint
-// must be up even while the homeserver is not.
-func (b *Bridge) Start(ctx context.Context) error {
-	ctx, b.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	ctx = b.Log.WithContext(ctx)
+func (b *Bridge) build(ctx context.Context) error {
 	cfg := b.Config
 
 	target, err := database.ParseURL(cfg.Database.URL)
@@ -189,23 +196,13 @@ func (b *Bridge) Start(ctx context.Context) error {
 	b.Parked = consumer.NewParkedStore(b.DB)
 	consumer.RegisterParkedRoutes(b.InternalAPI, b.Parked, b.consumerNames)
 
-	asHandler := appservice.NewServer(appservice.Options{
+	b.asHandler = appservice.NewServer(appservice.Options{
 		HSToken:         cfg.AppService.HSToken,
 		AllowQueryToken: cfg.AppService.AllowQueryToken,
 		MaxBodyBytes:    cfg.AppService.MaxBodyBytes,
 		Observer:        b.Metrics,
 		Overloaded:      b.overloaded,
 	}, b.EventLog, queries{rooms: b.Rooms, agents: b.Agents}, b.Log.With().Str("component", "appservice").Logger())
-	if b.asListener, b.asServer, err = b.serve("appservice.listen", cfg.AppService.Listen, asHandler, appserviceTimeouts()); err != nil {
-		return err
-	}
-	b.Log.Info().Str("address", b.asListener.Addr().String()).Msg("Listening for the homeserver")
-	apiAddr := net.JoinHostPort(cfg.InternalAPI.Host, fmt.Sprint(cfg.InternalAPI.Port))
-	if b.apiListener, b.apiServer, err = b.serve("internal_api.port", apiAddr, b.InternalAPI,
-		internalAPITimeouts(syncMaxTimeout(cfg), b.AS.HTTPClient.Timeout)); err != nil {
-		return err
-	}
-	b.Log.Info().Str("address", b.apiListener.Addr().String()).Msg("Internal API listening")
 
 	parking := consumer.Options{Parked: b.Parked, PollInterval: cfg.Database.Poll()}
 	sinks := sinkBatch
@@ -217,7 +214,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 		consumer.NewRunner("webhooks", b.EventLog, webhook.NewFanout(webhookStore, b.DTOs, b.Webhooks.Wake), sinks),
 	}
 	if cfg.Delivery.NATSURL != "" {
-		b.NATS, err = jetstream.New(ctx, jetstream.Options{
+		b.NATS, err = jetstream.New(b.runCtx, jetstream.Options{
 			URL:    cfg.Delivery.NATSURL,
 			Source: b.DTOs,
 			Logger: b.Log.With().Str("component", "nats").Logger(),
@@ -241,6 +238,28 @@ func (b *Bridge) Start(ctx context.Context) error {
 	}
 	b.consumers.Store(&names)
 	b.registerMetrics()
+	b.Leader = leader.New(b.DB, leader.Options{})
+	return nil
+}
+
+// Start listens for the homeserver, the services and the metrics scrape,
+// and runs the rest under the leader lease. Registering the bot and pinging
+// the homeserver run in the background: the transaction endpoint must be up
+// even while the homeserver is not. ctx is only for starting; Stop ends
+// what runs.
+func (b *Bridge) Start(ctx context.Context) error {
+	cfg := b.Config
+	var err error
+	if b.asListener, b.asServer, err = b.serve("appservice.listen", cfg.AppService.Listen, b.asHandler, appserviceTimeouts()); err != nil {
+		return err
+	}
+	b.Log.Info().Str("address", b.asListener.Addr().String()).Msg("Listening for the homeserver")
+	apiAddr := net.JoinHostPort(cfg.InternalAPI.Host, fmt.Sprint(cfg.InternalAPI.Port))
+	if b.apiListener, b.apiServer, err = b.serve("internal_api.port", apiAddr, b.InternalAPI,
+		internalAPITimeouts(syncMaxTimeout(cfg), b.AS.HTTPClient.Timeout)); err != nil {
+		return err
+	}
+	b.Log.Info().Str("address", b.apiListener.Addr().String()).Msg("Internal API listening")
 	if cfg.Metrics.Listen != "" {
 		var metricsListener net.Listener
 		if metricsListener, b.metricsSrv, err = b.serve("metrics.listen", cfg.Metrics.Listen, b.Metrics.Handler(), metricsTimeouts()); err != nil {
@@ -248,9 +267,9 @@ func (b *Bridge) Start(ctx context.Context) error {
 		}
 		b.Log.Info().Str("address", metricsListener.Addr().String()).Msg("Metrics listening")
 	}
+	ctx = b.runCtx
 	// Every process serves the appservice endpoint and the internal API; only
 	// the leader runs the journal indexer, the consumers and the deliverer.
-	b.Leader = leader.New(b.DB, leader.Options{})
 	b.background.Add(1)
 	go func() {
 		defer b.background.Done()

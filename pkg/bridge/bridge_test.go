@@ -38,8 +38,8 @@ func testConfig(t *testing.T, tdb testrig.TestDatabase) *config.Config {
 // Stop lets the transaction in flight finish and commit before it returns.
 func TestStopFinishesTheTransactionInFlight(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
-		b := New(testConfig(t, tdb), zerolog.Nop())
-		if err := b.Start(context.Background()); err != nil {
+		b, err := newStarted(testConfig(t, tdb))
+		if err != nil {
 			t.Fatal(err)
 		}
 		stopped := false
@@ -99,8 +99,8 @@ func TestStopFinishesTheTransactionInFlight(t *testing.T) {
 		stopped = true
 
 		// Committed: a fresh bridge on the same database sees it.
-		again := New(testConfig(t, tdb), zerolog.Nop())
-		if err := again.Start(context.Background()); err != nil {
+		again, err := newStarted(testConfig(t, tdb))
+		if err != nil {
 			t.Fatal(err)
 		}
 		defer again.Stop(context.Background())
@@ -128,8 +128,8 @@ func TestOwnTransactionsWakeTheLeader(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
 		cfg := testConfig(t, tdb)
 		cfg.Database.PollInterval = config.NewDuration("1h")
-		b := New(cfg, zerolog.Nop())
-		if err := b.Start(context.Background()); err != nil {
+		b, err := newStarted(cfg)
+		if err != nil {
 			t.Fatal(err)
 		}
 		defer func() { _ = b.Stop(context.Background()) }()
@@ -165,12 +165,22 @@ func TestOwnTransactionsWakeTheLeader(t *testing.T) {
 	})
 }
 
+// newStarted is New, then Start.
+func newStarted(cfg *config.Config) (*Bridge, error) {
+	b, err := New(context.Background(), cfg, zerolog.Nop())
+	if err != nil {
+		return nil, err
+	}
+	return b, b.Start(context.Background())
+}
+
 // The database URL's password never reaches an error message.
 func TestStartErrorsDoNotLeakTheDatabasePassword(t *testing.T) {
 	cfg := testConfig(t, testrig.TestDatabase{Name: "postgres", URI: "postgres://bridge:s3cret-pw@127.0.0.1:1/nowhere?sslmode=disable&connect_timeout=2"})
-	b := New(cfg, zerolog.Nop())
-	err := b.Start(context.Background())
-	_ = b.Stop(context.Background())
+	b, err := newStarted(cfg)
+	if b != nil {
+		_ = b.Stop(context.Background())
+	}
 	if err == nil {
 		t.Fatal("started against a database that does not exist")
 	}
@@ -202,8 +212,8 @@ func TestTwoProcessesDeliverOnceAndFailOver(t *testing.T) {
 	start := func() *Bridge {
 		cfg := testConfig(t, tdb)
 		cfg.InternalAPI.ServiceSecret = "two-process-secret"
-		b := New(cfg, zerolog.Nop())
-		if err := b.Start(context.Background()); err != nil {
+		b, err := newStarted(cfg)
+		if err != nil {
 			t.Fatal(err)
 		}
 		return b

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
 
@@ -24,8 +22,8 @@ func TestJournalBackpressure(t *testing.T) {
 		cfg := testConfig(t, tdb)
 		cfg.AppService.MaxJournalBacklog = 3
 		cfg.Health.MaxJournalBacklog = 2
-		b := New(cfg, zerolog.Nop())
-		if err := b.Start(context.Background()); err != nil {
+		b, err := newStarted(cfg)
+		if err != nil {
 			t.Fatal(err)
 		}
 		defer func() { _ = b.Stop(context.Background()) }()

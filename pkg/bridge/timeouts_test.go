@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/daarion/matrix-bridge/pkg/config"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
@@ -279,8 +277,8 @@ func TestEveryListenerHasTimeouts(t *testing.T) {
 	cfg := testConfig(t, testrig.NewTestDatabase(t, testrig.SQLite))
 	cfg.Metrics.Listen = "127.0.0.1:0"
 	cfg.Delivery.SyncTimeoutMS = 10 * 60 * 1000
-	b := New(cfg, zerolog.Nop())
-	if err := b.Start(context.Background()); err != nil {
+	b, err := newStarted(cfg)
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Stop(context.Background())
