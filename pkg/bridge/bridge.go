@@ -224,9 +224,13 @@ func (b *Bridge) build(ctx context.Context) error {
 		}
 		runners = append(runners, consumer.NewRunner("nats", b.EventLog, b.NATS, sinks))
 	}
+	var natsSink commands.NATSSink // nil, not a nil *jetstream.Sink, without NATS
+	if b.NATS != nil {
+		natsSink = b.NATS
+	}
 	runners = append(runners, consumer.NewRunner("commands", b.EventLog, commands.New(commands.Options{
 		Config: cfg, AppService: b.AS, DB: b.DB, EventLog: b.EventLog, Rooms: b.Rooms, Agents: b.Agents,
-		Webhooks: webhookStore, Deliverer: b.Webhooks, NATS: b.NATS, Version: Version,
+		Webhooks: webhookStore, Deliverer: b.Webhooks, NATS: natsSink, Version: Version,
 		Runners: func() []*consumer.Runner { return b.Consumers.Runners() },
 		Status:  b.Status,
 		Parked:  b.Parked,

@@ -34,8 +34,6 @@ import (
 	"github.com/daarion/matrix-bridge/pkg/agents"
 	"github.com/daarion/matrix-bridge/pkg/config"
 	"github.com/daarion/matrix-bridge/pkg/consumer"
-	"github.com/daarion/matrix-bridge/pkg/delivery/jetstream"
-	"github.com/daarion/matrix-bridge/pkg/delivery/webhook"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 	"github.com/daarion/matrix-bridge/pkg/homeserver"
 	"github.com/daarion/matrix-bridge/pkg/identity"
@@ -57,19 +55,20 @@ type Options struct {
 	Config     *config.Config
 	AppService *appservice.AppService
 	DB         *dbutil.Database
-	EventLog   *eventlog.Log
+	EventLog   EventLog
 	Rooms      *rooms.Service
 	Agents     *agents.Service
-	Webhooks   *webhook.Store
-	Deliverer  *webhook.Deliverer
+	Webhooks   Subscriptions
+	Deliverer  Deliverer
 	// Runners returns the event log's consumers (for status).
 	Runners func() []*consumer.Runner
 	// Status returns the process's latest status sample (for status).
 	Status func() *status.Snapshot
 	// Parked is the list of events consumers parked.
-	Parked *consumer.ParkedStore
-	// NATS is the JetStream sink, nil when NATS is not configured.
-	NATS *jetstream.Sink
+	Parked ParkedEvents
+	// NATS is the JetStream sink, nil when NATS is not configured (a nil
+	// interface: mind a nil *jetstream.Sink in it).
+	NATS NATSSink
 	// Version is the bridge's version; Started its start time (default: now).
 	Version string
 	Started time.Time
