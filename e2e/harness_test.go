@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -237,10 +238,8 @@ logging:
 }
 
 type bridgeProcess struct {
-	t       *testing.T
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{}
+	t    *testing.T
+	proc *testrig.Process
 }
 
 // startBridge starts the bridge binary and waits until it answers the
@@ -256,21 +255,11 @@ func (s *stack) startBridgeWith(configPath, asURL string) *bridgeProcess {
 	t := s.t
 	t.Helper()
 	logPath := filepath.Join(s.dir, fmt.Sprintf("bridge-%d.log", time.Now().UnixNano()))
-	logFile, err := os.Create(logPath)
+	proc, err := testrig.StartProcess(testrig.ProcessOptions{Path: bridgeBin, Args: []string{"-c", configPath}, LogFile: logPath})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bridgeBin, "-c", configPath)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err = cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	b := &bridgeProcess{t: t, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		_ = logFile.Close()
-		close(b.done)
-	}()
+	b := &bridgeProcess{t: t, proc: proc}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		req, _ := http.NewRequest(http.MethodPost, asURL+"/_matrix/app/v1/ping", strings.NewReader(`{}`))
@@ -283,7 +272,7 @@ func (s *stack) startBridgeWith(configPath, asURL string) *bridgeProcess {
 			}
 		}
 		select {
-		case <-b.done:
+		case <-proc.Done():
 			t.Fatalf("bridge exited during start:\n%s", b.logs())
 		case <-time.After(50 * time.Millisecond):
 		}
@@ -294,28 +283,27 @@ func (s *stack) startBridgeWith(configPath, asURL string) *bridgeProcess {
 }
 
 func (b *bridgeProcess) logs() string {
-	data, _ := os.ReadFile(b.logPath)
-	return string(data)
+	return b.proc.LogSince(0)
 }
 
 // kill sends SIGKILL: no shutdown code runs.
 func (b *bridgeProcess) kill() {
-	select {
-	case <-b.done:
-		return
-	default:
-	}
-	_ = b.cmd.Process.Signal(syscall.SIGKILL)
-	<-b.done
+	b.proc.Kill()
 }
 
 // terminate sends SIGTERM and returns the exit code.
 func (b *bridgeProcess) terminate(timeout time.Duration) int {
 	b.t.Helper()
-	_ = b.cmd.Process.Signal(syscall.SIGTERM)
+	_ = b.proc.Signal(syscall.SIGTERM)
 	select {
-	case <-b.done:
-		return b.cmd.ProcessState.ExitCode()
+	case <-b.proc.Done():
+		var exit *exec.ExitError
+		if err := b.proc.Err(); errors.As(err, &exit) {
+			return exit.ExitCode()
+		} else if err != nil {
+			return -1
+		}
+		return 0
 	case <-time.After(timeout):
 		b.kill()
 		b.t.Fatalf("bridge did not stop within %s of SIGTERM", timeout)

@@ -99,7 +99,7 @@ func TestFrozenLeaderIsFencedAndReplaced(t *testing.T) {
 	eventually(t, "deliveries before the freeze", 30*time.Second, func() bool { return len(rc.received()) >= 100 })
 
 	// Freeze the leader mid-stream.
-	if err := syscall.Kill(oldLeader.cmd.Process.Pid, syscall.SIGSTOP); err != nil {
+	if err := syscall.Kill(oldLeader.proc.Pid(), syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	frozenAt := time.Now()
@@ -107,7 +107,7 @@ func TestFrozenLeaderIsFencedAndReplaced(t *testing.T) {
 	thaw := func() {
 		if !thawed {
 			thawed = true
-			_ = syscall.Kill(oldLeader.cmd.Process.Pid, syscall.SIGCONT)
+			_ = syscall.Kill(oldLeader.proc.Pid(), syscall.SIGCONT)
 		}
 	}
 	t.Cleanup(thaw)

@@ -9,34 +9,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
 	"maunium.net/go/mautrix/id"
-)
 
-func startNATSServer(t *testing.T) string {
-	t.Helper()
-	srv, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
-		JetStreamMaxMemory: 64 << 20, JetStreamMaxStore: 1 << 30, NoLog: true, NoSigs: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	if !srv.ReadyForConnections(20 * time.Second) {
-		t.Fatal("NATS did not start")
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	return srv.ClientURL()
-}
+	"github.com/daarion/matrix-bridge/pkg/testrig"
+)
 
 // A human posts steadily while the bridge is SIGKILLed and restarted: the
 // JetStream stream holds each DTO exactly once (Nats-Msg-Id = DTO id).
 func TestNATSOnceThroughAKill(t *testing.T) {
 	forEachRig(t, func(t *testing.T, tdb rig) {
-		natsURL := startNATSServer(t)
+		natsURL := testrig.StartNATS(t, testrig.NATSOptions{}).URL()
 		s := newStackWith(t, tdb, stackOptions{extra: "delivery:\n    nats_url: " + natsURL + "\n", homeserverRateLimits: busyHumans})
 		s.bridge.waitForLog("Bridge bot registered", 30*time.Second)
 		roomID, alias := createCity(t, s, "wharf", "Wharf", "")

@@ -45,15 +45,10 @@ func listSlugs(t *testing.T, s *stack, query string) []string {
 	return slugs
 }
 
+// eventually waits up to timeout for cond (testrig.Eventually).
 func eventually(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testrig.Eventually(t, what, timeout, cond)
 }
 
 // The whole life of a city room, with a human on a real client watching.

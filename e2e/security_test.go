@@ -28,7 +28,6 @@ import (
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/lib/pq"
-	"github.com/nats-io/nats-server/v2/server"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/daarion/matrix-bridge/pkg/config"
@@ -208,22 +207,10 @@ func secPasswordDatabase(t *testing.T) (string, string) {
 
 // secNATS starts a NATS server that requires a user and password and
 // returns it with the URL carrying them.
-func secNATS(t *testing.T, user, password string) (*server.Server, string) {
+func secNATS(t *testing.T, user, password string) (*testrig.NATSServer, string) {
 	t.Helper()
-	srv, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
-		JetStreamMaxMemory: 64 << 20, JetStreamMaxStore: 1 << 30, NoLog: true, NoSigs: true,
-		Username: user, Password: password,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	if !srv.ReadyForConnections(20 * time.Second) {
-		t.Fatal("NATS did not start")
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	u, err := url.Parse(srv.ClientURL())
+	srv := testrig.StartNATS(t, testrig.NATSOptions{Username: user, Password: password})
+	u, err := url.Parse(srv.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,8 +451,7 @@ func TestSecurityNoSecretsInLogs(t *testing.T) {
 
 		// NATS goes away: the sink's errors (logged at every retry) name the
 		// server without its credentials.
-		natsSrv.Shutdown()
-		natsSrv.WaitForShutdown()
+		natsSrv.Stop()
 		sendText(t, alice, roomID, "while NATS is down")
 		s.bridge.waitForLog("not connected to NATS", 30*time.Second)
 

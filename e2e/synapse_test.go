@@ -63,7 +63,7 @@ func TestSynapseEphemeralAndRedactionsFromARealClient(t *testing.T) {
 	} {
 		t.Run(variant.name, func(t *testing.T) {
 			ctx := context.Background()
-			natsURL := startNATSServer(t)
+			natsURL := testrig.StartNATS(t, testrig.NATSOptions{}).URL()
 			s := newStackWith(t, synapseRig(t), stackOptions{
 				extra: "delivery:\n    nats_url: " + natsURL + "\n",
 				editRegistration: func(reg string) string {

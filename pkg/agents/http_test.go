@@ -21,7 +21,6 @@ import (
 	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/synapseadmin"
 
-	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/config"
 	"github.com/daarion/matrix-bridge/pkg/identity"
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
@@ -170,10 +169,11 @@ func TestSharedSecretMAC(t *testing.T) {
 	}
 }
 
-// fakeHomeserver answers registration and profile calls.
+// fakeHomeserver answers registration and profile calls (and, with rooms
+// set, room calls); any other call fails the test.
 type fakeHomeserver struct {
+	*testrig.FakeHomeserver
 	t      *testing.T
-	srv    *httptest.Server
 	secret string
 
 	mu           sync.Mutex
@@ -190,11 +190,35 @@ type fakeHomeserver struct {
 }
 
 func newFakeHomeserver(t *testing.T, secret string) *fakeHomeserver {
-	fh := &fakeHomeserver{t: t, secret: secret, users: map[id.UserID]bool{"@" + botLocalpart + ":" + testServer: true},
+	fh := &fakeHomeserver{FakeHomeserver: testrig.NewFakeHomeserver(t), t: t, secret: secret,
+		users:        map[id.UserID]bool{"@" + botLocalpart + ":" + testServer: true},
 		displayNames: map[id.UserID]string{}, avatars: map[id.UserID]string{}, tokens: map[string]id.UserID{}}
-	fh.srv = httptest.NewServer(http.HandlerFunc(fh.serve))
-	t.Cleanup(fh.srv.Close)
+	fh.handle("POST /_matrix/client/v3/register", fh.serveASRegister)
+	fh.handle("GET /_synapse/admin/v1/register", fh.serveNonce)
+	fh.handle("POST /_synapse/admin/v1/register", fh.serveSharedSecretRegister)
+	fh.handle("/_matrix/client/v3/profile/", fh.serveProfile)
+	// mautrix downloads an avatar before setting it (some homeservers want
+	// it fetched first) and ignores the answer: there is no media here.
+	fh.handle("GET /_matrix/client/v1/media/download/{server}/{media}", func(w http.ResponseWriter, _ *http.Request, _ map[string]any) {
+		matrixErr(w, 404, "M_NOT_FOUND")
+	})
+	fh.handle("/_matrix/client/v3/rooms/", fh.serveRooms)
+	fh.handle("GET /_matrix/client/v3/joined_rooms", fh.serveRooms)
 	return fh
+}
+
+// handle answers pattern with h, under fh.mu, with the request's JSON body
+// decoded (nil when there is none).
+func (fh *fakeHomeserver) handle(pattern string, h func(w http.ResponseWriter, r *http.Request, body map[string]any)) {
+	fh.Handle(pattern, func(w http.ResponseWriter, r *http.Request) {
+		fh.mu.Lock()
+		defer fh.mu.Unlock()
+		var body map[string]any
+		if r.Body != nil {
+			_ = json.NewDecoder(r.Body).Decode(&body)
+		}
+		h(w, r, body)
+	})
 }
 
 func reply(w http.ResponseWriter, status int, v any) {
@@ -221,97 +245,98 @@ func (fh *fakeHomeserver) who(r *http.Request) (id.UserID, bool) {
 	return u, ok
 }
 
-func (fh *fakeHomeserver) serve(w http.ResponseWriter, r *http.Request) {
-	fh.mu.Lock()
-	defer fh.mu.Unlock()
-	var body map[string]any
-	if r.Body != nil {
-		_ = json.NewDecoder(r.Body).Decode(&body)
+func (fh *fakeHomeserver) serveASRegister(w http.ResponseWriter, r *http.Request, body map[string]any) {
+	if r.Header.Get("Authorization") != "Bearer as-token" || body["type"] != "m.login.application_service" {
+		matrixErr(w, 401, "M_MISSING_TOKEN")
+		return
 	}
-	path := r.URL.Path
-	switch {
-	case path == "/_matrix/client/v3/register" && r.Method == http.MethodPost:
-		if r.Header.Get("Authorization") != "Bearer as-token" || body["type"] != "m.login.application_service" {
-			matrixErr(w, 401, "M_MISSING_TOKEN")
-			return
-		}
-		fh.asRegisters = append(fh.asRegisters, body)
-		userID := id.NewUserID(body["username"].(string), testServer)
-		if fh.users[userID] {
-			matrixErr(w, 400, "M_USER_IN_USE")
-			return
-		}
-		fh.users[userID] = true
-		if body["inhibit_login"] == true {
-			reply(w, 200, map[string]any{"user_id": userID})
-			return
-		}
-		token := tokenPrefix + userID.Localpart()
-		fh.tokens[token] = userID
-		reply(w, 200, map[string]any{"user_id": userID, "access_token": token, "device_id": "ASDEVICE"})
-	case path == "/_synapse/admin/v1/register" && r.Method == http.MethodGet:
-		fh.nonces++
-		reply(w, 200, map[string]string{"nonce": "nonce" + string(rune('a'+fh.nonces))})
-	case path == "/_synapse/admin/v1/register" && r.Method == http.MethodPost:
-		fh.sharedBodies = append(fh.sharedBodies, body)
-		username, _ := body["username"].(string)
-		password, _ := body["password"].(string)
-		nonce, _ := body["nonce"].(string)
-		admin, _ := body["admin"].(bool)
-		role := "notadmin"
-		if admin {
-			role = "admin"
-		}
-		mac := hmac.New(sha1.New, []byte(fh.secret))
-		mac.Write([]byte(nonce + "\x00" + username + "\x00" + password + "\x00" + role))
-		if body["mac"] != hex.EncodeToString(mac.Sum(nil)) {
-			matrixErr(w, 403, "M_FORBIDDEN")
-			return
-		}
-		if password == refusedPassword {
-			matrixErr(w, 400, "M_WEAK_PASSWORD")
-			return
-		}
-		userID := id.NewUserID(username, testServer)
-		if fh.users[userID] {
-			matrixErr(w, 400, "M_USER_IN_USE")
-			return
-		}
-		fh.users[userID] = true
-		if dn, ok := body["displayname"].(string); ok {
-			fh.displayNames[userID] = dn
-		}
-		token := tokenPrefix + username
-		fh.tokens[token] = userID
-		reply(w, 200, map[string]any{"user_id": userID, "access_token": token, "device_id": "SHAREDDEVICE"})
-	case strings.HasPrefix(path, "/_matrix/client/v3/profile/"):
-		rest := strings.TrimPrefix(r.URL.EscapedPath(), "/_matrix/client/v3/profile/")
-		rawUser, field, _ := strings.Cut(rest, "/")
-		target, _ := url.PathUnescape(rawUser)
-		store := fh.displayNames
-		key := "displayname"
-		if field == "avatar_url" {
-			store, key = fh.avatars, "avatar_url"
-		}
-		if r.Method == http.MethodGet {
-			reply(w, 200, map[string]string{key: store[id.UserID(target)]})
-			return
-		}
-		caller, ok := fh.who(r)
-		if !ok || caller != id.UserID(target) || !fh.users[caller] {
-			matrixErr(w, 403, "M_FORBIDDEN")
-			return
-		}
-		store[caller], _ = body[key].(string)
-		reply(w, 200, map[string]any{})
-	default:
-		if fh.rooms != nil {
-			if caller, ok := fh.who(r); ok && fh.rooms(w, r, caller) {
-				return
-			}
-		}
-		matrixErr(w, 404, "M_UNRECOGNIZED")
+	fh.asRegisters = append(fh.asRegisters, body)
+	userID := id.NewUserID(body["username"].(string), testServer)
+	if fh.users[userID] {
+		matrixErr(w, 400, "M_USER_IN_USE")
+		return
 	}
+	fh.users[userID] = true
+	if body["inhibit_login"] == true {
+		reply(w, 200, map[string]any{"user_id": userID})
+		return
+	}
+	token := tokenPrefix + userID.Localpart()
+	fh.tokens[token] = userID
+	reply(w, 200, map[string]any{"user_id": userID, "access_token": token, "device_id": "ASDEVICE"})
+}
+
+func (fh *fakeHomeserver) serveNonce(w http.ResponseWriter, _ *http.Request, _ map[string]any) {
+	fh.nonces++
+	reply(w, 200, map[string]string{"nonce": "nonce" + string(rune('a'+fh.nonces))})
+}
+
+func (fh *fakeHomeserver) serveSharedSecretRegister(w http.ResponseWriter, _ *http.Request, body map[string]any) {
+	fh.sharedBodies = append(fh.sharedBodies, body)
+	username, _ := body["username"].(string)
+	password, _ := body["password"].(string)
+	nonce, _ := body["nonce"].(string)
+	admin, _ := body["admin"].(bool)
+	role := "notadmin"
+	if admin {
+		role = "admin"
+	}
+	mac := hmac.New(sha1.New, []byte(fh.secret))
+	mac.Write([]byte(nonce + "\x00" + username + "\x00" + password + "\x00" + role))
+	if body["mac"] != hex.EncodeToString(mac.Sum(nil)) {
+		matrixErr(w, 403, "M_FORBIDDEN")
+		return
+	}
+	if password == refusedPassword {
+		matrixErr(w, 400, "M_WEAK_PASSWORD")
+		return
+	}
+	userID := id.NewUserID(username, testServer)
+	if fh.users[userID] {
+		matrixErr(w, 400, "M_USER_IN_USE")
+		return
+	}
+	fh.users[userID] = true
+	if dn, ok := body["displayname"].(string); ok {
+		fh.displayNames[userID] = dn
+	}
+	token := tokenPrefix + username
+	fh.tokens[token] = userID
+	reply(w, 200, map[string]any{"user_id": userID, "access_token": token, "device_id": "SHAREDDEVICE"})
+}
+
+func (fh *fakeHomeserver) serveProfile(w http.ResponseWriter, r *http.Request, body map[string]any) {
+	rest := strings.TrimPrefix(r.URL.EscapedPath(), "/_matrix/client/v3/profile/")
+	rawUser, field, _ := strings.Cut(rest, "/")
+	target, _ := url.PathUnescape(rawUser)
+	store := fh.displayNames
+	key := "displayname"
+	if field == "avatar_url" {
+		store, key = fh.avatars, "avatar_url"
+	}
+	if r.Method == http.MethodGet {
+		reply(w, 200, map[string]string{key: store[id.UserID(target)]})
+		return
+	}
+	caller, ok := fh.who(r)
+	if !ok || caller != id.UserID(target) || !fh.users[caller] {
+		matrixErr(w, 403, "M_FORBIDDEN")
+		return
+	}
+	store[caller], _ = body[key].(string)
+	reply(w, 200, map[string]any{})
+}
+
+// serveRooms passes the room calls to rooms; a call it does not answer
+// fails the test.
+func (fh *fakeHomeserver) serveRooms(w http.ResponseWriter, r *http.Request, _ map[string]any) {
+	if fh.rooms != nil {
+		if caller, ok := fh.who(r); ok && fh.rooms(w, r, caller) {
+			return
+		}
+	}
+	fh.t.Errorf("unexpected homeserver call %s %s", r.Method, r.URL.Path)
+	matrixErr(w, 404, "M_UNRECOGNIZED")
 }
 
 type agentsFixture struct {
@@ -347,12 +372,12 @@ func newAgentsFixtureWith(t *testing.T, secret string, agents config.Agents) *ag
 	fh := newFakeHomeserver(t, hsSharedSecret)
 	cfg := config.Default()
 	cfg.Agents = agents
-	cfg.Homeserver.URL = fh.srv.URL
+	cfg.Homeserver.URL = fh.URL
 	cfg.Homeserver.ServerName = testServer
 	cfg.Homeserver.RegistrationSharedSecret = secret
 	cfg.AppService.ASToken, cfg.AppService.HSToken = "as-token", "hs-token"
 	as, err := appservice.CreateFull(appservice.CreateOpts{
-		Registration: registration.FromConfig(cfg), HomeserverDomain: testServer, HomeserverURL: fh.srv.URL,
+		Registration: registration.FromConfig(cfg), HomeserverDomain: testServer, HomeserverURL: fh.URL,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -362,11 +387,7 @@ func newAgentsFixtureWith(t *testing.T, secret string, agents config.Agents) *ag
 	logger := zerolog.New(lockedBuffer{f.mu, f.log}).Level(zerolog.TraceLevel)
 	as.Log = logger
 	tdb := testrig.NewTestDatabase(t, testrig.SQLite)
-	db, err := database.Open(context.Background(), database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := testrig.OpenDatabase(t, tdb)
 	f.db = db
 	f.svc = NewService(NewStore(db), rooms.NewStore(db), as, identity.NewMapper(cfg), cfg.Agents)
 	f.api, err = internalapi.New(internalapi.Options{

@@ -1,7 +1,5 @@
 package bridge
 
-import ()
-
 // registerMetrics adds the families read from the bridge's parts at scrape
 // time: log position, consumer lag and failures, deliveries, dead letters.
 func (b *Bridge) registerMetrics() {

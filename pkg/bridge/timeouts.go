@@ -63,8 +63,8 @@ func internalAPITimeouts(syncMax, homeserverTimeout time.Duration) serverTimeout
 		Answer: max(syncMax, homeserverTimeout) + answerMargin, Idle: idleTimeout}
 }
 
-// metricsTimeouts: a scrape reads a few counts from the database (each
-// bounded by metrics.ScrapeContext).
+// metricsTimeouts: a scrape reads the latest status sample and in-memory
+// counters, never the database.
 func metricsTimeouts() serverTimeouts {
 	return serverTimeouts{Header: headerTimeout, BodyGrace: bodyGrace, BodyMinRate: bodyMinRate,
 		Answer: answerMargin, Idle: idleTimeout}

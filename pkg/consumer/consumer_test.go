@@ -5,13 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
-	"github.com/daarion/matrix-bridge/database"
+	"github.com/daarion/matrix-bridge/pkg/appservice"
 	"github.com/daarion/matrix-bridge/pkg/consumer"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
@@ -21,22 +20,23 @@ func TestMain(m *testing.M) { os.Exit(testrig.RunTests(m)) }
 
 func openLog(t *testing.T, tdb testrig.TestDatabase) *eventlog.Log {
 	t.Helper()
-	db, err := database.Open(context.Background(), database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	return eventlog.New(db)
+	return eventlog.New(testrig.OpenDatabase(t, tdb))
 }
 
+// appendN stores n timeline events of room in transaction txn the
+// production way: it journals the transaction's body and indexes it with the
+// appservice parser.
 func appendN(t *testing.T, l *eventlog.Log, txn string, room string, from, n int) {
 	t.Helper()
-	evts := make([]eventlog.IncomingEvent, n)
+	evts := make([]string, n)
 	for i := range evts {
-		id := fmt.Sprintf("$%s_%d", room, from+i)
-		evts[i] = eventlog.IncomingEvent{EventID: id, Kind: eventlog.KindTimeline, RoomID: room, Type: "m.room.message", JSON: `{}`}
+		evts[i] = fmt.Sprintf(`{"event_id":"$%s_%d","room_id":%q,"type":"m.room.message","content":{}}`, room, from+i, room)
 	}
-	if _, err := l.Append(context.Background(), txn, evts); err != nil {
+	ctx := context.Background()
+	if err := l.Journal(ctx, txn, []byte(`{"events":[`+strings.Join(evts, ",")+`]}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.IndexPending(ctx, appservice.ParseTransaction); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -69,15 +69,10 @@ func (r *recorder) seen() []string {
 	return append([]string(nil), r.ids...)
 }
 
+// waitFor waits up to 15 s for cond.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testrig.Eventually(t, what, 15*time.Second, cond)
 }
 
 var fast = consumer.Options{BatchSize: 7, PollInterval: 50 * time.Millisecond, MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}

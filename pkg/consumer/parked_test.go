@@ -9,10 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 
-	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/consumer"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
@@ -63,11 +61,7 @@ func TestPermanentFailureIsParkedAndTheConsumerMovesOn(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		db, err := database.Open(ctx, database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = db.Close() })
+		db := testrig.OpenDatabase(t, tdb)
 		l := eventlog.New(db)
 		parked := consumer.NewParkedStore(db)
 		appendN(t, l, "t1", "!r:s", 0, 10)

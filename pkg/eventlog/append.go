@@ -52,22 +52,6 @@ const recordSQLiteTransactionQuery = `
 	VALUES ($1, $2, $2, 1, $3, $4)
 ` + upsertTransactionTail
 
-// appendTxn stores a transaction in one database transaction, the same way
-// the indexer does: SQLite has one writer at a time, and on PostgreSQL the
-// append lock serialises writers, so positions are handed out in commit order.
-func (l *Log) appendTxn(ctx context.Context, txnID string, now int64, events []IncomingEvent) (int, error) {
-	stored := 0
-	err := l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		if err := l.lockAppends(ctx); err != nil {
-			return err
-		}
-		var err error
-		stored, err = l.insertTransaction(ctx, txnID, now, events)
-		return err
-	})
-	return stored, err
-}
-
 // lockAppends takes, on PostgreSQL, the transaction-level lock that
 // serialises appends across processes sharing the database.
 func (l *Log) lockAppends(ctx context.Context) error {

@@ -89,11 +89,3 @@ func (txn *Transaction) Scan(row dbutil.Scannable) (*Transaction, error) {
 	txn.LastSeenAt = time.UnixMilli(last)
 	return txn, nil
 }
-
-// AppendResult says what one Append stored.
-type AppendResult struct {
-	// Stored is how many events were new to the log.
-	Stored int
-	// Duplicates is how many were already in it (a resent transaction or event).
-	Duplicates int
-}

@@ -17,9 +17,7 @@ func TestLastBy(t *testing.T) {
 		bob := timelineEvent("$b", "!room:daarion.test")
 		bob.Sender = "@bob:daarion.test"
 		evts = append(evts, reaction, bob) // positions 6 and 7
-		if _, err := l.Append(ctx, "t1", evts); err != nil {
-			t.Fatal(err)
-		}
+		mustAppend(t, l, "t1", evts)
 		for _, tc := range []struct {
 			name, sender, eventType string
 			window                  int64

@@ -17,11 +17,9 @@ import (
 type Log struct {
 	db *dbutil.Database
 
-	// appendMu serialises appends inside this process. Appends are sequential
-	// anyway (a homeserver sends one transaction at a time), and waiting here
-	// is cheaper than waiting on a database lock. It is also what makes a
-	// retried transaction id that arrives while the first copy is still being
-	// committed wait for it instead of racing it.
+	// appendMu serialises the indexer's commits inside this process. Only
+	// one indexer runs at a time anyway, and waiting here is cheaper than
+	// waiting on a database lock.
 	appendMu sync.Mutex
 	journal  *journal
 
@@ -43,24 +41,6 @@ func (l *Log) Close() error {
 	}
 	l.journal.prepMu.Unlock()
 	return nil
-}
-
-// Append durably stores the events of transaction txnID. Events already in the
-// log (by event id) are skipped, so a resent transaction or a resent event is
-// stored once; the transaction id is recorded with its attempt count. It
-// returns only after the commit.
-func (l *Log) Append(ctx context.Context, txnID string, events []IncomingEvent) (AppendResult, error) {
-	now := time.Now().UnixMilli()
-	l.appendMu.Lock()
-	stored, err := l.appendTxn(ctx, txnID, now, events)
-	l.appendMu.Unlock()
-	if err != nil {
-		return AppendResult{}, fmt.Errorf("failed to append transaction %s to the event log: %w", txnID, err)
-	}
-	if stored > 0 {
-		l.changed.notify()
-	}
-	return AppendResult{Stored: stored, Duplicates: len(events) - stored}, nil
 }
 
 // Changed returns a channel that is closed when events are next appended by

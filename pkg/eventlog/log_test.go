@@ -2,6 +2,7 @@ package eventlog_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"sync"
@@ -49,13 +50,52 @@ func readAll(t *testing.T, l *eventlog.Log) []*eventlog.Event {
 	return all
 }
 
-func mustAppend(t *testing.T, l *eventlog.Log, txnID string, evts []eventlog.IncomingEvent) eventlog.AppendResult {
+// listParser reads the bodies mustAppend journals: the events as a JSON
+// list, taken as they are (the appservice parser has tests of its own).
+func listParser(_ string, body []byte) ([]eventlog.IncomingEvent, error) {
+	var evts []eventlog.IncomingEvent
+	err := json.Unmarshal(body, &evts)
+	return evts, err
+}
+
+// appendResult is what one mustAppend stored.
+type appendResult struct {
+	Stored, Duplicates int
+}
+
+// mustAppend stores the events of transaction txnID the production way: it
+// journals the transaction's body and indexes the journal. What was stored
+// is read off the log's size.
+func mustAppend(t *testing.T, l *eventlog.Log, txnID string, evts []eventlog.IncomingEvent) appendResult {
 	t.Helper()
-	res, err := l.Append(context.Background(), txnID, evts)
+	ctx := context.Background()
+	before, err := l.Count(ctx)
 	if err != nil {
-		t.Fatalf("append %s: %v", txnID, err)
+		t.Fatal(err)
 	}
-	return res
+	journal(t, l, txnID, evts)
+	if _, err = l.IndexPending(ctx, listParser); err != nil {
+		t.Fatalf("index %s: %v", txnID, err)
+	}
+	after, err := l.Count(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := int(after - before)
+	return appendResult{Stored: stored, Duplicates: len(evts) - stored}
+}
+
+// journal records the body of transaction txnID, as the transaction
+// handler does; IndexPending turns it into log events.
+func journal(t *testing.T, l *eventlog.Log, txnID string, evts []eventlog.IncomingEvent) {
+	t.Helper()
+	body, err := json.Marshal(evts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err = l.Journal(context.Background(), txnID, body); err != nil {
+		t.Fatalf("journal %s: %v", txnID, err)
+	}
 }
 
 func TestAppendStoresEventsInOrderByteForByte(t *testing.T) {
@@ -142,28 +182,35 @@ func TestAppendDeduplicates(t *testing.T) {
 
 func TestConcurrentAppendsOfOneTransactionStoreOnce(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		ctx := context.Background()
 		l := openLog(t, tdb)
 		evts := events("c", 50)
+		// Ten copies of one transaction arrive at once (a homeserver retrying
+		// while the first is in flight); the indexer stores them once.
 		var wg sync.WaitGroup
-		var mu sync.Mutex
-		stored := 0
 		for range 10 {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				res, err := l.Append(context.Background(), "same", evts)
-				if err != nil {
-					t.Errorf("append: %v", err)
-					return
+				body, err := json.Marshal(evts)
+				if err == nil {
+					err = l.Journal(ctx, "same", body)
 				}
-				mu.Lock()
-				stored += res.Stored
-				mu.Unlock()
+				if err != nil {
+					t.Errorf("journal: %v", err)
+				}
 			}()
 		}
 		wg.Wait()
-		if stored != 50 {
-			t.Errorf("the 10 copies stored %d events in total, want 50", stored)
+		if _, err := l.IndexPending(ctx, listParser); err != nil {
+			t.Fatal(err)
+		}
+		txn, err := l.Transaction(ctx, "same")
+		if err != nil || txn == nil {
+			t.Fatalf("transaction record: %v, %v", txn, err)
+		}
+		if txn.Attempts != 10 || txn.StoredCount != 50 {
+			t.Errorf("the 10 copies: %d attempts stored %d events in total, want 10 and 50", txn.Attempts, txn.StoredCount)
 		}
 		if n := len(readAll(t, l)); n != 50 {
 			t.Errorf("log holds %d events, want 50", n)
@@ -248,7 +295,7 @@ func TestReadPagesAndChangedWakes(t *testing.T) {
 			t.Fatalf("page 2 = %d events, %v", len(page2), err)
 		}
 		// A pure duplicate append does not wake readers: nothing is new.
-		// Append wakes before it returns, so there is nothing to wait for.
+		// Indexing wakes before it returns, so there is nothing to wait for.
 		changed = l.Changed()
 		mustAppend(t, l, "p1", events("p", 5))
 		select {

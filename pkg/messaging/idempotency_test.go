@@ -9,11 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
@@ -22,11 +20,7 @@ import (
 // the homeserver did store: the retry finds it and sends nothing.
 func TestRetryAfterAnInterruptedSendFindsTheEvent(t *testing.T) {
 	tdb := testrig.NewTestDatabase(t, testrig.SQLite)
-	db, err := database.Open(context.Background(), database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := testrig.OpenDatabase(t, tdb)
 
 	var sends atomic.Int32
 	var marker string
@@ -49,7 +43,7 @@ func TestRetryAfterAnInterruptedSendFindsTheEvent(t *testing.T) {
 
 	// The first attempt reserved the key and died in the middle of its send.
 	s.reservedWait = 0 // the reservations below are of sends that died
-	if _, err = s.idem.reserve(ctx, "svc", "k1", "h"); err != nil {
+	if _, err := s.idem.reserve(ctx, "svc", "k1", "h"); err != nil {
 		t.Fatal(err)
 	}
 	send := func(txnID string) (id.EventID, error) {
@@ -91,11 +85,7 @@ func TestTwoProcessesOneIdempotencyKeyOneSend(t *testing.T) {
 		_, _ = w.Write([]byte(`{"chunk":[],"start":"a","end":"b"}`))
 	})
 	process := func() (*Service, *Actor) {
-		db, err := database.Open(context.Background(), database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = db.Close() })
+		db := testrig.OpenDatabase(t, tdb)
 		s, actor := newTestService(t, hs)
 		s.idem = NewIdempotencyStore(db)
 		s.reservedWait = 30 * time.Second

@@ -19,11 +19,9 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/appservice"
 
-	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/agents"
 	"github.com/daarion/matrix-bridge/pkg/config"
 	"github.com/daarion/matrix-bridge/pkg/identity"
@@ -53,10 +51,10 @@ type recordedUpload struct {
 	sum           [sha256.Size]byte
 }
 
-// fakeHomeserver answers the few client-server calls media and history make.
+// fakeHomeserver answers the few client-server calls media and history
+// make; any other call fails the test.
 type fakeHomeserver struct {
-	t        *testing.T
-	srv      *httptest.Server
+	*testrig.FakeHomeserver
 	mu       sync.Mutex
 	uploads  []recordedUpload
 	queries  []url.Values
@@ -66,47 +64,19 @@ type fakeHomeserver struct {
 }
 
 func newFakeHomeserver(t *testing.T) *fakeHomeserver {
-	fh := &fakeHomeserver{t: t}
-	fh.srv = httptest.NewServer(http.HandlerFunc(fh.serve))
-	t.Cleanup(fh.srv.Close)
-	return fh
-}
-
-func writeMatrixJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func (fh *fakeHomeserver) serve(w http.ResponseWriter, r *http.Request) {
-	switch {
-	case r.URL.Path == "/_matrix/client/v3/register":
-		writeMatrixJSON(w, 400, map[string]string{"errcode": "M_USER_IN_USE", "error": "taken"})
-	case r.URL.Path == "/_matrix/media/v3/upload" && r.Method == http.MethodPost:
-		if fh.upload != nil && fh.upload(w, r) {
-			return
-		}
-		// Streamed into a hash: the fake holds no more than the bridge does.
-		h := sha256.New()
-		n, err := io.Copy(h, r.Body)
-		if err != nil {
-			writeMatrixJSON(w, 400, map[string]string{"errcode": "M_UNKNOWN", "error": err.Error()})
-			return
-		}
-		rec := recordedUpload{contentLength: r.ContentLength, contentType: r.Header.Get("Content-Type"),
-			fileName: r.URL.Query().Get("filename"), userID: r.URL.Query().Get("user_id"), size: n}
-		copy(rec.sum[:], h.Sum(nil))
-		fh.mu.Lock()
-		fh.uploads = append(fh.uploads, rec)
-		fh.mu.Unlock()
-		writeMatrixJSON(w, 200, map[string]string{"content_uri": "mxc://" + testServer + "/media" + strconv.Itoa(len(fh.uploads))})
-	case strings.HasPrefix(r.URL.Path, "/_matrix/client/v3/rooms/") && strings.Contains(r.URL.Path, "/state/m.room.member/"):
+	fh := &fakeHomeserver{FakeHomeserver: testrig.NewFakeHomeserver(t)}
+	fh.Handle("/_matrix/client/v3/register", func(w http.ResponseWriter, r *http.Request) {
+		testrig.WriteMatrixError(w, 400, "M_USER_IN_USE", "taken")
+	})
+	fh.Handle("POST /_matrix/media/v3/upload", fh.serveUpload)
+	fh.Handle("/_matrix/client/v3/rooms/{room}/state/m.room.member/{user}", func(w http.ResponseWriter, r *http.Request) {
 		if fh.member != nil {
 			fh.member(w, r)
 			return
 		}
-		writeMatrixJSON(w, 200, map[string]string{"membership": "join"})
-	case strings.HasPrefix(r.URL.Path, "/_matrix/client/v3/rooms/") && strings.HasSuffix(r.URL.Path, "/messages"):
+		testrig.WriteJSON(w, 200, map[string]string{"membership": "join"})
+	})
+	fh.Handle("/_matrix/client/v3/rooms/{room}/messages", func(w http.ResponseWriter, r *http.Request) {
 		fh.mu.Lock()
 		fh.queries = append(fh.queries, r.URL.Query())
 		fh.mu.Unlock()
@@ -114,13 +84,34 @@ func (fh *fakeHomeserver) serve(w http.ResponseWriter, r *http.Request) {
 			fh.messages(w, r)
 			return
 		}
-		writeMatrixJSON(w, 200, map[string]any{"start": "s1", "end": "s2", "chunk": []any{}})
-	case strings.HasSuffix(r.URL.Path, "/account_data/m.direct"):
+		testrig.WriteJSON(w, 200, map[string]any{"start": "s1", "end": "s2", "chunk": []any{}})
+	})
+	fh.Handle("/_matrix/client/v3/user/{user}/account_data/m.direct", func(w http.ResponseWriter, r *http.Request) {
 		// The bot has no direct chats.
-		writeMatrixJSON(w, 404, map[string]string{"errcode": "M_NOT_FOUND", "error": "no m.direct"})
-	default:
-		writeMatrixJSON(w, 404, map[string]string{"errcode": "M_UNRECOGNIZED", "error": "not faked: " + r.URL.Path})
+		testrig.WriteMatrixError(w, 404, "M_NOT_FOUND", "no m.direct")
+	})
+	return fh
+}
+
+func (fh *fakeHomeserver) serveUpload(w http.ResponseWriter, r *http.Request) {
+	if fh.upload != nil && fh.upload(w, r) {
+		return
 	}
+	// Streamed into a hash: the fake holds no more than the bridge does.
+	h := sha256.New()
+	n, err := io.Copy(h, r.Body)
+	if err != nil {
+		testrig.WriteMatrixError(w, 400, "M_UNKNOWN", err.Error())
+		return
+	}
+	rec := recordedUpload{contentLength: r.ContentLength, contentType: r.Header.Get("Content-Type"),
+		fileName: r.URL.Query().Get("filename"), userID: r.URL.Query().Get("user_id"), size: n}
+	copy(rec.sum[:], h.Sum(nil))
+	fh.mu.Lock()
+	fh.uploads = append(fh.uploads, rec)
+	count := len(fh.uploads)
+	fh.mu.Unlock()
+	testrig.WriteJSON(w, 200, map[string]string{"content_uri": "mxc://" + testServer + "/media" + strconv.Itoa(count)})
 }
 
 func (fh *fakeHomeserver) lastUpload(t *testing.T) recordedUpload {
@@ -161,23 +152,19 @@ func newMediaFixture(t *testing.T, maxUpload int64) *mediaFixture {
 	t.Helper()
 	fh := newFakeHomeserver(t)
 	cfg := config.Default()
-	cfg.Homeserver.URL = fh.srv.URL
+	cfg.Homeserver.URL = fh.URL
 	cfg.Homeserver.ServerName = testServer
 	cfg.AppService.ASToken, cfg.AppService.HSToken = "as-token", "hs-token"
 	cfg.Media.MaxUploadBytes = maxUpload
 	as, err := appservice.CreateFull(appservice.CreateOpts{
-		Registration: registration.FromConfig(cfg), HomeserverDomain: testServer, HomeserverURL: fh.srv.URL,
+		Registration: registration.FromConfig(cfg), HomeserverDomain: testServer, HomeserverURL: fh.URL,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	as.DefaultHTTPRetries = 0
 	tdb := testrig.NewTestDatabase(t, testrig.SQLite)
-	db, err := database.Open(context.Background(), database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := testrig.OpenDatabase(t, tdb)
 	mapper := identity.NewMapper(cfg)
 	roomStore := rooms.NewStore(db)
 	roomSvc, err := rooms.NewService(roomStore, as.BotIntent(), testServer, cfg.Rooms)
@@ -478,7 +465,7 @@ func TestUploadRefusals(t *testing.T) {
 	})
 	t.Run("the homeserver's own limit", func(t *testing.T) {
 		f.hs.upload = func(w http.ResponseWriter, r *http.Request) bool {
-			writeMatrixJSON(w, 413, map[string]string{"errcode": "M_TOO_LARGE", "error": "too big for me"})
+			testrig.WriteJSON(w, 413, map[string]string{"errcode": "M_TOO_LARGE", "error": "too big for me"})
 			return true
 		}
 		defer func() { f.hs.upload = nil }()
@@ -488,7 +475,7 @@ func TestUploadRefusals(t *testing.T) {
 	})
 	t.Run("homeserver failing", func(t *testing.T) {
 		f.hs.upload = func(w http.ResponseWriter, r *http.Request) bool {
-			writeMatrixJSON(w, 500, map[string]string{"errcode": "M_UNKNOWN", "error": "disk full"})
+			testrig.WriteJSON(w, 500, map[string]string{"errcode": "M_UNKNOWN", "error": "disk full"})
 			return true
 		}
 		defer func() { f.hs.upload = nil }()
@@ -566,7 +553,7 @@ func TestHistory(t *testing.T) {
 
 	// Defaults, and the end of the timeline (no end token).
 	f.hs.messages = func(w http.ResponseWriter, r *http.Request) {
-		writeMatrixJSON(w, 200, map[string]any{"start": "t1", "chunk": []any{}})
+		testrig.WriteJSON(w, 200, map[string]any{"start": "t1", "chunk": []any{}})
 	}
 	res = f.do(t, testMessagingToken, http.MethodGet, room, "", nil, 0)
 	if res.status != 200 || res.raw != `{"start":"t1","chunk":[]}`+"\n" {
@@ -594,28 +581,28 @@ func TestHistory(t *testing.T) {
 		{"as agent without scope", room + "?as=agent:sofia", testMessagingToken, nil, 403, "M_FORBIDDEN", "", nil},
 		{"as an invalid id", room + "?as=nobody", testSecret, nil, 400, "M_INVALID_PARAM", "as", nil},
 		{"bot not in the room", room, testSecret, nil, 404, "M_NOT_FOUND", "", func(w http.ResponseWriter, r *http.Request) {
-			writeMatrixJSON(w, 403, map[string]string{"errcode": "M_FORBIDDEN", "error": "not in room"})
+			testrig.WriteJSON(w, 403, map[string]string{"errcode": "M_FORBIDDEN", "error": "not in room"})
 		}},
 		{"bot left the room", room, testSecret, nil, 404, "M_NOT_FOUND", "", func(w http.ResponseWriter, r *http.Request) {
-			writeMatrixJSON(w, 200, map[string]string{"membership": "leave"})
+			testrig.WriteJSON(w, 200, map[string]string{"membership": "leave"})
 		}},
 		{"bot only invited", room, testSecret, nil, 404, "M_NOT_FOUND", "", func(w http.ResponseWriter, r *http.Request) {
-			writeMatrixJSON(w, 200, map[string]string{"membership": "invite"})
+			testrig.WriteJSON(w, 200, map[string]string{"membership": "invite"})
 		}},
 		{"membership unreadable", room, testSecret, nil, 502, "matrix_unavailable", "", func(w http.ResponseWriter, r *http.Request) {
-			writeMatrixJSON(w, 500, map[string]string{"errcode": "M_UNKNOWN", "error": "oops"})
+			testrig.WriteJSON(w, 500, map[string]string{"errcode": "M_UNKNOWN", "error": "oops"})
 		}},
 		{"homeserver refuses the read", room, testSecret, func(w http.ResponseWriter, r *http.Request) {
-			writeMatrixJSON(w, 403, map[string]string{"errcode": "M_FORBIDDEN", "error": "not in room"})
+			testrig.WriteJSON(w, 403, map[string]string{"errcode": "M_FORBIDDEN", "error": "not in room"})
 		}, 404, "M_NOT_FOUND", "", nil},
 		{"no such room", room, testSecret, func(w http.ResponseWriter, r *http.Request) {
-			writeMatrixJSON(w, 404, map[string]string{"errcode": "M_NOT_FOUND", "error": "unknown room"})
+			testrig.WriteJSON(w, 404, map[string]string{"errcode": "M_NOT_FOUND", "error": "unknown room"})
 		}, 404, "M_NOT_FOUND", "", nil},
 		{"bad token", room + "?from=garbage", testSecret, func(w http.ResponseWriter, r *http.Request) {
-			writeMatrixJSON(w, 400, map[string]string{"errcode": "M_INVALID_PARAM", "error": "bad token"})
+			testrig.WriteJSON(w, 400, map[string]string{"errcode": "M_INVALID_PARAM", "error": "bad token"})
 		}, 400, "M_INVALID_PARAM", "from", nil},
 		{"homeserver failing", room, testSecret, func(w http.ResponseWriter, r *http.Request) {
-			writeMatrixJSON(w, 500, map[string]string{"errcode": "M_UNKNOWN", "error": "oops"})
+			testrig.WriteJSON(w, 500, map[string]string{"errcode": "M_UNKNOWN", "error": "oops"})
 		}, 502, "matrix_unavailable", "", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -5,7 +5,6 @@
 package metrics
 
 import (
-	"context"
 	"net/http"
 	"slices"
 	"strconv"
@@ -25,14 +24,11 @@ type Metrics struct {
 	Transactions      *prometheus.CounterVec
 	EventsReceived    *prometheus.CounterVec
 	TransactionCommit prometheus.Histogram
-	Deliveries        *prometheus.CounterVec
 	APIRequests       *prometheus.CounterVec
 	APIRequestSeconds *prometheus.HistogramVec
 	RateLimited       *prometheus.CounterVec
 	HomeserverCalls   *prometheus.CounterVec
 	HomeserverSeconds *prometheus.HistogramVec
-	ConsumerFailures  *prometheus.CounterVec
-	UnmappedEvents    prometheus.Counter
 }
 
 const namespace = "daarion_bridge"
@@ -127,19 +123,11 @@ func (c *funcCollector) Collect(ch chan<- prometheus.Metric) {
 	})
 }
 
-// Serve runs the /metrics listener until ctx ends.
+// Handler serves the registry on /metrics.
 func (m *Metrics) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	return mux
-}
-
-// scrapeTimeout bounds database reads made during a scrape.
-const scrapeTimeout = 2 * time.Second
-
-// ScrapeContext is the context gauge functions use for their reads.
-func ScrapeContext() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), scrapeTimeout)
 }
 
 // ObserveTransaction records one appservice transaction.

@@ -20,7 +20,6 @@ import (
 	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/config"
 	"github.com/daarion/matrix-bridge/pkg/identity"
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
@@ -361,19 +360,15 @@ func (c *argChecker) take() []string {
 // arguments PostgreSQL would refuse, with a few city rooms in it.
 func openFuzzStore(f *testing.F) (*Store, *argChecker) {
 	tdb := testrig.NewTestDatabase(f, testrig.SQLite)
-	db, err := database.Open(context.Background(), database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { _ = db.Close() })
+	db := testrig.OpenDatabase(f, tdb)
 	store := NewStore(db)
 	for i, slug := range []string{"a_b", "kyiv", "kyiv-2", "lviv", "odesa"} {
 		cr := &CityRoom{Slug: slug, RoomID: id.RoomID("!" + slug + ":s"), Alias: id.RoomAlias("#city_" + slug + ":s"), Name: slug, Visibility: "public"}
-		if _, err = store.Insert(context.Background(), cr); err != nil {
+		if _, err := store.Insert(context.Background(), cr); err != nil {
 			f.Fatal(err)
 		}
 		if i%2 == 0 {
-			if err = store.SetArchived(context.Background(), slug, true, ""); err != nil {
+			if err := store.SetArchived(context.Background(), slug, true, ""); err != nil {
 				f.Fatal(err)
 			}
 		}

@@ -7,10 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
 
@@ -18,11 +16,7 @@ func TestMain(m *testing.M) { os.Exit(testrig.RunTests(m)) }
 
 func openStore(t *testing.T, tdb testrig.TestDatabase) *Store {
 	t.Helper()
-	db, err := database.Open(context.Background(), database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := testrig.OpenDatabase(t, tdb)
 	return NewStore(db)
 }
 

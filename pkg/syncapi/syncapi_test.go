@@ -15,10 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-	"go.mau.fi/util/dbutil"
-
-	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/config"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
@@ -52,19 +48,9 @@ type fixture struct {
 	srv     *httptest.Server
 }
 
-func openDB(t *testing.T, tdb testrig.TestDatabase) *dbutil.Database {
-	t.Helper()
-	db, err := database.Open(context.Background(), database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
-	if err != nil {
-		t.Fatalf("open database: %v", err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	return db
-}
-
 func openLog(t *testing.T, tdb testrig.TestDatabase) *eventlog.Log {
 	t.Helper()
-	l := eventlog.New(openDB(t, tdb))
+	l := eventlog.New(testrig.OpenDatabase(t, tdb))
 	t.Cleanup(func() { _ = l.Close() })
 	return l
 }
@@ -140,15 +126,41 @@ func (f *fixture) append(t *testing.T, txnID string, evts ...eventlog.IncomingEv
 	appendTo(t, f.log, txnID, evts...)
 }
 
+// appendTo stores evts as transaction txnID the production way: it journals
+// the transaction's body and indexes the journal. The body is the events as
+// a JSON list, read back as they are by listParser, so that the EDUs keep
+// their test ids and every event its place in the transaction.
 func appendTo(t *testing.T, l *eventlog.Log, txnID string, evts ...eventlog.IncomingEvent) {
 	t.Helper()
-	res, err := l.Append(context.Background(), txnID, evts)
+	ctx := context.Background()
+	before, err := l.Count(ctx)
 	if err != nil {
-		t.Fatalf("append %s: %v", txnID, err)
+		t.Fatal(err)
 	}
-	if res.Stored != len(evts) {
-		t.Fatalf("append %s stored %d of %d events", txnID, res.Stored, len(evts))
+	body, err := json.Marshal(evts)
+	if err != nil {
+		t.Fatal(err)
 	}
+	if err = l.Journal(ctx, txnID, body); err != nil {
+		t.Fatalf("journal %s: %v", txnID, err)
+	}
+	if _, err = l.IndexPending(ctx, listParser); err != nil {
+		t.Fatalf("index %s: %v", txnID, err)
+	}
+	after, err := l.Count(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stored := int(after - before); stored != len(evts) {
+		t.Fatalf("append %s stored %d of %d events", txnID, stored, len(evts))
+	}
+}
+
+// listParser reads the bodies appendTo journals.
+func listParser(_ string, body []byte) ([]eventlog.IncomingEvent, error) {
+	var evts []eventlog.IncomingEvent
+	err := json.Unmarshal(body, &evts)
+	return evts, err
 }
 
 func (f *fixture) head(t *testing.T) int64 {

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
 
+	"github.com/daarion/matrix-bridge/pkg/appservice"
 	"github.com/daarion/matrix-bridge/pkg/consumer"
 	"github.com/daarion/matrix-bridge/pkg/delivery"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
@@ -67,7 +68,7 @@ func newHarness(t *testing.T, tdb testrig.TestDatabase) *harness {
 // with every fourth a reaction to the message before it.
 func (h *harness) appendTxn(t *testing.T, txnID string, n int) {
 	t.Helper()
-	events := make([]eventlog.IncomingEvent, 0, n)
+	events := make([]json.RawMessage, 0, n)
 	base := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC).UnixMilli()
 	for i := range n {
 		eventID := fmt.Sprintf("$%s_%03d", txnID, i)
@@ -94,18 +95,31 @@ func (h *harness) appendTxn(t *testing.T, txnID string, n int) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		events = append(events, eventlog.IncomingEvent{
-			EventID: eventID, Kind: eventlog.KindTimeline, RoomID: roomID,
-			Type: evt["type"].(string), Sender: evt["sender"].(string), JSON: string(raw),
-		})
+		events = append(events, raw)
 		h.sent = append(h.sent, want)
 	}
-	res, err := h.log.Append(h.ctx, txnID, events)
+	// Stored the production way: the transaction's body journalled, then
+	// indexed with the appservice parser.
+	before, err := h.log.Count(h.ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Stored != n {
-		t.Fatalf("appended %d events of %s, want %d", res.Stored, txnID, n)
+	body, err := json.Marshal(map[string]any{"events": events})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err = h.log.Journal(h.ctx, txnID, body); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = h.log.IndexPending(h.ctx, appservice.ParseTransaction); err != nil {
+		t.Fatal(err)
+	}
+	after, err := h.log.Count(h.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stored := int(after - before); stored != n {
+		t.Fatalf("appended %d events of %s, want %d", stored, txnID, n)
 	}
 }
 

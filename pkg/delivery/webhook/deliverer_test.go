@@ -14,7 +14,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
 
@@ -105,14 +104,10 @@ type delivererRig struct {
 func newDelivererRig(t *testing.T, opts DelivererOptions, n int, answer func(int, *http.Request) (int, http.Header, error)) *delivererRig {
 	t.Helper()
 	ctx := context.Background()
-	db, err := database.Open(ctx, database.Target{Type: testrig.SQLiteDriver, URI: testrig.NewTestDatabase(t, testrig.SQLite).URI}, database.PoolOptions{}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := testrig.OpenDatabase(t, testrig.NewTestDatabase(t, testrig.SQLite))
 	store := NewStore(db)
 	sub := &Subscription{ID: "sub_unit", Service: "svc", URL: "https://hooks.example.org/x", Secret: NewSecret(), RoomFilter: "*", State: StateActive}
-	if err = store.CreateSubscription(ctx, sub); err != nil {
+	if err := store.CreateSubscription(ctx, sub); err != nil {
 		t.Fatal(err)
 	}
 	var deliveries []*Delivery
@@ -120,7 +115,7 @@ func newDelivererRig(t *testing.T, opts DelivererOptions, n int, answer func(int
 		deliveries = append(deliveries, &Delivery{SubscriptionID: sub.ID, Position: int64(i), RoomID: "!r:s",
 			EventID: fmt.Sprint("$", i), Body: []byte(fmt.Sprintf(`{"n":%d}`, i)), NextAttemptAt: t0})
 	}
-	if err = store.Enqueue(ctx, deliveries); err != nil {
+	if err := store.Enqueue(ctx, deliveries); err != nil {
 		t.Fatal(err)
 	}
 	r := &delivererRig{store: store, clock: &fakeClock{now: t0}, rcv: &fakeReceiver{answer: answer}, sub: sub, key: queueKey{sub.ID, "!r:s"}}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
@@ -26,11 +25,7 @@ func TestSlowSubscriberDoesNotStarveAnother(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		db, err := database.Open(ctx, database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = db.Close() })
+		db := testrig.OpenDatabase(t, tdb)
 		store := NewStore(db)
 
 		slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -53,7 +48,7 @@ func TestSlowSubscriberDoesNotStarveAnother(t *testing.T) {
 		subSlow := &Subscription{ID: "sub_slow", Service: "a", URL: slow.URL, Secret: NewSecret(), RoomFilter: "*", State: StateActive}
 		subFast := &Subscription{ID: "sub_fast", Service: "b", URL: fast.URL, Secret: NewSecret(), RoomFilter: "!one:s", State: StateActive}
 		for _, sub := range []*Subscription{subSlow, subFast} {
-			if err = store.CreateSubscription(ctx, sub); err != nil {
+			if err := store.CreateSubscription(ctx, sub); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -71,7 +66,7 @@ func TestSlowSubscriberDoesNotStarveAnother(t *testing.T) {
 			pos++
 			deliveries = append(deliveries, &Delivery{SubscriptionID: subFast.ID, Position: pos, RoomID: "!one:s", EventID: fmt.Sprint("$f", pos), Body: []byte(`{}`), NextAttemptAt: now})
 		}
-		if err = store.Enqueue(ctx, deliveries); err != nil {
+		if err := store.Enqueue(ctx, deliveries); err != nil {
 			t.Fatal(err)
 		}
 
@@ -145,11 +140,7 @@ func TestFairShare(t *testing.T) {
 // A service may have delivery.max_subscriptions_per_service subscriptions;
 // one more is refused (403 M_LIMIT_EXCEEDED) until it deletes one.
 func TestSubscriptionsPerServiceAreCapped(t *testing.T) {
-	db, err := database.Open(context.Background(), database.Target{Type: testrig.SQLiteDriver, URI: testrig.NewTestDatabase(t, testrig.SQLite).URI}, database.PoolOptions{}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := testrig.OpenDatabase(t, testrig.NewTestDatabase(t, testrig.SQLite))
 	store := NewStore(db)
 	api, err := internalapi.New(internalapi.Options{Secret: fuzzSecret, Logger: zerolog.Nop()})
 	if err != nil {

@@ -7,10 +7,8 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/rs/zerolog"
 	"github.com/tidwall/gjson"
 
-	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/delivery"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 	"github.com/daarion/matrix-bridge/pkg/identity"
@@ -30,11 +28,7 @@ type fanoutRig struct {
 func newFanoutRig(t *testing.T) *fanoutRig {
 	t.Helper()
 	ctx := context.Background()
-	db, err := database.Open(ctx, database.Target{Type: testrig.SQLiteDriver, URI: testrig.NewTestDatabase(t, testrig.SQLite).URI}, database.PoolOptions{}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := testrig.OpenDatabase(t, testrig.NewTestDatabase(t, testrig.SQLite))
 	roomStore := rooms.NewStore(db)
 	if ok, err := roomStore.Insert(ctx, &rooms.CityRoom{Slug: "plaza", RoomID: "!plaza:s", Alias: "#city_plaza:s", Name: "Plaza", Visibility: "public"}); err != nil || !ok {
 		t.Fatalf("city room: %v %v", ok, err)

@@ -10,7 +10,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
@@ -20,11 +19,7 @@ import (
 // naming the body field) before it reaches the database, where it was a 500.
 func TestUnstorableTextIsRefused(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
-		db, err := database.Open(context.Background(), database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = db.Close() })
+		db := testrig.OpenDatabase(t, tdb)
 		checker := &fuzzArgChecker{DatabaseLogger: db.Log}
 		db.Log = checker
 		store := NewStore(db)

@@ -21,7 +21,6 @@ import (
 	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
 	"github.com/daarion/matrix-bridge/pkg/rooms"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
@@ -202,11 +201,7 @@ func FuzzSubscribe(f *testing.F) {
 		f.Add([]byte(body))
 	}
 	tdb := testrig.NewTestDatabase(f, testrig.SQLite)
-	db, err := database.Open(context.Background(), database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { _ = db.Close() })
+	db := testrig.OpenDatabase(f, tdb)
 	checker := &fuzzArgChecker{DatabaseLogger: dbutil.NoopLogger}
 	db.Log = checker
 	store := NewStore(db)
@@ -285,11 +280,7 @@ func FuzzSubscribe(f *testing.F) {
 // reached PostgreSQL, which refused the query: 500. It is a 404 now.
 func TestSubscriptionIDThatCannotBeStored(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
-		db, err := database.Open(context.Background(), database.Target{Type: tdb.Type, URI: tdb.URI}, database.PoolOptions{}, zerolog.Nop())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = db.Close() })
+		db := testrig.OpenDatabase(t, tdb)
 		api, err := internalapi.New(internalapi.Options{Secret: fuzzSecret, Logger: zerolog.Nop()})
 		if err != nil {
 			t.Fatal(err)
