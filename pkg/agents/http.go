@@ -151,23 +151,14 @@ func (s *Service) handleSetProfile(w http.ResponseWriter, r *http.Request, field
 	if err != nil {
 		return err
 	}
-	var body map[string]*string
-	if err := internalapi.DecodeJSON(r, &body); err != nil {
+	value, err := internalapi.DecodeField(r, field)
+	if err != nil {
 		return err
 	}
-	for key := range body {
-		if key != field {
-			return internalapi.NewError(http.StatusBadRequest, internalapi.ErrBadJSON, key+": unknown field")
-		}
-	}
-	value := body[field]
-	if value == nil {
-		return internalapi.InvalidField(field, "is required")
-	}
-	if err = validate(field, *value); err != nil {
+	if err = validate(field, value); err != nil {
 		return err
 	}
-	if err = apply(agentID, *value); err != nil {
+	if err = apply(agentID, value); err != nil {
 		return err
 	}
 	zerolog.Ctx(r.Context()).Info().Str("agent_id", agentID).Str("field", field).Msg("Agent profile updated")

@@ -157,3 +157,22 @@ func jsonKind(t reflect.Type) string {
 		return "a " + t.Kind().String()
 	}
 }
+
+// DecodeField decodes a body of one string field, {field: value}: another
+// key is a 400 M_BAD_JSON naming it, a missing or null value a 400 naming
+// field.
+func DecodeField(r *http.Request, field string) (string, error) {
+	var body map[string]*string
+	if err := DecodeJSON(r, &body); err != nil {
+		return "", err
+	}
+	for key := range body {
+		if key != field {
+			return "", NewError(http.StatusBadRequest, ErrBadJSON, key+": unknown field")
+		}
+	}
+	if body[field] == nil {
+		return "", InvalidField(field, "is required")
+	}
+	return *body[field], nil
+}

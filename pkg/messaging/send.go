@@ -134,12 +134,7 @@ func applyRelation(content *event.MessageEventContent, raw json.RawMessage) erro
 	if err := json.Unmarshal(raw, &rel); err != nil {
 		return &identity.FieldError{Field: "relates_to", Problem: "must be an object: " + err.Error()}
 	}
-	eventID := func(field, v string) (id.EventID, error) {
-		if !strings.HasPrefix(v, "$") || len(v) > 255 || strings.ContainsAny(v, " \x00") {
-			return "", &identity.FieldError{Field: field, Problem: "must be a Matrix event id such as $abc"}
-		}
-		return id.EventID(v), nil
-	}
+	eventID := func(field, v string) (id.EventID, error) { return id.EventID(v), checkEventID(field, v) }
 	switch rel.RelType {
 	case "":
 		if rel.InReplyTo == nil {
@@ -188,9 +183,9 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request) error {
 	if err := internalapi.DecodeJSON(r, &req); err != nil {
 		return err
 	}
-	key := r.Header.Get("Idempotency-Key")
-	if key != "" && !validIdempotencyKey(key) {
-		return internalapi.InvalidField("Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
+	key, err := idempotencyKey(r)
+	if err != nil {
+		return err
 	}
 	roomID, err := s.resolveRoom(ctx, req.RoomID, req.CitySlug)
 	if err != nil {
@@ -415,6 +410,23 @@ func (s *Service) ensureJoined(ctx context.Context, actor *Actor, roomID id.Room
 	return actor.Intent.EnsureJoined(ctx, roomID, appservice.EnsureJoinedParams{IgnoreCache: ignoreCache, BotOverride: s.as.BotClient()})
 }
 
+// checkEventID checks a Matrix event id the request names in field.
+func checkEventID(field, v string) error {
+	if !strings.HasPrefix(v, "$") || len(v) > 255 || strings.ContainsAny(v, " \x00") {
+		return &identity.FieldError{Field: field, Problem: "must be a Matrix event id such as $abc"}
+	}
+	return nil
+}
+
+// idempotencyKey is the request's Idempotency-Key header, "" when none.
+func idempotencyKey(r *http.Request) (string, error) {
+	key := r.Header.Get("Idempotency-Key")
+	if key != "" && !validIdempotencyKey(key) {
+		return "", internalapi.InvalidField("Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
+	}
+	return key, nil
+}
+
 func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -443,8 +455,8 @@ func (s *Service) handleReaction(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if !strings.HasPrefix(req.EventID, "$") || len(req.EventID) > 255 {
-		return internalapi.InvalidField("event_id", "must be a Matrix event id such as $abc")
+	if err := checkEventID("event_id", req.EventID); err != nil {
+		return err
 	}
 	if req.Emoji == "" || len(req.Emoji) > 256 {
 		return internalapi.InvalidField("emoji", "must be 1-256 bytes")
@@ -453,9 +465,9 @@ func (s *Service) handleReaction(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	key := r.Header.Get("Idempotency-Key")
-	if key != "" && !validIdempotencyKey(key) {
-		return internalapi.InvalidField("Idempotency-Key", "must be 1-255 printable ASCII characters without spaces")
+	key, err := idempotencyKey(r)
+	if err != nil {
+		return err
 	}
 	content := &event.ReactionEventContent{RelatesTo: event.RelatesTo{Type: event.RelAnnotation, EventID: id.EventID(req.EventID), Key: req.Emoji}}
 	raw, _ := json.Marshal(content)
@@ -486,8 +498,8 @@ func (s *Service) handleRedact(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if !strings.HasPrefix(req.EventID, "$") || len(req.EventID) > 255 {
-		return internalapi.InvalidField("event_id", "must be a Matrix event id such as $abc")
+	if err := checkEventID("event_id", req.EventID); err != nil {
+		return err
 	}
 	if len(req.Reason) > 1000 {
 		return internalapi.InvalidField("reason", "must be at most 1000 bytes")

@@ -183,19 +183,11 @@ func (s *Service) handleSetState(evtType event.Type, field string) internalapi.H
 		if err != nil {
 			return err
 		}
-		var body map[string]*string
-		if err := internalapi.DecodeJSON(r, &body); err != nil {
+		v, err := internalapi.DecodeField(r, field)
+		if err != nil {
 			return err
 		}
-		for key := range body {
-			if key != field {
-				return internalapi.NewError(http.StatusBadRequest, "M_BAD_JSON", key+": unknown field")
-			}
-		}
-		value := body[field]
-		if value == nil {
-			return internalapi.InvalidField(field, "is required")
-		}
+		value := &v
 		var content any
 		switch field {
 		case "name":
