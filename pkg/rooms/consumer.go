@@ -3,6 +3,7 @@ package rooms
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -103,7 +104,20 @@ func (s *Service) followTombstone(ctx context.Context, oldRoomID, newRoomID id.R
 			}
 		}
 		if _, err = s.bot.CreateAlias(ctx, cr.Alias, newRoomID); err != nil {
-			return fmt.Errorf("failed to point %s at the new room: %w", cr.Alias, err)
+			// Dendrite moves the alias on upgrade too, a moment after the
+			// tombstone: the alias may exist again because it points at
+			// the new room already.
+			again, resolveErr := s.bot.ResolveAlias(ctx, cr.Alias)
+			switch {
+			case resolveErr == nil && again.RoomID == newRoomID:
+			case homeserver.HasStatus(err, http.StatusConflict):
+				// The alias was there again between the delete and the
+				// create: a race with the homeserver, retried (%v: not a
+				// refusal for good, which would park the tombstone).
+				return fmt.Errorf("failed to point %s at the new room, retrying: %v", cr.Alias, err)
+			default:
+				return fmt.Errorf("failed to point %s at the new room: %w", cr.Alias, err)
+			}
 		}
 	}
 	if err = s.store.MoveToRoom(ctx, cr.Slug, oldRoomID, newRoomID); err != nil {
