@@ -296,19 +296,5 @@ func countLines(log, substr string) int {
 func (s *soak) readCursors(ctx context.Context) (map[string]int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	rows, err := s.db.Query(ctx, `SELECT name, position FROM consumer_cursor`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := map[string]int64{}
-	for rows.Next() {
-		var name string
-		var pos int64
-		if err = rows.Scan(&name, &pos); err != nil {
-			return nil, err
-		}
-		out[name] = pos
-	}
-	return out, rows.Err()
+	return consumerCursors(ctx, s.db)
 }

@@ -182,7 +182,13 @@ func (o *observer) readStream(ctx context.Context, from uint64) ([]arrival, uint
 
 // cursors returns every consumer's position.
 func (o *observer) cursors(ctx context.Context) (map[string]int64, error) {
-	rows, err := o.db.Query(ctx, `SELECT name, position FROM consumer_cursor`)
+	return consumerCursors(ctx, o.db)
+}
+
+// consumerCursors reads every consumer's position from the bridge's
+// database (read-only: the soak checks what the bridge wrote).
+func consumerCursors(ctx context.Context, db *dbutil.Database) (map[string]int64, error) {
+	rows, err := db.Query(ctx, `SELECT name, position FROM consumer_cursor`)
 	if err != nil {
 		return nil, err
 	}
