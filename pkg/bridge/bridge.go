@@ -229,7 +229,8 @@ func (b *Bridge) build(ctx context.Context) error {
 		natsSink = b.NATS
 	}
 	runners = append(runners, consumer.NewRunner("commands", b.EventLog, commands.New(commands.Options{
-		Config: cfg, AppService: b.AS, DB: b.DB, EventLog: b.EventLog, Rooms: b.Rooms, Agents: b.Agents,
+		Config: cfg, AppService: b.AS, DB: b.DB, EventLog: b.EventLog,
+		Rooms: b.Rooms, CityRooms: b.Rooms.Store(), Agents: b.Agents, AgentStore: b.Agents.Store(),
 		Webhooks: webhookStore, Deliverer: b.Webhooks, NATS: natsSink, Version: Version,
 		Runners: func() []*consumer.Runner { return b.Consumers.Runners() },
 		Status:  b.Status,

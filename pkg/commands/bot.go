@@ -31,7 +31,6 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/daarion/matrix-bridge/pkg/agents"
 	"github.com/daarion/matrix-bridge/pkg/config"
 	"github.com/daarion/matrix-bridge/pkg/consumer"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
@@ -48,16 +47,18 @@ const Prefix = "!daarion"
 // DefaultMaxAge is how old a command may be and still run.
 const DefaultMaxAge = time.Hour
 
-// Options are what the bot reads and acts on. Rooms, Agents, the webhook
-// parts, Runners and NATS may be nil in tests; commands needing them then
-// say so.
+// Options are what the bot reads and acts on. Rooms, CityRooms, Agents,
+// AgentStore, the webhook parts, Runners and NATS may be nil in tests;
+// commands needing them then say so.
 type Options struct {
 	Config     *config.Config
 	AppService *appservice.AppService
 	DB         *dbutil.Database
 	EventLog   EventLog
-	Rooms      *rooms.Service
-	Agents     *agents.Service
+	Rooms      Rooms
+	CityRooms  CityRooms
+	Agents     Agents
+	AgentStore AgentStore
 	Webhooks   Subscriptions
 	Deliverer  Deliverer
 	// Runners returns the event log's consumers (for status).
@@ -115,7 +116,8 @@ func New(opts Options) *Bot {
 	}
 	if opts.Rooms != nil {
 		b.direct = opts.Rooms.DirectChats()
-	} else {
+	}
+	if b.direct == nil {
 		b.direct = rooms.NewDirectChats(b.client)
 	}
 	b.cmds = b.commandList()

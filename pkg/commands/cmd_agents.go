@@ -22,8 +22,9 @@ const lastPostWindow = 200000
 // maxDisplayName is the longest display name set-agent-name accepts.
 const maxDisplayName = 256
 
+// needAgents: the commands reading agents need the agent table.
 func (b *Bot) needAgents() error {
-	if b.opts.Agents == nil {
+	if b.opts.AgentStore == nil {
 		return errUnavailable
 	}
 	return nil
@@ -53,7 +54,7 @@ func (b *Bot) findAgent(ctx context.Context, ref string) (*agents.Agent, error) 
 	if err != nil {
 		return nil, err
 	}
-	agent, err := b.opts.Agents.Store().Get(ctx, agentID)
+	agent, err := b.opts.AgentStore.Get(ctx, agentID)
 	if err == nil && agent == nil {
 		err = userErrorf("no agent has the id %s", agentID)
 	}
@@ -65,7 +66,7 @@ func (b *Bot) cmdAgents(ctx context.Context, req *request) (string, error) {
 		return "", err
 	}
 	query := strings.ToLower(req.args.text(0))
-	list, err := b.opts.Agents.Store().List(ctx, "", maxScan)
+	list, err := b.opts.AgentStore.List(ctx, "", maxScan)
 	if err != nil {
 		return "", err
 	}
@@ -125,8 +126,8 @@ func (b *Bot) agentRooms(ctx context.Context, userID id.UserID) string {
 	var names []string
 	for _, roomID := range resp.JoinedRooms[:min(len(resp.JoinedRooms), perPage)] {
 		name := code(roomID.String())
-		if b.opts.Rooms != nil {
-			if cr, err := b.opts.Rooms.Store().ByRoomID(ctx, roomID); err == nil && cr != nil {
+		if b.opts.CityRooms != nil {
+			if cr, err := b.opts.CityRooms.ByRoomID(ctx, roomID); err == nil && cr != nil {
 				name = fmt.Sprintf("%s (%s)", code(cr.Slug), code(roomID.String()))
 			}
 		}
@@ -152,8 +153,8 @@ func (b *Bot) lastPost(ctx context.Context, userID id.UserID) string {
 	}
 	f := gjson.GetManyBytes(evt.JSON, "content.body", "origin_server_ts")
 	where := code(evt.RoomID)
-	if b.opts.Rooms != nil {
-		if cr, err := b.opts.Rooms.Store().ByRoomID(ctx, id.RoomID(evt.RoomID)); err == nil && cr != nil {
+	if b.opts.CityRooms != nil {
+		if cr, err := b.opts.CityRooms.ByRoomID(ctx, id.RoomID(evt.RoomID)); err == nil && cr != nil {
 			where = code(cr.Slug)
 		}
 	}
@@ -170,6 +171,9 @@ func excerpt(body string, runes int) string {
 }
 
 func (b *Bot) cmdSetAgentName(ctx context.Context, req *request) (string, error) {
+	if b.opts.Agents == nil {
+		return "", errUnavailable
+	}
 	agent, err := b.findAgent(ctx, req.args.pos[0])
 	if err != nil {
 		return "", err

@@ -17,8 +17,17 @@ import (
 // maxScan bounds how many records a search reads.
 const maxScan = 10000
 
+// needCityRooms: the commands reading city rooms need the mapping.
+func (b *Bot) needCityRooms() error {
+	if b.opts.CityRooms == nil {
+		return errUnavailable
+	}
+	return nil
+}
+
+// needRooms: the commands changing city rooms need the rooms service too.
 func (b *Bot) needRooms() error {
-	if b.opts.Rooms == nil {
+	if b.opts.Rooms == nil || b.opts.CityRooms == nil {
 		return errUnavailable
 	}
 	return nil
@@ -33,7 +42,7 @@ func describeCityRoom(cr *rooms.CityRoom) string {
 }
 
 func (b *Bot) cmdRooms(ctx context.Context, req *request) (string, error) {
-	if err := b.needRooms(); err != nil {
+	if err := b.needCityRooms(); err != nil {
 		return "", err
 	}
 	archived := req.args.bools["archived"]
@@ -41,7 +50,7 @@ func (b *Bot) cmdRooms(ctx context.Context, req *request) (string, error) {
 	var lines []string
 	opts := rooms.ListOptions{Archived: &archived, Limit: 500}
 	for scanned := 0; scanned < maxScan; {
-		list, err := b.opts.Rooms.Store().List(ctx, opts)
+		list, err := b.opts.CityRooms.List(ctx, opts)
 		if err != nil {
 			return "", err
 		}
@@ -76,7 +85,7 @@ func (b *Bot) cmdRooms(ctx context.Context, req *request) (string, error) {
 // findRoom resolves a slug, a #alias or a !room id: the city room (nil when
 // the room is not one) and the Matrix room.
 func (b *Bot) findRoom(ctx context.Context, ref string) (*rooms.CityRoom, id.RoomID, error) {
-	store := b.opts.Rooms.Store()
+	store := b.opts.CityRooms
 	switch {
 	case strings.HasPrefix(ref, "!"):
 		cr, err := store.ByRoomID(ctx, id.RoomID(ref))
@@ -107,7 +116,7 @@ func (b *Bot) findRoom(ctx context.Context, ref string) (*rooms.CityRoom, id.Roo
 }
 
 func (b *Bot) cmdRoom(ctx context.Context, req *request) (string, error) {
-	if err := b.needRooms(); err != nil {
+	if err := b.needCityRooms(); err != nil {
 		return "", err
 	}
 	cr, roomID, err := b.findRoom(ctx, req.args.pos[0])
@@ -129,8 +138,10 @@ func (b *Bot) cmdRoom(ctx context.Context, req *request) (string, error) {
 		}
 	} else {
 		fmt.Fprintf(&sb, "**Room %s** — not a city room\n\n", code(roomID.String()))
-		if meta, err := b.opts.Rooms.Cache().Get(ctx, roomID); err == nil && meta.Name != "" {
-			fmt.Fprintf(&sb, "- **Name:** %s\n", esc(meta.Name))
+		if b.opts.Rooms != nil {
+			if meta, err := b.opts.Rooms.Cache().Get(ctx, roomID); err == nil && meta.Name != "" {
+				fmt.Fprintf(&sb, "- **Name:** %s\n", esc(meta.Name))
+			}
 		}
 	}
 	sb.WriteString(b.roomMembers(ctx, roomID))
@@ -197,7 +208,7 @@ func (b *Bot) cityRoomBySlug(ctx context.Context, slug string) (*rooms.CityRoom,
 	if err := b.needRooms(); err != nil {
 		return nil, err
 	}
-	cr, err := b.opts.Rooms.Store().BySlug(ctx, strings.ToLower(slug))
+	cr, err := b.opts.CityRooms.BySlug(ctx, strings.ToLower(slug))
 	if err == nil && cr == nil {
 		err = userErrorf("no city room has the slug %s", slug)
 	}
@@ -213,7 +224,7 @@ func (b *Bot) cmdCreateRoom(ctx context.Context, req *request) (string, error) {
 	if req.args.bools["private"] {
 		visibility = "private"
 	}
-	existing, err := b.opts.Rooms.Store().BySlug(ctx, slug)
+	existing, err := b.opts.CityRooms.BySlug(ctx, slug)
 	if err != nil {
 		return "", err
 	}

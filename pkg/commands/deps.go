@@ -3,10 +3,14 @@ package commands
 import (
 	"context"
 
+	"maunium.net/go/mautrix/id"
+
+	"github.com/daarion/matrix-bridge/pkg/agents"
 	"github.com/daarion/matrix-bridge/pkg/consumer"
 	"github.com/daarion/matrix-bridge/pkg/delivery/jetstream"
 	"github.com/daarion/matrix-bridge/pkg/delivery/webhook"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
+	"github.com/daarion/matrix-bridge/pkg/rooms"
 )
 
 // The bot's dependencies, as small as what its commands use; the bridge
@@ -46,4 +50,39 @@ type ParkedEvents interface {
 // NATSSink is the JetStream sink as the bot sees it; *jetstream.Sink is one.
 type NATSSink interface {
 	Stats() jetstream.Stats
+}
+
+// Rooms is what the bot changes of the city rooms, and the rooms service's
+// caches it shares; *rooms.Service is one.
+type Rooms interface {
+	Create(ctx context.Context, req rooms.CreateRequest) (*rooms.CityRoom, error)
+	Archive(ctx context.Context, roomID id.RoomID, reason string) (*rooms.CityRoom, error)
+	Unarchive(ctx context.Context, roomID id.RoomID) (*rooms.CityRoom, error)
+	// Cache is the room metadata cache (a room's name in `room`).
+	Cache() *rooms.MetadataCache
+	// DirectChats are the bot's direct chats, shared with the internal
+	// API's reach check; nil makes the bot keep its own.
+	DirectChats() *rooms.DirectChats
+}
+
+// CityRooms is what the bot reads of the city room mapping; *rooms.Store
+// is one (pkg/rooms owns the table).
+type CityRooms interface {
+	List(ctx context.Context, opts rooms.ListOptions) ([]*rooms.CityRoom, error)
+	BySlug(ctx context.Context, slug string) (*rooms.CityRoom, error)
+	ByAlias(ctx context.Context, alias id.RoomAlias) (*rooms.CityRoom, error)
+	ByRoomID(ctx context.Context, roomID id.RoomID) (*rooms.CityRoom, error)
+}
+
+// Agents is what the bot changes of agents' ghosts; *agents.Service is one.
+type Agents interface {
+	// SetProfile sets the profile in Matrix and in the agent table.
+	SetProfile(ctx context.Context, agentID string, displayName, avatarURL *string) error
+}
+
+// AgentStore is what the bot reads of the agent table; *agents.Store is
+// one (pkg/agents owns the table).
+type AgentStore interface {
+	Get(ctx context.Context, agentID string) (*agents.Agent, error)
+	List(ctx context.Context, prefix string, limit int) ([]*agents.Agent, error)
 }

@@ -51,8 +51,8 @@ func newHandlerRig(t *testing.T) *handlerRig {
 	}
 	agentStore := agents.NewStore(db)
 	r.b = New(Options{
-		Config: cfg, AppService: as, DB: db, EventLog: eventlog.New(db), Rooms: roomSvc,
-		Agents: agents.NewService(agentStore, roomStore, as, identity.NewMapper(cfg), cfg.Agents), Webhooks: r.webhooks,
+		Config: cfg, AppService: as, DB: db, EventLog: eventlog.New(db), Rooms: roomSvc, CityRooms: roomStore,
+		Agents: agents.NewService(agentStore, roomStore, as, identity.NewMapper(cfg), cfg.Agents), AgentStore: agentStore, Webhooks: r.webhooks,
 		Parked: r.parked, Version: "v-test", Status: func() *status.Snapshot { return r.snapshot },
 	})
 	for _, cr := range []*rooms.CityRoom{

@@ -299,6 +299,14 @@ type requestInfo struct {
 }
 
 // ServeHTTP runs the request through the middleware and the router.
+//
+// The middleware is not go.mau.fi/util's requestlog and exhttp, which it
+// resembles: requestlog.AccessLogger's recoverer answers a panic with a
+// bare 500 (the API's is the INTERNAL_ERROR body), and its access log has
+// neither the route template, the service nor an Observer, runs on
+// time.Now instead of Options.Now, and logs successes at info; and
+// exhttp.WriteJSONResponse sets CORS headers and encodes after the status,
+// where WriteJSON answers a value it cannot encode with a 500.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := a.now()
 	info := &requestInfo{id: requestID(r.Header.Get(HeaderRequestID))}

@@ -1,0 +1,265 @@
+package delivery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/daarion/matrix-bridge/pkg/eventlog"
+	"github.com/daarion/matrix-bridge/pkg/identity"
+	"github.com/daarion/matrix-bridge/pkg/mapping"
+	"github.com/daarion/matrix-bridge/pkg/messaging"
+	"github.com/daarion/matrix-bridge/pkg/rooms"
+	"github.com/daarion/matrix-bridge/pkg/testrig"
+)
+
+var testIDs = identity.Mapper{ServerName: "s", BotLocalpart: "daarion-bot"}
+
+const (
+	human = "@bob:s"
+	agent = "@agent_sofia:s"
+)
+
+// logEvent is a log event of kind with the given type, room and sender,
+// received age ago.
+func logEvent(kind eventlog.Kind, eventID, evtType, roomID, sender string, age time.Duration) *eventlog.Event {
+	raw := map[string]any{"type": evtType, "event_id": eventID, "sender": sender, "origin_server_ts": 1_700_000_000_000,
+		"content": map[string]any{"msgtype": "m.text", "body": "hello"}}
+	if roomID != "" {
+		raw["room_id"] = roomID
+	}
+	data, _ := json.Marshal(raw)
+	return &eventlog.Event{Kind: kind, EventID: eventID, Type: evtType, RoomID: roomID, Sender: sender,
+		ReceivedAt: time.Now().Add(-age), JSON: data}
+}
+
+func message(eventID, roomID, sender string) *eventlog.Event {
+	return logEvent(eventlog.KindTimeline, eventID, "m.room.message", roomID, sender, time.Minute)
+}
+
+// The DTOs of a batch carry the city room of their room and, for the
+// bridge's own sends, their origin, read from the database; events no DTO
+// exists for are counted and left out.
+func TestMapFillsCityRoomsAndOrigins(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		ctx := context.Background()
+		db := testrig.OpenDatabase(t, tdb)
+		roomStore := rooms.NewStore(db)
+		if ok, err := roomStore.Insert(ctx, &rooms.CityRoom{Slug: "harbour", RoomID: "!harbour:s", Alias: "#city_harbour:s", Name: "Harbour", Visibility: "public"}); err != nil || !ok {
+			t.Fatalf("insert: %v %v", ok, err)
+		}
+		// What pkg/messaging records when it sends (its sent_event table).
+		for _, rec := range []struct{ eventID, service, key string }{{"$echo", "gateway", "key-1"}, {"$nokey", "gateway", ""}} {
+			var key any
+			if rec.key != "" {
+				key = rec.key
+			}
+			if _, err := db.Exec(ctx, `INSERT INTO sent_event (event_id, service, idem_key, sent_at) VALUES ($1, $2, $3, $4)`,
+				rec.eventID, rec.service, key, time.Now().UnixMilli()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		src := NewDTOSource(testIDs, roomStore, messaging.NewIdempotencyStore(db))
+
+		events := []*eventlog.Event{
+			message("$human", "!harbour:s", human),
+			message("$echo", "!harbour:s", agent),
+			message("$nokey", "!other:s", agent),
+			logEvent(eventlog.KindTimeline, "$custom", "org.example.unknown", "!harbour:s", human, time.Minute),
+			logEvent(eventlog.KindToDevice, "$todevice", "m.room_key_request", "", human, time.Minute),
+			message("$later", "!harbour:s", human),
+		}
+		out, err := src.Map(ctx, events)
+		if err != nil {
+			t.Fatal(err)
+		}
+		type want struct {
+			eventID, alias, slug string
+			origin               *mapping.Origin
+		}
+		wants := []want{
+			{"$human", "#city_harbour:s", "harbour", nil},
+			{"$echo", "#city_harbour:s", "harbour", &mapping.Origin{Bridge: true, Service: "gateway", IdempotencyKey: "key-1"}},
+			{"$nokey", "", "", &mapping.Origin{Bridge: true, Service: "gateway"}},
+			{"$later", "#city_harbour:s", "harbour", nil},
+		}
+		if len(out) != len(wants) {
+			t.Fatalf("%d DTOs, want %d: %+v", len(out), len(wants), out)
+		}
+		for i, w := range wants {
+			m := out[i]
+			if m.Event.EventID != w.eventID || m.DTO.ID != w.eventID {
+				t.Errorf("DTO %d is of %s (%s), want %s: log order is kept", i, m.Event.EventID, m.DTO.ID, w.eventID)
+				continue
+			}
+			if m.DTO.Room == nil || m.DTO.Room.MatrixRoomAlias != w.alias || m.DTO.Room.CitySlug != w.slug {
+				t.Errorf("%s: room %+v, want alias %q slug %q", w.eventID, m.DTO.Room, w.alias, w.slug)
+			}
+			if (m.DTO.Origin == nil) != (w.origin == nil) || w.origin != nil && *m.DTO.Origin != *w.origin {
+				t.Errorf("%s: origin %+v, want %+v", w.eventID, m.DTO.Origin, w.origin)
+			}
+		}
+		if got := src.Unmapped(); got != 2 {
+			t.Errorf("Unmapped = %d, want 2 (the unknown type and the to-device event)", got)
+		}
+	})
+}
+
+// fakeCityRooms counts lookups.
+type fakeCityRooms struct {
+	mu      sync.Mutex
+	rooms   map[id.RoomID]*rooms.CityRoom
+	lookups map[id.RoomID]int
+	err     error
+}
+
+func (f *fakeCityRooms) ByRoomID(_ context.Context, roomID id.RoomID) (*rooms.CityRoom, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lookups[roomID]++
+	if f.err != nil {
+		return nil, f.err
+	}
+	return f.rooms[roomID], nil
+}
+
+// fakeSent answers SentBy from records, which the n-th call (from 1) on
+// sees when it is appearAt or later.
+type fakeSent struct {
+	mu       sync.Mutex
+	records  map[string]messaging.SendRecord
+	appearAt int
+	calls    int
+	err      error
+}
+
+func (f *fakeSent) SentBy(_ context.Context, eventIDs []string) (map[string]messaging.SendRecord, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if f.err != nil {
+		return nil, f.err
+	}
+	out := map[string]messaging.SendRecord{}
+	if f.calls >= f.appearAt {
+		for _, eventID := range eventIDs {
+			if rec, ok := f.records[eventID]; ok {
+				out[eventID] = rec
+			}
+		}
+	}
+	return out, nil
+}
+
+func TestMapLooksUpEachRoomOnce(t *testing.T) {
+	ctx := context.Background()
+	cityRooms := &fakeCityRooms{lookups: map[id.RoomID]int{},
+		rooms: map[id.RoomID]*rooms.CityRoom{"!harbour:s": {Slug: "harbour", Alias: "#city_harbour:s"}}}
+	src := NewDTOSource(testIDs, cityRooms, &fakeSent{})
+	batch := []*eventlog.Event{message("$1", "!harbour:s", human), message("$2", "!other:s", human), message("$3", "!harbour:s", human)}
+	for range 3 {
+		out, err := src.Map(ctx, batch)
+		if err != nil || len(out) != 3 || out[2].DTO.Room.CitySlug != "harbour" || out[1].DTO.Room.CitySlug != "" {
+			t.Fatalf("Map = %+v, %v", out, err)
+		}
+	}
+	// Within the cache's lifetime a room (a city room or not) is looked up once.
+	if cityRooms.lookups["!harbour:s"] != 1 || cityRooms.lookups["!other:s"] != 1 {
+		t.Errorf("lookups %v, want one per room", cityRooms.lookups)
+	}
+}
+
+func TestMapFailures(t *testing.T) {
+	errDB := errors.New("database on fire")
+	for _, tc := range []struct {
+		name      string
+		cityRooms *fakeCityRooms
+		sent      *fakeSent
+	}{
+		{"the city room lookup fails", &fakeCityRooms{lookups: map[id.RoomID]int{}, err: errDB}, &fakeSent{}},
+		{"the sent lookup fails", &fakeCityRooms{lookups: map[id.RoomID]int{}}, &fakeSent{err: errDB}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := NewDTOSource(testIDs, tc.cityRooms, tc.sent)
+			out, err := src.Map(context.Background(), []*eventlog.Event{message("$1", "!harbour:s", human)})
+			if !errors.Is(err, errDB) || out != nil {
+				t.Fatalf("Map = %+v, %v; want the failure, no DTOs", out, err)
+			}
+			// A failed lookup is not cached: the retried batch asks again.
+			tc.cityRooms.err, tc.sent.err = nil, nil
+			if out, err := src.Map(context.Background(), []*eventlog.Event{message("$1", "!harbour:s", human)}); err != nil || len(out) != 1 {
+				t.Fatalf("retry: %+v, %v", out, err)
+			}
+		})
+	}
+}
+
+// The homeserver may deliver the echo of a send before the send is
+// recorded: a fresh event of an agent or the bot waits for its record.
+func TestMapWaitsForTheRecordOfAFreshEcho(t *testing.T) {
+	fresh := func(eventID, sender string) *eventlog.Event {
+		return logEvent(eventlog.KindTimeline, eventID, "m.room.message", "!harbour:s", sender, 0)
+	}
+	for _, tc := range []struct {
+		name      string
+		event     *eventlog.Event
+		appearAt  int // the SentBy call the record appears in
+		wantCalls int
+		wantEcho  bool
+	}{
+		{"an agent's echo recorded late", fresh("$echo", agent), 2, 2, true},
+		{"the bot's echo recorded late", fresh("$echo", "@daarion-bot:s"), 3, 3, true},
+		{"an agent's echo recorded in time", fresh("$echo", agent), 1, 1, true},
+		{"a human's message does not wait", fresh("$echo", human), 2, 1, false},
+		{"an old event of an agent does not wait", message("$echo", "!harbour:s", agent), 2, 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sent := &fakeSent{records: map[string]messaging.SendRecord{"$echo": {Service: "gateway"}}, appearAt: tc.appearAt}
+			src := NewDTOSource(testIDs, &fakeCityRooms{lookups: map[id.RoomID]int{}}, sent)
+			out, err := src.Map(context.Background(), []*eventlog.Event{tc.event})
+			if err != nil || len(out) != 1 {
+				t.Fatalf("Map = %+v, %v", out, err)
+			}
+			if sent.calls != tc.wantCalls || (out[0].DTO.Origin != nil) != tc.wantEcho {
+				t.Errorf("%d lookups, origin %+v; want %d lookups, an origin: %v", sent.calls, out[0].DTO.Origin, tc.wantCalls, tc.wantEcho)
+			}
+		})
+	}
+
+	// A consumer stopping meanwhile stops the wait.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	src := NewDTOSource(testIDs, &fakeCityRooms{lookups: map[id.RoomID]int{}}, &fakeSent{appearAt: 100})
+	if out, err := src.Map(ctx, []*eventlog.Event{fresh("$echo", agent)}); !errors.Is(err, context.Canceled) || out != nil {
+		t.Errorf("Map with a cancelled context = %+v, %v", out, err)
+	}
+}
+
+func TestAwaitingRecord(t *testing.T) {
+	src := NewDTOSource(testIDs, nil, nil)
+	recorded := map[string]*mapping.Origin{"$known": {Bridge: true}}
+	for _, tc := range []struct {
+		name  string
+		event *eventlog.Event
+		want  bool
+	}{
+		{"a fresh agent event without a record", logEvent(eventlog.KindTimeline, "$x", "m.room.message", "!r:s", agent, 0), true},
+		{"a fresh bot event without a record", logEvent(eventlog.KindTimeline, "$x", "m.room.message", "!r:s", "@daarion-bot:s", 0), true},
+		{"a fresh agent event with its record", logEvent(eventlog.KindTimeline, "$known", "m.room.message", "!r:s", agent, 0), false},
+		{"a fresh human event", logEvent(eventlog.KindTimeline, "$x", "m.room.message", "!r:s", human, 0), false},
+		{"a remote user's event", logEvent(eventlog.KindTimeline, "$x", "m.room.message", "!r:s", "@agent_sofia:elsewhere", 0), false},
+		{"an agent event older than the wait", logEvent(eventlog.KindTimeline, "$x", "m.room.message", "!r:s", agent, echoWait+time.Second), false},
+		{"an agent's ephemeral event", logEvent(eventlog.KindEphemeral, "$x", "m.typing", "!r:s", agent, 0), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := src.awaitingRecord([]*eventlog.Event{tc.event}, recorded); got != tc.want {
+				t.Errorf("awaitingRecord = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
