@@ -7,12 +7,10 @@ package e2e_test
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -321,16 +319,7 @@ func committedTransactions(logs string) transactionLog {
 // the start, as if it had crashed before recording any delivery.
 func rewindSynapse(t *testing.T, s *stack) {
 	t.Helper()
-	driver, dsn := testrig.SQLiteDriver, testrig.SQLiteURI(filepath.Join(s.hs.Dir, "homeserver.db"))
-	if s.homeserverDSN != "" {
-		driver, dsn = "postgres", s.homeserverDSN
-	}
-	db, err := sql.Open(driver, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	res, err := db.Exec(`UPDATE appservice_stream_position SET stream_ordering = 0`)
+	res, err := synapseDB(t, s).Exec(`UPDATE appservice_stream_position SET stream_ordering = 0`)
 	if err != nil {
 		t.Fatal(err)
 	}

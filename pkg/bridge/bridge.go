@@ -34,6 +34,7 @@ import (
 	"github.com/daarion/matrix-bridge/pkg/matrixstate"
 	"github.com/daarion/matrix-bridge/pkg/messaging"
 	"github.com/daarion/matrix-bridge/pkg/metrics"
+	"github.com/daarion/matrix-bridge/pkg/reconcile"
 	"github.com/daarion/matrix-bridge/pkg/registration"
 	"github.com/daarion/matrix-bridge/pkg/rooms"
 	"github.com/daarion/matrix-bridge/pkg/syncapi"
@@ -72,6 +73,7 @@ type Bridge struct {
 	NATS         *jetstream.Sink // nil when NATS_URL is unset
 	Leader       *leader.Elector
 	Sync         *syncapi.Handler
+	Reconciler   *reconcile.Reconciler
 	Metrics      *metrics.Metrics
 	InternalAPI  *internalapi.API
 
@@ -195,6 +197,20 @@ func (b *Bridge) build(ctx context.Context) error {
 	// An event a consumer fails on for good is parked, not retried for ever.
 	b.Parked = consumer.NewParkedStore(b.DB)
 	consumer.RegisterParkedRoutes(b.InternalAPI, b.Parked, b.consumerNames)
+	reconcileLog := b.Log.With().Str("component", "reconcile").Logger()
+	b.Reconciler = reconcile.New(b.AS.BotClient(), b.Rooms.Store(), b.EventLog, reconcile.Options{
+		Window:      cfg.Reconcile.Window,
+		MaxAge:      cfg.Retention.EventsFor(),
+		Concurrency: cfg.Reconcile.Concurrency,
+		Observer:    b.Metrics,
+		Schedule: reconcile.Schedule{
+			AfterStart:       cfg.Reconcile.AfterStartFor(),
+			Interval:         cfg.Reconcile.Every(),
+			MinInterval:      cfg.Reconcile.MinIntervalFor(),
+			OnTransactionGap: cfg.Reconcile.OnTransactionGap,
+		},
+		Logger: &reconcileLog,
+	})
 
 	b.asHandler = appservice.NewServer(appservice.Options{
 		HSToken:         cfg.AppService.HSToken,
@@ -232,9 +248,10 @@ func (b *Bridge) build(ctx context.Context) error {
 		Config: cfg, AppService: b.AS, DB: b.DB, EventLog: b.EventLog,
 		Rooms: b.Rooms, CityRooms: b.Rooms.Store(), Agents: b.Agents, AgentStore: b.Agents.Store(),
 		Webhooks: webhookStore, Deliverer: b.Webhooks, NATS: natsSink, Version: Version,
-		Runners: func() []*consumer.Runner { return b.Consumers.Runners() },
-		Status:  b.Status,
-		Parked:  b.Parked,
+		Runners:    func() []*consumer.Runner { return b.Consumers.Runners() },
+		Status:     b.Status,
+		Parked:     b.Parked,
+		Reconciler: b.Reconciler,
 	}), parking))
 	b.Consumers = consumer.NewGroup(runners...)
 	names := make([]string, len(runners))
@@ -284,7 +301,15 @@ func (b *Bridge) Start(ctx context.Context) error {
 			indexed := make(chan struct{})
 			go func() {
 				defer close(indexed)
-				b.EventLog.RunIndexer(ctx, appservice.ParseTransaction, eventlog.IndexerOptions{PollInterval: cfg.Database.Poll()})
+				b.EventLog.RunIndexer(ctx, appservice.ParseTransaction, eventlog.IndexerOptions{
+					PollInterval: cfg.Database.Poll(),
+					Indexed:      b.Reconciler.ObserveTransactions,
+				})
+			}()
+			reconciled := make(chan struct{})
+			go func() {
+				defer close(reconciled)
+				b.Reconciler.Run(ctx)
 			}()
 			b.Consumers.Start(ctx)
 			pruned := make(chan struct{})
@@ -294,6 +319,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 			}()
 			b.Webhooks.Run(ctx)
 			<-pruned
+			<-reconciled
 			b.Consumers.Stop()
 			<-indexed
 		})

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/daarion/matrix-bridge/pkg/leader"
+	"github.com/daarion/matrix-bridge/pkg/reconcile"
 	"github.com/daarion/matrix-bridge/pkg/status"
 )
 
@@ -48,6 +49,10 @@ func (b *Bridge) takeStatusSample(ctx context.Context) *status.Snapshot {
 	s.At = time.Now()
 	s.Database = ping(ctx, func(ctx context.Context) error { return b.DB.RawDB.PingContext(ctx) })
 	s.Homeserver = ping(ctx, func(ctx context.Context) error { _, err := b.AS.BotClient().Versions(ctx); return err })
+	if s.Homeserver.Reachable && !prev.Homeserver.Reachable && !prev.At.IsZero() {
+		// Events can be lost around a homeserver's restart (synapse#11637).
+		b.Reconciler.Trigger(reconcile.TriggerHomeserverBack)
+	}
 
 	ctx, cancel := context.WithTimeout(ctx, statusInterval)
 	defer cancel()

@@ -67,6 +67,8 @@ type Options struct {
 	Status func() *status.Snapshot
 	// Parked is the list of events consumers parked.
 	Parked ParkedEvents
+	// Reconciler compares rooms' timelines with the event log (reconcile).
+	Reconciler Reconciler
 	// NATS is the JetStream sink, nil when NATS is not configured (a nil
 	// interface: mind a nil *jetstream.Sink in it).
 	NATS NATSSink

@@ -10,6 +10,7 @@ import (
 	"github.com/daarion/matrix-bridge/pkg/delivery/jetstream"
 	"github.com/daarion/matrix-bridge/pkg/delivery/webhook"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
+	"github.com/daarion/matrix-bridge/pkg/reconcile"
 	"github.com/daarion/matrix-bridge/pkg/rooms"
 )
 
@@ -85,4 +86,11 @@ type Agents interface {
 type AgentStore interface {
 	Get(ctx context.Context, agentID string) (*agents.Agent, error)
 	List(ctx context.Context, prefix string, limit int) ([]*agents.Agent, error)
+}
+
+// Reconciler compares rooms' timelines with the event log;
+// *reconcile.Reconciler is one.
+type Reconciler interface {
+	City(ctx context.Context, trigger string) (*reconcile.Report, error)
+	Rooms(ctx context.Context, trigger string, roomIDs []id.RoomID) *reconcile.Report
 }

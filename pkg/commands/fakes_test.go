@@ -255,9 +255,10 @@ func (fl *fakeLog) ParkedTransactionCount(context.Context) (int64, error) { retu
 // fake homeserver.
 type fakeRig struct {
 	*handlerRig
-	rooms  *fakeRooms
-	agents *fakeAgents
-	log    *fakeLog
+	rooms      *fakeRooms
+	agents     *fakeAgents
+	log        *fakeLog
+	reconciler *fakeReconciler
 }
 
 const (
@@ -288,9 +289,11 @@ func newFakeRig(t *testing.T) *fakeRig {
 			Position: 9, EventID: "$hello", RoomID: harbourRoom, Type: "m.room.message", Sender: sofia,
 			JSON: []byte(`{"content":{"body":"Good   morning,\nharbour!"},"origin_server_ts":` + strconv.FormatInt(time.Now().UnixMilli(), 10) + `}`),
 		}}},
+		reconciler: &fakeReconciler{},
 	}
 	r.b = New(Options{Config: base.opts.Config, AppService: base.opts.AppService, Version: "v-test",
-		Rooms: r.rooms, CityRooms: r.rooms, Agents: r.agents, AgentStore: r.agents, EventLog: r.log})
+		Rooms: r.rooms, CityRooms: r.rooms, Agents: r.agents, AgentStore: r.agents, EventLog: r.log,
+		Reconciler: r.reconciler})
 
 	// What the room and agent commands read from the homeserver.
 	const v3 = "/_matrix/client/v3"

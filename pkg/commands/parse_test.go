@@ -116,7 +116,7 @@ func TestClosest(t *testing.T) {
 		{"agnet", []string{"agent"}},
 		{"subscription", []string{"subscriptions"}},
 		{"sub", []string{"subscriptions"}},
-		{"re", []string{"redeliver", "resume", "retry-parked"}},
+		{"re", []string{"redeliver", "resume", "reconcile", "retry-parked"}},
 		{"archiv", []string{"archive"}},
 		{"unarchiv", []string{"unarchive"}},
 		{"create", []string{"create-room"}},

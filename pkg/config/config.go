@@ -37,6 +37,7 @@ type Config struct {
 	Metrics     Metrics     `yaml:"metrics"`
 	Health      Health      `yaml:"health"`
 	Retention   Retention   `yaml:"retention"`
+	Reconcile   Reconcile   `yaml:"reconcile"`
 	Logging     Logging     `yaml:"logging"`
 	// Permissions say who may use the bridge bot's commands: a Matrix user
 	// id, a server name, or "*" → "admin" or "user"; the most specific wins.
@@ -254,6 +255,7 @@ func Default() *Config {
 		},
 		Health:    Health{MaxJournalBacklog: 1000, MaxConsumerLag: 100000},
 		Retention: defaultRetention(),
+		Reconcile: defaultReconcile(),
 		Database:  Database{URL: "sqlite:daarion-bridge.db", PollInterval: NewDuration("1s")},
 		InternalAPI: InternalAPI{
 			Host:         "127.0.0.1",
@@ -542,6 +544,7 @@ func (cfg *Config) Validate() error {
 
 	cfg.Agents.validate(fail)
 	cfg.Retention.validate(fail)
+	cfg.Reconcile.validate(fail)
 	if cfg.Media.MaxUploadBytes < 1 {
 		fail("media.max_upload_bytes", "must be positive, got %d", cfg.Media.MaxUploadBytes)
 	}

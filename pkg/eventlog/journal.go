@@ -31,6 +31,8 @@ type journal struct {
 	// waiting, when set (by tests), is called each time the indexer has
 	// emptied the journal and starts to wait.
 	waiting func()
+	// indexed is IndexerOptions.Indexed of the running indexer.
+	indexed func(txnIDs []string)
 }
 
 const insertJournalQuery = `INSERT INTO txn_journal (txn_id, received_at, body) VALUES ($1, $2, $3)`
@@ -219,6 +221,13 @@ func (l *Log) indexBatch(ctx context.Context, parse Parser, rows []journalRow) e
 	if stored > 0 {
 		l.changed.notify()
 	}
+	if l.journal.indexed != nil {
+		ids := make([]string, len(rows))
+		for i, row := range rows {
+			ids[i] = row.txnID
+		}
+		l.journal.indexed(ids)
+	}
 	log.Debug().Int("transactions", len(rows)).Int("stored", stored).Msg("Indexed journalled transactions")
 	return nil
 }
@@ -233,6 +242,10 @@ type IndexerOptions struct {
 	// is what notices transactions journalled by another process (this
 	// process's own journals wake it at once). Default DefaultPollInterval.
 	PollInterval time.Duration
+	// Indexed, when set, is told the ids of each batch of transactions once
+	// it is committed to the log, in journal order (the homeserver's order of
+	// sending): the reconciler watches them for gaps.
+	Indexed func(txnIDs []string)
 }
 
 // RunIndexer indexes the journal until ctx ends: at once when this process
@@ -241,6 +254,8 @@ type IndexerOptions struct {
 func (l *Log) RunIndexer(ctx context.Context, parse Parser, opts IndexerOptions) {
 	log := zerolog.Ctx(ctx).With().Str("component", "indexer").Logger()
 	ctx = log.WithContext(ctx)
+	l.journal.indexed = opts.Indexed
+	defer func() { l.journal.indexed = nil }()
 	poll := opts.PollInterval
 	if poll <= 0 {
 		poll = DefaultPollInterval

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -169,4 +170,31 @@ func (l *Log) SaveCursor(ctx context.Context, consumer string, position int64) e
 		return fmt.Errorf("failed to save cursor of consumer %s: %w", consumer, err)
 	}
 	return nil
+}
+
+// knownChunk bounds the ids of one Known query (SQLite allows 32766
+// parameters; a reconcile asks about one page of a room at a time).
+const knownChunk = 500
+
+// Known returns which of eventIDs the log holds.
+func (l *Log) Known(ctx context.Context, eventIDs []string) (map[string]bool, error) {
+	known := make(map[string]bool, len(eventIDs))
+	for start := 0; start < len(eventIDs); start += knownChunk {
+		chunk := eventIDs[start:min(start+knownChunk, len(eventIDs))]
+		args := make([]any, len(chunk))
+		marks := make([]string, len(chunk))
+		for i, eventID := range chunk {
+			args[i] = eventID
+			marks[i] = fmt.Sprintf("$%d", i+1)
+		}
+		rows, err := l.db.Query(ctx, `SELECT event_id FROM event_log WHERE event_id IN (`+strings.Join(marks, ", ")+`)`, args...)
+		ids, err := dbutil.NewRowIterWithError(rows, dbutil.ScanSingleColumn[string], err).AsList()
+		if err != nil {
+			return nil, fmt.Errorf("failed to look up %d event ids in the event log: %w", len(chunk), err)
+		}
+		for _, eventID := range ids {
+			known[eventID] = true
+		}
+	}
+	return known, nil
 }

@@ -21,14 +21,18 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	Transactions      *prometheus.CounterVec
-	EventsReceived    *prometheus.CounterVec
-	TransactionCommit prometheus.Histogram
-	APIRequests       *prometheus.CounterVec
-	APIRequestSeconds *prometheus.HistogramVec
-	RateLimited       *prometheus.CounterVec
-	HomeserverCalls   *prometheus.CounterVec
-	HomeserverSeconds *prometheus.HistogramVec
+	Transactions         *prometheus.CounterVec
+	EventsReceived       *prometheus.CounterVec
+	TransactionCommit    prometheus.Histogram
+	APIRequests          *prometheus.CounterVec
+	APIRequestSeconds    *prometheus.HistogramVec
+	RateLimited          *prometheus.CounterVec
+	HomeserverCalls      *prometheus.CounterVec
+	HomeserverSeconds    *prometheus.HistogramVec
+	Reconciles           *prometheus.CounterVec
+	ReconcileRecovered   prometheus.Counter
+	ReconcileFailedRooms prometheus.Counter
+	ReconcileSeconds     prometheus.Histogram
 }
 
 const namespace = "daarion_bridge"
@@ -56,11 +60,21 @@ func New() *Metrics {
 		HomeserverSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace,
 			Name: "homeserver_request_seconds", Help: "Homeserver request latency by endpoint template.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)}, []string{"endpoint"}),
+		Reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
+			Name: "reconciles_total", Help: "Reconciles of rooms' timelines with the event log, by trigger (start, interval, transaction_gap, homeserver_back, command)."}, []string{"trigger"}),
+		ReconcileRecovered: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace,
+			Name: "reconcile_recovered_events_total", Help: "Events a reconcile found in a room's timeline but not in the event log, and stored."}),
+		ReconcileFailedRooms: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace,
+			Name: "reconcile_failed_rooms_total", Help: "Rooms a reconcile could not compare (the homeserver refused or failed)."}),
+		ReconcileSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace,
+			Name: "reconcile_seconds", Help: "Time to reconcile a set of rooms.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 10)}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Transactions, m.EventsReceived, m.TransactionCommit, m.APIRequests, m.APIRequestSeconds,
 		m.RateLimited, m.HomeserverCalls, m.HomeserverSeconds,
+		m.Reconciles, m.ReconcileRecovered, m.ReconcileFailedRooms, m.ReconcileSeconds,
 	)
 	return m
 }
@@ -91,6 +105,14 @@ func (m *Metrics) ObserveRequest(route, service string, status int, d time.Durat
 	if status == http.StatusTooManyRequests {
 		m.RateLimited.WithLabelValues(service).Inc()
 	}
+}
+
+// ObserveReconcile records one reconcile of rooms.
+func (m *Metrics) ObserveReconcile(trigger string, _, recovered, failed int, d time.Duration) {
+	m.Reconciles.WithLabelValues(trigger).Inc()
+	m.ReconcileRecovered.Add(float64(recovered))
+	m.ReconcileFailedRooms.Add(float64(failed))
+	m.ReconcileSeconds.Observe(d.Seconds())
 }
 
 // GaugeFunc registers a gauge read at scrape time.

@@ -179,3 +179,14 @@ func (s *Store) MoveToRoom(ctx context.Context, slug string, oldRoomID, newRoomI
 		return nil
 	})
 }
+
+// CityRoomIDs returns the Matrix room of every city room, archived or not
+// (what the reconciler compares with the event log).
+func (s *Store) CityRoomIDs(ctx context.Context) ([]id.RoomID, error) {
+	rows, err := s.db.Query(ctx, `SELECT room_id FROM city_room ORDER BY slug`)
+	roomIDs, err := dbutil.NewRowIterWithError(rows, dbutil.ScanSingleColumn[id.RoomID], err).AsList()
+	if err != nil {
+		return nil, fmt.Errorf("failed to list the city rooms: %w", err)
+	}
+	return roomIDs, nil
+}
