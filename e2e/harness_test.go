@@ -138,6 +138,13 @@ const busyHumans = `rc_message:
   per_second: 1000
   burst_count: 1000`
 
+// testReconcile is the reconcile section of a test that sets none: only
+// the gap in Synapse's transaction ids triggers a reconcile. The timed ones
+// (after start, hourly) would store, at a moment no test chooses, what
+// Dendrite never pushes (redactions), and the tests that assert what each
+// homeserver pushes would see it; reconcile_test.go turns them on.
+const testReconcile = "reconcile:\n    after_start: 0s\n    interval: 0s\n"
+
 // noPoll (stackOptions.database) keeps the bridge from polling its
 // database during a test: only its wake-ups (a transaction wakes the journal
 // indexer, indexed events wake the consumers and waiting syncs) move anything.
@@ -155,6 +162,9 @@ func newStackWith(t *testing.T, tdb rig, opts stackOptions) *stack {
 	hsPort, asPort, apiPort := freePort(t), freePort(t), freePort(t)
 	s := &stack{t: t, dir: dir, db: tdb, configPath: filepath.Join(dir, "config.yaml"),
 		apiURL: fmt.Sprintf("http://127.0.0.1:%d", apiPort)}
+	if !strings.Contains(opts.extra, "reconcile:") {
+		opts.extra += "\n" + testReconcile
+	}
 	cfgYAML := fmt.Sprintf(`homeserver:
     url: http://127.0.0.1:%d
     server_name: %s
