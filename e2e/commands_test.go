@@ -142,13 +142,13 @@ func TestCommands(t *testing.T) {
 		// timeline tells.
 		c.run("reconcile harbour", "Reconciled** 1 room(s)", "0 event(s) recovered", "1 /messages page(s)")
 		for _, name := range []string{"help", "ping", "status", "rooms", "room", "create-room", "archive", "unarchive", "agents", "agent",
-			"set-agent-name", "subscriptions", "failures", "redeliver", "pause", "resume", "parked", "reconcile", "retry-parked"} {
+			"set-agent-name", "subscriptions", "failures", "redeliver", "pause", "resume", "parked", "space", "reconcile", "retry-parked"} {
 			if !strings.Contains(help, "`"+name) {
 				t.Errorf("help does not list %s", name)
 			}
 		}
-		if n := strings.Count(help, "\n* "); n != 19 {
-			t.Errorf("help has %d command lines, want 19:\n%s", n, help)
+		if n := strings.Count(help, "\n* "); n != 20 {
+			t.Errorf("help has %d command lines, want 20:\n%s", n, help)
 		}
 		c.run("ping", "Pong!")
 		status := c.run("status", "DAARION bridge", "Uptime:", "Homeserver:** reachable, ping", "Database:** "+map[string]string{testrig.SQLite: "SQLite", testrig.Postgres: "PostgreSQL"}[tdb.Name]+", reachable",

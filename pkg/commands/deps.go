@@ -64,6 +64,8 @@ type Rooms interface {
 	// DirectChats are the bot's direct chats, shared with the internal
 	// API's reach check; nil makes the bot keep its own.
 	DirectChats() *rooms.DirectChats
+	// CheckSpace reports (and with repair, fixes) the city space.
+	CheckSpace(ctx context.Context, repair bool) (*rooms.SpaceReport, error)
 }
 
 // CityRooms is what the bot reads of the city room mapping; *rooms.Store

@@ -60,6 +60,8 @@ type fakeRooms struct {
 	listed   int      // List calls
 	cache    *rooms.MetadataCache
 	metadata map[id.RoomID]*rooms.Metadata
+	space    *rooms.SpaceReport // CheckSpace's answer
+	repairs  int                // CheckSpace calls with repair
 }
 
 func newFakeRooms(list ...*rooms.CityRoom) *fakeRooms {
@@ -178,6 +180,22 @@ func (fr *fakeRooms) Cache() *rooms.MetadataCache { return fr.cache }
 
 // DirectChats is nil: the bot keeps its own.
 func (fr *fakeRooms) DirectChats() *rooms.DirectChats { return nil }
+
+func (fr *fakeRooms) CheckSpace(_ context.Context, repair bool) (*rooms.SpaceReport, error) {
+	if err := fr.err("CheckSpace"); err != nil {
+		return nil, err
+	}
+	if fr.space == nil {
+		return nil, rooms.ErrNoSpace
+	}
+	if repair {
+		fr.repairs++
+		report := *fr.space
+		report.Repaired = report.OutOfStep
+		return &report, nil
+	}
+	return fr.space, nil
+}
 
 // fakeAgents is the agents service and the agent table over a map.
 type fakeAgents struct {

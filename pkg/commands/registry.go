@@ -59,6 +59,7 @@ func (b *Bot) commandList() []*command {
 		{name: "pause", usage: "<subscription>", help: "pause a webhook subscription", level: LevelAdmin, minArgs: 1, run: b.cmdPause},
 		{name: "resume", usage: "<subscription>", help: "resume a webhook subscription", level: LevelAdmin, minArgs: 1, run: b.cmdResume},
 		{name: "parked", usage: "[consumer] [--page N]", help: "events consumers failed on for good and parked", level: LevelAdmin, flags: paged, run: b.cmdParked},
+		{name: "space", usage: "[repair]", help: "the city space: which city rooms it lists, and with repair, put them in step", level: LevelAdmin, run: b.cmdSpace},
 		{name: "reconcile", usage: "[slug|alias|room id]", help: "compare a city room's (or every city room's) newest events with the event log and store what it lacks", level: LevelAdmin, run: b.cmdReconcile},
 		{name: "retry-parked", usage: "<consumer> [position]", help: "handle a consumer's parked events (or one of them) again", level: LevelAdmin, minArgs: 1, run: b.cmdRetryParked},
 	}

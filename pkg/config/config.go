@@ -167,6 +167,33 @@ type Rooms struct {
 	CreateOnAliasQuery bool `yaml:"create_on_alias_query"`
 	// MetadataCacheTTL bounds how long room metadata is served from the cache.
 	MetadataCacheTTL Duration `yaml:"metadata_cache_ttl"`
+	// Space is the city as a Matrix space (#city:<server>).
+	Space CitySpace `yaml:"space"`
+}
+
+// CitySpace configures the DAARION City space that holds every city room.
+type CitySpace struct {
+	Enabled bool   `yaml:"enabled"`
+	Name    string `yaml:"name"`
+	Topic   string `yaml:"topic"`
+}
+
+// CitySpaceLocalpart is the city space's alias localpart: #city:<server>,
+// inside the appservice's alias namespace (CityAliasRegex).
+const CitySpaceLocalpart = "city"
+
+// DefaultSpaceName names the city space when rooms.space.name is unset.
+const DefaultSpaceName = "DAARION City"
+
+// SpaceEnabled reports whether the city has a space.
+func (r Rooms) SpaceEnabled() bool { return r.Space.Enabled }
+
+// SpaceName is the city space's name.
+func (r Rooms) SpaceName() string {
+	if r.Space.Name == "" {
+		return DefaultSpaceName
+	}
+	return r.Space.Name
 }
 
 // Agents (agent ghosts) is in agents.go.
@@ -268,6 +295,7 @@ func Default() *Config {
 			HistoryVisibility: "shared",
 			GuestAccess:       "forbidden",
 			MetadataCacheTTL:  NewDuration("5m"),
+			Space:             CitySpace{Enabled: true, Name: DefaultSpaceName},
 		},
 		Agents:      defaultAgents(),
 		Media:       Media{MaxUploadBytes: 50 << 20},

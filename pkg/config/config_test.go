@@ -310,7 +310,7 @@ func TestNamespaces(t *testing.T) {
 	if got := cfg.AgentUserRegex(); got != `@agent_.*:daarion\.space` {
 		t.Errorf("agent regex = %s", got)
 	}
-	if got := cfg.CityAliasRegex(); got != `#city_.*:daarion\.space` {
+	if got := cfg.CityAliasRegex(); got != `#city(_.*)?:daarion\.space` {
 		t.Errorf("city regex = %s", got)
 	}
 	if cfg.DoublePuppetRegex() != "" {

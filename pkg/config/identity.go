@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"regexp"
+	"strings"
 
 	"maunium.net/go/mautrix/id"
 )
@@ -24,9 +25,11 @@ func (cfg *Config) AgentUserRegex() string {
 	return fmt.Sprintf("@%s.*:%s", AgentLocalpartPrefix, regexp.QuoteMeta(cfg.Homeserver.ServerName))
 }
 
-// CityAliasRegex is the exclusive aliases namespace of the city rooms.
+// CityAliasRegex is the exclusive aliases namespace of the city rooms
+// (#city_<slug>) and of the city space (#city).
 func (cfg *Config) CityAliasRegex() string {
-	return fmt.Sprintf("#%s.*:%s", CityAliasPrefix, regexp.QuoteMeta(cfg.Homeserver.ServerName))
+	rest := strings.TrimPrefix(CityAliasPrefix, CitySpaceLocalpart) // "_"
+	return fmt.Sprintf("#%s(%s.*)?:%s", CitySpaceLocalpart, rest, regexp.QuoteMeta(cfg.Homeserver.ServerName))
 }
 
 // DoublePuppetRegex is the non-exclusive users namespace of local humans,

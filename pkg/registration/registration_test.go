@@ -65,6 +65,8 @@ func TestRenderedRegistration(t *testing.T) {
 		{users, "@agent_sofia:other.org", false},
 		{aliases, "#city_kyiv:daarion.space", true},
 		{aliases, "#kyiv:daarion.space", false},
+		{aliases, "#city:daarion.space", true}, // the city space
+		{aliases, "#cityhall:daarion.space", false},
 	} {
 		if got := tc.re.MatchString(tc.value); got != tc.match {
 			t.Errorf("%s matches %s = %v, want %v", tc.re, tc.value, got, tc.match)

@@ -128,5 +128,8 @@ func (s *Service) followTombstone(ctx context.Context, oldRoomID, newRoomID id.R
 	// reads of the old room).
 	s.cache.Invalidate(oldRoomID)
 	log.Info().Str("slug", cr.Slug).Msg("City room followed its room upgrade")
+	if moved, err := s.store.BySlug(ctx, cr.Slug); err == nil && moved != nil {
+		s.keepSpaceInStep(ctx, moved, oldRoomID)
+	}
 	return nil
 }

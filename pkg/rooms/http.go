@@ -32,6 +32,22 @@ func (s *Service) RegisterRoutes(api *internalapi.API) {
 	api.Handle(http.MethodPut, "/internal/matrix/rooms/{roomId}/avatar", internalapi.ScopeRooms, s.handleSetState(event.StateRoomAvatar, "avatar_url"))
 	api.Handle(http.MethodPost, "/internal/matrix/rooms/{roomId}/archive", internalapi.ScopeRooms, s.handleArchive)
 	api.Handle(http.MethodPost, "/internal/matrix/rooms/{roomId}/unarchive", internalapi.ScopeRooms, s.handleUnarchive)
+	api.Handle(http.MethodGet, "/internal/matrix/space", internalapi.ScopeRooms, s.handleSpace(false))
+	api.Handle(http.MethodPost, "/internal/matrix/space/repair", internalapi.ScopeRooms, s.handleSpace(true))
+}
+
+// handleSpace reports (and with repair, fixes) the city space's children.
+func (s *Service) handleSpace(repair bool) internalapi.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		report, err := s.CheckSpace(r.Context(), repair)
+		if errors.Is(err, ErrNoSpace) {
+			return internalapi.NotFound(ErrNoSpace.Error())
+		} else if err != nil {
+			return err
+		}
+		internalapi.WriteJSON(w, http.StatusOK, report)
+		return nil
+	}
 }
 
 // roomIDVar reads and checks the {roomId} path variable.

@@ -32,6 +32,7 @@ type Service struct {
 	cache      *MetadataCache
 	locks      keylock.Mutex
 	direct     *DirectChats
+	space      citySpace
 }
 
 // NewService builds the rooms service. The bot acts for the bridge.
@@ -111,7 +112,14 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (*CityRoom, err
 
 	alias := s.CityAlias(req.Slug)
 	cr := &CityRoom{Slug: req.Slug, Alias: alias, Name: req.Name, Topic: req.Topic, Visibility: req.Visibility}
-	resp, err := s.bot.CreateRoom(ctx, s.cityRoomRequest(req))
+	// The space first, so that the room is born with its parent; a room
+	// the space could not be made for is created anyway, and linked when
+	// the space is repaired.
+	spaceID, err := s.Space(ctx)
+	if err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Str("slug", req.Slug).Msg("Failed to find or create the city space; creating the room without it")
+	}
+	resp, err := s.bot.CreateRoom(ctx, s.cityRoomRequest(cr, spaceID))
 	switch {
 	case err == nil:
 		cr.RoomID = resp.RoomID
@@ -134,11 +142,14 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (*CityRoom, err
 	}
 	if err == nil {
 		zerolog.Ctx(ctx).Info().Str("slug", stored.Slug).Stringer("room_id", stored.RoomID).Msg("City room ready")
+		if spaceID != "" {
+			s.keepSpaceInStep(ctx, stored, "")
+		}
 	}
 	return stored, err
 }
 
-func (s *Service) cityRoomRequest(req CreateRequest) *mautrix.ReqCreateRoom {
+func (s *Service) cityRoomRequest(req *CityRoom, spaceID id.RoomID) *mautrix.ReqCreateRoom {
 	preset, directory := "private_chat", "private"
 	if req.Visibility == "public" {
 		preset, directory = "public_chat", "public"
@@ -149,12 +160,12 @@ func (s *Service) cityRoomRequest(req CreateRequest) *mautrix.ReqCreateRoom {
 		RoomAliasName: config.CityAliasPrefix + req.Slug,
 		Name:          NamePrefix + req.Name,
 		Topic:         req.Topic,
-		InitialState: []*event.Event{
+		InitialState: append([]*event.Event{
 			{Type: event.StateHistoryVisibility, StateKey: ptr(""), Content: event.Content{
 				Parsed: &event.HistoryVisibilityEventContent{HistoryVisibility: event.HistoryVisibility(s.cfg.HistoryVisibility)}}},
 			{Type: event.StateGuestAccess, StateKey: ptr(""), Content: event.Content{
 				Parsed: &event.GuestAccessEventContent{GuestAccess: event.GuestAccess(s.cfg.GuestAccess)}}},
-		},
+		}, s.cityRoomState(req, spaceID)...),
 	}
 }
 
@@ -229,6 +240,11 @@ func (s *Service) describeAdoptedRoom(ctx context.Context, cr *CityRoom) {
 // when rooms.create_on_alias_query allows it. It never resolves the alias
 // through the client API, which would ask the bridge again.
 func (s *Service) QueryAlias(ctx context.Context, alias id.RoomAlias) (bool, error) {
+	if alias == s.SpaceAlias() {
+		// Never made here: the bridge's own look-up of the alias, while it
+		// finds or makes the space, asks this too (Dendrite does).
+		return false, nil
+	}
 	slug, err := s.slugFromAlias("alias", alias)
 	if err != nil {
 		return false, nil
@@ -300,7 +316,17 @@ func (s *Service) Archive(ctx context.Context, roomID id.RoomID, reason string) 
 	if err = s.store.SetArchived(ctx, cr.Slug, true, string(raw)); err != nil {
 		return nil, err
 	}
-	return s.store.BySlug(ctx, cr.Slug)
+	return s.afterArchiveChange(ctx, cr.Slug)
+}
+
+// afterArchiveChange re-reads a city room whose archived flag changed and
+// takes it out of the space or puts it back.
+func (s *Service) afterArchiveChange(ctx context.Context, slug string) (*CityRoom, error) {
+	cr, err := s.store.BySlug(ctx, slug)
+	if err == nil && cr != nil {
+		s.keepSpaceInStep(ctx, cr, "")
+	}
+	return cr, err
 }
 
 // Unarchive restores the power levels the room had before Archive.
@@ -321,7 +347,7 @@ func (s *Service) Unarchive(ctx context.Context, roomID id.RoomID) (*CityRoom, e
 	if err = s.store.SetArchived(ctx, cr.Slug, false, ""); err != nil {
 		return nil, err
 	}
-	return s.store.BySlug(ctx, cr.Slug)
+	return s.afterArchiveChange(ctx, cr.Slug)
 }
 
 func (s *Service) lockedByRoomID(ctx context.Context, roomID id.RoomID) (*CityRoom, func(), error) {

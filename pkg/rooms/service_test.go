@@ -35,6 +35,8 @@ func newTestService(t *testing.T, tdb testrig.TestDatabase, createOnQuery bool) 
 		t.Fatalf("the bot is %s, want %s", as.BotMXID(), testBot)
 	}
 	cfg.Rooms.CreateOnAliasQuery = createOnQuery
+	// The space has its own tests (space_internal_test.go, e2e TestCitySpace).
+	cfg.Rooms.Space.Enabled = false
 	svc, err := NewService(openStore(t, tdb), as.BotIntent(), testServer, cfg.Rooms)
 	if err != nil {
 		t.Fatal(err)
