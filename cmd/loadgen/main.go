@@ -446,6 +446,45 @@ func (e *env) drive(ctx context.Context, op func() (time.Duration, error), begin
 	return samples, time.Since(start), nil
 }
 
+// measure drives op and records in res what every scenario reports: the
+// transactions, their ack latency, how long they took and the CPU they used.
+// As the measured phase begins it calls start (when not nil), resets
+// PostgreSQL's WAL counters and reads the CPU times; pgPID is PostgreSQL's
+// postmaster, 0 when the scenario runs without it.
+func (e *env) measure(ctx context.Context, res *Result, op func() (time.Duration, error), start func(), pgPID int) error {
+	var cpu0 cpuSnapshot
+	begin := func() error {
+		if start != nil {
+			start()
+		}
+		if pgPID > 0 {
+			if err := resetWAL(ctx, e.admin); err != nil {
+				return err
+			}
+		}
+		cpu0 = takeCPU(pgPID)
+		return nil
+	}
+	samples, elapsed, err := e.drive(ctx, op, begin)
+	if err == nil && len(samples) == 0 {
+		err = errors.New("no transaction completed in the measured time")
+	}
+	if err != nil {
+		return err
+	}
+	cpu1 := takeCPU(pgPID)
+	res.Noise = noise(cpu0, cpu1, runtime.NumCPU())
+	res.Txns = len(samples)
+	res.Seconds = elapsed.Seconds()
+	res.TxnsPerSec = float64(res.Txns) / res.Seconds
+	res.Ack = summarize(samples)
+	res.CPUSelfUSPerTxn = float64((cpu1.self - cpu0.self).Microseconds()) / float64(max(res.Txns, 1))
+	if pgPID > 0 {
+		res.CPUPostgresUSPerTxn = float64((cpu1.postgres - cpu0.postgres).Microseconds()) / float64(max(res.Txns, 1))
+	}
+	return nil
+}
+
 // Result is one scenario's measurement.
 type Result struct {
 	Scenario     string  `json:"scenario"`
@@ -540,50 +579,28 @@ func (e *env) runTxn(ctx context.Context, sc scenarioDef) (res Result) {
 		}
 		return d, nil
 	}
-	var cpu0 cpuSnapshot
 	pgPID := 0
 	if sc.Store == storePostgres || sc.Store == storePostgresNoSync {
 		pgPID = e.pgPID
 	}
-	begin := func() error {
+	start := func() {
 		measuring = true
 		tgt.handler.start()
 		if tgt.appends != nil {
 			tgt.appends.start()
 		}
-		if pgPID > 0 {
-			if err := resetWAL(ctx, e.admin); err != nil {
-				return err
-			}
-		}
-		cpu0 = takeCPU(pgPID)
-		return nil
 	}
-	samples, elapsed, err := e.drive(ctx, op, begin)
-	if err == nil && len(samples) == 0 {
-		err = errors.New("no transaction completed in the measured time")
-	}
-	if err != nil {
+	if err := e.measure(ctx, &res, op, start, pgPID); err != nil {
 		res.Error = err.Error()
 		return res
 	}
-	cpu1 := takeCPU(pgPID)
-	res.Noise = noise(cpu0, cpu1, runtime.NumCPU())
-	res.Txns = len(samples)
 	res.Events = res.Txns * sc.Batch
-	res.Seconds = elapsed.Seconds()
-	res.TxnsPerSec = float64(res.Txns) / res.Seconds
 	res.EventsPerSec = float64(res.Events) / res.Seconds
 	res.BodyBytesPerTxn = float64(measuredBytes) / float64(max(res.Txns, 1))
-	res.Ack = summarize(samples)
 	res.Handler = summarize(tgt.handler.stop())
 	res.Connections = tgt.conns.Load()
 	if tgt.appends != nil {
 		res.Append = summarize(tgt.appends.stop())
-	}
-	res.CPUSelfUSPerTxn = float64((cpu1.self - cpu0.self).Microseconds()) / float64(max(res.Txns, 1))
-	if pgPID > 0 {
-		res.CPUPostgresUSPerTxn = float64((cpu1.postgres - cpu0.postgres).Microseconds()) / float64(max(res.Txns, 1))
 	}
 
 	got, err := tgt.count(ctx)
@@ -671,33 +688,11 @@ func (e *env) runProbe(ctx context.Context, sc scenarioDef) (res Result) {
 		}
 		return time.Since(start), err
 	}
-	var cpu0 cpuSnapshot
-	begin := func() error {
-		if pgPID > 0 {
-			if err := resetWAL(ctx, e.admin); err != nil {
-				return err
-			}
-		}
-		cpu0 = takeCPU(pgPID)
-		return nil
-	}
-	samples, elapsed, err := e.drive(ctx, op, begin)
-	if err == nil && len(samples) == 0 {
-		err = errors.New("no transaction completed in the measured time")
-	}
-	if err != nil {
+	if err := e.measure(ctx, &res, op, nil, pgPID); err != nil {
 		res.Error = err.Error()
 		return res
 	}
-	cpu1 := takeCPU(pgPID)
-	res.Noise = noise(cpu0, cpu1, runtime.NumCPU())
-	res.Txns = len(samples)
-	res.Seconds = elapsed.Seconds()
-	res.TxnsPerSec = float64(res.Txns) / res.Seconds
-	res.Ack = summarize(samples)
-	res.CPUSelfUSPerTxn = float64((cpu1.self - cpu0.self).Microseconds()) / float64(max(res.Txns, 1))
 	if pgPID > 0 {
-		res.CPUPostgresUSPerTxn = float64((cpu1.postgres - cpu0.postgres).Microseconds()) / float64(max(res.Txns, 1))
 		_ = stmt.Close()
 		_ = db.Close()
 		time.Sleep(200 * time.Millisecond)

@@ -137,43 +137,30 @@ func (r *report) evaluate() {
 		}
 		r.Targets = append(r.Targets, t)
 	}
+	// judge checks one scenario's result: SKIP when the run lacks it.
+	judge := func(t targetLine, scenario string, check func(d *Result) (bool, string)) {
+		if d := r.result(scenario); d == nil {
+			t.Status, t.Detail = "SKIP", "needs "+scenario+" in the run"
+		} else {
+			var pass bool
+			pass, t.Detail = check(d)
+			t.Status = passMiss(pass)
+		}
+		r.Targets = append(r.Targets, t)
+	}
+	ackP99 := func(d *Result) (bool, string) { return d.Ack.P99 <= 20, fmt.Sprintf("p99 %.2f ms", d.Ack.P99) }
+
 	compare("postgres", false)
-
-	t := targetLine{Target: "100-event txns: postgres ack p99 <= 20 ms"}
-	if d := r.result("postgres-100"); d == nil {
-		t.Status, t.Detail = "SKIP", "needs postgres-100 in the run"
-	} else {
-		t.Status = passMiss(d.Ack.P99 <= 20)
-		t.Detail = fmt.Sprintf("p99 %.2f ms", d.Ack.P99)
-	}
-	r.Targets = append(r.Targets, t)
-
-	t = targetLine{Target: "1-event txns: postgres >= 2000 txn/s"}
-	if d := r.result("postgres-1"); d == nil {
-		t.Status, t.Detail = "SKIP", "needs postgres-1 in the run"
-	} else {
-		t.Status = passMiss(d.TxnsPerSec >= 2000)
-		t.Detail = fmt.Sprintf("%.0f txn/s (p50 %.3f ms, p99 %.3f ms)", d.TxnsPerSec, d.Ack.P50, d.Ack.P99)
-	}
-	r.Targets = append(r.Targets, t)
+	judge(targetLine{Target: "100-event txns: postgres ack p99 <= 20 ms"}, "postgres-100", ackP99)
+	judge(targetLine{Target: "1-event txns: postgres >= 2000 txn/s"}, "postgres-1", func(d *Result) (bool, string) {
+		return d.TxnsPerSec >= 2000, fmt.Sprintf("%.0f txn/s (p50 %.3f ms, p99 %.3f ms)", d.TxnsPerSec, d.Ack.P50, d.Ack.P99)
+	})
 
 	compare("sqlite", true)
-	t = targetLine{Target: "100-event txns: sqlite ack p99 <= 20 ms", Info: true}
-	if d := r.result("sqlite-100"); d == nil {
-		t.Status, t.Detail = "SKIP", "needs sqlite-100 in the run"
-	} else {
-		t.Status = passMiss(d.Ack.P99 <= 20)
-		t.Detail = fmt.Sprintf("p99 %.2f ms", d.Ack.P99)
-	}
-	r.Targets = append(r.Targets, t)
-	t = targetLine{Target: "1-event txns: sqlite >= 2000 txn/s", Info: true}
-	if d := r.result("sqlite-1"); d == nil {
-		t.Status, t.Detail = "SKIP", "needs sqlite-1 in the run"
-	} else {
-		t.Status = passMiss(d.TxnsPerSec >= 2000)
-		t.Detail = fmt.Sprintf("%.0f txn/s", d.TxnsPerSec)
-	}
-	r.Targets = append(r.Targets, t)
+	judge(targetLine{Target: "100-event txns: sqlite ack p99 <= 20 ms", Info: true}, "sqlite-100", ackP99)
+	judge(targetLine{Target: "1-event txns: sqlite >= 2000 txn/s", Info: true}, "sqlite-1", func(d *Result) (bool, string) {
+		return d.TxnsPerSec >= 2000, fmt.Sprintf("%.0f txn/s", d.TxnsPerSec)
+	})
 }
 
 func (r *report) writeJSON(w io.Writer) error {

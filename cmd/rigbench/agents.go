@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"sync"
 	"time"
 
 	"maunium.net/go/mautrix"
@@ -199,30 +198,13 @@ func runAgentsSend(ctx context.Context, r *rig, s *settings, db string, rep *sce
 // concurrentPhase runs every sender in a closed loop for s.duration.
 func concurrentPhase(ctx context.Context, s *settings, db, phase, variant, latency string, senders []sender, rep *scenarioReport) error {
 	defer s.phase(phase)()
-	var rec recorder
-	start := time.Now()
-	deadline := start.Add(s.duration)
-	var wg sync.WaitGroup
-	for i, send := range senders {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var samples []time.Duration
-			errs, lastErr := 0, ""
-			for n := 0; ctx.Err() == nil && time.Now().Before(deadline); n++ {
-				d, err := send(ctx, fmt.Sprintf("rigbench concurrent %d/%d", i, n))
-				if err != nil {
-					errs, lastErr = errs+1, err.Error()
-					time.Sleep(10 * time.Millisecond)
-					continue
-				}
-				samples = append(samples, d)
-			}
-			rec.merge(samples, errs, lastErr)
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
+	rec, elapsed := closedLoop(ctx, len(senders), s.duration, func(i, n int) (time.Duration, error) {
+		d, err := senders[i](ctx, fmt.Sprintf("rigbench concurrent %d/%d", i, n))
+		if err != nil {
+			time.Sleep(failurePause)
+		}
+		return d, err
+	})
 	if err := ctx.Err(); err != nil {
 		return err
 	}

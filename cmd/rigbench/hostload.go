@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/daarion/matrix-bridge/pkg/clock"
 )
 
 // cpuSnap is a reading of where the machine's CPU time went, from /proc:
@@ -134,10 +136,8 @@ func waitQuiet(ctx context.Context, limit float64, wait time.Duration) {
 	deadline := time.Now().Add(wait)
 	for ctx.Err() == nil {
 		a := readCPU()
-		select {
-		case <-ctx.Done():
+		if !clock.Sleep(ctx, 2*time.Second) {
 			return
-		case <-time.After(2 * time.Second):
 		}
 		u := cpuUsage(a, readCPU())
 		if !u.ok || u.others+u.children <= limit {

@@ -19,6 +19,7 @@ import (
 
 	matrixbridge "github.com/daarion/matrix-bridge"
 	"github.com/daarion/matrix-bridge/pkg/bridge"
+	"github.com/daarion/matrix-bridge/pkg/clock"
 	"github.com/daarion/matrix-bridge/pkg/config"
 	"github.com/daarion/matrix-bridge/pkg/logging"
 	"github.com/daarion/matrix-bridge/pkg/registration"
@@ -299,10 +300,7 @@ func (br *bridgeRun) createCityRoom(ctx context.Context, slug string) (id.RoomID
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return "", fmt.Errorf("rooms/create %s: %d %s %v\nbridge log:\n%s", slug, status, raw, err, br.logTail(10))
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(200 * time.Millisecond):
-		}
+		clock.Sleep(ctx, 200*time.Millisecond)
 	}
 }
 

@@ -34,43 +34,23 @@ func runRoomsMetadata(ctx context.Context, r *rig, s *settings, db string, rep *
 
 	url := br.api.Base + path
 	defer s.phase("metadata")()
-	var rec recorder
-	start := time.Now()
-	deadline := start.Add(s.duration)
-	var wg sync.WaitGroup
-	for range s.clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			samples := make([]time.Duration, 0, 4096)
-			errs, lastErr := 0, ""
-			for ctx.Err() == nil {
-				t0 := time.Now()
-				if t0.After(deadline) {
-					break
-				}
-				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-				req.Header.Set(testrig.ServiceTokenHeader, br.api.Token)
-				resp, err := br.api.HTTP.Do(req)
-				if err != nil {
-					errs, lastErr = errs+1, err.Error()
-					time.Sleep(10 * time.Millisecond)
-					continue
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				d := time.Since(t0)
-				if resp.StatusCode != http.StatusOK {
-					errs, lastErr = errs+1, fmt.Sprintf("status %d", resp.StatusCode)
-					continue
-				}
-				samples = append(samples, d)
-			}
-			rec.merge(samples, errs, lastErr)
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
+	rec, elapsed := closedLoop(ctx, s.clients, s.duration, func(int, int) (time.Duration, error) {
+		t0 := time.Now()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		req.Header.Set(testrig.ServiceTokenHeader, br.api.Token)
+		resp, err := br.api.HTTP.Do(req)
+		if err != nil {
+			time.Sleep(failurePause)
+			return 0, err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		d := time.Since(t0)
+		if resp.StatusCode != http.StatusOK {
+			return 0, fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return d, nil
+	})
 	if err := ctx.Err(); err != nil {
 		return err
 	}

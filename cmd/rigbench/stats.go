@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"slices"
 	"sync"
 	"time"
@@ -36,6 +37,40 @@ func (r *recorder) merge(samples []time.Duration, errors int, lastErr string) {
 		r.lastErr = lastErr
 	}
 	r.mu.Unlock()
+}
+
+// failurePause is how long a closed-loop client waits after a failed send or
+// a request that got no answer, so that a part that is down is not hammered.
+const failurePause = 10 * time.Millisecond
+
+// closedLoop runs op back to back in workers goroutines until duration has
+// passed or ctx ends, and returns what they recorded and how long it took.
+// op is given its goroutine's number and how many calls that goroutine
+// made before; each goroutine keeps its own samples until the end.
+func closedLoop(ctx context.Context, workers int, duration time.Duration, op func(worker, n int) (time.Duration, error)) (*recorder, time.Duration) {
+	rec := &recorder{}
+	start := time.Now()
+	deadline := start.Add(duration)
+	var wg sync.WaitGroup
+	for i := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			samples := make([]time.Duration, 0, 4096)
+			errs, lastErr := 0, ""
+			for n := 0; ctx.Err() == nil && time.Now().Before(deadline); n++ {
+				d, err := op(i, n)
+				if err != nil {
+					errs, lastErr = errs+1, err.Error()
+					continue
+				}
+				samples = append(samples, d)
+			}
+			rec.merge(samples, errs, lastErr)
+		}()
+	}
+	wg.Wait()
+	return rec, time.Since(start)
 }
 
 // summary is the distribution of a set of latencies.

@@ -155,7 +155,7 @@ func (s *soak) runChaos(ctx context.Context, loadStart time.Time, p plan, stop <
 		case faultBridgeKill:
 			err = s.faultBridge(ctx, f.Down, &rec)
 		case faultHomeserverStop:
-			err = s.faultHomeserver(ctx, f.Down, &rec)
+			err = s.faultRestart(ctx, s.hs, f.Down, &rec)
 		case faultWebhook500:
 			s.hook.setFailing(true)
 			time.Sleep(f.Down)
@@ -165,7 +165,7 @@ func (s *soak) runChaos(ctx context.Context, loadStart time.Time, p plan, stop <
 			time.Sleep(f.Down)
 			err = s.nats.Start()
 		case faultPostgresStop:
-			err = s.faultPostgres(ctx, f.Down, &rec)
+			err = s.faultRestart(ctx, s.pg, f.Down, &rec)
 		case faultLeaderFreeze:
 			err = s.faultFreeze(ctx, f.Down, &rec)
 		case faultPoison:
@@ -218,27 +218,18 @@ func (s *soak) faultBridge(ctx context.Context, d time.Duration, rec *chaosRecor
 	return err
 }
 
-// faultHomeserver: stop Dendrite (SIGTERM; testrig sends SIGKILL after
-// 15 s), down for d, start it again on the same port and data.
-func (s *soak) faultHomeserver(ctx context.Context, d time.Duration, rec *chaosRecord) error {
-	began := time.Now()
-	if err := s.hs.Stop(); err != nil {
-		rec.Details = fmt.Sprintf("stop: %v", err)
-	}
-	if took := time.Since(began); took > 2*time.Second {
-		rec.Details = strings.TrimPrefix(rec.Details+fmt.Sprintf("; stopping took %.1fs", took.Seconds()), "; ")
-	}
-	time.Sleep(d)
-	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	return s.hs.Start(startCtx)
+// restartable is a part the soak stops and starts again in place.
+type restartable interface {
+	Stop() error
+	Start(ctx context.Context) error
 }
 
-// faultPostgres: fast shutdown of the cluster (every connection is cut),
-// down for d, start it again on the same port and data.
-func (s *soak) faultPostgres(ctx context.Context, d time.Duration, rec *chaosRecord) error {
+// faultRestart: stop part, down for d, start it again on the same port and
+// data. For Dendrite a stop is SIGTERM (testrig sends SIGKILL after 15 s);
+// for PostgreSQL a fast shutdown of the cluster (every connection is cut).
+func (s *soak) faultRestart(ctx context.Context, part restartable, d time.Duration, rec *chaosRecord) error {
 	began := time.Now()
-	if err := s.pg.Stop(); err != nil {
+	if err := part.Stop(); err != nil {
 		rec.Details = fmt.Sprintf("stop: %v", err)
 	}
 	if took := time.Since(began); took > 2*time.Second {
@@ -247,5 +238,5 @@ func (s *soak) faultPostgres(ctx context.Context, d time.Duration, rec *chaosRec
 	time.Sleep(d)
 	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	return s.pg.Start(startCtx)
+	return part.Start(startCtx)
 }

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/daarion/matrix-bridge/pkg/clock"
 	"github.com/daarion/matrix-bridge/pkg/leader"
 )
 
@@ -95,7 +96,7 @@ func (s *soak) waitForLeader(ctx context.Context, sl *slot, timeout time.Duratio
 		if time.Now().After(deadline) {
 			return fmt.Errorf("bridge process %s did not take the leader lease within %s (%v)", sl.name, timeout, err)
 		}
-		if !sleepCtx(ctx, 100*time.Millisecond) {
+		if !clock.Sleep(ctx, 100*time.Millisecond) {
 			return ctx.Err()
 		}
 	}
@@ -127,7 +128,7 @@ func (s *soak) faultFreeze(ctx context.Context, d time.Duration, rec *chaosRecor
 			rec.Details = fr.Problems[0]
 			return nil
 		}
-		if !sleepCtx(ctx, 100*time.Millisecond) {
+		if !clock.Sleep(ctx, 100*time.Millisecond) {
 			return nil
 		}
 	}
@@ -194,7 +195,7 @@ func (s *soak) faultFreeze(ctx context.Context, d time.Duration, rec *chaosRecor
 		fr.Problems = append(fr.Problems, fmt.Sprintf("process %s did not take the lease within %s of the freeze", standby.name, takeoverBound+15*time.Second))
 	}
 	// Frozen for d more: longer than the lease for sure.
-	sleepCtx(ctx, d)
+	clock.Sleep(ctx, d)
 	// Let the health poller finish (it has had its chance).
 	select {
 	case <-healthDone:
@@ -224,7 +225,7 @@ func (s *soak) faultFreeze(ctx context.Context, d time.Duration, rec *chaosRecor
 	}
 	// Its consumers stop after the step-down; give a late write the time
 	// to land before looking.
-	sleepCtx(ctx, time.Second)
+	clock.Sleep(ctx, time.Second)
 	after, err := s.readCursors(ctx)
 	if err != nil {
 		fr.Problems = append(fr.Problems, "cursors after the step-down: "+err.Error())

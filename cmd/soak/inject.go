@@ -2,15 +2,16 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/http"
 	"sync"
 	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/daarion/matrix-bridge/pkg/clock"
+	"github.com/daarion/matrix-bridge/pkg/homeserver"
 )
 
 // poison is a poison event the soak injected: a tombstone in a city room
@@ -64,16 +65,6 @@ func (in *injections) snapshot() ([]poison, []*flood) {
 	return append([]poison(nil), in.poisons...), append([]*flood(nil), in.floods...)
 }
 
-// retryable: no answer, 5xx or 429 — worth the same request again.
-func retryable(err error) bool {
-	var httpErr mautrix.HTTPError
-	if errors.As(err, &httpErr) && httpErr.Response != nil {
-		code := httpErr.Response.StatusCode
-		return code >= 500 || code == http.StatusTooManyRequests
-	}
-	return true
-}
-
 // faultPoison sends, as the bot, a tombstone into a city room (each poison
 // the next room) naming a replacement room the bot cannot join. A retry
 // after no answer may make a second tombstone: the judge counts the
@@ -94,10 +85,10 @@ func (s *soak) faultPoison(ctx context.Context, rec *chaosRecord) error {
 				p.Replacement = resp.RoomID
 				break
 			}
-			if !retryable(err) || attempt >= 10 || ctx.Err() != nil {
+			if !homeserver.Transient(err) || attempt >= 10 || ctx.Err() != nil {
 				return fmt.Errorf("the outsider could not create the private room of a poison: %w", err)
 			}
-			sleepCtx(ctx, retryWait(attempt))
+			clock.Sleep(ctx, retryWait(attempt))
 		}
 	}
 	// Not bodyPrefix: a poison is no soak message.
@@ -109,11 +100,11 @@ func (s *soak) faultPoison(ctx context.Context, rec *chaosRecord) error {
 			p.EventID = resp.EventID
 			break
 		}
-		if !retryable(err) || time.Now().After(deadline) || ctx.Err() != nil {
+		if !homeserver.Transient(err) || time.Now().After(deadline) || ctx.Err() != nil {
 			rec.Details = fmt.Sprintf("tombstone into %s not answered: %v", room, err)
 			break
 		}
-		sleepCtx(ctx, retryWait(attempt))
+		clock.Sleep(ctx, retryWait(attempt))
 	}
 	s.inj.mu.Lock()
 	s.inj.poisons = append(s.inj.poisons, p)
@@ -157,10 +148,10 @@ func (s *soak) faultFlood(ctx context.Context, rec *chaosRecord) error {
 			break
 		}
 		f.CreateRoomRetries++
-		if !retryable(err) || attempt >= 10 || ctx.Err() != nil {
+		if !homeserver.Transient(err) || attempt >= 10 || ctx.Err() != nil {
 			return fmt.Errorf("the outsider could not create a room: %w", err)
 		}
-		sleepCtx(ctx, retryWait(attempt))
+		clock.Sleep(ctx, retryWait(attempt))
 	}
 	for i := 0; i < s.opts.FloodInvites; i++ {
 		f.Agents = append(f.Agents, fmt.Sprintf("%sx%03d", f.AgentPrefix, i))
@@ -178,11 +169,11 @@ func (s *soak) faultFlood(ctx context.Context, rec *chaosRecord) error {
 				retries := 0
 				began := time.Now()
 				for attempt := 1; attempt <= 5; attempt++ {
-					if _, err = s.outsider.InviteUser(ctx, f.Room, &mautrix.ReqInviteUser{UserID: userID}); err == nil || !retryable(err) {
+					if _, err = s.outsider.InviteUser(ctx, f.Room, &mautrix.ReqInviteUser{UserID: userID}); err == nil || !homeserver.Transient(err) {
 						break
 					}
 					retries++
-					sleepCtx(ctx, retryWait(attempt))
+					clock.Sleep(ctx, retryWait(attempt))
 				}
 				mu.Lock()
 				f.InviteTimes = append(f.InviteTimes, time.Since(began))
@@ -190,7 +181,7 @@ func (s *soak) faultFlood(ctx context.Context, rec *chaosRecord) error {
 				switch {
 				case err == nil:
 					f.Invited++
-				case !retryable(err):
+				case !homeserver.Transient(err):
 					f.Refused++
 					if len(f.RefusedSamples) < 3 {
 						f.RefusedSamples = append(f.RefusedSamples, fmt.Sprintf("%s: %v", userID, err))

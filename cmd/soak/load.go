@@ -16,6 +16,8 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/daarion/matrix-bridge/pkg/clock"
 )
 
 // message is one message a producer sent, or tried to.
@@ -199,7 +201,7 @@ func (s *soak) sendAsHuman(ctx context.Context, cli *mautrix.Client, m *message)
 		s.load.humanRetries[reason]++
 		s.load.mu.Unlock()
 		m.Tries = append(m.Tries, fmt.Sprintf("%s @+%.1fs", reason, time.Since(s.start).Seconds()))
-		if !sleepCtx(ctx, retryWait(m.Attempts)) {
+		if !clock.Sleep(ctx, retryWait(m.Attempts)) {
 			return fmt.Errorf("gave up after %d attempts: %w", m.Attempts, err)
 		}
 	}
@@ -236,7 +238,7 @@ func (s *soak) sendAsAgent(ctx context.Context, agent string, m *message) error 
 		} else {
 			m.Tries = append(m.Tries, fmt.Sprintf("no answer @+%.1fs", time.Since(s.start).Seconds()))
 		}
-		if !sleepCtx(ctx, retryWait(m.Attempts)) {
+		if !clock.Sleep(ctx, retryWait(m.Attempts)) {
 			return fmt.Errorf("gave up after %d attempts: %w", m.Attempts, err)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/daarion/matrix-bridge/pkg/clock"
 	"github.com/daarion/matrix-bridge/pkg/delivery/webhook"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
@@ -90,12 +91,7 @@ func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
 	if hold {
 		// Slower than the attempt timeout: the bridge gives up first and
 		// retries; nothing is recorded.
-		t := time.NewTimer(rc.hold)
-		select {
-		case <-r.Context().Done():
-		case <-t.C:
-		}
-		t.Stop()
+		clock.Sleep(r.Context(), rc.hold)
 		w.WriteHeader(http.StatusServiceUnavailable)
 		return
 	}
@@ -193,18 +189,6 @@ func messageKey(body string) string {
 		return ""
 	}
 	return k
-}
-
-// sleepCtx sleeps for d or until ctx ends; false when ctx ended.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // ---- the front door ----

@@ -19,6 +19,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/daarion/matrix-bridge/database"
+	"github.com/daarion/matrix-bridge/pkg/clock"
 	"github.com/daarion/matrix-bridge/pkg/config"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
@@ -449,7 +450,7 @@ func (s *soak) createCityRoom(ctx context.Context, slug string) (id.RoomID, erro
 		if time.Now().After(deadline) {
 			return "", fmt.Errorf("rooms/create %s: %d %s %v", slug, status, body, err)
 		}
-		if !sleepCtx(ctx, 250*time.Millisecond) {
+		if !clock.Sleep(ctx, 250*time.Millisecond) {
 			return "", ctx.Err()
 		}
 	}
@@ -562,7 +563,7 @@ func (s *soak) drain(ctx context.Context, obs *observer) bool {
 			s.logf("draining: %s", st)
 			lastReport = time.Now()
 		}
-		if !sleepCtx(ctx, time.Second) {
+		if !clock.Sleep(ctx, time.Second) {
 			return false
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/daarion/matrix-bridge/database"
 	"github.com/daarion/matrix-bridge/pkg/agents"
 	"github.com/daarion/matrix-bridge/pkg/appservice"
+	"github.com/daarion/matrix-bridge/pkg/clock"
 	"github.com/daarion/matrix-bridge/pkg/commands"
 	"github.com/daarion/matrix-bridge/pkg/config"
 	"github.com/daarion/matrix-bridge/pkg/consumer"
@@ -391,10 +392,8 @@ func (b *Bridge) connectHomeserver(ctx context.Context) {
 			return
 		}
 		log.Warn().Err(err).Dur("retry_in", wait).Msg("Failed to register the bridge bot, retrying")
-		select {
-		case <-ctx.Done():
+		if !clock.Sleep(ctx, wait) {
 			return
-		case <-time.After(wait):
 		}
 		wait = min(wait*2, time.Minute)
 	}

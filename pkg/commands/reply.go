@@ -12,6 +12,7 @@ import (
 	"maunium.net/go/mautrix/format"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/daarion/matrix-bridge/pkg/clock"
 	"github.com/daarion/matrix-bridge/pkg/homeserver"
 )
 
@@ -46,10 +47,8 @@ func (b *Bot) send(ctx context.Context, roomID id.RoomID, replyTo *event.Event, 
 			log.Err(err).Stringer("room_id", roomID).Msg("Failed to send the bot's answer")
 			return
 		}
-		select {
-		case <-ctx.Done():
+		if !clock.Sleep(ctx, wait) {
 			return
-		case <-time.After(wait):
 		}
 		wait *= 2
 	}

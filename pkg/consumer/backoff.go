@@ -5,6 +5,8 @@ import (
 	"time"
 
 	cbackoff "github.com/cenkalti/backoff/v5"
+
+	"github.com/daarion/matrix-bridge/pkg/clock"
 )
 
 // backoff is an exponential backoff from min to max with jitter, so that
@@ -32,12 +34,5 @@ func (b *backoff) reset() { b.exp.Reset() }
 
 // sleep waits the next interval; false when ctx ended first.
 func (b *backoff) sleep(ctx context.Context) bool {
-	t := time.NewTimer(b.exp.NextBackOff())
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return clock.Sleep(ctx, b.exp.NextBackOff())
 }

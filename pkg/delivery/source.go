@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/golang-lru/v2/expirable"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/daarion/matrix-bridge/pkg/clock"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 	"github.com/daarion/matrix-bridge/pkg/identity"
 	"github.com/daarion/matrix-bridge/pkg/mapping"
@@ -117,10 +118,8 @@ func (s *DTOSource) originsOfEchoes(ctx context.Context, events []*eventlog.Even
 		if err != nil || time.Now().After(deadline) || !s.awaitingRecord(events, origins) {
 			return origins, err
 		}
-		select {
-		case <-ctx.Done():
+		if !clock.Sleep(ctx, 50*time.Millisecond) {
 			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
 
+	"github.com/daarion/matrix-bridge/pkg/clock"
 	"github.com/daarion/matrix-bridge/pkg/leader"
 )
 
@@ -77,11 +78,7 @@ func (j *journal) prepared(ctx context.Context) (*sql.Stmt, error) {
 
 // JournalBacklog counts transactions received but not yet in the log.
 func (l *Log) JournalBacklog(ctx context.Context) (int64, error) {
-	var n int64
-	if err := l.db.QueryRow(ctx, "SELECT COUNT(*) FROM txn_journal").Scan(&n); err != nil {
-		return 0, fmt.Errorf("failed to count the journal: %w", err)
-	}
-	return n, nil
+	return l.count(ctx, "SELECT COUNT(*) FROM txn_journal", "the journal")
 }
 
 // indexBatch bounds how many journalled transactions one indexing commit takes.
@@ -119,19 +116,14 @@ func (l *Log) IndexPending(ctx context.Context, parse Parser) (int, error) {
 
 func (l *Log) readJournal(ctx context.Context) ([]journalRow, error) {
 	rows, err := l.db.Query(ctx, `SELECT seq, txn_id, received_at, body FROM txn_journal ORDER BY seq LIMIT $1`, indexBatch)
+	out, err := dbutil.NewRowIterWithError(rows, func(row dbutil.Scannable) (r journalRow, err error) {
+		err = row.Scan(&r.seq, &r.txnID, &r.receivedAt, &r.body)
+		return r, err
+	}, err).AsList()
 	if err != nil {
 		return nil, fmt.Errorf("failed to read the journal: %w", err)
 	}
-	defer rows.Close()
-	var out []journalRow
-	for rows.Next() {
-		var r journalRow
-		if err = rows.Scan(&r.seq, &r.txnID, &r.receivedAt, &r.body); err != nil {
-			return nil, fmt.Errorf("failed to read the journal: %w", err)
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // indexRows moves several journalled transactions into the log. The batch
@@ -264,7 +256,7 @@ func (l *Log) RunIndexer(ctx context.Context, parse Parser, opts IndexerOptions)
 	for ctx.Err() == nil {
 		if _, err := l.IndexPending(ctx, parse); err != nil && ctx.Err() == nil {
 			log.Err(err).Dur("retry_in", wait).Msg("Indexing the journal failed")
-			sleepCtx(ctx, wait)
+			clock.Sleep(ctx, wait)
 			wait = min(wait*2, 10*time.Second)
 			continue
 		}
@@ -279,14 +271,5 @@ func (l *Log) RunIndexer(ctx context.Context, parse Parser, opts IndexerOptions)
 		case <-t.C:
 		}
 		t.Stop()
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
 	}
 }

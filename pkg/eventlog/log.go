@@ -104,9 +104,14 @@ func (l *Log) Head(ctx context.Context) (int64, error) {
 
 // Count returns how many events the log holds.
 func (l *Log) Count(ctx context.Context) (int64, error) {
+	return l.count(ctx, "SELECT COUNT(*) FROM event_log", "the event log")
+}
+
+// count runs a COUNT query; what names the rows counted, for the error.
+func (l *Log) count(ctx context.Context, query, what string) (int64, error) {
 	var n int64
-	if err := l.db.QueryRow(ctx, "SELECT COUNT(*) FROM event_log").Scan(&n); err != nil {
-		return 0, fmt.Errorf("failed to count the event log: %w", err)
+	if err := l.db.QueryRow(ctx, query).Scan(&n); err != nil {
+		return 0, fmt.Errorf("failed to count %s: %w", what, err)
 	}
 	return n, nil
 }

@@ -110,9 +110,5 @@ func refusedForData(err error) bool {
 
 // ParkedTransactionCount counts the journal rows the indexer parked.
 func (l *Log) ParkedTransactionCount(ctx context.Context) (int64, error) {
-	var n int64
-	if err := l.db.QueryRow(ctx, `SELECT COUNT(*) FROM parked_transaction`).Scan(&n); err != nil {
-		return 0, fmt.Errorf("failed to count parked transactions: %w", err)
-	}
-	return n, nil
+	return l.count(ctx, `SELECT COUNT(*) FROM parked_transaction`, "parked transactions")
 }

@@ -24,6 +24,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
+
+	"github.com/daarion/matrix-bridge/pkg/clock"
 )
 
 // leaseName is the row of the consumers' lease.
@@ -97,7 +99,7 @@ func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context)) {
 			log.Warn().Err(err).Msg("Leader election failed; retrying")
 		}
 		if epoch == 0 {
-			sleep(ctx, e.opts.Interval)
+			clock.Sleep(ctx, e.opts.Interval)
 			continue
 		}
 		log.Info().Int64("epoch", epoch).Msg("This process leads: starting the consumers")
@@ -261,13 +263,4 @@ func Check(ctx context.Context, db *dbutil.Database) error {
 		return fmt.Errorf("failed to check the leader lease: %w", err)
 	}
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

@@ -15,6 +15,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/daarion/matrix-bridge/pkg/clock"
 	"github.com/daarion/matrix-bridge/pkg/homeserver"
 	"github.com/daarion/matrix-bridge/pkg/identity"
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
@@ -318,10 +319,8 @@ func (s *Service) awaitReserved(ctx context.Context, service, key, hash string, 
 		if !time.Now().Before(deadline) {
 			return nil, false, nil
 		}
-		select {
-		case <-ctx.Done():
+		if !clock.Sleep(ctx, 50*time.Millisecond) {
 			return nil, true, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
@@ -384,7 +383,7 @@ func (s *Service) send(ctx context.Context, actor *Actor, roomID id.RoomID, evtT
 			return resp.EventID, nil
 		}
 		if wait, limited := homeserver.RateLimited(err, maxRateLimitWait); limited && attempt < maxRateLimitRetries {
-			if !sleep(ctx, wait) {
+			if !clock.Sleep(ctx, wait) {
 				return "", ctx.Err()
 			}
 			continue
@@ -427,17 +426,6 @@ func idempotencyKey(r *http.Request) (string, error) {
 	return key, nil
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 func (s *Service) handleReaction(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	var req struct {
@@ -451,11 +439,8 @@ func (s *Service) handleReaction(w http.ResponseWriter, r *http.Request) error {
 	if err := internalapi.DecodeJSON(r, &req); err != nil {
 		return err
 	}
-	roomID, err := s.resolveRoom(ctx, req.RoomID, req.CitySlug)
+	roomID, err := s.eventRoom(ctx, req.RoomID, req.CitySlug, req.EventID)
 	if err != nil {
-		return err
-	}
-	if err := checkEventID("event_id", req.EventID); err != nil {
 		return err
 	}
 	if req.Emoji == "" || len(req.Emoji) > 256 {
@@ -494,11 +479,8 @@ func (s *Service) handleRedact(w http.ResponseWriter, r *http.Request) error {
 	if err := internalapi.DecodeJSON(r, &req); err != nil {
 		return err
 	}
-	roomID, err := s.resolveRoom(ctx, req.RoomID, req.CitySlug)
+	roomID, err := s.eventRoom(ctx, req.RoomID, req.CitySlug, req.EventID)
 	if err != nil {
-		return err
-	}
-	if err := checkEventID("event_id", req.EventID); err != nil {
 		return err
 	}
 	if len(req.Reason) > 1000 {
@@ -518,6 +500,16 @@ func (s *Service) handleRedact(w http.ResponseWriter, r *http.Request) error {
 	s.noteSent(ctx, resp.EventID, internalapi.ServiceFrom(ctx).Name, "")
 	internalapi.WriteJSON(w, http.StatusOK, map[string]string{"event_id": resp.EventID.String()})
 	return nil
+}
+
+// eventRoom resolves the room of a request about one of its events (a
+// reaction's or a redaction's), then checks the event id.
+func (s *Service) eventRoom(ctx context.Context, roomID id.RoomID, citySlug, eventID string) (id.RoomID, error) {
+	roomID, err := s.resolveRoom(ctx, roomID, citySlug)
+	if err != nil {
+		return "", err
+	}
+	return roomID, checkEventID("event_id", eventID)
 }
 
 // actAsOrBot is actAs, defaulting to the bridge bot when no one is named:

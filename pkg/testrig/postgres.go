@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/lib/pq"
+
+	"github.com/daarion/matrix-bridge/pkg/clock"
 )
 
 // pgSuperuser is the superuser initdb creates. Authentication is "trust",
@@ -490,10 +492,8 @@ func (c *PostgresCluster) CreateDatabase(ctx context.Context, name string) (stri
 		if err == nil || attempt >= 20 || !errors.As(err, &pqErr) || pqErr.Code != "55006" /* object_in_use */ {
 			break
 		}
-		select {
-		case <-ctx.Done():
+		if !clock.Sleep(ctx, 50*time.Millisecond) {
 			return "", ctx.Err()
-		case <-time.After(50 * time.Millisecond):
 		}
 	}
 	if err != nil {

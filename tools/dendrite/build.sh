@@ -19,20 +19,9 @@ up_to_date() {
 	[[ -x "${out}" && "${out}" -nt "${here}/go.sum" ]]
 }
 
-if [[ "${FORCE:-0}" != "1" ]] && up_to_date; then
-	exit 0
-fi
-
-mkdir -p "${bin_dir}"
-
-if command -v flock >/dev/null 2>&1; then
-	exec 9>"${bin_dir}/.dendrite-build.lock"
-	flock 9
-	# Someone else may have finished the build while we waited for the lock.
-	if [[ "${FORCE:-0}" != "1" ]] && up_to_date; then
-		exit 0
-	fi
-fi
+# shellcheck source=../buildonce.sh
+source "${here}/../buildonce.sh"
+exit_when_built "${bin_dir}/.dendrite-build.lock"
 
 echo "building Dendrite (tools/dendrite) into ${out} ..." >&2
 start=$(date +%s)

@@ -29,20 +29,9 @@ up_to_date() {
 	[[ -x "${venv}/bin/python" && -f "${stamp}" && "${stamp}" -nt "${here}/requirements.txt" ]]
 }
 
-if [[ "${FORCE:-0}" != "1" ]] && up_to_date; then
-	exit 0
-fi
-
-mkdir -p "${bin_dir}"
-
-if command -v flock >/dev/null 2>&1; then
-	exec 9>"${bin_dir}/.${name}-build.lock"
-	flock 9
-	# Someone else may have finished the install while we waited for the lock.
-	if [[ "${FORCE:-0}" != "1" ]] && up_to_date; then
-		exit 0
-	fi
-fi
+# shellcheck source=../buildonce.sh
+source "${root}/tools/buildonce.sh"
+exit_when_built "${bin_dir}/.${name}-build.lock"
 
 echo "installing ${name} (tools/${name}/requirements.txt) into ${venv} ..." >&2
 start=$(date +%s)

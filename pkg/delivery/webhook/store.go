@@ -227,19 +227,14 @@ func (s *Store) DueQueues(ctx context.Context, now time.Time, limit int) ([]queu
 		GROUP BY d.subscription_id, d.room_id
 		ORDER BY MIN(d.position) -- the queue waiting longest gets a free worker first
 		LIMIT $2`, now.UnixMilli(), limit)
+	keys, err := dbutil.NewRowIterWithError(rows, func(row dbutil.Scannable) (k queueKey, err error) {
+		err = row.Scan(&k.subscriptionID, &k.roomID)
+		return k, err
+	}, err).AsList()
 	if err != nil {
 		return nil, fmt.Errorf("failed to find due webhook queues: %w", err)
 	}
-	defer rows.Close()
-	var keys []queueKey
-	for rows.Next() {
-		var k queueKey
-		if err = rows.Scan(&k.subscriptionID, &k.roomID); err != nil {
-			return nil, err
-		}
-		keys = append(keys, k)
-	}
-	return keys, rows.Err()
+	return keys, nil
 }
 
 // QueueHead returns the first pending deliveries of a queue, in order.
