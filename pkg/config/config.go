@@ -141,11 +141,12 @@ type ServiceToken struct {
 }
 
 // Scopes a service token can have.
-var Scopes = []string{"rooms", "messaging", "agents", "subscriptions", "admin", "any_room"}
+var Scopes = []string{"rooms", "messaging", "agents", "subscriptions", "admin", "any_room", "timestamps"}
 
 // SecretScopes are the scopes INTERNAL_SERVICE_SECRET carries: every scope
-// but any_room, which reaches rooms the bridge does not manage for DAARION
-// and so must be given by name, to a named service.
+// but any_room, which reaches rooms the bridge does not manage for DAARION,
+// and timestamps, which back-dates what it sends (imported history): those
+// must be given by name, to a named service.
 var SecretScopes = []string{"rooms", "messaging", "agents", "subscriptions", "admin"}
 
 // SecretServiceName names the service INTERNAL_SERVICE_SECRET authenticates.

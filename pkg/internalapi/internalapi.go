@@ -42,6 +42,9 @@ const (
 	ScopeAgents        Scope = "agents"
 	ScopeSubscriptions Scope = "subscriptions"
 	ScopeAdmin         Scope = "admin"
+	// ScopeTimestamps lets a service send events as of a time it gives
+	// (imported history); INTERNAL_SERVICE_SECRET does not carry it.
+	ScopeTimestamps Scope = "timestamps"
 	// ScopeAnyRoom widens rooms and messaging from the rooms the bridge
 	// manages for DAARION to every room the acting user is in (never the
 	// bot's direct chats). It opens no route by itself.

@@ -260,14 +260,14 @@ func TestAuth(t *testing.T) {
 
 // The service secret has every scope but any_room, which must be given to a
 // named service by name.
-func TestSecretHasEveryScopeButAnyRoom(t *testing.T) {
+func TestSecretHasEveryScopeButAnyRoomAndTimestamps(t *testing.T) {
 	f := newFixture(t, nil)
 	w := f.do(t, request{path: "/v1/admin", token: secretToken})
 	var got struct{ Scopes []string }
 	if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
 		t.Fatal(err)
 	}
-	want := slices.DeleteFunc(slices.Clone(config.Scopes), func(s string) bool { return s == string(ScopeAnyRoom) })
+	want := slices.DeleteFunc(slices.Clone(config.Scopes), func(s string) bool { return s == string(ScopeAnyRoom) || s == string(ScopeTimestamps) })
 	if !slices.Equal(got.Scopes, want) || !slices.Equal(want, config.SecretScopes) {
 		t.Errorf("secret scopes = %v, want %v", got.Scopes, want)
 	}

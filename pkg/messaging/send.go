@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,6 +50,30 @@ type sendRequest struct {
 	URL      string          `json:"url"`
 	Info     json.RawMessage `json:"info"`
 	FileName string          `json:"filename"`
+	// Timestamp (milliseconds since the epoch) sends the event as of then:
+	// imported history, the appservice `ts` parameter. Only a service with
+	// the timestamps scope may set it.
+	Timestamp *int64 `json:"timestamp"`
+}
+
+// maxTimestampAhead bounds how far in the future a send's timestamp may be
+// (clocks differ a little; imported history is in the past).
+const maxTimestampAhead = 5 * time.Minute
+
+// timestamp checks req.Timestamp: the caller's scope and its range. 0 is
+// "now" (no ts parameter).
+func (req *sendRequest) timestamp(ctx context.Context, now time.Time) (int64, error) {
+	if req.Timestamp == nil {
+		return 0, nil
+	}
+	if !internalapi.ServiceFrom(ctx).Has(internalapi.ScopeTimestamps) {
+		return 0, internalapi.ForbiddenField("timestamp", "needs the timestamps scope (imported history is allowed per service)")
+	}
+	ts := *req.Timestamp
+	if ts <= 0 || ts > now.Add(maxTimestampAhead).UnixMilli() {
+		return 0, internalapi.InvalidField("timestamp", "must be milliseconds since the epoch, at most 5 minutes ahead")
+	}
+	return ts, nil
 }
 
 var mediaTypes = map[event.MessageType]bool{event.MsgImage: true, event.MsgFile: true, event.MsgAudio: true, event.MsgVideo: true}
@@ -200,9 +225,17 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	ts, err := req.timestamp(ctx, time.Now())
+	if err != nil {
+		return err
+	}
 	raw, _ := json.Marshal(content)
-	eventID, sentAt, err := s.sendOnce(ctx, key, requestHash(string(roomID), string(actor.Entity.UserID), string(raw)), func(txnID string) (id.EventID, error) {
-		return s.send(ctx, actor, roomID, event.EventMessage, marked(content, txnID), txnID)
+	hash := requestHash(string(roomID), string(actor.Entity.UserID), string(raw))
+	if ts != 0 {
+		hash = requestHash(hash, strconv.FormatInt(ts, 10))
+	}
+	eventID, sentAt, err := s.sendOnce(ctx, key, hash, func(txnID string) (id.EventID, error) {
+		return s.sendAt(ctx, actor, roomID, event.EventMessage, marked(content, txnID), txnID, ts)
 	}, func(txnID string) id.EventID { return s.findMarked(ctx, actor, roomID, txnID) })
 	if err != nil {
 		return err
@@ -367,14 +400,19 @@ const maxRateLimitWait = 30 * time.Second
 // joins first when it is not in the room, and the homeserver's rate limit
 // is waited out.
 func (s *Service) send(ctx context.Context, actor *Actor, roomID id.RoomID, evtType event.Type, content any, txnID string) (id.EventID, error) {
+	return s.sendAt(ctx, actor, roomID, evtType, content, txnID, 0)
+}
+
+// sendAt is send with the appservice's ts parameter (milliseconds; 0: now).
+func (s *Service) sendAt(ctx context.Context, actor *Actor, roomID id.RoomID, evtType event.Type, content any, txnID string, ts int64) (id.EventID, error) {
 	unlock := s.order.Lock(string(actor.Entity.UserID) + "\x00" + string(roomID))
 	defer unlock()
 	if err := s.ensureJoined(ctx, actor, roomID, false); err != nil {
 		return "", err
 	}
 	var extra []mautrix.ReqSendEvent
-	if txnID != "" {
-		extra = append(extra, mautrix.ReqSendEvent{TransactionID: txnID})
+	if txnID != "" || ts != 0 {
+		extra = append(extra, mautrix.ReqSendEvent{TransactionID: txnID, Timestamp: ts})
 	}
 	rejoined := false
 	for attempt := 0; ; attempt++ {

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -23,6 +25,7 @@ import (
 // are registered before /rooms/{roomId}, which would otherwise match them.
 func (s *Service) RegisterRoutes(api *internalapi.API) {
 	api.Handle(http.MethodPost, "/internal/matrix/rooms/create", internalapi.ScopeRooms, s.handleCreateCityRoom)
+	api.Handle(http.MethodPost, "/internal/matrix/rooms/ensure", internalapi.ScopeRooms, s.handleEnsure)
 	api.Handle(http.MethodGet, "/internal/matrix/rooms/find-by-alias", internalapi.ScopeRooms, s.handleFindByAlias)
 	api.Handle(http.MethodGet, "/internal/matrix/rooms", internalapi.ScopeRooms, s.handleList)
 	api.Handle(http.MethodPost, "/internal/matrix/create-room", internalapi.ScopeRooms, s.handleCreateRoom)
@@ -81,6 +84,96 @@ func (s *Service) handleCreateCityRoom(w http.ResponseWriter, r *http.Request) e
 	}
 	internalapi.WriteJSON(w, http.StatusOK, mappingResponse{cr.RoomID, cr.Alias})
 	return nil
+}
+
+// MaxEnsureRooms bounds the city rooms one ensure call names.
+const MaxEnsureRooms = 100
+
+// ensureConcurrency is how many rooms of one ensure call are made at once.
+const ensureConcurrency = 4
+
+type ensuredRoom struct {
+	Slug            string       `json:"slug"`
+	MatrixRoomID    id.RoomID    `json:"matrix_room_id"`
+	MatrixRoomAlias id.RoomAlias `json:"matrix_room_alias"`
+	// Created: this call made the room (false: it existed).
+	Created bool `json:"created"`
+}
+
+// handleEnsure makes sure each listed city room exists, as create does for
+// one, and answers every mapping: what city-service's backfill needs in one
+// call. The whole list is checked before anything is made; a homeserver
+// failure part-way answers that failure, and a retry completes the work
+// (each room is idempotent).
+func (s *Service) handleEnsure(w http.ResponseWriter, r *http.Request) error {
+	var body struct {
+		Rooms []struct {
+			Slug       string `json:"slug"`
+			Name       string `json:"name"`
+			Visibility string `json:"visibility"`
+			Topic      string `json:"topic"`
+		} `json:"rooms"`
+	}
+	if err := internalapi.DecodeJSON(r, &body); err != nil {
+		return err
+	}
+	switch {
+	case body.Rooms == nil:
+		return internalapi.InvalidField("rooms", "is required")
+	case len(body.Rooms) == 0:
+		return internalapi.InvalidField("rooms", "must list at least one city room")
+	case len(body.Rooms) > MaxEnsureRooms:
+		return internalapi.InvalidField("rooms", fmt.Sprintf("must list at most %d city rooms, got %d", MaxEnsureRooms, len(body.Rooms)))
+	}
+	reqs := make([]CreateRequest, len(body.Rooms))
+	seen := make(map[string]bool, len(body.Rooms))
+	for i, room := range body.Rooms {
+		if room.Visibility == "" {
+			room.Visibility = "public"
+		}
+		reqs[i] = CreateRequest{Slug: room.Slug, Name: room.Name, Visibility: room.Visibility, Topic: room.Topic}
+		if err := reqs[i].Validate(); err != nil {
+			return prefixFieldErrors(fmt.Sprintf("rooms[%d].", i), err)
+		}
+		if seen[room.Slug] {
+			return internalapi.InvalidField(fmt.Sprintf("rooms[%d].slug", i), "is listed twice")
+		}
+		seen[room.Slug] = true
+	}
+	out := make([]ensuredRoom, len(reqs))
+	errs := make([]error, len(reqs))
+	slots := make(chan struct{}, ensureConcurrency)
+	var wg sync.WaitGroup
+	for i, req := range reqs {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			cr, created, err := s.ensure(r.Context(), req)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			out[i] = ensuredRoom{Slug: cr.Slug, MatrixRoomID: cr.RoomID, MatrixRoomAlias: cr.Alias, Created: created}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err // the first failure; a retry completes the rest
+		}
+	}
+	internalapi.WriteJSON(w, http.StatusOK, map[string]any{"rooms": out})
+	return nil
+}
+
+// prefixFieldErrors names a list item's fields (rooms[2].slug) in the
+// first field error of err.
+func prefixFieldErrors(prefix string, err error) error {
+	var fe *identity.FieldError
+	if errors.As(err, &fe) {
+		return &identity.FieldError{Field: prefix + fe.Field, Problem: fe.Problem}
+	}
+	return err
 }
 
 func (s *Service) handleFindByAlias(w http.ResponseWriter, r *http.Request) error {

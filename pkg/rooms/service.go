@@ -101,13 +101,19 @@ func (r *CreateRequest) Validate() error {
 // the same slug always gives the same room, under concurrency too. When
 // the homeserver fails, nothing is recorded; a retry completes the work.
 func (s *Service) Create(ctx context.Context, req CreateRequest) (*CityRoom, error) {
+	cr, _, err := s.ensure(ctx, req)
+	return cr, err
+}
+
+// ensure is Create that also says whether this call recorded the room.
+func (s *Service) ensure(ctx context.Context, req CreateRequest) (*CityRoom, bool, error) {
 	if err := req.Validate(); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	unlock := s.locks.Lock(req.Slug)
 	defer unlock()
 	if existing, err := s.store.BySlug(ctx, req.Slug); err != nil || existing != nil {
-		return existing, err
+		return existing, false, err
 	}
 
 	alias := s.CityAlias(req.Slug)
@@ -127,13 +133,14 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (*CityRoom, err
 		// The alias exists: an earlier attempt made the room but did not
 		// record it (or another bridge process did). Adopt it if it is ours.
 		if cr.RoomID, err = s.resolveOwnedAlias(ctx, alias); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	default:
-		return nil, matrixFailure("creating the Matrix room", err)
+		return nil, false, matrixFailure("creating the Matrix room", err)
 	}
-	if _, err = s.store.Insert(ctx, cr); err != nil {
-		return nil, err
+	inserted, err := s.store.Insert(ctx, cr)
+	if err != nil {
+		return nil, false, err
 	}
 	// Re-read: a concurrent process may have recorded the same room first.
 	stored, err := s.store.BySlug(ctx, req.Slug)
@@ -146,7 +153,7 @@ func (s *Service) Create(ctx context.Context, req CreateRequest) (*CityRoom, err
 			s.keepSpaceInStep(ctx, stored, "")
 		}
 	}
-	return stored, err
+	return stored, inserted && err == nil, err
 }
 
 func (s *Service) cityRoomRequest(req *CityRoom, spaceID id.RoomID) *mautrix.ReqCreateRoom {
