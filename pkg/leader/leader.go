@@ -209,18 +209,25 @@ type Lease struct {
 // Held reports whether the lease is held (not expired) at now.
 func (l *Lease) Held(now time.Time) bool { return l != nil && now.Before(l.ExpiresAt) }
 
-// Current reads the lease; nil when no process has ever led.
-func Current(ctx context.Context, db *dbutil.Database) (*Lease, error) {
-	var l Lease
+// Scan reads a leader_lease row (currentQuery).
+func (l *Lease) Scan(row dbutil.Scannable) (*Lease, error) {
 	var expires int64
-	err := db.QueryRow(ctx, `SELECT holder, epoch, expires_at FROM leader_lease WHERE name = $1`, leaseName).Scan(&l.Holder, &l.Epoch, &expires)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
-	} else if err != nil {
-		return nil, fmt.Errorf("failed to read the leader lease: %w", err)
+	if err := row.Scan(&l.Holder, &l.Epoch, &expires); err != nil {
+		return nil, err
 	}
 	l.ExpiresAt = time.UnixMilli(expires)
-	return &l, nil
+	return l, nil
+}
+
+const currentQuery = `SELECT holder, epoch, expires_at FROM leader_lease WHERE name = $1`
+
+// Current reads the lease; nil when no process has ever led.
+func Current(ctx context.Context, db *dbutil.Database) (*Lease, error) {
+	l, err := dbutil.MakeQueryHelperSimple(db, func() *Lease { return &Lease{} }).QueryOne(ctx, currentQuery, leaseName)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read the leader lease: %w", err)
+	}
+	return l, nil
 }
 
 type epochKey struct{}
@@ -236,6 +243,8 @@ func EpochFrom(ctx context.Context) (int64, bool) {
 	return epoch, ok
 }
 
+const checkQuery = `SELECT epoch FROM leader_lease WHERE name = $1`
+
 // Check is the fence of a leader-only write. Called inside the write's
 // database transaction (db.DoTxn), it confirms that the context's epoch
 // still holds the lease, and keeps it so until the transaction ends: on
@@ -248,7 +257,7 @@ func Check(ctx context.Context, db *dbutil.Database) error {
 	if !ok {
 		return nil
 	}
-	query := `SELECT epoch FROM leader_lease WHERE name = $1`
+	query := checkQuery
 	if db.Dialect == dbutil.Postgres {
 		if _, err := db.Exec(ctx, "SET LOCAL idle_in_transaction_session_timeout = '5s'"); err != nil {
 			return fmt.Errorf("failed to bound the fenced transaction: %w", err)

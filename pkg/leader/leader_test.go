@@ -144,3 +144,12 @@ func TestSQLiteAlwaysLeads(t *testing.T) {
 		t.Error("still leading after stop")
 	}
 }
+
+// Before any process has led there is no lease: Current answers nil.
+func TestCurrentBeforeAnyLeader(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		if lease, err := Current(context.Background(), testrig.OpenDatabase(t, tdb)); lease != nil || err != nil {
+			t.Errorf("lease %+v (%v), want none", lease, err)
+		}
+	})
+}

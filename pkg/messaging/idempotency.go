@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -18,11 +16,19 @@ import (
 
 // IdempotencyStore remembers what each (service, Idempotency-Key) made, so a
 // retried request answers the same event and sends nothing new, across
-// restarts too.
-type IdempotencyStore struct{ db *dbutil.Database }
+// restarts too: the idempotent_request and sent_event tables.
+type IdempotencyStore struct {
+	requests *dbutil.QueryHelper[*idempotentResult]
+	sent     *dbutil.QueryHelper[*sentEvent]
+}
 
 // NewIdempotencyStore returns the store in db.
-func NewIdempotencyStore(db *dbutil.Database) *IdempotencyStore { return &IdempotencyStore{db: db} }
+func NewIdempotencyStore(db *dbutil.Database) *IdempotencyStore {
+	return &IdempotencyStore{
+		requests: dbutil.MakeQueryHelperSimple(db, func() *idempotentResult { return &idempotentResult{} }),
+		sent:     dbutil.MakeQueryHelperSimple(db, func() *sentEvent { return &sentEvent{} }),
+	}
+}
 
 // idempotentResult is a remembered answer.
 type idempotentResult struct {
@@ -31,18 +37,32 @@ type idempotentResult struct {
 	SentAt      time.Time
 }
 
-func (s *IdempotencyStore) get(ctx context.Context, service, key string) (*idempotentResult, error) {
-	var res idempotentResult
+// Scan reads an idempotent_request row (getIdempotentQuery).
+func (res *idempotentResult) Scan(row dbutil.Scannable) (*idempotentResult, error) {
 	var sentAt int64
-	err := s.db.QueryRow(ctx, `SELECT request_hash, event_id, sent_at FROM idempotent_request WHERE service = $1 AND idem_key = $2`,
-		service, key).Scan(&res.RequestHash, &res.EventID, &sentAt)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
-	} else if err != nil {
-		return nil, fmt.Errorf("failed to look up idempotency key: %w", err)
+	if err := row.Scan(&res.RequestHash, &res.EventID, &sentAt); err != nil {
+		return nil, err
 	}
 	res.SentAt = time.UnixMilli(sentAt)
-	return &res, nil
+	return res, nil
+}
+
+const (
+	getIdempotentQuery     = `SELECT request_hash, event_id, sent_at FROM idempotent_request WHERE service = $1 AND idem_key = $2`
+	reserveIdempotentQuery = `
+		INSERT INTO idempotent_request (service, idem_key, request_hash, event_id, sent_at) VALUES ($1, $2, $3, '', $4)
+		ON CONFLICT (service, idem_key) DO NOTHING`
+	completeIdempotentQuery = `UPDATE idempotent_request SET event_id = $3, sent_at = $4 WHERE service = $1 AND idem_key = $2`
+	// Reservations without an event are kept: their send may still finish.
+	pruneIdempotentQuery = `DELETE FROM idempotent_request WHERE event_id <> '' AND sent_at < $1`
+)
+
+func (s *IdempotencyStore) get(ctx context.Context, service, key string) (*idempotentResult, error) {
+	res, err := s.requests.QueryOne(ctx, getIdempotentQuery, service, key)
+	if err != nil {
+		return nil, fmt.Errorf("failed to look up idempotency key: %w", err)
+	}
+	return res, nil
 }
 
 // reserve records a key as pending (no event yet) before its send, so a
@@ -53,9 +73,7 @@ func (s *IdempotencyStore) get(ctx context.Context, service, key string) (*idemp
 // same key arriving at once (in one process or several sharing a
 // database), exactly one wins it and sends; won says whether this one did.
 func (s *IdempotencyStore) reserve(ctx context.Context, service, key, hash string) (won bool, err error) {
-	res, err := s.db.Exec(ctx, `
-		INSERT INTO idempotent_request (service, idem_key, request_hash, event_id, sent_at) VALUES ($1, $2, $3, '', $4)
-		ON CONFLICT (service, idem_key) DO NOTHING`, service, key, hash, time.Now().UnixMilli())
+	res, err := s.requests.GetDB().Exec(ctx, reserveIdempotentQuery, service, key, hash, time.Now().UnixMilli())
 	if err != nil {
 		return false, fmt.Errorf("failed to reserve idempotency key: %w", err)
 	}
@@ -65,9 +83,7 @@ func (s *IdempotencyStore) reserve(ctx context.Context, service, key, hash strin
 
 // complete records the event a key's send made.
 func (s *IdempotencyStore) complete(ctx context.Context, service, key string, res idempotentResult) error {
-	_, err := s.db.Exec(ctx, `UPDATE idempotent_request SET event_id = $3, sent_at = $4 WHERE service = $1 AND idem_key = $2`,
-		service, key, res.EventID, res.SentAt.UnixMilli())
-	if err != nil {
+	if err := s.requests.Exec(ctx, completeIdempotentQuery, service, key, res.EventID, res.SentAt.UnixMilli()); err != nil {
 		return fmt.Errorf("failed to record idempotency key: %w", err)
 	}
 	return nil
@@ -122,6 +138,26 @@ func requestHash(parts ...string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// sentEvent is a sent_event row: an event the bridge sent, and for whom.
+type sentEvent struct {
+	EventID id.EventID
+	SendRecord
+}
+
+// Scan reads a sent_event row (sentByQuery).
+func (se *sentEvent) Scan(row dbutil.Scannable) (*sentEvent, error) {
+	return dbutil.ValueOrErr(se, row.Scan(&se.EventID, &se.Service, &se.IdempotencyKey))
+}
+
+const (
+	recordSentQuery = `
+		INSERT INTO sent_event (event_id, service, idem_key, sent_at) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (event_id) DO NOTHING`
+	// sentByQuery is completed with the list of event ids.
+	sentByQuery    = `SELECT event_id, service, COALESCE(idem_key, '') FROM sent_event WHERE event_id IN (%s)`
+	pruneSentQuery = `DELETE FROM sent_event WHERE sent_at < $1`
+)
+
 // recordSent remembers that the bridge sent eventID for service, so the
 // DTO of its echo carries the origin.
 func (s *IdempotencyStore) recordSent(ctx context.Context, eventID id.EventID, service, key string) error {
@@ -129,9 +165,7 @@ func (s *IdempotencyStore) recordSent(ctx context.Context, eventID id.EventID, s
 	if key != "" {
 		idemKey = key
 	}
-	_, err := s.db.Exec(ctx, `INSERT INTO sent_event (event_id, service, idem_key, sent_at) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (event_id) DO NOTHING`, eventID, service, idemKey, time.Now().UnixMilli())
-	if err != nil {
+	if err := s.sent.Exec(ctx, recordSentQuery, eventID, service, idemKey, time.Now().UnixMilli()); err != nil {
 		return fmt.Errorf("failed to record sent event: %w", err)
 	}
 	return nil
@@ -149,29 +183,20 @@ type SendRecord struct {
 // answer to "did the bridge send this event?" (the DTO source asks it for
 // the origin of echoes).
 func (s *IdempotencyStore) SentBy(ctx context.Context, eventIDs []string) (map[string]SendRecord, error) {
-	records := make(map[string]SendRecord, len(eventIDs))
 	if len(eventIDs) == 0 {
-		return records, nil
+		return map[string]SendRecord{}, nil
 	}
 	args := make([]any, len(eventIDs))
 	marks := make([]string, len(eventIDs))
 	for i, eventID := range eventIDs {
 		args[i], marks[i] = eventID, fmt.Sprintf("$%d", i+1)
 	}
-	rows, err := s.db.Query(ctx, `SELECT event_id, service, COALESCE(idem_key, '') FROM sent_event WHERE event_id IN (`+strings.Join(marks, ", ")+`)`, args...)
+	rows := s.sent.QueryManyIter(ctx, fmt.Sprintf(sentByQuery, strings.Join(marks, ", ")), args...)
+	records, err := dbutil.RowIterAsMap(rows, func(se *sentEvent) (string, SendRecord) { return string(se.EventID), se.SendRecord })
 	if err != nil {
 		return nil, fmt.Errorf("failed to look up sent events: %w", err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var eventID string
-		var rec SendRecord
-		if err = rows.Scan(&eventID, &rec.Service, &rec.IdempotencyKey); err != nil {
-			return nil, fmt.Errorf("failed to read sent events: %w", err)
-		}
-		records[eventID] = rec
-	}
-	return records, rows.Err()
+	return records, nil
 }
 
 // Prune forgets completed Idempotency-Keys and the records of events the
@@ -179,12 +204,10 @@ func (s *IdempotencyStore) SentBy(ctx context.Context, eventIDs []string) (map[s
 // Reservations without an event are kept: their send may still finish.
 func (s *IdempotencyStore) Prune(ctx context.Context, before time.Time) (int64, error) {
 	var deleted int64
-	err := s.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		for _, query := range []string{
-			`DELETE FROM idempotent_request WHERE event_id <> '' AND sent_at < $1`,
-			`DELETE FROM sent_event WHERE sent_at < $1`,
-		} {
-			res, err := s.db.Exec(ctx, query, before.UnixMilli())
+	db := s.requests.GetDB()
+	err := db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		for _, query := range []string{pruneIdempotentQuery, pruneSentQuery} {
+			res, err := db.Exec(ctx, query, before.UnixMilli())
 			if err != nil {
 				return err
 			}

@@ -18,13 +18,21 @@ const (
 	OriginAgentInvite = "agent_invite"
 )
 
+const (
+	markManagedQuery = `
+		INSERT INTO managed_room (room_id, origin, agent_id, managed_at) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (room_id) DO NOTHING`
+	// managedQuery: a city room, a room a city room lived in, or a marked room.
+	managedQuery = `
+		SELECT EXISTS (SELECT 1 FROM city_room WHERE room_id = $1)
+			OR EXISTS (SELECT 1 FROM city_room_predecessor WHERE room_id = $1)
+			OR EXISTS (SELECT 1 FROM managed_room WHERE room_id = $1)`
+)
+
 // MarkManaged records roomID as a room the bridge manages for DAARION. The
 // first origin stays; marking again is a no-op.
 func (s *Store) MarkManaged(ctx context.Context, roomID id.RoomID, origin, agentID string) error {
-	_, err := s.db.Exec(ctx, `
-		INSERT INTO managed_room (room_id, origin, agent_id, managed_at) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (room_id) DO NOTHING`, roomID, origin, agentID, time.Now().UnixMilli())
-	if err != nil {
+	if err := s.cityRooms.Exec(ctx, markManagedQuery, roomID, origin, agentID, time.Now().UnixMilli()); err != nil {
 		return fmt.Errorf("failed to record %s as a managed room: %w", roomID, err)
 	}
 	return nil
@@ -35,11 +43,7 @@ func (s *Store) MarkManaged(ctx context.Context, roomID id.RoomID, origin, agent
 // MarkManaged recorded.
 func (s *Store) Managed(ctx context.Context, roomID id.RoomID) (bool, error) {
 	var managed bool
-	err := s.db.QueryRow(ctx, `
-		SELECT EXISTS (SELECT 1 FROM city_room WHERE room_id = $1)
-			OR EXISTS (SELECT 1 FROM city_room_predecessor WHERE room_id = $1)
-			OR EXISTS (SELECT 1 FROM managed_room WHERE room_id = $1)`, roomID).Scan(&managed)
-	if err != nil {
+	if err := s.db.QueryRow(ctx, managedQuery, roomID).Scan(&managed); err != nil {
 		return false, fmt.Errorf("failed to look up whether %s is a managed room: %w", roomID, err)
 	}
 	return managed, nil

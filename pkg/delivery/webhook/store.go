@@ -3,8 +3,6 @@ package webhook
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -35,20 +33,16 @@ type Subscription struct {
 	UpdatedAt   time.Time
 }
 
-const subscriptionColumns = `id, service, room_filter, webhook_url, event_types, secret, state, state_reason, created_at, updated_at`
-
-func scanSubscription(row dbutil.Scannable) (*Subscription, error) {
-	var s Subscription
-	var types string
+// Scan reads a webhook_subscription row (subscriptionColumns); event_types
+// is a JSON array.
+func (s *Subscription) Scan(row dbutil.Scannable) (*Subscription, error) {
 	var created, updated int64
-	if err := row.Scan(&s.ID, &s.Service, &s.RoomFilter, &s.URL, &types, &s.Secret, &s.State, &s.StateReason, &created, &updated); err != nil {
+	err := row.Scan(&s.ID, &s.Service, &s.RoomFilter, &s.URL, dbutil.JSON{Data: &s.EventTypes}, &s.Secret, &s.State, &s.StateReason, &created, &updated)
+	if err != nil {
 		return nil, err
 	}
-	if err := json.Unmarshal([]byte(types), &s.EventTypes); err != nil {
-		return nil, fmt.Errorf("subscription %s has invalid event types: %w", s.ID, err)
-	}
 	s.CreatedAt, s.UpdatedAt = time.UnixMilli(created), time.UnixMilli(updated)
-	return &s, nil
+	return s, nil
 }
 
 // Delivery is one (subscription, event) in the outbox.
@@ -65,10 +59,8 @@ type Delivery struct {
 	LastError      string
 }
 
-const deliveryColumns = `subscription_id, position, room_id, event_id, body, state, attempts, next_attempt_at, first_failed_at, last_error`
-
-func scanDelivery(row dbutil.Scannable) (*Delivery, error) {
-	var d Delivery
+// Scan reads a webhook_delivery row (deliveryColumns).
+func (d *Delivery) Scan(row dbutil.Scannable) (*Delivery, error) {
 	var body string
 	var next int64
 	var firstFailed sql.NullInt64
@@ -80,22 +72,48 @@ func scanDelivery(row dbutil.Scannable) (*Delivery, error) {
 	if firstFailed.Valid {
 		d.FirstFailedAt = time.UnixMilli(firstFailed.Int64)
 	}
-	return &d, nil
+	return d, nil
 }
 
-// Store keeps subscriptions and the outbox.
-type Store struct{ db *dbutil.Database }
+// GetMassInsertValues is what one delivery adds to an enqueue's INSERT
+// (enqueueBuilder's dynamic parameters).
+func (d *Delivery) GetMassInsertValues() [6]any {
+	return [6]any{d.SubscriptionID, d.Position, d.RoomID, d.EventID, string(d.Body), d.NextAttemptAt.UnixMilli()}
+}
+
+// Store keeps subscriptions and the outbox: the webhook_subscription and
+// webhook_delivery tables.
+type Store struct {
+	db            *dbutil.Database
+	subscriptions *dbutil.QueryHelper[*Subscription]
+	deliveries    *dbutil.QueryHelper[*Delivery]
+}
 
 // NewStore returns the store in db.
-func NewStore(db *dbutil.Database) *Store { return &Store{db: db} }
+func NewStore(db *dbutil.Database) *Store {
+	return &Store{
+		db:            db,
+		subscriptions: dbutil.MakeQueryHelperSimple(db, func() *Subscription { return &Subscription{} }),
+		deliveries:    dbutil.MakeQueryHelperSimple(db, func() *Delivery { return &Delivery{} }),
+	}
+}
+
+const (
+	subscriptionColumns       = `id, service, room_filter, webhook_url, event_types, secret, state, state_reason, created_at, updated_at`
+	insertSubscriptionQuery   = `INSERT INTO webhook_subscription (` + subscriptionColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, '', $8, $8)`
+	getSubscriptionQuery      = `SELECT ` + subscriptionColumns + ` FROM webhook_subscription WHERE id = $1`
+	listSubscriptionsQuery    = `SELECT ` + subscriptionColumns + ` FROM webhook_subscription WHERE $1 = '' OR service = $1 ORDER BY created_at, id`
+	countSubscriptionsQuery   = `SELECT COUNT(*) FROM webhook_subscription WHERE service = $1`
+	deleteSubscriptionQuery   = `DELETE FROM webhook_subscription WHERE id = $1`
+	setSubscriptionStateQuery = `UPDATE webhook_subscription SET state = $2, state_reason = $3, updated_at = $4 WHERE id = $1`
+)
 
 // CreateSubscription stores a new subscription.
 func (s *Store) CreateSubscription(ctx context.Context, sub *Subscription) error {
-	types, _ := json.Marshal(sub.EventTypes)
 	now := time.Now()
 	sub.CreatedAt, sub.UpdatedAt = now, now
-	_, err := s.db.Exec(ctx, `INSERT INTO webhook_subscription (`+subscriptionColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, '', $8, $8)`,
-		sub.ID, sub.Service, sub.RoomFilter, sub.URL, string(types), sub.Secret, sub.State, now.UnixMilli())
+	err := s.subscriptions.Exec(ctx, insertSubscriptionQuery,
+		sub.ID, sub.Service, sub.RoomFilter, sub.URL, dbutil.JSON{Data: sub.EventTypes}, sub.Secret, sub.State, now.UnixMilli())
 	if err != nil {
 		return fmt.Errorf("failed to store subscription: %w", err)
 	}
@@ -104,10 +122,8 @@ func (s *Store) CreateSubscription(ctx context.Context, sub *Subscription) error
 
 // Subscription returns one subscription, nil when unknown.
 func (s *Store) Subscription(ctx context.Context, id string) (*Subscription, error) {
-	sub, err := scanSubscription(s.db.QueryRow(ctx, `SELECT `+subscriptionColumns+` FROM webhook_subscription WHERE id = $1`, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
-	} else if err != nil {
+	sub, err := s.subscriptions.QueryOne(ctx, getSubscriptionQuery, id)
+	if err != nil {
 		return nil, fmt.Errorf("failed to read subscription %s: %w", id, err)
 	}
 	return sub, nil
@@ -115,8 +131,7 @@ func (s *Store) Subscription(ctx context.Context, id string) (*Subscription, err
 
 // Subscriptions lists subscriptions, all of them when service is "".
 func (s *Store) Subscriptions(ctx context.Context, service string) ([]*Subscription, error) {
-	rows, err := s.db.Query(ctx, `SELECT `+subscriptionColumns+` FROM webhook_subscription WHERE $1 = '' OR service = $1 ORDER BY created_at, id`, service)
-	list, err := dbutil.NewRowIterWithError(rows, scanSubscription, err).AsList()
+	list, err := s.subscriptions.QueryMany(ctx, listSubscriptionsQuery, service)
 	if err != nil {
 		return nil, fmt.Errorf("failed to list subscriptions: %w", err)
 	}
@@ -126,18 +141,61 @@ func (s *Store) Subscriptions(ctx context.Context, service string) ([]*Subscript
 // CountSubscriptions counts a service's subscriptions.
 func (s *Store) CountSubscriptions(ctx context.Context, service string) (int, error) {
 	var n int
-	if err := s.db.QueryRow(ctx, `SELECT COUNT(*) FROM webhook_subscription WHERE service = $1`, service).Scan(&n); err != nil {
+	if err := s.db.QueryRow(ctx, countSubscriptionsQuery, service).Scan(&n); err != nil {
 		return 0, fmt.Errorf("failed to count subscriptions: %w", err)
 	}
 	return n, nil
 }
+
+const (
+	deliveryColumns = `subscription_id, position, room_id, event_id, body, state, attempts, next_attempt_at, first_failed_at, last_error`
+	// enqueueQuery is one delivery's INSERT; enqueueBuilder makes it many.
+	// The state and attempts of a new delivery are its static parameters.
+	enqueueQuery = `
+		INSERT INTO webhook_delivery (state, attempts, subscription_id, position, room_id, event_id, body, next_attempt_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+		ON CONFLICT (subscription_id, position) DO NOTHING`
+	pruneDeadLettersQuery = `DELETE FROM webhook_delivery WHERE state = 'dead' AND first_failed_at < $1`
+	dueQueuesQuery        = `
+		SELECT d.subscription_id, d.room_id FROM webhook_delivery d
+		JOIN webhook_subscription s ON s.id = d.subscription_id AND s.state = 'active'
+		WHERE d.state = 'pending' AND d.next_attempt_at <= $1
+		GROUP BY d.subscription_id, d.room_id
+		ORDER BY MIN(d.position) -- the queue waiting longest gets a free worker first
+		LIMIT $2`
+	queueHeadQuery = `SELECT ` + deliveryColumns + ` FROM webhook_delivery
+		WHERE subscription_id = $1 AND room_id = $2 AND state = 'pending' ORDER BY position LIMIT $3`
+	// deliveredQuery is completed with the list of positions.
+	deliveredQuery = `DELETE FROM webhook_delivery WHERE subscription_id = $1 AND position IN (%s)`
+	failedQuery    = `UPDATE webhook_delivery SET state = $3, attempts = attempts + 1, next_attempt_at = $4,
+		first_failed_at = $5, last_error = $6 WHERE subscription_id = $1 AND position = $2`
+	deadLettersQuery = `SELECT ` + deliveryColumns + ` FROM webhook_delivery
+		WHERE subscription_id = $1 AND state = 'dead' ORDER BY position LIMIT $2`
+	redeliverQuery = `UPDATE webhook_delivery SET state = 'pending', attempts = 0, next_attempt_at = $3, first_failed_at = NULL, last_error = ''
+		WHERE subscription_id = $1 AND state = 'dead' AND ($2 = '' OR event_id = $2)`
+	countDeliveriesQuery = `SELECT
+		COALESCE(SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), 0),
+		COALESCE(SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END), 0)
+		FROM webhook_delivery WHERE subscription_id = $1`
+	totalDeliveriesQuery = `SELECT
+		COALESCE(SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), 0),
+		COALESCE(SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END), 0)
+		FROM webhook_delivery`
+)
+
+// enqueueBuilder builds one INSERT of many deliveries; the static parameters
+// are the state and attempts of a new delivery.
+var enqueueBuilder = dbutil.NewMassInsertBuilder[*Delivery, [2]any](enqueueQuery, "($1, $2, $%d, $%d, $%d, $%d, $%d, $%d)")
+
+// enqueueChunk bounds the deliveries of one INSERT (8 parameters each at most).
+const enqueueChunk = 500
 
 // PruneDeadLetters deletes dead letters that first failed before `before`
 // and were not redelivered since.
 func (s *Store) PruneDeadLetters(ctx context.Context, before time.Time) (int64, error) {
 	var deleted int64
 	err := s.fenced(ctx, func(ctx context.Context) error {
-		res, err := s.db.Exec(ctx, `DELETE FROM webhook_delivery WHERE state = 'dead' AND first_failed_at < $1`, before.UnixMilli())
+		res, err := s.db.Exec(ctx, pruneDeadLettersQuery, before.UnixMilli())
 		if err != nil {
 			return err
 		}
@@ -152,8 +210,7 @@ func (s *Store) PruneDeadLetters(ctx context.Context, before time.Time) (int64, 
 
 // DeleteSubscription removes a subscription and its outbox.
 func (s *Store) DeleteSubscription(ctx context.Context, id string) error {
-	_, err := s.db.Exec(ctx, `DELETE FROM webhook_subscription WHERE id = $1`, id)
-	if err != nil {
+	if err := s.subscriptions.Exec(ctx, deleteSubscriptionQuery, id); err != nil {
 		return fmt.Errorf("failed to delete subscription %s: %w", id, err)
 	}
 	return nil
@@ -161,9 +218,7 @@ func (s *Store) DeleteSubscription(ctx context.Context, id string) error {
 
 // SetState pauses, resumes or disables a subscription.
 func (s *Store) SetState(ctx context.Context, id, state, reason string) error {
-	_, err := s.db.Exec(ctx, `UPDATE webhook_subscription SET state = $2, state_reason = $3, updated_at = $4 WHERE id = $1`,
-		id, state, reason, time.Now().UnixMilli())
-	if err != nil {
+	if err := s.subscriptions.Exec(ctx, setSubscriptionStateQuery, id, state, reason, time.Now().UnixMilli()); err != nil {
 		return fmt.Errorf("failed to set state of subscription %s: %w", id, err)
 	}
 	return nil
@@ -192,22 +247,9 @@ func (s *Store) fenced(ctx context.Context, fn func(ctx context.Context) error) 
 }
 
 func (s *Store) enqueue(ctx context.Context, deliveries []*Delivery) error {
-	const perRow = 6
-	for start := 0; start < len(deliveries); start += 500 {
-		chunk := deliveries[start:min(start+500, len(deliveries))]
-		var b strings.Builder
-		args := make([]any, 0, len(chunk)*perRow)
-		b.WriteString(`INSERT INTO webhook_delivery (subscription_id, position, room_id, event_id, body, state, attempts, next_attempt_at) VALUES `)
-		for i, d := range chunk {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			p := i * perRow
-			fmt.Fprintf(&b, "($%d, $%d, $%d, $%d, $%d, 'pending', 0, $%d)", p+1, p+2, p+3, p+4, p+5, p+6)
-			args = append(args, d.SubscriptionID, d.Position, d.RoomID, d.EventID, string(d.Body), d.NextAttemptAt.UnixMilli())
-		}
-		b.WriteString(` ON CONFLICT (subscription_id, position) DO NOTHING`)
-		if _, err := s.db.Exec(ctx, b.String(), args...); err != nil {
+	for start := 0; start < len(deliveries); start += enqueueChunk {
+		query, args := enqueueBuilder.Build([2]any{"pending", 0}, deliveries[start:min(start+enqueueChunk, len(deliveries))])
+		if err := s.deliveries.Exec(ctx, query, args...); err != nil {
 			return fmt.Errorf("failed to enqueue webhook deliveries: %w", err)
 		}
 	}
@@ -220,13 +262,7 @@ type queueKey struct{ subscriptionID, roomID string }
 // DueQueues returns queues of active subscriptions with pending deliveries
 // that may be due.
 func (s *Store) DueQueues(ctx context.Context, now time.Time, limit int) ([]queueKey, error) {
-	rows, err := s.db.Query(ctx, `
-		SELECT d.subscription_id, d.room_id FROM webhook_delivery d
-		JOIN webhook_subscription s ON s.id = d.subscription_id AND s.state = 'active'
-		WHERE d.state = 'pending' AND d.next_attempt_at <= $1
-		GROUP BY d.subscription_id, d.room_id
-		ORDER BY MIN(d.position) -- the queue waiting longest gets a free worker first
-		LIMIT $2`, now.UnixMilli(), limit)
+	rows, err := s.db.Query(ctx, dueQueuesQuery, now.UnixMilli(), limit)
 	keys, err := dbutil.NewRowIterWithError(rows, func(row dbutil.Scannable) (k queueKey, err error) {
 		err = row.Scan(&k.subscriptionID, &k.roomID)
 		return k, err
@@ -239,9 +275,7 @@ func (s *Store) DueQueues(ctx context.Context, now time.Time, limit int) ([]queu
 
 // QueueHead returns the first pending deliveries of a queue, in order.
 func (s *Store) QueueHead(ctx context.Context, k queueKey, limit int) ([]*Delivery, error) {
-	rows, err := s.db.Query(ctx, `SELECT `+deliveryColumns+` FROM webhook_delivery
-		WHERE subscription_id = $1 AND room_id = $2 AND state = 'pending' ORDER BY position LIMIT $3`, k.subscriptionID, k.roomID, limit)
-	list, err := dbutil.NewRowIterWithError(rows, scanDelivery, err).AsList()
+	list, err := s.deliveries.QueryMany(ctx, queueHeadQuery, k.subscriptionID, k.roomID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("failed to read webhook queue: %w", err)
 	}
@@ -260,8 +294,7 @@ func (s *Store) Delivered(ctx context.Context, subscriptionID string, positions 
 		marks = append(marks, fmt.Sprintf("$%d", len(args)))
 	}
 	err := s.fenced(ctx, func(ctx context.Context) error {
-		_, err := s.db.Exec(ctx, `DELETE FROM webhook_delivery WHERE subscription_id = $1 AND position IN (`+strings.Join(marks, ", ")+`)`, args...)
-		return err
+		return s.deliveries.Exec(ctx, fmt.Sprintf(deliveredQuery, strings.Join(marks, ", ")), args...)
 	})
 	if err != nil {
 		return fmt.Errorf("failed to mark deliveries done: %w", err)
@@ -279,10 +312,7 @@ func (s *Store) Failed(ctx context.Context, d *Delivery, dead bool, next time.Ti
 		reason = reason[:1000]
 	}
 	err := s.fenced(ctx, func(ctx context.Context) error {
-		_, err := s.db.Exec(ctx, `UPDATE webhook_delivery SET state = $3, attempts = attempts + 1, next_attempt_at = $4,
-		first_failed_at = $5, last_error = $6 WHERE subscription_id = $1 AND position = $2`,
-			d.SubscriptionID, d.Position, state, next.UnixMilli(), firstFailed.UnixMilli(), reason)
-		return err
+		return s.deliveries.Exec(ctx, failedQuery, d.SubscriptionID, d.Position, state, next.UnixMilli(), firstFailed.UnixMilli(), reason)
 	})
 	if err != nil {
 		return fmt.Errorf("failed to record a failed delivery: %w", err)
@@ -292,9 +322,7 @@ func (s *Store) Failed(ctx context.Context, d *Delivery, dead bool, next time.Ti
 
 // DeadLetters lists a subscription's dead deliveries.
 func (s *Store) DeadLetters(ctx context.Context, subscriptionID string, limit int) ([]*Delivery, error) {
-	rows, err := s.db.Query(ctx, `SELECT `+deliveryColumns+` FROM webhook_delivery
-		WHERE subscription_id = $1 AND state = 'dead' ORDER BY position LIMIT $2`, subscriptionID, limit)
-	list, err := dbutil.NewRowIterWithError(rows, scanDelivery, err).AsList()
+	list, err := s.deliveries.QueryMany(ctx, deadLettersQuery, subscriptionID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("failed to list dead letters: %w", err)
 	}
@@ -303,8 +331,7 @@ func (s *Store) DeadLetters(ctx context.Context, subscriptionID string, limit in
 
 // Redeliver puts dead deliveries (all, or one event's) back in the queue.
 func (s *Store) Redeliver(ctx context.Context, subscriptionID, eventID string) (int64, error) {
-	res, err := s.db.Exec(ctx, `UPDATE webhook_delivery SET state = 'pending', attempts = 0, next_attempt_at = $3, first_failed_at = NULL, last_error = ''
-		WHERE subscription_id = $1 AND state = 'dead' AND ($2 = '' OR event_id = $2)`, subscriptionID, eventID, time.Now().UnixMilli())
+	res, err := s.db.Exec(ctx, redeliverQuery, subscriptionID, eventID, time.Now().UnixMilli())
 	if err != nil {
 		return 0, fmt.Errorf("failed to redeliver dead letters: %w", err)
 	}
@@ -313,18 +340,12 @@ func (s *Store) Redeliver(ctx context.Context, subscriptionID, eventID string) (
 
 // Counts returns pending and dead deliveries of a subscription.
 func (s *Store) Counts(ctx context.Context, subscriptionID string) (pending, dead int64, err error) {
-	err = s.db.QueryRow(ctx, `SELECT
-		COALESCE(SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), 0),
-		COALESCE(SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END), 0)
-		FROM webhook_delivery WHERE subscription_id = $1`, subscriptionID).Scan(&pending, &dead)
+	err = s.db.QueryRow(ctx, countDeliveriesQuery, subscriptionID).Scan(&pending, &dead)
 	return pending, dead, err
 }
 
 // Totals counts pending and dead deliveries of every subscription.
 func (s *Store) Totals(ctx context.Context) (pending, dead int64, err error) {
-	err = s.db.QueryRow(ctx, `SELECT
-		COALESCE(SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), 0),
-		COALESCE(SUM(CASE WHEN state = 'dead' THEN 1 ELSE 0 END), 0)
-		FROM webhook_delivery`).Scan(&pending, &dead)
+	err = s.db.QueryRow(ctx, totalDeliveriesQuery).Scan(&pending, &dead)
 	return pending, dead, err
 }
