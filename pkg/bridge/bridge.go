@@ -172,7 +172,7 @@ func (b *Bridge) build(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("failed to set up the internal API: %w", err)
 	}
-	b.DTOs = delivery.NewDTOSource(mapper, b.Rooms.Store(), b.idempotency)
+	b.DTOs = delivery.NewDTOSource(mapper, b.Rooms.Store(), b.idempotency, b.EventLog)
 	webhookStore := webhook.NewStore(b.DB)
 	b.webhookStore = webhookStore
 	policy := webhook.Policy{AllowLinkLocal: cfg.Delivery.WebhookAllowLinkLocal, MaxPerService: cfg.Delivery.MaxSubscriptionsPerService}

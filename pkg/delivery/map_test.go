@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -42,6 +43,14 @@ func message(eventID, roomID, sender string) *eventlog.Event {
 	return logEvent(eventlog.KindTimeline, eventID, "m.room.message", roomID, sender, time.Minute)
 }
 
+// redaction is a log event at position redacting target (room v11 form).
+func redaction(position int64, eventID, roomID, target string) *eventlog.Event {
+	raw, _ := json.Marshal(map[string]any{"type": "m.room.redaction", "event_id": eventID, "room_id": roomID, "sender": human,
+		"origin_server_ts": 1_700_000_000_000, "content": map[string]any{"redacts": target}})
+	return &eventlog.Event{Position: position, Kind: eventlog.KindTimeline, EventID: eventID, Type: "m.room.redaction", RoomID: roomID,
+		Sender: human, ReceivedAt: time.Now().Add(-time.Minute), JSON: raw}
+}
+
 // The DTOs of a batch carry the city room of their room and, for the
 // bridge's own sends, their origin, read from the database; events no DTO
 // exists for are counted and left out.
@@ -64,7 +73,22 @@ func TestMapFillsCityRoomsAndOrigins(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		src := NewDTOSource(testIDs, roomStore, messaging.NewIdempotencyStore(db))
+		// A reaction the event log holds (at position 1), which a
+		// redaction of the batch names.
+		log := eventlog.New(db)
+		t.Cleanup(func() { _ = log.Close() })
+		reaction := eventlog.IncomingEvent{EventID: "$reaction", Kind: eventlog.KindTimeline, RoomID: "!harbour:s", Type: "m.reaction", Sender: human,
+			JSON: `{"type":"m.reaction","event_id":"$reaction","room_id":"!harbour:s","sender":"@bob:s","content":{"m.relates_to":{"rel_type":"m.annotation","event_id":"$human","key":"👍"}}}`}
+		body, _ := json.Marshal([]eventlog.IncomingEvent{reaction})
+		if err := log.Journal(ctx, "txn1", body); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := log.IndexPending(ctx, func(_ string, body []byte) (evts []eventlog.IncomingEvent, err error) {
+			return evts, json.Unmarshal(body, &evts)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		src := NewDTOSource(testIDs, roomStore, messaging.NewIdempotencyStore(db), log)
 
 		events := []*eventlog.Event{
 			message("$human", "!harbour:s", human),
@@ -73,6 +97,8 @@ func TestMapFillsCityRoomsAndOrigins(t *testing.T) {
 			logEvent(eventlog.KindTimeline, "$custom", "org.example.unknown", "!harbour:s", human, time.Minute),
 			logEvent(eventlog.KindToDevice, "$todevice", "m.room_key_request", "", human, time.Minute),
 			message("$later", "!harbour:s", human),
+			redaction(10, "$unreact", "!harbour:s", "$reaction"),
+			redaction(11, "$redact", "!harbour:s", "$unknown"),
 		}
 		out, err := src.Map(ctx, events)
 		if err != nil {
@@ -87,6 +113,8 @@ func TestMapFillsCityRoomsAndOrigins(t *testing.T) {
 			{"$echo", "#city_harbour:s", "harbour", &mapping.Origin{Bridge: true, Service: "gateway", IdempotencyKey: "key-1"}},
 			{"$nokey", "", "", &mapping.Origin{Bridge: true, Service: "gateway"}},
 			{"$later", "#city_harbour:s", "harbour", nil},
+			{"$unreact", "#city_harbour:s", "harbour", nil},
+			{"$redact", "#city_harbour:s", "harbour", nil},
 		}
 		if len(out) != len(wants) {
 			t.Fatalf("%d DTOs, want %d: %+v", len(out), len(wants), out)
@@ -103,6 +131,16 @@ func TestMapFillsCityRoomsAndOrigins(t *testing.T) {
 			if (m.DTO.Origin == nil) != (w.origin == nil) || w.origin != nil && *m.DTO.Origin != *w.origin {
 				t.Errorf("%s: origin %+v, want %+v", w.eventID, m.DTO.Origin, w.origin)
 			}
+		}
+		// Both redactions are messaging.message.deleted; the one of the
+		// reaction the log holds says what it was.
+		unreact, redact := out[4].DTO, out[5].DTO
+		if unreact.Type != mapping.MessageDeleted || unreact.Data["redacted_type"] != "m.reaction" ||
+			unreact.Data["reaction"].(map[string]any)["target_event_id"] != "$human" {
+			t.Errorf("redaction of a logged reaction: %s", unreact.JSON())
+		}
+		if _, ok := redact.Data["redacted_type"]; redact.Type != mapping.MessageDeleted || ok {
+			t.Errorf("redaction of an event the log does not hold: %s", redact.JSON())
 		}
 		if got := src.Unmapped(); got != 2 {
 			t.Errorf("Unmapped = %d, want 2 (the unknown type and the to-device event)", got)
@@ -156,11 +194,67 @@ func (f *fakeSent) SentBy(_ context.Context, eventIDs []string) (map[string]mess
 	return out, nil
 }
 
+// fakeLogged answers ByEventIDs from events, recording the ids asked for.
+type fakeLogged struct {
+	mu     sync.Mutex
+	events map[string]*eventlog.Event
+	asked  [][]string
+	err    error
+}
+
+func (f *fakeLogged) ByEventIDs(_ context.Context, eventIDs []string) (map[string]*eventlog.Event, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.asked = append(f.asked, eventIDs)
+	if f.err != nil {
+		return nil, f.err
+	}
+	out := map[string]*eventlog.Event{}
+	for _, eventID := range eventIDs {
+		if evt, ok := f.events[eventID]; ok {
+			out[eventID] = evt
+		}
+	}
+	return out, nil
+}
+
+// The events a batch's redactions name are looked up in one call, each id
+// once; a batch without redactions looks up nothing.
+func TestMapLooksUpRedactedEventsOnce(t *testing.T) {
+	ctx := context.Background()
+	reaction := logEvent(eventlog.KindTimeline, "$reaction", "m.reaction", "!harbour:s", human, time.Hour)
+	reaction.Position = 1
+	logged := &fakeLogged{events: map[string]*eventlog.Event{"$reaction": reaction}}
+	src := NewDTOSource(testIDs, &fakeCityRooms{lookups: map[id.RoomID]int{}}, &fakeSent{}, logged)
+
+	if out, err := src.Map(ctx, []*eventlog.Event{message("$1", "!harbour:s", human)}); err != nil || len(out) != 1 || len(logged.asked) != 0 {
+		t.Fatalf("a batch without redactions: %+v, %v, lookups %v", out, err, logged.asked)
+	}
+	batch := []*eventlog.Event{
+		redaction(10, "$r1", "!harbour:s", "$reaction"),
+		message("$2", "!harbour:s", human),
+		redaction(11, "$r2", "!harbour:s", "$gone"),
+		redaction(12, "$r3", "!harbour:s", "$reaction"), // a second redaction of the same event
+	}
+	out, err := src.Map(ctx, batch)
+	if err != nil || len(out) != 4 {
+		t.Fatalf("Map = %+v, %v", out, err)
+	}
+	if len(logged.asked) != 1 || strings.Join(logged.asked[0], ",") != "$reaction,$gone" {
+		t.Errorf("lookups %v, want one of $reaction and $gone", logged.asked)
+	}
+	for i, want := range []any{"m.reaction", nil, nil, "m.reaction"} {
+		if got := out[i].DTO.Data["redacted_type"]; got != want {
+			t.Errorf("%s: redacted_type %v, want %v", out[i].DTO.ID, got, want)
+		}
+	}
+}
+
 func TestMapLooksUpEachRoomOnce(t *testing.T) {
 	ctx := context.Background()
 	cityRooms := &fakeCityRooms{lookups: map[id.RoomID]int{},
 		rooms: map[id.RoomID]*rooms.CityRoom{"!harbour:s": {Slug: "harbour", Alias: "#city_harbour:s"}}}
-	src := NewDTOSource(testIDs, cityRooms, &fakeSent{})
+	src := NewDTOSource(testIDs, cityRooms, &fakeSent{}, &fakeLogged{})
 	batch := []*eventlog.Event{message("$1", "!harbour:s", human), message("$2", "!other:s", human), message("$3", "!harbour:s", human)}
 	for range 3 {
 		out, err := src.Map(ctx, batch)
@@ -180,19 +274,23 @@ func TestMapFailures(t *testing.T) {
 		name      string
 		cityRooms *fakeCityRooms
 		sent      *fakeSent
+		logged    *fakeLogged
 	}{
-		{"the city room lookup fails", &fakeCityRooms{lookups: map[id.RoomID]int{}, err: errDB}, &fakeSent{}},
-		{"the sent lookup fails", &fakeCityRooms{lookups: map[id.RoomID]int{}}, &fakeSent{err: errDB}},
+		{"the city room lookup fails", &fakeCityRooms{lookups: map[id.RoomID]int{}, err: errDB}, &fakeSent{}, &fakeLogged{}},
+		{"the sent lookup fails", &fakeCityRooms{lookups: map[id.RoomID]int{}}, &fakeSent{err: errDB}, &fakeLogged{}},
+		// Not a DTO without what the log holds: the consumer retries.
+		{"the redacted lookup fails", &fakeCityRooms{lookups: map[id.RoomID]int{}}, &fakeSent{}, &fakeLogged{err: errDB}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			src := NewDTOSource(testIDs, tc.cityRooms, tc.sent)
-			out, err := src.Map(context.Background(), []*eventlog.Event{message("$1", "!harbour:s", human)})
+			src := NewDTOSource(testIDs, tc.cityRooms, tc.sent, tc.logged)
+			batch := []*eventlog.Event{message("$1", "!harbour:s", human), redaction(10, "$2", "!harbour:s", "$1")}
+			out, err := src.Map(context.Background(), batch)
 			if !errors.Is(err, errDB) || out != nil {
 				t.Fatalf("Map = %+v, %v; want the failure, no DTOs", out, err)
 			}
 			// A failed lookup is not cached: the retried batch asks again.
-			tc.cityRooms.err, tc.sent.err = nil, nil
-			if out, err := src.Map(context.Background(), []*eventlog.Event{message("$1", "!harbour:s", human)}); err != nil || len(out) != 1 {
+			tc.cityRooms.err, tc.sent.err, tc.logged.err = nil, nil, nil
+			if out, err := src.Map(context.Background(), batch); err != nil || len(out) != 2 {
 				t.Fatalf("retry: %+v, %v", out, err)
 			}
 		})
@@ -220,7 +318,7 @@ func TestMapWaitsForTheRecordOfAFreshEcho(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sent := &fakeSent{records: map[string]messaging.SendRecord{"$echo": {Service: "gateway"}}, appearAt: tc.appearAt}
-			src := NewDTOSource(testIDs, &fakeCityRooms{lookups: map[id.RoomID]int{}}, sent)
+			src := NewDTOSource(testIDs, &fakeCityRooms{lookups: map[id.RoomID]int{}}, sent, &fakeLogged{})
 			out, err := src.Map(context.Background(), []*eventlog.Event{tc.event})
 			if err != nil || len(out) != 1 {
 				t.Fatalf("Map = %+v, %v", out, err)
@@ -234,14 +332,14 @@ func TestMapWaitsForTheRecordOfAFreshEcho(t *testing.T) {
 	// A consumer stopping meanwhile stops the wait.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	src := NewDTOSource(testIDs, &fakeCityRooms{lookups: map[id.RoomID]int{}}, &fakeSent{appearAt: 100})
+	src := NewDTOSource(testIDs, &fakeCityRooms{lookups: map[id.RoomID]int{}}, &fakeSent{appearAt: 100}, &fakeLogged{})
 	if out, err := src.Map(ctx, []*eventlog.Event{fresh("$echo", agent)}); !errors.Is(err, context.Canceled) || out != nil {
 		t.Errorf("Map with a cancelled context = %+v, %v", out, err)
 	}
 }
 
 func TestAwaitingRecord(t *testing.T) {
-	src := NewDTOSource(testIDs, nil, nil)
+	src := NewDTOSource(testIDs, nil, nil, nil)
 	recorded := map[string]*mapping.Origin{"$known": {Bridge: true}}
 	for _, tc := range []struct {
 		name  string

@@ -1,11 +1,12 @@
 // Package delivery carries DTOs to DAARION services. Every sink is a
 // consumer of the event log with its own durable cursor; DTOSource maps a
-// batch of log events to DTOs for them, with the city room and the echo
-// origin filled in from the database.
+// batch of log events to DTOs for them, with the city room, the echo origin
+// and what a redaction redacted filled in from the database.
 package delivery
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +32,7 @@ type DTOSource struct {
 	ids       identity.Mapper
 	cityRooms CityRooms
 	sent      SentEvents
+	logged    LoggedEvents
 
 	// rooms caches room id → city room for a short while (mappings change
 	// only on creation and room upgrades), at most maxCachedRooms of them.
@@ -51,6 +53,12 @@ type SentEvents interface {
 	SentBy(ctx context.Context, eventIDs []string) (map[string]messaging.SendRecord, error)
 }
 
+// LoggedEvents finds events in the event log by event id; eventlog.Log is
+// one. Map reads the events redactions name from it.
+type LoggedEvents interface {
+	ByEventIDs(ctx context.Context, eventIDs []string) (map[string]*eventlog.Event, error)
+}
+
 type cachedRoom struct{ alias, slug string }
 
 const roomCacheTTL = 10 * time.Second
@@ -58,14 +66,15 @@ const roomCacheTTL = 10 * time.Second
 // maxCachedRooms bounds the room lookups kept (a few MB at most).
 const maxCachedRooms = 10000
 
-// NewDTOSource returns a source that reads city rooms from cityRooms and the
-// origin of the bridge's own events from sent.
-func NewDTOSource(ids identity.Mapper, cityRooms CityRooms, sent SentEvents) *DTOSource {
-	return newDTOSource(ids, cityRooms, sent, maxCachedRooms)
+// NewDTOSource returns a source that reads city rooms from cityRooms, the
+// origin of the bridge's own events from sent, and the events redactions
+// redacted from logged.
+func NewDTOSource(ids identity.Mapper, cityRooms CityRooms, sent SentEvents, logged LoggedEvents) *DTOSource {
+	return newDTOSource(ids, cityRooms, sent, logged, maxCachedRooms)
 }
 
-func newDTOSource(ids identity.Mapper, cityRooms CityRooms, sent SentEvents, maxRooms int) *DTOSource {
-	return &DTOSource{ids: ids, cityRooms: cityRooms, sent: sent,
+func newDTOSource(ids identity.Mapper, cityRooms CityRooms, sent SentEvents, logged LoggedEvents, maxRooms int) *DTOSource {
+	return &DTOSource{ids: ids, cityRooms: cityRooms, sent: sent, logged: logged,
 		rooms: expirable.NewLRU[string, cachedRoom](maxRooms, nil, roomCacheTTL)}
 }
 
@@ -87,10 +96,15 @@ func (s *DTOSource) Map(ctx context.Context, events []*eventlog.Event) ([]Mapped
 			}
 		}
 	}
+	redacted, err := s.redacted(ctx, events)
+	if err != nil {
+		return nil, err
+	}
 	m := &mapping.Mapper{
-		IDs:    s.ids,
-		Rooms:  func(roomID string) (string, string) { return cities[roomID].alias, cities[roomID].slug },
-		Origin: func(eventID string) *mapping.Origin { return origins[eventID] },
+		IDs:      s.ids,
+		Rooms:    func(roomID string) (string, string) { return cities[roomID].alias, cities[roomID].slug },
+		Origin:   func(eventID string) *mapping.Origin { return origins[eventID] },
+		Redacted: func(eventID string) *eventlog.Event { return redacted[eventID] },
 	}
 	out := make([]Mapped, 0, len(events))
 	for _, evt := range events {
@@ -154,6 +168,28 @@ func (s *DTOSource) origins(ctx context.Context, events []*eventlog.Event) (map[
 		origins[eventID] = &mapping.Origin{Bridge: true, Service: rec.Service, IdempotencyKey: rec.IdempotencyKey}
 	}
 	return origins, nil
+}
+
+// redacted looks up, in one query, the events the batch's redactions name.
+// A failure fails the batch (the consumer retries it): mapping without the
+// lookup would deliver a DTO that leaves out what the log holds.
+func (s *DTOSource) redacted(ctx context.Context, events []*eventlog.Event) (map[string]*eventlog.Event, error) {
+	var eventIDs []string
+	seen := map[string]bool{}
+	for _, evt := range events {
+		if target := mapping.Redacts(evt); target != "" && !seen[target] {
+			seen[target] = true
+			eventIDs = append(eventIDs, target)
+		}
+	}
+	if len(eventIDs) == 0 {
+		return nil, nil
+	}
+	found, err := s.logged.ByEventIDs(ctx, eventIDs)
+	if err != nil {
+		return nil, fmt.Errorf("failed to look up the events %d redactions name: %w", len(eventIDs), err)
+	}
+	return found, nil
 }
 
 // room returns the city room alias and slug of a room id ("" when none).

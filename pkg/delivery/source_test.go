@@ -6,6 +6,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/daarion/matrix-bridge/pkg/eventlog"
 	"github.com/daarion/matrix-bridge/pkg/identity"
 	"github.com/daarion/matrix-bridge/pkg/messaging"
 	"github.com/daarion/matrix-bridge/pkg/rooms"
@@ -20,7 +21,7 @@ func TestRoomLookupsAreBounded(t *testing.T) {
 	tdb := testrig.NewTestDatabase(t, testrig.SQLite)
 	db := testrig.OpenDatabase(t, tdb)
 	const bound = 50
-	s := newDTOSource(identity.Mapper{ServerName: "s"}, rooms.NewStore(db), messaging.NewIdempotencyStore(db), bound)
+	s := newDTOSource(identity.Mapper{ServerName: "s"}, rooms.NewStore(db), messaging.NewIdempotencyStore(db), eventlog.New(db), bound)
 	for i := 0; i < 500; i++ {
 		if _, err := s.room(context.Background(), fmt.Sprintf("!room%d:s", i)); err != nil {
 			t.Fatal(err)

@@ -177,22 +177,28 @@ func (l *Log) SaveCursor(ctx context.Context, consumer string, position int64) e
 	return nil
 }
 
-// knownChunk bounds the ids of one Known query (SQLite allows 32766
-// parameters; a reconcile asks about one page of a room at a time).
+// knownChunk bounds the ids of one Known or ByEventIDs query (SQLite allows
+// 32766 parameters; a reconcile asks about one page of a room at a time).
 const knownChunk = 500
+
+// inList returns the placeholders and arguments of an IN list of ids.
+func inList(ids []string) (string, []any) {
+	args := make([]any, len(ids))
+	marks := make([]string, len(ids))
+	for i, eventID := range ids {
+		args[i] = eventID
+		marks[i] = fmt.Sprintf("$%d", i+1)
+	}
+	return strings.Join(marks, ", "), args
+}
 
 // Known returns which of eventIDs the log holds.
 func (l *Log) Known(ctx context.Context, eventIDs []string) (map[string]bool, error) {
 	known := make(map[string]bool, len(eventIDs))
 	for start := 0; start < len(eventIDs); start += knownChunk {
 		chunk := eventIDs[start:min(start+knownChunk, len(eventIDs))]
-		args := make([]any, len(chunk))
-		marks := make([]string, len(chunk))
-		for i, eventID := range chunk {
-			args[i] = eventID
-			marks[i] = fmt.Sprintf("$%d", i+1)
-		}
-		rows, err := l.db.Query(ctx, `SELECT event_id FROM event_log WHERE event_id IN (`+strings.Join(marks, ", ")+`)`, args...)
+		marks, args := inList(chunk)
+		rows, err := l.db.Query(ctx, `SELECT event_id FROM event_log WHERE event_id IN (`+marks+`)`, args...)
 		ids, err := dbutil.NewRowIterWithError(rows, dbutil.ScanSingleColumn[string], err).AsList()
 		if err != nil {
 			return nil, fmt.Errorf("failed to look up %d event ids in the event log: %w", len(chunk), err)
@@ -202,4 +208,28 @@ func (l *Log) Known(ctx context.Context, eventIDs []string) (map[string]bool, er
 		}
 	}
 	return known, nil
+}
+
+const eventsByIDQuery = `
+	SELECT position, event_id, kind, room_id, event_type, sender, txn_id, received_at, event_json
+	FROM event_log WHERE event_id IN (%s)
+`
+
+// ByEventIDs returns the events of eventIDs the log holds, by event id; ids
+// it does not hold (never received, or pruned) are absent.
+func (l *Log) ByEventIDs(ctx context.Context, eventIDs []string) (map[string]*Event, error) {
+	found := make(map[string]*Event, len(eventIDs))
+	for start := 0; start < len(eventIDs); start += knownChunk {
+		chunk := eventIDs[start:min(start+knownChunk, len(eventIDs))]
+		marks, args := inList(chunk)
+		rows, err := l.db.Query(ctx, fmt.Sprintf(eventsByIDQuery, marks), args...)
+		events, err := dbutil.NewRowIterWithError(rows, scanEvent, err).AsList()
+		if err != nil {
+			return nil, fmt.Errorf("failed to read %d events by id from the event log: %w", len(chunk), err)
+		}
+		for _, evt := range events {
+			found[evt.EventID] = evt
+		}
+	}
+	return found, nil
 }

@@ -18,8 +18,13 @@ const (
 	MessageEdited   = "messaging.message.edited"
 	MessageDeleted  = "messaging.message.deleted"
 	MediaUploaded   = "messaging.media.uploaded"
+	LocationShared  = "messaging.location.shared"
+	PollStarted     = "messaging.poll.started"
+	PollAnswered    = "messaging.poll.answered"
+	PollEnded       = "messaging.poll.ended"
 	ReactionAdded   = "messaging.reaction.added"
 	MemberJoined    = "messaging.member.joined"
+	MemberUpdated   = "messaging.member.updated"
 	MemberLeft      = "messaging.member.left"
 	MemberInvited   = "messaging.member.invited"
 	MemberKicked    = "messaging.member.kicked"
@@ -34,8 +39,9 @@ const (
 
 // Types lists every DTO type.
 var Types = []string{
-	MessageCreated, MessageEdited, MessageDeleted, MediaUploaded, ReactionAdded,
-	MemberJoined, MemberLeft, MemberInvited, MemberKicked, MemberBanned, MemberUnbanned,
+	MessageCreated, MessageEdited, MessageDeleted, MediaUploaded,
+	LocationShared, PollStarted, PollAnswered, PollEnded, ReactionAdded,
+	MemberJoined, MemberUpdated, MemberLeft, MemberInvited, MemberKicked, MemberBanned, MemberUnbanned,
 	ChannelUpdated, ChannelUpgraded, TypingUpdated, ReadUpdated, PresenceUpdated,
 }
 

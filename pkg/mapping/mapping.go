@@ -25,6 +25,11 @@ type Mapper struct {
 	IDs    identity.Mapper
 	Rooms  RoomInfo
 	Origin OriginInfo
+	// Redacted, when set, tells what a redaction redacted: the
+	// messaging.message.deleted of a redaction then says the redacted
+	// event's type and, for a reaction, what it was. Without it (or when the
+	// log does not hold the event) the DTO names the redacted event only.
+	Redacted RedactedEvents
 }
 
 // rawEvent is the part of a Matrix event the mapping reads.
@@ -89,7 +94,7 @@ func (m *Mapper) Map(evt *eventlog.Event) *DTO {
 		ok = m.mapEphemeral(dto, &raw)
 	} else {
 		dto.MatrixEventID = evt.EventID
-		ok = m.mapTimeline(dto, &raw)
+		ok = m.mapTimeline(dto, &raw, evt.Position)
 		if ok && m.Origin != nil {
 			dto.Origin = m.Origin(evt.EventID)
 		}
@@ -105,6 +110,17 @@ func (m *Mapper) entity(userID string) *Entity {
 	return &Entity{ID: e.ID, Type: string(e.Kind), MatrixID: userID}
 }
 
+// relation is content["m.relates_to"].
+type relation struct {
+	RelType       string `json:"rel_type"`
+	EventID       string `json:"event_id"`
+	Key           string `json:"key"`
+	IsFallingBack bool   `json:"is_falling_back"`
+	InReplyTo     *struct {
+		EventID string `json:"event_id"`
+	} `json:"m.in_reply_to"`
+}
+
 type messageContent struct {
 	MsgType       string          `json:"msgtype"`
 	Body          string          `json:"body"`
@@ -113,17 +129,9 @@ type messageContent struct {
 	URL           string          `json:"url"`
 	Info          json.RawMessage `json:"info"`
 	FileName      string          `json:"filename"`
-	RelatesTo     *struct {
-		RelType       string `json:"rel_type"`
-		EventID       string `json:"event_id"`
-		Key           string `json:"key"`
-		IsFallingBack bool   `json:"is_falling_back"`
-		InReplyTo     *struct {
-			EventID string `json:"event_id"`
-		} `json:"m.in_reply_to"`
-	} `json:"m.relates_to"`
-	NewContent *messageContent `json:"m.new_content"`
-	Mentions   *struct {
+	RelatesTo     *relation       `json:"m.relates_to"`
+	NewContent    *messageContent `json:"m.new_content"`
+	Mentions      *struct {
 		UserIDs []string `json:"user_ids"`
 		Room    bool     `json:"room"`
 	} `json:"m.mentions"`
@@ -140,10 +148,19 @@ var channelFields = map[string]struct{ field, contentKey string }{
 
 var mediaTypes = map[string]bool{"m.image": true, "m.file": true, "m.audio": true, "m.video": true}
 
-func (m *Mapper) mapTimeline(dto *DTO, raw *rawEvent) bool {
+// mapTimeline maps a room event; position is its place in the log.
+func (m *Mapper) mapTimeline(dto *DTO, raw *rawEvent, position int64) bool {
 	switch raw.Type {
 	case "m.room.message":
 		return m.mapMessage(dto, raw)
+	case "m.sticker":
+		return m.mapSticker(dto, raw)
+	case "m.poll.start", "org.matrix.msc3381.poll.start":
+		return m.mapPollStart(dto, raw)
+	case "m.poll.response", "org.matrix.msc3381.poll.response":
+		return m.mapPollResponse(dto, raw)
+	case "m.poll.end", "org.matrix.msc3381.poll.end":
+		return m.mapPollEnd(dto, raw)
 	case "m.reaction":
 		var c messageContent
 		if json.Unmarshal(raw.Content, &c) != nil || c.RelatesTo == nil || c.RelatesTo.RelType != "m.annotation" {
@@ -153,21 +170,7 @@ func (m *Mapper) mapTimeline(dto *DTO, raw *rawEvent) bool {
 		dto.Data = map[string]any{"target_event_id": c.RelatesTo.EventID, "key": c.RelatesTo.Key}
 		return true
 	case "m.room.redaction":
-		var c struct {
-			Redacts string `json:"redacts"`
-			Reason  string `json:"reason"`
-		}
-		_ = json.Unmarshal(raw.Content, &c)
-		target := c.Redacts // room v11 puts it in content
-		if target == "" {
-			target = raw.Redacts
-		}
-		if target == "" {
-			return false
-		}
-		dto.Type = MessageDeleted
-		dto.Data = map[string]any{"redacted_event_id": target, "reason": c.Reason}
-		return true
+		return m.mapRedaction(dto, raw, position)
 	case "m.room.member":
 		return m.mapMember(dto, raw)
 	case "m.room.name", "m.room.topic", "m.room.avatar", "m.room.canonical_alias":
@@ -182,6 +185,26 @@ func (m *Mapper) mapTimeline(dto *DTO, raw *rawEvent) bool {
 		value, _ := c[f.contentKey].(string)
 		dto.Type = ChannelUpdated
 		dto.Data = map[string]any{"field": f.field, "value": value}
+		return true
+	case "m.room.pinned_events":
+		if raw.StateKey == nil || *raw.StateKey != "" {
+			return false
+		}
+		var c map[string]any
+		if json.Unmarshal(raw.Content, &c) != nil {
+			return false
+		}
+		// The list is not a string: value stays empty, the ids have a key
+		// of their own. Entries that are not event ids are left out.
+		pinned := []string{}
+		list, _ := c["pinned"].([]any)
+		for _, v := range list {
+			if eventID, ok := v.(string); ok && eventID != "" {
+				pinned = append(pinned, eventID)
+			}
+		}
+		dto.Type = ChannelUpdated
+		dto.Data = map[string]any{"field": "pinned_events", "value": "", "pinned_event_ids": pinned}
 		return true
 	case "m.room.tombstone":
 		var c struct {
@@ -216,10 +239,30 @@ func (m *Mapper) mapMessage(dto *DTO, raw *rawEvent) bool {
 		}
 		return true
 	}
+	return m.mapMessageContent(dto, &c, raw.Content, false)
+}
+
+// mapSticker maps an m.sticker: an image sent as an event type of its own,
+// without msgtype. It is messaging.media.uploaded of an m.image, marked.
+func (m *Mapper) mapSticker(dto *DTO, raw *rawEvent) bool {
+	var c messageContent
+	if json.Unmarshal(raw.Content, &c) != nil {
+		return false
+	}
+	c.MsgType = "m.image"
+	return m.mapMessageContent(dto, &c, raw.Content, true)
+}
+
+// mapMessageContent maps a message that is not an edit; content is the
+// event's, for what only some msgtypes read.
+func (m *Mapper) mapMessageContent(dto *DTO, c *messageContent, content json.RawMessage, sticker bool) bool {
 	data := map[string]any{"msgtype": c.MsgType, "body": c.Body, "preview": Preview(c.Body)}
 	switch {
 	case mediaTypes[c.MsgType]:
 		dto.Type = MediaUploaded
+		if sticker {
+			data["sticker"] = true
+		}
 		data["url"] = c.URL
 		if c.FileName != "" {
 			data["filename"] = c.FileName
@@ -232,6 +275,11 @@ func (m *Mapper) mapMessage(dto *DTO, raw *rawEvent) bool {
 		}
 	case c.MsgType == "m.text" || c.MsgType == "m.notice" || c.MsgType == "m.emote":
 		dto.Type = MessageCreated
+	case c.MsgType == "m.location":
+		if !addLocation(data, content) {
+			return false
+		}
+		dto.Type = LocationShared
 	default:
 		return false
 	}
@@ -264,11 +312,7 @@ func (m *Mapper) mapMember(dto *DTO, raw *rawEvent) bool {
 	if raw.StateKey == nil || *raw.StateKey == "" {
 		return false
 	}
-	var c, prev struct {
-		Membership  string `json:"membership"`
-		Reason      string `json:"reason"`
-		Displayname string `json:"displayname"`
-	}
+	var c, prev memberContent
 	if json.Unmarshal(raw.Content, &c) != nil {
 		return false
 	}
@@ -283,7 +327,7 @@ func (m *Mapper) mapMember(dto *DTO, raw *rawEvent) bool {
 	self := raw.Sender == *raw.StateKey
 	switch {
 	case c.Membership == "join" && prev.Membership == "join":
-		return false // a profile change, not a membership change
+		return m.mapProfileChange(dto, target, &c, &prev)
 	case c.Membership == "join":
 		dto.Type = MemberJoined
 	case c.Membership == "invite":
@@ -305,6 +349,50 @@ func (m *Mapper) mapMember(dto *DTO, raw *rawEvent) bool {
 	}
 	if c.Displayname != "" {
 		dto.Data["displayname"] = c.Displayname
+	}
+	return true
+}
+
+type memberContent struct {
+	Membership  string `json:"membership"`
+	Reason      string `json:"reason"`
+	Displayname string `json:"displayname"`
+	// AvatarURL is read leniently: a member event whose avatar_url is not a
+	// string mapped before it was read, and still does.
+	AvatarURL lenientString `json:"avatar_url"`
+}
+
+// lenientString is a JSON string; any other JSON value reads as "".
+type lenientString string
+
+func (s *lenientString) UnmarshalJSON(data []byte) error {
+	var v string
+	if json.Unmarshal(data, &v) == nil {
+		*s = lenientString(v)
+	}
+	return nil
+}
+
+// mapProfileChange maps a join after a join: not a membership change but a
+// new display name or avatar. One that changes neither maps to nothing.
+func (m *Mapper) mapProfileChange(dto *DTO, target *Entity, c, prev *memberContent) bool {
+	changed := []string{}
+	if c.AvatarURL != prev.AvatarURL {
+		changed = append(changed, "avatar_url")
+	}
+	if c.Displayname != prev.Displayname {
+		changed = append(changed, "displayname")
+	}
+	if len(changed) == 0 {
+		return false
+	}
+	dto.Type = MemberUpdated
+	dto.Data = map[string]any{"target": target, "actor": dto.Sender, "membership": c.Membership, "changed": changed}
+	for key, value := range map[string]string{"displayname": c.Displayname, "avatar_url": string(c.AvatarURL),
+		"prev_displayname": prev.Displayname, "prev_avatar_url": string(prev.AvatarURL), "reason": c.Reason} {
+		if value != "" {
+			dto.Data[key] = value
+		}
 	}
 	return true
 }

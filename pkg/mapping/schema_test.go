@@ -83,14 +83,33 @@ func schemaCases() []schemaCase {
 		{"video without info", msg("$video", bob, `{"msgtype":"m.video","body":"v.mp4","url":"mxc://other.org/v"}`), MediaUploaded},
 		{"info null", msg("$infonull", alice, `{"msgtype":"m.image","body":"x.png","url":"mxc://daarion.space/x","info":null}`), MediaUploaded},
 		{"encrypted attachment without url", msg("$enc", alice, `{"msgtype":"m.file","body":"secret.bin","file":{"url":"mxc://daarion.space/enc"}}`), MediaUploaded},
+		{"sticker", roomEvent(cityRoom, "$sticker", alice, "m.sticker", "-", `{"body":"Happy cat","url":"mxc://daarion.space/sticker","info":{"mimetype":"image/webp","w":256,"h":256,"size":12000}}`), MediaUploaded},
+		{"sticker without info", roomEvent(cityRoom, "$sticker2", bob, "m.sticker", "-", `{"body":"","url":"mxc://other.org/s"}`), MediaUploaded},
+		{"location", msg("$loc", alice, `{"msgtype":"m.location","body":"Location at geo:50.4501,30.5234","geo_uri":"geo:50.4501,30.5234;u=35","org.matrix.msc3488.location":{"uri":"geo:50.4501,30.5234;u=35","description":"Maidan Nezalezhnosti"},"org.matrix.msc3488.asset":{"type":"m.pin"},"org.matrix.msc3488.ts":1732445400000}`), LocationShared},
+		{"location, minimal", msg("$loc2", sofia, `{"msgtype":"m.location","body":"","geo_uri":"geo:0,0"}`), LocationShared},
+		{"location in a thread", msg("$loc3", alice, `{"msgtype":"m.location","body":"here","m.location":{"uri":"geo:1,2"},"m.asset":{"type":"m.self"},"m.relates_to":{"rel_type":"m.thread","event_id":"$root"}}`), LocationShared},
+		{"poll (stable)", roomEvent(cityRoom, "$poll", alice, "m.poll.start", "-", `{"m.text":[{"mimetype":"text/plain","body":"Lunch?\n1. Borscht\n2. Varenyky"}],"m.poll":{"kind":"m.disclosed","max_selections":1,"question":{"m.text":[{"body":"Lunch?"}]},"answers":[{"m.id":"borscht","m.text":[{"body":"Borscht"}]},{"m.id":"varenyky","m.text":[{"body":"Varenyky"}]}]}}`), PollStarted},
+		{"poll (unstable) in a thread", roomEvent(cityRoom, "$poll2", alice, "org.matrix.msc3381.poll.start", "-", `{"org.matrix.msc3381.poll.start":{"kind":"org.matrix.msc3381.poll.undisclosed","max_selections":2,"question":{"org.matrix.msc1767.text":"Lunch?"},"answers":[{"id":"b","org.matrix.msc1767.text":"Borscht"},{"id":"v"}]},"org.matrix.msc1767.text":"Lunch?","m.relates_to":{"rel_type":"m.thread","event_id":"$root"}}`), PollStarted},
+		{"poll with a long question", roomEvent(cityRoom, "$poll3", alice, "m.poll.start", "-", `{"m.poll":{"question":{"m.text":"`+strings.Repeat("питання ", 60)+`"},"answers":[{"m.id":"a"}]}}`), PollStarted},
+		{"vote (stable)", roomEvent(cityRoom, "$vote", sofia, "m.poll.response", "-", `{"m.relates_to":{"rel_type":"m.reference","event_id":"$poll"},"m.selections":["borscht"]}`), PollAnswered},
+		{"vote (unstable)", roomEvent(cityRoom, "$vote2", bob, "org.matrix.msc3381.poll.response", "-", `{"m.relates_to":{"rel_type":"m.reference","event_id":"$poll2"},"org.matrix.msc3381.poll.response":{"answers":["b","v"]}}`), PollAnswered},
+		{"vote withdrawn", roomEvent(cityRoom, "$vote3", sofia, "m.poll.response", "-", `{"m.relates_to":{"rel_type":"m.reference","event_id":"$poll"}}`), PollAnswered},
+		{"poll end with results", roomEvent(cityRoom, "$pollend", alice, "m.poll.end", "-", `{"m.relates_to":{"rel_type":"m.reference","event_id":"$poll"},"m.text":[{"body":"The poll has closed. Top answer: Borscht"}],"m.poll.results":{"borscht":3,"varenyky":1}}`), PollEnded},
+		{"poll end (unstable)", roomEvent(cityRoom, "$pollend2", alice, "org.matrix.msc3381.poll.end", "-", `{"m.relates_to":{"rel_type":"m.reference","event_id":"$poll2"},"org.matrix.msc3381.poll.end":{},"org.matrix.msc1767.text":"Ended poll"}`), PollEnded},
 		{"edit with formatted body", msg("$edit", alice, `{"msgtype":"m.text","body":"* new *text*","format":"org.matrix.custom.html","formatted_body":"* new <em>text</em>","m.new_content":{"msgtype":"m.text","body":"new *text*","format":"org.matrix.custom.html","formatted_body":"new <em>text</em>"},"m.relates_to":{"rel_type":"m.replace","event_id":"$text"}}`), MessageEdited},
 		{"edit without new content", msg("$edit2", alice, `{"msgtype":"m.text","body":"* fixed","m.relates_to":{"rel_type":"m.replace","event_id":"$text"}}`), MessageEdited},
 		{"edit of a media caption", msg("$edit3", alice, `{"msgtype":"m.image","body":"* new caption","m.new_content":{"msgtype":"m.image","body":"new caption"},"m.relates_to":{"rel_type":"m.replace","event_id":"$image"}}`), MessageEdited},
 		{"reaction", roomEvent(cityRoom, "$react", alice, "m.reaction", "-", `{"m.relates_to":{"rel_type":"m.annotation","event_id":"$text","key":"👍"}}`), ReactionAdded},
 		{"redaction (v11 content) with reason", roomEvent(cityRoom, "$redact", alice, "m.room.redaction", "-", `{"redacts":"$text","reason":"Spam"}`), MessageDeleted},
 		{"redaction (top level) without reason", roomEvent(cityRoom, "$redact2", alice, "m.room.redaction", "-", `{}`, `,"redacts":"$react"`), MessageDeleted},
+		{"redaction of a reaction in the log", roomEvent(cityRoom, "$unreact", sofia, "m.room.redaction", "-", `{"redacts":"$reaction-in-log"}`), MessageDeleted},
+		{"redaction of a reaction by a moderator, with reason", roomEvent(cityRoom, "$unreact2", bot, "m.room.redaction", "-", `{"reason":"spam"}`, `,"redacts":"$reaction-in-log"`), MessageDeleted},
+		{"redaction of a reaction stored redacted", roomEvent(cityRoom, "$unreact3", alice, "m.room.redaction", "-", `{"redacts":"$stripped-reaction"}`), MessageDeleted},
+		{"redaction of a message in the log", roomEvent(cityRoom, "$redact3", alice, "m.room.redaction", "-", `{"redacts":"$message-in-log"}`), MessageDeleted},
 		{"join with displayname", member("$join", alice, alice, `{"membership":"join","displayname":"Alice"}`), MemberJoined},
 		{"join after invite", member("$join2", sofia, sofia, `{"membership":"join"}`, prev("invite")), MemberJoined},
+		{"display name changed", member("$profile", alice, alice, `{"membership":"join","displayname":"Alice K."}`, `,"unsigned":{"prev_content":{"membership":"join","displayname":"Alice"}}`), MemberUpdated},
+		{"avatar set, name removed (prev_content at top level)", member("$profile2", sofia, sofia, `{"membership":"join","avatar_url":"mxc://daarion.space/sofia"}`, `,"prev_content":{"membership":"join","displayname":"Sofia"}`), MemberUpdated},
 		{"invite", member("$invite", alice, sofia, `{"membership":"invite","displayname":"Sofia"}`), MemberInvited},
 		{"invite with reason", member("$invite2", bot, "@carol:daarion.space", `{"membership":"invite","reason":"welcome"}`), MemberInvited},
 		{"leave", member("$leave", alice, alice, `{"membership":"leave"}`, prev("join")), MemberLeft},
@@ -105,6 +124,8 @@ func schemaCases() []schemaCase {
 		{"topic removed", state("$topic2", "m.room.topic", `{}`), ChannelUpdated},
 		{"avatar", state("$avatar", "m.room.avatar", `{"url":"mxc://daarion.space/avatar"}`), ChannelUpdated},
 		{"canonical alias", state("$alias", "m.room.canonical_alias", `{"alias":"#city_kyiv:daarion.space","alt_aliases":[]}`), ChannelUpdated},
+		{"pinned events", state("$pins", "m.room.pinned_events", `{"pinned":["$text","$image"]}`), ChannelUpdated},
+		{"nothing pinned", state("$pins2", "m.room.pinned_events", `{"pinned":[]}`), ChannelUpdated},
 		{"tombstone", state("$tomb", "m.room.tombstone", `{"body":"This room has been replaced","replacement_room":"!new:daarion.space"}`), ChannelUpgraded},
 		{"typing, several users", edu(cityRoom, "m.typing", "", `{"user_ids":["@alice:daarion.space","@agent_sofia:daarion.space","@bob:other.org","@daarion-bot:daarion.space"]}`), TypingUpdated},
 		{"typing, nobody", edu(otherRoom, "m.typing", "", `{"user_ids":[]}`), TypingUpdated},
@@ -171,6 +192,33 @@ func TestSchemaCasesShape(t *testing.T) {
 	if room := dtos["text in a room that is not a city room"]["room"].(map[string]any); len(room) != 1 {
 		t.Errorf("room of a room that is not a city room: %v", room)
 	}
+	if d := data("sticker"); d["sticker"] != true || d["msgtype"] != "m.image" {
+		t.Errorf("sticker: %v", d)
+	}
+	if _, ok := data("image with info")["sticker"]; ok {
+		t.Error("an image is marked a sticker")
+	}
+	if p := data("nothing pinned")["pinned_event_ids"].([]any); len(p) != 0 {
+		t.Errorf("nothing pinned: %v", p)
+	}
+	if a, ok := data("vote withdrawn")["answers"].([]any); !ok || len(a) != 0 {
+		t.Errorf("vote withdrawn: answers %v (array: %v), want []", a, ok)
+	}
+	if d := data("redaction of a reaction stored redacted"); d["redacted_type"] != "m.reaction" || len(d["reaction"].(map[string]any)) != 0 {
+		t.Errorf("a stripped reaction: %v", d)
+	}
+	if d := data("redaction of a reaction in the log")["reaction"].(map[string]any); d["target_event_id"] != "$1" || d["key"] != "👍" {
+		t.Errorf("a reaction in the log: %v", d)
+	}
+	if d := data("redaction of a message in the log"); d["redacted_type"] != "m.room.message" || d["reaction"] != nil {
+		t.Errorf("a message in the log: %v", d)
+	}
+	if d := data("redaction (v11 content) with reason"); d["redacted_type"] != nil || d["reaction"] != nil {
+		t.Errorf("an event the log does not hold: %v", d)
+	}
+	if d := data("avatar set, name removed (prev_content at top level)"); d["displayname"] != nil || d["prev_displayname"] != "Sofia" || len(d["changed"].([]any)) != 2 {
+		t.Errorf("profile change: %v", d)
+	}
 }
 
 // valid returns a mapped DTO as a JSON object, for the negative tests.
@@ -196,6 +244,27 @@ func TestValidateRejects(t *testing.T) {
 	}
 	typing := func(t *testing.T) map[string]any {
 		return valid(t, edu(cityRoom, "m.typing", "", `{"user_ids":["@alice:daarion.space"]}`))
+	}
+	pins := func(t *testing.T) map[string]any {
+		return valid(t, roomEvent(cityRoom, "$pins", alice, "m.room.pinned_events", "", `{"pinned":["$text"]}`))
+	}
+	topic := func(t *testing.T) map[string]any {
+		return valid(t, roomEvent(cityRoom, "$topic", alice, "m.room.topic", "", `{"topic":"t"}`))
+	}
+	unreact := func(t *testing.T) map[string]any {
+		return valid(t, roomEvent(cityRoom, "$unreact", sofia, "m.room.redaction", "-", `{"redacts":"$reaction-in-log"}`))
+	}
+	profile := func(t *testing.T) map[string]any {
+		return valid(t, roomEvent(cityRoom, "$profile", alice, "m.room.member", alice, `{"membership":"join","displayname":"Al"}`, `,"unsigned":{"prev_content":{"membership":"join"}}`))
+	}
+	poll := func(t *testing.T) map[string]any {
+		return valid(t, roomEvent(cityRoom, "$poll", alice, "m.poll.start", "-", `{"m.poll":{"question":{"m.text":"Q"},"answers":[{"m.id":"a","m.text":"A"}]}}`))
+	}
+	vote := func(t *testing.T) map[string]any {
+		return valid(t, roomEvent(cityRoom, "$vote", alice, "m.poll.response", "-", `{"m.relates_to":{"rel_type":"m.reference","event_id":"$poll"},"m.selections":["a"]}`))
+	}
+	location := func(t *testing.T) map[string]any {
+		return valid(t, roomEvent(cityRoom, "$loc", alice, "m.room.message", "-", `{"msgtype":"m.location","body":"here","geo_uri":"geo:1,2"}`))
 	}
 	presence := func(t *testing.T) map[string]any {
 		return valid(t, edu("", "m.presence", alice, `{"presence":"online"}`))
@@ -261,6 +330,31 @@ func TestValidateRejects(t *testing.T) {
 		{"body not a string", text, func(o map[string]any) { data(o)["body"] = 5 }, "at '/data/body'"},
 		{"preview too long", text, func(o map[string]any) { data(o)["preview"] = strings.Repeat("x", PreviewRunes+1) }, "at '/data/preview'"},
 		{"data not an object", text, func(o map[string]any) { o["data"] = []any{} }, "at '/data'"},
+		// The new types.
+		{"pinned_events without ids", pins, func(o map[string]any) { delete(data(o), "pinned_event_ids") }, "missing property 'pinned_event_ids'"},
+		{"pinned_events with a value", pins, func(o map[string]any) { data(o)["value"] = "$text" }, "at '/data/value'"},
+		{"pinned ids on a topic", topic, func(o map[string]any) { data(o)["pinned_event_ids"] = []any{} }, "at '/data/pinned_event_ids'"},
+		{"redacted reaction, key without target", unreact, func(o map[string]any) { delete(data(o)["reaction"].(map[string]any), "target_event_id") }, "'target_event_id' required"},
+		{"redacted reaction with another key", unreact, func(o map[string]any) { data(o)["reaction"].(map[string]any)["reactor"] = "x" }, "at '/data/reaction'"},
+		{"redacted reaction without the reaction", unreact, func(o map[string]any) { delete(data(o), "reaction") }, "missing property 'reaction'"},
+		{"reaction of a redacted message", unreact, func(o map[string]any) { data(o)["redacted_type"] = "m.room.message" }, "at '/data'"},
+		{"reaction without redacted_type", unreact, func(o map[string]any) { delete(data(o), "redacted_type") }, "at '/data'"},
+		{"redacted_type empty", unreact, func(o map[string]any) { data(o)["redacted_type"] = "" }, "at '/data/redacted_type'"},
+		{"profile change with nothing changed", profile, func(o map[string]any) { data(o)["changed"] = []any{} }, "at '/data/changed'"},
+		{"profile change of another field", profile, func(o map[string]any) { data(o)["changed"] = []any{"membership"} }, "at '/data/changed/0'"},
+		{"profile change, membership not join", profile, func(o map[string]any) { data(o)["membership"] = "leave" }, "at '/data/membership'"},
+		{"poll without answers", poll, func(o map[string]any) { data(o)["answers"] = []any{} }, "at '/data/answers'"},
+		{"poll of an unknown kind", poll, func(o map[string]any) { data(o)["kind"] = "m.disclosed" }, "at '/data/kind'"},
+		{"poll with max_selections 0", poll, func(o map[string]any) { data(o)["max_selections"] = 0 }, "at '/data/max_selections'"},
+		{"vote without a poll", vote, func(o map[string]any) { delete(data(o), "poll_event_id") }, "missing property 'poll_event_id'"},
+		{"vote with numbers", vote, func(o map[string]any) { data(o)["answers"] = []any{1} }, "at '/data/answers/0'"},
+		{"location without geo_uri", location, func(o map[string]any) { delete(data(o), "geo_uri") }, "missing property 'geo_uri'"},
+		{"sticker false", text, func(o map[string]any) {
+			o["type"] = MediaUploaded
+			data(o)["url"] = ""
+			data(o)["msgtype"] = "m.image"
+			data(o)["sticker"] = false
+		}, "at '/data/sticker'"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			obj := tc.base(t)

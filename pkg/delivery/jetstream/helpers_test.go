@@ -60,7 +60,7 @@ func newHarness(t *testing.T, tdb testrig.TestDatabase) *harness {
 		ctx: ctx,
 		db:  db,
 		log: log,
-		src: delivery.NewDTOSource(identity.Mapper{ServerName: serverName, BotLocalpart: "daarion"}, rooms.NewStore(db), messaging.NewIdempotencyStore(db)),
+		src: delivery.NewDTOSource(identity.Mapper{ServerName: serverName, BotLocalpart: "daarion"}, rooms.NewStore(db), messaging.NewIdempotencyStore(db), log),
 	}
 }
 

@@ -34,7 +34,7 @@ func newFanoutRig(t *testing.T) *fanoutRig {
 		t.Fatalf("city room: %v %v", ok, err)
 	}
 	r := &fanoutRig{store: NewStore(db)}
-	source := delivery.NewDTOSource(identity.Mapper{ServerName: "s", BotLocalpart: "bot"}, roomStore, messaging.NewIdempotencyStore(db))
+	source := delivery.NewDTOSource(identity.Mapper{ServerName: "s", BotLocalpart: "bot"}, roomStore, messaging.NewIdempotencyStore(db), eventlog.New(db))
 	r.f = NewFanout(r.store, source, func() { r.wakes++ })
 	return r
 }
