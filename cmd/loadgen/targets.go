@@ -94,36 +94,38 @@ func serveLoopback(h http.Handler, conns *atomic.Int64) (string, func(), error) 
 }
 
 // openDatabase returns a fresh database for a scenario: a new database in the
-// throwaway cluster, or a new SQLite file in the run's temporary directory.
-func (e *env) openDatabase(ctx context.Context, store, name string) (*dbutil.Database, error) {
+// throwaway cluster, or a new SQLite file in the run's temporary directory;
+// and its DSN.
+func (e *env) openDatabase(ctx context.Context, store, name string) (*dbutil.Database, string, error) {
 	var tgt database.Target
 	switch store {
 	case storePostgres, storePostgresNoSync:
 		dbName := "bench_" + strings.ReplaceAll(name, "-", "_")
 		dsn, err := e.cluster.CreateDatabase(ctx, dbName)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		if store == storePostgresNoSync {
 			// Diagnostic only: commits are acknowledged before the WAL is
 			// flushed, which shows how much of the latency is the fsync.
 			if _, err := e.admin.ExecContext(ctx, "ALTER DATABASE "+pq.QuoteIdentifier(dbName)+" SET synchronous_commit = off"); err != nil {
-				return nil, err
+				return nil, "", err
 			}
 		}
 		tgt = database.Target{Type: "postgres", URI: dsn}
 	case storeSQLite:
 		tgt = database.Target{Type: database.SQLiteDriver, URI: testrig.SQLiteURI(filepath.Join(e.dir, name+".db"))}
 	default:
-		return nil, fmt.Errorf("unknown store %q", store)
+		return nil, "", fmt.Errorf("unknown store %q", store)
 	}
-	return database.Open(ctx, tgt, database.PoolOptions{}, zerolog.Nop())
+	db, err := database.Open(ctx, tgt, database.PoolOptions{}, zerolog.Nop())
+	return db, tgt.URI, err
 }
 
 // startBridge serves the bridge's own durable transaction endpoint over a
 // fresh database.
 func (e *env) startBridge(ctx context.Context, sc scenarioDef) (*target, error) {
-	db, err := e.openDatabase(ctx, sc.Store, sc.Name)
+	db, dsn, err := e.openDatabase(ctx, sc.Store, sc.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -139,12 +141,14 @@ func (e *env) startBridge(ctx context.Context, sc scenarioDef) (*target, error) 
 		return nil, err
 	}
 	// The indexer runs beside the endpoint, as in the bridge: it competes for
-	// the same CPUs, so its cost is in the figures.
+	// the same CPUs, so its cost is in the figures; and, as in the bridge,
+	// it listens for notifications of journals (PostgreSQL), so what they
+	// cost is in the figures too.
 	indexCtx, stopIndexer := context.WithCancel(context.Background())
 	indexed := make(chan struct{})
 	go func() {
 		defer close(indexed)
-		log.RunIndexer(indexCtx, appservice.ParseTransaction, eventlog.IndexerOptions{})
+		log.RunIndexer(indexCtx, appservice.ParseTransaction, eventlog.IndexerOptions{ListenDSN: dsn})
 	}()
 	return &target{
 		baseURL: url,

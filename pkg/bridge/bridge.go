@@ -304,7 +304,10 @@ func (b *Bridge) Start(ctx context.Context) error {
 				defer close(indexed)
 				b.EventLog.RunIndexer(ctx, appservice.ParseTransaction, eventlog.IndexerOptions{
 					PollInterval: cfg.Database.Poll(),
-					Indexed:      b.Reconciler.ObserveTransactions,
+					// Other processes' journals wake it by NOTIFY (PostgreSQL
+					// only: the URL is the pool's DSN; SQLite ignores it).
+					ListenDSN: cfg.Database.URL,
+					Indexed:   b.Reconciler.ObserveTransactions,
 				})
 			}()
 			reconciled := make(chan struct{})

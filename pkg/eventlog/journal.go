@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -34,12 +35,30 @@ type journal struct {
 	waiting func()
 	// indexed is IndexerOptions.Indexed of the running indexer.
 	indexed func(txnIDs []string)
+	// token (see self) marks this Log's notifications on PostgreSQL.
+	tokenOnce sync.Once
+	token     string
+	// notifyPending is the one pending signal (see notifyJournalled) of
+	// journals not yet notified; notifying is set while their sender runs.
+	// (Zero values ready to use: the sender starts on the first journal.)
+	notifyPending atomic.Bool
+	notifying     atomic.Bool
+	// indexing: this process runs the indexer (it leads). Its journals wake
+	// it in memory, and no other process reads the journal, so they notify
+	// nobody: a single process, and the leader, pay nothing for the
+	// cross-process wake.
+	indexing atomic.Bool
+	// listening, when set (by tests), is called each time the journal
+	// listener (re)starts to listen, after it has woken the indexer.
+	listening func()
 }
 
 const insertJournalQuery = `INSERT INTO txn_journal (txn_id, received_at, body) VALUES ($1, $2, $3)`
 
 // Journal durably records a transaction's body; it returns after the
-// commit. The indexer turns it into log events.
+// commit. The indexer turns it into log events: it is woken at once in this
+// process, and on PostgreSQL in any other by a notification, sent after the
+// commit and off the transaction path (see notifyJournalled and listen).
 func (l *Log) Journal(ctx context.Context, txnID string, body []byte) error {
 	now := time.Now().UnixMilli()
 	var err error
@@ -54,9 +73,9 @@ func (l *Log) Journal(ctx context.Context, txnID string, body []byte) error {
 	if err != nil {
 		return fmt.Errorf("failed to journal transaction %s: %w", txnID, err)
 	}
-	select {
-	case l.journal.wake <- struct{}{}:
-	default:
+	l.journal.wakeIndexer()
+	if l.db.Dialect == dbutil.Postgres {
+		l.journal.notifyJournalled(ctx)
 	}
 	return nil
 }
@@ -230,10 +249,16 @@ const DefaultPollInterval = time.Second
 
 // IndexerOptions tune RunIndexer; zero values take the defaults.
 type IndexerOptions struct {
-	// PollInterval is how often the journal is read without a wake-up; it
-	// is what notices transactions journalled by another process (this
-	// process's own journals wake it at once). Default DefaultPollInterval.
+	// PollInterval is how often the journal is read without a wake-up: the
+	// safety net for transactions journalled by another process, which on
+	// PostgreSQL with ListenDSN set wake it by notification (this process's
+	// own journals wake it at once). Default DefaultPollInterval.
 	PollInterval time.Duration
+	// ListenDSN, on PostgreSQL, is the connection string (the pool's own)
+	// of the connection the indexer LISTENs through for other processes'
+	// journals: one connection more, outside the pool. Ignored on SQLite;
+	// empty: the poll only.
+	ListenDSN string
 	// Indexed, when set, is told the ids of each batch of transactions once
 	// it is committed to the log, in journal order (the homeserver's order of
 	// sending): the reconciler watches them for gaps.
@@ -241,13 +266,19 @@ type IndexerOptions struct {
 }
 
 // RunIndexer indexes the journal until ctx ends: at once when this process
-// journals a transaction, and every opts.PollInterval for other processes'
-// journals.
+// journals a transaction, on PostgreSQL (opts.ListenDSN) at once when
+// another process does, and every opts.PollInterval in any case.
 func (l *Log) RunIndexer(ctx context.Context, parse Parser, opts IndexerOptions) {
 	log := zerolog.Ctx(ctx).With().Str("component", "indexer").Logger()
 	ctx = log.WithContext(ctx)
 	l.journal.indexed = opts.Indexed
-	defer func() { l.journal.indexed = nil }()
+	l.journal.indexing.Store(true)
+	defer func() { l.journal.indexed = nil; l.journal.indexing.Store(false) }()
+	if opts.ListenDSN != "" && l.db.Dialect == dbutil.Postgres {
+		listenCtx, stopListening := context.WithCancel(ctx)
+		listened := l.journal.listen(listenCtx, opts.ListenDSN)
+		defer func() { stopListening(); <-listened }()
+	}
 	poll := opts.PollInterval
 	if poll <= 0 {
 		poll = DefaultPollInterval
