@@ -119,17 +119,7 @@ func messagesInSync(t *testing.T, s *stack, roomID id.RoomID) []string {
 	t.Helper()
 	filter := url.QueryEscape(`{"types":["m.room.message"]}`)
 	res := s.api(t, http.MethodGet, "/internal/matrix/sync?since=s0&timeout=0&filter="+filter, nil)
-	var body struct {
-		Rooms struct {
-			Join map[string]struct {
-				Timeline struct {
-					Events []struct {
-						EventID string `json:"event_id"`
-					} `json:"events"`
-				} `json:"timeline"`
-			} `json:"join"`
-		} `json:"rooms"`
-	}
+	var body syncAnswer
 	if err := json.Unmarshal(res.body, &body); err != nil {
 		t.Fatalf("sync answered %s: %v", res.body, err)
 	}

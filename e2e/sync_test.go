@@ -46,18 +46,7 @@ func TestSyncReturnsNewEventsPromptly(t *testing.T) {
 		if r.took > 10*time.Second {
 			t.Errorf("the long-poll returned after %s, not promptly", r.took)
 		}
-		var body struct {
-			NextBatch string `json:"next_batch"`
-			Rooms     struct {
-				Join map[string]struct {
-					Timeline struct {
-						Events []struct {
-							EventID string `json:"event_id"`
-						} `json:"events"`
-					} `json:"timeline"`
-				} `json:"join"`
-			} `json:"rooms"`
-		}
+		var body syncAnswer
 		if err := json.Unmarshal(r.res.body, &body); err != nil {
 			t.Fatal(err)
 		}
@@ -72,4 +61,19 @@ func TestSyncReturnsNewEventsPromptly(t *testing.T) {
 			t.Errorf("bad since: %d %s", res.status, res.body)
 		}
 	})
+}
+
+// syncAnswer is what the tests read of a sync answer: the events' ids by
+// room.
+type syncAnswer struct {
+	NextBatch string `json:"next_batch"`
+	Rooms     struct {
+		Join map[string]struct {
+			Timeline struct {
+				Events []struct {
+					EventID string `json:"event_id"`
+				} `json:"events"`
+			} `json:"timeline"`
+		} `json:"join"`
+	} `json:"rooms"`
 }

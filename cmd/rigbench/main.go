@@ -51,26 +51,27 @@ import (
 
 // settings are the flags every scenario reads.
 type settings struct {
-	duration      time.Duration
-	dbs           []string
-	clients       int
-	createRooms   int
-	createClients int
-	agents        int
-	agentRooms    int
-	fanoutRooms   int
-	fanoutBatch   int
-	fanoutRate    int
-	maxBacklog    int
-	drainTimeout  time.Duration
-	nats          bool
-	cpuprofile    string
-	profileCount  int
-	quietWait     time.Duration
-	quietCores    float64
-	dumpLatency   string
-	profilePhase  string
-	db            string // the database of the scenario run in progress
+	duration                        time.Duration
+	dbs                             []string
+	clients                         int
+	createRooms                     int
+	createClients                   int
+	agents                          int
+	agentRooms                      int
+	fanoutRooms                     int
+	reconcileRooms, reconcileEvents int
+	fanoutBatch                     int
+	fanoutRate                      int
+	maxBacklog                      int
+	drainTimeout                    time.Duration
+	nats                            bool
+	cpuprofile                      string
+	profileCount                    int
+	quietWait                       time.Duration
+	quietCores                      float64
+	dumpLatency                     string
+	profilePhase                    string
+	db                              string // the database of the scenario run in progress
 }
 
 // phase marks a measured phase; with -cpuprofile-phase naming it, only
@@ -95,6 +96,7 @@ var scenarios = []scenarioDef{
 	{"rooms-create", "city room create-by-slug, POST /internal/matrix/rooms/create", true, runRoomsCreate},
 	{"agents-send", "send as an agent through the bridge vs. a direct client-server send", true, runAgentsSend},
 	{"fanout", "appservice transactions → DTOs by webhook (and NATS)", false, runFanout},
+	{"reconcile", "gap repair: a city's timelines compared with the event log", true, runReconcile},
 }
 
 func progress(format string, args ...any) {
@@ -108,7 +110,7 @@ func main() {
 func run() int {
 	var (
 		s           settings
-		names       = flag.String("scenarios", "all", "comma-separated scenarios: rooms-metadata, rooms-create, agents-send, fanout, or all")
+		names       = flag.String("scenarios", "all", "comma-separated scenarios: rooms-metadata, rooms-create, agents-send, fanout, reconcile, or all")
 		dbs         = flag.String("db", "sqlite,postgres", "comma-separated databases for the bridge: sqlite, postgres")
 		jsonOut     = flag.Bool("json", false, "print the results as JSON instead of tables")
 		dendriteBin = flag.String("dendrite-bin", "", "Dendrite binary (default: $DENDRITE_BIN, else bin/dendrite, built if missing)")
@@ -126,6 +128,8 @@ func run() int {
 	flag.IntVar(&s.createClients, "create-clients", 4, "rooms-create: concurrent clients of the concurrent phase")
 	flag.IntVar(&s.agents, "agents", 10, "agents-send: concurrent agents of the throughput phase")
 	flag.IntVar(&s.agentRooms, "agent-rooms", 1, "agents-send: rooms the concurrent agents post into (1: all in the same room; else agent i posts in room i mod n)")
+	flag.IntVar(&s.reconcileRooms, "reconcile-rooms", 200, "reconcile: city rooms")
+	flag.IntVar(&s.reconcileEvents, "reconcile-events", 50, "reconcile: messages a room (and reconcile.window)")
 	flag.IntVar(&s.fanoutRooms, "fanout-rooms", 10, "fanout: rooms the synthetic events are spread over (each (subscription, room) is one ordered webhook queue)")
 	flag.IntVar(&s.fanoutBatch, "fanout-batch", 100, "fanout: events per transaction in the throughput phase")
 	flag.IntVar(&s.fanoutRate, "fanout-rate", 1000, "fanout: events/s of the paced latency phase (transactions of 10 events every 10 ms at 1000)")
