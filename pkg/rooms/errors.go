@@ -23,6 +23,18 @@ func (notFoundError) APIError() *internalapi.Error {
 	return internalapi.NotFound("no such room, or the bridge bot is not in it")
 }
 
+// ErrNoSpace is the answer of the space calls when rooms.space.enabled is
+// false: a 404.
+var ErrNoSpace error = noSpaceError{}
+
+type noSpaceError struct{}
+
+func (noSpaceError) Error() string {
+	return "the city space is turned off (rooms.space.enabled)"
+}
+
+func (e noSpaceError) APIError() *internalapi.Error { return internalapi.NotFound(e.Error()) }
+
 // ConflictError means the request collides with something that exists, such
 // as a #city_ alias that points at a room the bridge does not control.
 type ConflictError struct{ Detail string }

@@ -43,9 +43,7 @@ func (s *Service) RegisterRoutes(api *internalapi.API) {
 func (s *Service) handleSpace(repair bool) internalapi.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		report, err := s.CheckSpace(r.Context(), repair)
-		if errors.Is(err, ErrNoSpace) {
-			return internalapi.NotFound(ErrNoSpace.Error())
-		} else if err != nil {
+		if err != nil {
 			return err
 		}
 		internalapi.WriteJSON(w, http.StatusOK, report)

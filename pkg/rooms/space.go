@@ -211,10 +211,6 @@ type SpaceReport struct {
 	Failed   int `json:"failed"`
 }
 
-// ErrNoSpace is the answer of the space calls when rooms.space.enabled is
-// false.
-var ErrNoSpace = errors.New("the city space is turned off (rooms.space.enabled)")
-
 // CheckSpace compares the space's children and every city room's state
 // with the city rooms; with repair, it fixes what is out of step.
 func (s *Service) CheckSpace(ctx context.Context, repair bool) (*SpaceReport, error) {
