@@ -110,11 +110,11 @@ func (rc *receiver) observe(dtoID string) {
 // txnSender pushes transactions to the bridge's appservice endpoint as the
 // homeserver would.
 type txnSender struct {
-	url, token string
-	hc         *http.Client
-	tag        string
-	rooms      int
-	seq        atomic.Int64
+	as    *testrig.APIClient // the appservice endpoint, without a service token
+	token string             // the homeserver's token
+	tag   string
+	rooms int
+	seq   atomic.Int64
 }
 
 func (ts *txnSender) body(phase string, firstSeq, n int) []byte {
@@ -138,20 +138,13 @@ func (ts *txnSender) body(phase string, firstSeq, n int) []byte {
 
 func (ts *txnSender) put(ctx context.Context, body []byte) error {
 	txnID := fmt.Sprintf("rb-%s-%d", ts.tag, ts.seq.Add(1))
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, ts.url+"/_matrix/app/v1/transactions/"+txnID, bytes.NewReader(body))
+	status, data, err := ts.as.Raw(ctx, http.MethodPut, "/_matrix/app/v1/transactions/"+txnID,
+		map[string]string{"Authorization": "Bearer " + ts.token}, bytes.NewReader(body), nil)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+ts.token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := ts.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("transaction answered %d: %s", resp.StatusCode, data)
+	if status != http.StatusOK {
+		return fmt.Errorf("transaction answered %d: %s", status, data)
 	}
 	return nil
 }
@@ -278,9 +271,9 @@ func fanoutSink(ctx context.Context, r *rig, s *settings, db, sink string, rep *
 		return err
 	}
 	defer br.stop()
-	tr := &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DisableCompression: true}
-	defer tr.CloseIdleConnections()
-	ts := &txnSender{url: br.asURL, token: br.hsToken, hc: &http.Client{Transport: tr, Timeout: 60 * time.Second}, tag: tag, rooms: s.fanoutRooms}
+	as := testrig.NewAPIClient(br.asURL, "", 256, 60*time.Second)
+	defer as.Close()
+	ts := &txnSender{as: as, token: br.hsToken, tag: tag, rooms: s.fanoutRooms}
 
 	var subID string
 	if sink == sinkWebhook {

@@ -55,10 +55,7 @@ func (b *Bot) findAgent(ctx context.Context, ref string) (*agents.Agent, error) 
 		return nil, err
 	}
 	agent, err := b.opts.AgentStore.Get(ctx, agentID)
-	if err == nil && agent == nil {
-		err = userErrorf("no agent has the id %s", agentID)
-	}
-	return agent, err
+	return found(agent, err, "no agent has the id %s", agentID)
 }
 
 func (b *Bot) cmdAgents(ctx context.Context, req *request) (string, error) {

@@ -108,9 +108,7 @@ func (b *Bot) findRoom(ctx context.Context, ref string) (*rooms.CityRoom, id.Roo
 		return cr, resp.RoomID, err
 	default:
 		cr, err := store.BySlug(ctx, strings.ToLower(ref))
-		if err == nil && cr == nil {
-			err = userErrorf("no city room has the slug %s", ref)
-		}
+		cr, err = found(cr, err, "no city room has the slug %s", ref)
 		return cr, "", err
 	}
 }
@@ -209,10 +207,7 @@ func (b *Bot) cityRoomBySlug(ctx context.Context, slug string) (*rooms.CityRoom,
 		return nil, err
 	}
 	cr, err := b.opts.CityRooms.BySlug(ctx, strings.ToLower(slug))
-	if err == nil && cr == nil {
-		err = userErrorf("no city room has the slug %s", slug)
-	}
-	return cr, err
+	return found(cr, err, "no city room has the slug %s", slug)
 }
 
 func (b *Bot) cmdCreateRoom(ctx context.Context, req *request) (string, error) {

@@ -14,10 +14,7 @@ func (b *Bot) findSubscription(ctx context.Context, subID string) (*webhook.Subs
 		return nil, errUnavailable
 	}
 	sub, err := b.opts.Webhooks.Subscription(ctx, subID)
-	if err == nil && sub == nil {
-		err = userErrorf("no subscription has the id %s; send subscriptions for the list", subID)
-	}
-	return sub, err
+	return found(sub, err, "no subscription has the id %s; send subscriptions for the list", subID)
 }
 
 func (b *Bot) cmdSubscriptions(ctx context.Context, req *request) (string, error) {

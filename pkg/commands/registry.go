@@ -128,6 +128,15 @@ func userErrorf(format string, args ...any) error {
 	return &userError{msg: fmt.Sprintf(format, args...)}
 }
 
+// found passes on a lookup's answer (v, err), turning "nothing found" (no
+// error, nil v) into the user error format and args describe.
+func found[T any](v *T, err error, format string, args ...any) (*T, error) {
+	if err == nil && v == nil {
+		err = userErrorf(format, args...)
+	}
+	return v, err
+}
+
 func isUserError(err error) bool {
 	var ue *userError
 	var fieldErr *identity.FieldError

@@ -450,6 +450,12 @@ func (cfg *Config) Validate() error {
 			fail(key, "must be an http:// or https:// URL, got %q", value)
 		}
 	}
+	checkOneOf := func(key, value string, allowed ...string) {
+		if !slices.Contains(allowed, value) {
+			last := len(allowed) - 1
+			fail(key, "must be %s or %s, got %q", strings.Join(allowed[:last], ", "), allowed[last], value)
+		}
+	}
 	checkHostPort := func(key, value string) {
 		if _, port, err := net.SplitHostPort(value); err != nil {
 			fail(key, "must be host:port, got %q", value)
@@ -557,16 +563,8 @@ func (cfg *Config) Validate() error {
 	if cfg.InternalAPI.MaxBodyBytes < 1024 {
 		fail("internal_api.max_body_bytes", "must be at least 1024")
 	}
-	switch cfg.Rooms.HistoryVisibility {
-	case "shared", "invited", "joined", "world_readable":
-	default:
-		fail("rooms.history_visibility", "must be shared, invited, joined or world_readable, got %q", cfg.Rooms.HistoryVisibility)
-	}
-	switch cfg.Rooms.GuestAccess {
-	case "can_join", "forbidden":
-	default:
-		fail("rooms.guest_access", "must be can_join or forbidden, got %q", cfg.Rooms.GuestAccess)
-	}
+	checkOneOf("rooms.history_visibility", cfg.Rooms.HistoryVisibility, "shared", "invited", "joined", "world_readable")
+	checkOneOf("rooms.guest_access", cfg.Rooms.GuestAccess, "can_join", "forbidden")
 	if d := cfg.Rooms.MetadataCacheTTL; !d.Valid() || d.Duration <= 0 {
 		fail("rooms.metadata_cache_ttl", "must be a positive duration such as 5m, got %q", cfg.Rooms.MetadataCacheTTL)
 	}
@@ -613,21 +611,11 @@ func (cfg *Config) Validate() error {
 		case !serverNameRegex.MatchString(key):
 			fail(field, "must be a Matrix user id such as @alice:example.org, a server name, or \"*\"")
 		}
-		if level != PermissionAdmin && level != PermissionUser {
-			fail(field, "must be admin or user, got %q", level)
-		}
+		checkOneOf(field, level, PermissionAdmin, PermissionUser)
 	}
 
-	switch cfg.Logging.Level {
-	case "trace", "debug", "info", "warn", "error":
-	default:
-		fail("logging.level", "must be trace, debug, info, warn or error, got %q", cfg.Logging.Level)
-	}
-	switch cfg.Logging.Format {
-	case "json", "pretty":
-	default:
-		fail("logging.format", "must be json or pretty, got %q", cfg.Logging.Format)
-	}
+	checkOneOf("logging.level", cfg.Logging.Level, "trace", "debug", "info", "warn", "error")
+	checkOneOf("logging.format", cfg.Logging.Format, "json", "pretty")
 	return errors.Join(errs...)
 }
 

@@ -102,13 +102,9 @@ func (s *ParkedStore) Park(ctx context.Context, consumer string, position int64,
 	if len(text) > maxErrorBytes {
 		text = text[:maxErrorBytes]
 	}
-	db := s.qh.GetDB()
-	err := db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		// Fenced: a leader back from a freeze must not park what its
-		// successor may have handled.
-		if err := leader.Check(ctx, db); err != nil {
-			return err
-		}
+	// Fenced: a leader back from a freeze must not park what its successor
+	// may have handled.
+	err := leader.Fenced(ctx, s.qh.GetDB(), func(ctx context.Context) error {
 		return s.qh.Exec(ctx, parkQuery, consumer, position, eventID, text, time.Now().UnixMilli())
 	})
 	if err != nil {

@@ -156,21 +156,10 @@ func (l *Log) Cursor(ctx context.Context, consumer string) (int64, error) {
 func (l *Log) SaveCursor(ctx context.Context, consumer string, position int64) error {
 	// Fenced: a leader that froze and came back must not move a cursor its
 	// successor owns now.
-	save := func(ctx context.Context) error {
+	err := leader.Fenced(ctx, l.db, func(ctx context.Context) error {
 		_, err := l.db.Exec(ctx, saveCursorQuery, consumer, position, time.Now().UnixMilli())
 		return err
-	}
-	var err error
-	if _, fenced := leader.EpochFrom(ctx); fenced {
-		err = l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-			if err := leader.Check(ctx, l.db); err != nil {
-				return err
-			}
-			return save(ctx)
-		})
-	} else {
-		err = save(ctx)
-	}
+	})
 	if err != nil {
 		return fmt.Errorf("failed to save cursor of consumer %s: %w", consumer, err)
 	}

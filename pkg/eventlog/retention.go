@@ -69,18 +69,7 @@ func (l *Log) PrunedThrough(ctx context.Context) (int64, error) {
 // PruneTransactions deletes the records of transaction ids last seen before
 // `before`.
 func (l *Log) PruneTransactions(ctx context.Context, before time.Time) (int64, error) {
-	var deleted int64
-	err := l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		if err := leader.Check(ctx, l.db); err != nil {
-			return err
-		}
-		res, err := l.db.Exec(ctx, `DELETE FROM as_transaction WHERE last_seen_at < $1`, before.UnixMilli())
-		if err != nil {
-			return err
-		}
-		deleted, err = res.RowsAffected()
-		return err
-	})
+	deleted, err := leader.Exec(ctx, l.db, `DELETE FROM as_transaction WHERE last_seen_at < $1`, before.UnixMilli())
 	if err != nil {
 		return 0, fmt.Errorf("failed to prune transaction records: %w", err)
 	}

@@ -273,3 +273,34 @@ func Check(ctx context.Context, db *dbutil.Database) error {
 	}
 	return nil
 }
+
+// Fenced runs fn, a leader-only write, in one database transaction that
+// first runs Check: a leader back from a freeze must not write its stale
+// view over its successor's. A context without an epoch is not fenced; fn
+// runs as it is.
+func Fenced(ctx context.Context, db *dbutil.Database, fn func(ctx context.Context) error) error {
+	if _, ok := EpochFrom(ctx); !ok {
+		return fn(ctx)
+	}
+	return db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if err := Check(ctx, db); err != nil {
+			return err
+		}
+		return fn(ctx)
+	})
+}
+
+// Exec runs one leader-only statement, Fenced, and returns how many rows it
+// changed.
+func Exec(ctx context.Context, db *dbutil.Database, query string, args ...any) (int64, error) {
+	var n int64
+	err := Fenced(ctx, db, func(ctx context.Context) error {
+		res, err := db.Exec(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	return n, err
+}

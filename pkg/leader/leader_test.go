@@ -135,6 +135,32 @@ func fencedWrite(ctx context.Context, db *dbutil.Database) error {
 	})
 }
 
+// Exec writes with the lease's epoch or with none (not fenced), and refuses,
+// changing nothing, with an older one.
+func TestExecIsFenced(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		ctx := context.Background()
+		db := testrig.OpenDatabase(t, tdb)
+		epoch, err := New(db, Options{Holder: "exec"}).acquire(ctx)
+		if err != nil || epoch == 0 {
+			t.Fatalf("acquire: %d %v", epoch, err)
+		}
+		const touch = `UPDATE leader_lease SET holder = $2 WHERE name = $1`
+		if n, err := Exec(WithEpoch(ctx, epoch), db, touch, leaseName, "exec"); err != nil || n != 1 {
+			t.Errorf("with the lease's epoch: %d rows, %v", n, err)
+		}
+		if n, err := Exec(ctx, db, touch, leaseName, "exec"); err != nil || n != 1 {
+			t.Errorf("without an epoch: %d rows, %v", n, err)
+		}
+		if n, err := Exec(WithEpoch(ctx, epoch-1), db, touch, leaseName, "stale"); !errors.Is(err, ErrFenced) || n != 0 {
+			t.Errorf("with an old epoch: %d rows, %v, want ErrFenced", n, err)
+		}
+		if lease, err := Current(ctx, db); err != nil || lease.Holder != "exec" {
+			t.Errorf("after the fenced write: %+v (%v)", lease, err)
+		}
+	})
+}
+
 func TestSQLiteAlwaysLeads(t *testing.T) {
 	db := testrig.OpenDatabase(t, testrig.NewTestDatabase(t, testrig.SQLite))
 	c := start(db)

@@ -40,35 +40,19 @@ const namespace = "daarion_bridge"
 // New registers every family (plus the Go and process collectors).
 func New() *Metrics {
 	m := &Metrics{
-		Registry: prometheus.NewRegistry(),
-		Transactions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
-			Name: "transactions_total", Help: "Appservice transactions received, by result (ok, bad_request, error)."}, []string{"result"}),
-		EventsReceived: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
-			Name: "events_received_total", Help: "Events received in transactions, by kind and type (types outside the spec are 'other')."}, []string{"kind", "type"}),
-		TransactionCommit: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace,
-			Name: "transaction_commit_seconds", Help: "Time to commit a transaction's events to the event log.",
-			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5}}),
-		APIRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
-			Name: "internal_api_requests_total", Help: "Internal API requests by route template, calling service and status."}, []string{"route", "service", "status"}),
-		APIRequestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace,
-			Name: "internal_api_request_seconds", Help: "Internal API request latency by route template and service.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12)}, []string{"route", "service"}),
-		RateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
-			Name: "internal_api_rate_limited_total", Help: "Internal API requests refused by the per-service rate limit."}, []string{"service"}),
-		HomeserverCalls: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
-			Name: "homeserver_requests_total", Help: "Requests to the homeserver by endpoint template and result (2xx, 4xx, 5xx, error)."}, []string{"endpoint", "result"}),
-		HomeserverSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace,
-			Name: "homeserver_request_seconds", Help: "Homeserver request latency by endpoint template.",
-			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)}, []string{"endpoint"}),
-		Reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace,
-			Name: "reconciles_total", Help: "Reconciles of rooms' timelines with the event log, by trigger (start, interval, transaction_gap, homeserver_back, command)."}, []string{"trigger"}),
-		ReconcileRecovered: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace,
-			Name: "reconcile_recovered_events_total", Help: "Events a reconcile found in a room's timeline but not in the event log, and stored."}),
-		ReconcileFailedRooms: prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace,
-			Name: "reconcile_failed_rooms_total", Help: "Rooms a reconcile could not compare (the homeserver refused or failed)."}),
-		ReconcileSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace,
-			Name: "reconcile_seconds", Help: "Time to reconcile a set of rooms.",
-			Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 10)}),
+		Registry:             prometheus.NewRegistry(),
+		Transactions:         counterVec("transactions_total", "Appservice transactions received, by result (ok, bad_request, error).", "result"),
+		EventsReceived:       counterVec("events_received_total", "Events received in transactions, by kind and type (types outside the spec are 'other').", "kind", "type"),
+		TransactionCommit:    histogram("transaction_commit_seconds", "Time to commit a transaction's events to the event log.", []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5}),
+		APIRequests:          counterVec("internal_api_requests_total", "Internal API requests by route template, calling service and status.", "route", "service", "status"),
+		APIRequestSeconds:    histogramVec("internal_api_request_seconds", "Internal API request latency by route template and service.", prometheus.ExponentialBuckets(0.0005, 2.5, 12), "route", "service"),
+		RateLimited:          counterVec("internal_api_rate_limited_total", "Internal API requests refused by the per-service rate limit.", "service"),
+		HomeserverCalls:      counterVec("homeserver_requests_total", "Requests to the homeserver by endpoint template and result (2xx, 4xx, 5xx, error).", "endpoint", "result"),
+		HomeserverSeconds:    histogramVec("homeserver_request_seconds", "Homeserver request latency by endpoint template.", prometheus.ExponentialBuckets(0.001, 2.5, 12), "endpoint"),
+		Reconciles:           counterVec("reconciles_total", "Reconciles of rooms' timelines with the event log, by trigger (start, interval, transaction_gap, homeserver_back, command).", "trigger"),
+		ReconcileRecovered:   counter("reconcile_recovered_events_total", "Events a reconcile found in a room's timeline but not in the event log, and stored."),
+		ReconcileFailedRooms: counter("reconcile_failed_rooms_total", "Rooms a reconcile could not compare (the homeserver refused or failed)."),
+		ReconcileSeconds:     histogram("reconcile_seconds", "Time to reconcile a set of rooms.", prometheus.ExponentialBuckets(0.01, 2.5, 10)),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -77,6 +61,24 @@ func New() *Metrics {
 		m.Reconciles, m.ReconcileRecovered, m.ReconcileFailedRooms, m.ReconcileSeconds,
 	)
 	return m
+}
+
+// counter, counterVec, histogram and histogramVec build a family in the
+// bridge's namespace.
+func counter(name, help string) prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help})
+}
+
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
+}
+
+func histogram(name, help string, buckets []float64) prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: name, Help: help, Buckets: buckets})
+}
+
+func histogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: name, Help: help, Buckets: buckets}, labels)
 }
 
 // knownTypes are the event types counted by name; others are "other".

@@ -116,56 +116,73 @@ func (f *filter) parse(text string) (field, problem string) {
 	}
 	for key, raw := range fields {
 		name := "filter." + key
+		var field, problem string
 		switch key {
 		case "rooms":
-			list, field, problem := stringList(name, raw, func(s string) string {
-				if !strings.HasPrefix(s, "!") {
-					return "must be a room id (starting with '!')"
-				}
-				return ""
-			})
-			if field != "" {
-				return field, problem
-			}
-			if list != nil {
-				f.rooms = make(map[string]struct{}, len(list))
-				for _, room := range list {
-					f.rooms[room] = struct{}{}
-				}
-			}
+			field, problem = f.parseRooms(name, raw)
 		case "types":
-			list, field, problem := stringList(name, raw, func(s string) string {
-				if strings.Contains(strings.TrimSuffix(s, "*"), "*") {
-					return "may hold '*' only at its end"
-				}
-				return ""
-			})
-			if field != "" {
-				return field, problem
-			}
-			if list != nil {
-				f.types = make(map[string]struct{}, len(list))
-				for _, t := range list {
-					if prefix, ok := strings.CutSuffix(t, "*"); ok {
-						f.prefixes = append(f.prefixes, prefix)
-					} else {
-						f.types[t] = struct{}{}
-					}
-				}
-			}
+			field, problem = f.parseTypes(name, raw)
 		case "limit":
-			if isNull(raw) {
-				continue
-			}
-			n, err := strconv.Atoi(string(raw))
-			if err != nil || n < 1 || n > MaxLimit {
-				return name, fmt.Sprintf("must be a whole number from 1 to %d", MaxLimit)
-			}
-			f.limit = n
+			field, problem = f.parseLimit(name, raw)
 		default:
-			return name, "unknown field (the filter has rooms, types and limit)"
+			field, problem = name, "unknown field (the filter has rooms, types and limit)"
+		}
+		if field != "" {
+			return field, problem
 		}
 	}
+	return "", ""
+}
+
+// parseRooms reads filter.rooms, room ids; null keeps every room.
+func (f *filter) parseRooms(name string, raw json.RawMessage) (field, problem string) {
+	list, field, problem := stringList(name, raw, func(s string) string {
+		if !strings.HasPrefix(s, "!") {
+			return "must be a room id (starting with '!')"
+		}
+		return ""
+	})
+	if list != nil {
+		f.rooms = make(map[string]struct{}, len(list))
+		for _, room := range list {
+			f.rooms[room] = struct{}{}
+		}
+	}
+	return field, problem
+}
+
+// parseTypes reads filter.types, event types, each maybe ending in '*' (a
+// prefix); null keeps every type.
+func (f *filter) parseTypes(name string, raw json.RawMessage) (field, problem string) {
+	list, field, problem := stringList(name, raw, func(s string) string {
+		if strings.Contains(strings.TrimSuffix(s, "*"), "*") {
+			return "may hold '*' only at its end"
+		}
+		return ""
+	})
+	if list != nil {
+		f.types = make(map[string]struct{}, len(list))
+		for _, t := range list {
+			if prefix, ok := strings.CutSuffix(t, "*"); ok {
+				f.prefixes = append(f.prefixes, prefix)
+			} else {
+				f.types[t] = struct{}{}
+			}
+		}
+	}
+	return field, problem
+}
+
+// parseLimit reads filter.limit; null keeps the default.
+func (f *filter) parseLimit(name string, raw json.RawMessage) (field, problem string) {
+	if isNull(raw) {
+		return "", ""
+	}
+	n, err := strconv.Atoi(string(raw))
+	if err != nil || n < 1 || n > MaxLimit {
+		return name, fmt.Sprintf("must be a whole number from 1 to %d", MaxLimit)
+	}
+	f.limit = n
 	return "", ""
 }
 

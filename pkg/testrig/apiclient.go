@@ -18,7 +18,8 @@ const ServiceTokenHeader = "X-Internal-Service-Token"
 type APIClient struct {
 	// Base is the API's base URL, http://host:port.
 	Base string
-	// Token is the service secret.
+	// Token is the service secret; empty, none is sent (a call to the
+	// bridge's appservice endpoint, which takes the homeserver's token).
 	Token string
 	// HTTP is the client used; its transport keeps up to conns idle
 	// connections to the bridge.
@@ -64,7 +65,9 @@ func (c *APIClient) Raw(ctx context.Context, method, path string, header map[str
 	if err != nil {
 		return 0, nil, err
 	}
-	req.Header.Set(ServiceTokenHeader, c.Token)
+	if c.Token != "" {
+		req.Header.Set(ServiceTokenHeader, c.Token)
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

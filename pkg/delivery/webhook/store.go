@@ -193,15 +193,7 @@ const enqueueChunk = 500
 // PruneDeadLetters deletes dead letters that first failed before `before`
 // and were not redelivered since.
 func (s *Store) PruneDeadLetters(ctx context.Context, before time.Time) (int64, error) {
-	var deleted int64
-	err := s.fenced(ctx, func(ctx context.Context) error {
-		res, err := s.db.Exec(ctx, pruneDeadLettersQuery, before.UnixMilli())
-		if err != nil {
-			return err
-		}
-		deleted, err = res.RowsAffected()
-		return err
-	})
+	deleted, err := leader.Exec(ctx, s.db, pruneDeadLettersQuery, before.UnixMilli())
 	if err != nil {
 		return 0, fmt.Errorf("failed to prune dead letters: %w", err)
 	}
@@ -227,23 +219,7 @@ func (s *Store) SetState(ctx context.Context, id, state, reason string) error {
 // Enqueue adds deliveries to the outbox; ones already there (a fan-out batch
 // handled again after a restart) are skipped.
 func (s *Store) Enqueue(ctx context.Context, deliveries []*Delivery) error {
-	return s.fenced(ctx, func(ctx context.Context) error { return s.enqueue(ctx, deliveries) })
-}
-
-// fenced runs a leader-only change of the outbox in one database
-// transaction that first checks this process still holds the lease (a
-// leader back from a freeze must not write its stale view over its
-// successor's).
-func (s *Store) fenced(ctx context.Context, fn func(ctx context.Context) error) error {
-	if _, ok := leader.EpochFrom(ctx); !ok {
-		return fn(ctx)
-	}
-	return s.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		if err := leader.Check(ctx, s.db); err != nil {
-			return err
-		}
-		return fn(ctx)
-	})
+	return leader.Fenced(ctx, s.db, func(ctx context.Context) error { return s.enqueue(ctx, deliveries) })
 }
 
 func (s *Store) enqueue(ctx context.Context, deliveries []*Delivery) error {
@@ -293,7 +269,7 @@ func (s *Store) Delivered(ctx context.Context, subscriptionID string, positions 
 		args = append(args, p)
 		marks = append(marks, fmt.Sprintf("$%d", len(args)))
 	}
-	err := s.fenced(ctx, func(ctx context.Context) error {
+	err := leader.Fenced(ctx, s.db, func(ctx context.Context) error {
 		return s.deliveries.Exec(ctx, fmt.Sprintf(deliveredQuery, strings.Join(marks, ", ")), args...)
 	})
 	if err != nil {
@@ -311,7 +287,7 @@ func (s *Store) Failed(ctx context.Context, d *Delivery, dead bool, next time.Ti
 	if len(reason) > 1000 {
 		reason = reason[:1000]
 	}
-	err := s.fenced(ctx, func(ctx context.Context) error {
+	err := leader.Fenced(ctx, s.db, func(ctx context.Context) error {
 		return s.deliveries.Exec(ctx, failedQuery, d.SubscriptionID, d.Position, state, next.UnixMilli(), firstFailed.UnixMilli(), reason)
 	})
 	if err != nil {
