@@ -49,7 +49,8 @@ func natsDTOs(t *testing.T, natsURL string) []mapping.DTO {
 }
 
 // A real client's typing notification, read receipt, presence change and
-// redaction reach a webhook and NATS as DTOs, whichever of the two
+// redactions (of a message; of a reaction: messaging.message.deleted, then
+// messaging.reaction.removed) reach a webhook and NATS as DTOs, whichever of the two
 // ephemeral keys (stable `ephemeral`, unstable
 // `de.sorunome.msc2409.ephemeral`) the registration asks Synapse for.
 func TestSynapseEphemeralAndRedactionsFromARealClient(t *testing.T) {
@@ -90,16 +91,39 @@ func TestSynapseEphemeralAndRedactionsFromARealClient(t *testing.T) {
 			if err := alice.SetPresence(ctx, mautrix.ReqPresence{Presence: event.PresenceUnavailable, StatusMsg: "at lunch"}); err != nil {
 				t.Fatal(err)
 			}
+			// A reaction taken back: the redaction of a reaction the log
+			// holds is messaging.message.deleted, then
+			// messaging.reaction.removed.
+			reaction, err := alice.SendReaction(ctx, roomID, msg, "👍")
+			if err != nil {
+				t.Fatal(err)
+			}
+			unreact, err := alice.RedactEvent(ctx, roomID, reaction.EventID, mautrix.ReqRedact{Reason: "misclick"})
+			if err != nil {
+				t.Fatal(err)
+			}
 			redaction, err := alice.RedactEvent(ctx, roomID, msg, mautrix.ReqRedact{Reason: "changed my mind"})
 			if err != nil {
 				t.Fatal(err)
 			}
+			removedID := mapping.ReactionRemovedID(unreact.EventID.String())
 
 			want := func(dtos []mapping.DTO) []string {
 				var missing []string
 				found := map[string]bool{}
-				for _, d := range dtos {
+				at := map[string]int{}
+				for i, d := range dtos {
+					reactionData, _ := d.Data["reaction"].(map[string]any)
 					switch {
+					case d.Type == mapping.MessageDeleted && d.ID == unreact.EventID.String() && d.Data["redacted_event_id"] == reaction.EventID.String() &&
+						d.Data["redacted_type"] == "m.reaction" && reactionData["target_event_id"] == msg.String() && reactionData["key"] == "👍" &&
+						d.Data["reason"] == "misclick":
+						found["reaction deleted"], at["reaction deleted"] = true, i
+					case d.Type == mapping.ReactionRemoved && d.ID == removedID && d.MatrixEventID == unreact.EventID.String() &&
+						d.Sender != nil && d.Sender.ID == "user:alice" && d.Room != nil && d.Room.CitySlug == "plaza" &&
+						d.Data["reaction_event_id"] == reaction.EventID.String() && d.Data["target_event_id"] == msg.String() &&
+						d.Data["key"] == "👍" && d.Data["reason"] == "misclick":
+						found["reaction removed"], at["reaction removed"] = true, i
 					case d.Type == mapping.TypingUpdated && strings.Contains(fmt.Sprint(d.Data["typing"]), "user:alice"):
 						found["typing"] = true
 					case d.Type == mapping.ReadUpdated && strings.Contains(fmt.Sprint(d.Data["receipts"]), msg.String()):
@@ -110,15 +134,18 @@ func TestSynapseEphemeralAndRedactionsFromARealClient(t *testing.T) {
 						found["redaction"] = true
 					}
 				}
-				for _, k := range []string{"typing", "receipt", "presence", "redaction"} {
+				for _, k := range []string{"typing", "receipt", "presence", "redaction", "reaction deleted", "reaction removed"} {
 					if !found[k] {
 						missing = append(missing, k)
 					}
 				}
+				if len(missing) == 0 && at["reaction removed"] < at["reaction deleted"] {
+					missing = append(missing, "reaction removed after reaction deleted")
+				}
 				return missing
 			}
 			var missing []string
-			eventually(t, "typing, receipt, presence and redaction DTOs at the webhook", 30*time.Second, func() bool {
+			eventually(t, "typing, receipt, presence, redaction and reaction removal DTOs at the webhook", 30*time.Second, func() bool {
 				var dtos []mapping.DTO
 				for _, r := range rc.received() {
 					dtos = append(dtos, r.dto)
@@ -126,6 +153,29 @@ func TestSynapseEphemeralAndRedactionsFromARealClient(t *testing.T) {
 				missing = want(dtos)
 				return len(missing) == 0
 			})
+			// Each of the two DTOs of the reaction's redaction arrived once,
+			// under its own webhook-id, with the redaction as its event,
+			// valid against its schema.
+			for _, r := range rc.received() {
+				if r.dto.ID != unreact.EventID.String() && r.dto.ID != removedID {
+					continue
+				}
+				if err := mapping.Validate(r.body.DTO); err != nil {
+					t.Errorf("DTO %s does not match its JSON Schema: %v", r.dto.Type, err)
+				}
+				var raw struct {
+					EventID string `json:"event_id"`
+				}
+				if json.Unmarshal(r.body.Event, &raw); raw.EventID != unreact.EventID.String() {
+					t.Errorf("DTO %s delivered with event %s, want the redaction %s", r.dto.Type, raw.EventID, unreact.EventID)
+				}
+			}
+			rc.mu.Lock()
+			if rc.triesOf[unreact.EventID.String()] != 1 || rc.triesOf[removedID] != 1 {
+				t.Errorf("webhook-ids %s and %s tried %d and %d times, want once each",
+					unreact.EventID, removedID, rc.triesOf[unreact.EventID.String()], rc.triesOf[removedID])
+			}
+			rc.mu.Unlock()
 			eventually(t, "the same DTOs on NATS", 30*time.Second, func() bool {
 				missing = want(natsDTOs(t, natsURL))
 				return len(missing) == 0

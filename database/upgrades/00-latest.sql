@@ -1,4 +1,4 @@
--- v0 -> v10: Latest revision
+-- v0 -> v11: Latest revision
 
 -- Every transaction id the homeserver has sent, for audit and to see retries.
 CREATE TABLE as_transaction (
@@ -110,10 +110,12 @@ CREATE TABLE webhook_subscription (
 	updated_at  BIGINT  NOT NULL
 );
 
--- The webhook outbox: one row per (subscription, event) to deliver, in log
+-- The webhook outbox: one row per (subscription, DTO) to deliver, in log
 -- order per room. 'dead' rows are the dead-letter list.
 CREATE TABLE webhook_delivery (
 	subscription_id TEXT    NOT NULL,
+	-- The slot: the event's log position × 4 + the DTO's place among the
+	-- event's DTOs (webhook.Slot).
 	position        BIGINT  NOT NULL,
 	room_id         TEXT    NOT NULL,
 	event_id        TEXT    NOT NULL,

@@ -107,22 +107,29 @@ func TestMapFillsCityRoomsAndOrigins(t *testing.T) {
 		type want struct {
 			eventID, alias, slug string
 			origin               *mapping.Origin
+			dtoID                string // "": the event id
+			part                 int
 		}
 		wants := []want{
-			{"$human", "#city_harbour:s", "harbour", nil},
-			{"$echo", "#city_harbour:s", "harbour", &mapping.Origin{Bridge: true, Service: "gateway", IdempotencyKey: "key-1"}},
-			{"$nokey", "", "", &mapping.Origin{Bridge: true, Service: "gateway"}},
-			{"$later", "#city_harbour:s", "harbour", nil},
-			{"$unreact", "#city_harbour:s", "harbour", nil},
-			{"$redact", "#city_harbour:s", "harbour", nil},
+			{"$human", "#city_harbour:s", "harbour", nil, "", 0},
+			{"$echo", "#city_harbour:s", "harbour", &mapping.Origin{Bridge: true, Service: "gateway", IdempotencyKey: "key-1"}, "", 0},
+			{"$nokey", "", "", &mapping.Origin{Bridge: true, Service: "gateway"}, "", 0},
+			{"$later", "#city_harbour:s", "harbour", nil, "", 0},
+			{"$unreact", "#city_harbour:s", "harbour", nil, "", 0},
+			// The redaction of a reaction the log holds has a second DTO, right after.
+			{"$unreact", "#city_harbour:s", "harbour", nil, mapping.ReactionRemovedID("$unreact"), 1},
+			{"$redact", "#city_harbour:s", "harbour", nil, "", 0},
 		}
 		if len(out) != len(wants) {
 			t.Fatalf("%d DTOs, want %d: %+v", len(out), len(wants), out)
 		}
 		for i, w := range wants {
 			m := out[i]
-			if m.Event.EventID != w.eventID || m.DTO.ID != w.eventID {
-				t.Errorf("DTO %d is of %s (%s), want %s: log order is kept", i, m.Event.EventID, m.DTO.ID, w.eventID)
+			if w.dtoID == "" {
+				w.dtoID = w.eventID
+			}
+			if m.Event.EventID != w.eventID || m.DTO.ID != w.dtoID || m.Part != w.part {
+				t.Errorf("DTO %d is of %s (%s, part %d), want %s (%s, part %d): log order is kept", i, m.Event.EventID, m.DTO.ID, m.Part, w.eventID, w.dtoID, w.part)
 				continue
 			}
 			if m.DTO.Room == nil || m.DTO.Room.MatrixRoomAlias != w.alias || m.DTO.Room.CitySlug != w.slug {
@@ -133,11 +140,19 @@ func TestMapFillsCityRoomsAndOrigins(t *testing.T) {
 			}
 		}
 		// Both redactions are messaging.message.deleted; the one of the
-		// reaction the log holds says what it was.
-		unreact, redact := out[4].DTO, out[5].DTO
+		// reaction the log holds says what it was, and is followed by
+		// messaging.reaction.removed.
+		unreact, removed, redact := out[4].DTO, out[5].DTO, out[6].DTO
 		if unreact.Type != mapping.MessageDeleted || unreact.Data["redacted_type"] != "m.reaction" ||
 			unreact.Data["reaction"].(map[string]any)["target_event_id"] != "$human" {
 			t.Errorf("redaction of a logged reaction: %s", unreact.JSON())
+		}
+		if removed.Type != mapping.ReactionRemoved || removed.MatrixEventID != "$unreact" || removed.Data["reaction_event_id"] != "$reaction" ||
+			removed.Data["target_event_id"] != "$human" || removed.Data["key"] != "👍" || removed.Sender.ID != "user:bob" {
+			t.Errorf("reaction removed: %s", removed.JSON())
+		}
+		if err := mapping.Validate(removed.JSON()); err != nil {
+			t.Errorf("reaction removed: %v", err)
 		}
 		if _, ok := redact.Data["redacted_type"]; redact.Type != mapping.MessageDeleted || ok {
 			t.Errorf("redaction of an event the log does not hold: %s", redact.JSON())
@@ -237,15 +252,22 @@ func TestMapLooksUpRedactedEventsOnce(t *testing.T) {
 		redaction(12, "$r3", "!harbour:s", "$reaction"), // a second redaction of the same event
 	}
 	out, err := src.Map(ctx, batch)
-	if err != nil || len(out) != 4 {
+	if err != nil || len(out) != 6 {
 		t.Fatalf("Map = %+v, %v", out, err)
 	}
 	if len(logged.asked) != 1 || strings.Join(logged.asked[0], ",") != "$reaction,$gone" {
 		t.Errorf("lookups %v, want one of $reaction and $gone", logged.asked)
 	}
-	for i, want := range []any{"m.reaction", nil, nil, "m.reaction"} {
-		if got := out[i].DTO.Data["redacted_type"]; got != want {
-			t.Errorf("%s: redacted_type %v, want %v", out[i].DTO.ID, got, want)
+	// Each redaction of the reaction is followed by its reaction.removed.
+	for i, want := range []struct {
+		typ          string
+		redactedType any
+	}{
+		{mapping.MessageDeleted, "m.reaction"}, {mapping.ReactionRemoved, nil}, {mapping.MessageCreated, nil},
+		{mapping.MessageDeleted, nil}, {mapping.MessageDeleted, "m.reaction"}, {mapping.ReactionRemoved, nil},
+	} {
+		if got := out[i].DTO; got.Type != want.typ || got.Data["redacted_type"] != want.redactedType {
+			t.Errorf("DTO %d %s: %s, redacted_type %v; want %s, %v", i, got.ID, got.Type, got.Data["redacted_type"], want.typ, want.redactedType)
 		}
 	}
 }

@@ -21,10 +21,14 @@ import (
 	"github.com/daarion/matrix-bridge/pkg/rooms"
 )
 
-// Mapped is a log event with its DTO.
+// Mapped is a log event with one of its DTOs.
 type Mapped struct {
 	Event *eventlog.Event
 	DTO   *mapping.DTO
+	// Part is the DTO's place among the event's DTOs (mapping.MapAll),
+	// from 0, below mapping.MaxDTOsPerEvent: with the event's position it
+	// names the DTO in the log, the same every time the event is mapped.
+	Part int
 }
 
 // DTOSource maps log events to DTOs.
@@ -81,8 +85,9 @@ func newDTOSource(ids identity.Mapper, cityRooms CityRooms, sent SentEvents, log
 // Unmapped counts events of types no DTO exists for.
 func (s *DTOSource) Unmapped() int64 { return s.unmapped.Load() }
 
-// Map returns the DTOs of a batch, in log order; events no DTO exists for
-// are counted and left out.
+// Map returns the DTOs of a batch, in log order (an event with two DTOs
+// gives two in a row, in MapAll's order); events no DTO exists for are
+// counted and left out.
 func (s *DTOSource) Map(ctx context.Context, events []*eventlog.Event) ([]Mapped, error) {
 	origins, err := s.originsOfEchoes(ctx, events)
 	if err != nil {
@@ -108,10 +113,12 @@ func (s *DTOSource) Map(ctx context.Context, events []*eventlog.Event) ([]Mapped
 	}
 	out := make([]Mapped, 0, len(events))
 	for _, evt := range events {
-		if dto := m.Map(evt); dto != nil {
-			out = append(out, Mapped{Event: evt, DTO: dto})
-		} else {
+		dtos := m.MapAll(evt)
+		if len(dtos) == 0 {
 			s.unmapped.Add(1)
+		}
+		for part, dto := range dtos {
+			out = append(out, Mapped{Event: evt, DTO: dto, Part: part})
 		}
 	}
 	return out, nil

@@ -23,6 +23,7 @@ const (
 	PollAnswered    = "messaging.poll.answered"
 	PollEnded       = "messaging.poll.ended"
 	ReactionAdded   = "messaging.reaction.added"
+	ReactionRemoved = "messaging.reaction.removed"
 	MemberJoined    = "messaging.member.joined"
 	MemberUpdated   = "messaging.member.updated"
 	MemberLeft      = "messaging.member.left"
@@ -40,15 +41,16 @@ const (
 // Types lists every DTO type.
 var Types = []string{
 	MessageCreated, MessageEdited, MessageDeleted, MediaUploaded,
-	LocationShared, PollStarted, PollAnswered, PollEnded, ReactionAdded,
+	LocationShared, PollStarted, PollAnswered, PollEnded, ReactionAdded, ReactionRemoved,
 	MemberJoined, MemberUpdated, MemberLeft, MemberInvited, MemberKicked, MemberBanned, MemberUnbanned,
 	ChannelUpdated, ChannelUpgraded, TypingUpdated, ReadUpdated, PresenceUpdated,
 }
 
 // DTO is one DAARION event.
 type DTO struct {
-	// ID is the Matrix event id (the bridge's id for ephemeral events): the
-	// idempotency key of every delivery.
+	// ID is the Matrix event id (the bridge's id for ephemeral events and
+	// for a second DTO of a room event): the idempotency key of every
+	// delivery.
 	ID            string    `json:"id"`
 	Type          string    `json:"type"`
 	Version       int       `json:"version"`

@@ -64,8 +64,32 @@ func Preview(body string) string {
 	return s
 }
 
+// MaxDTOsPerEvent bounds how many DTOs MapAll makes of one event: a
+// redaction of a reaction is messaging.message.deleted and then
+// messaging.reaction.removed. Sinks that key deliveries by log position
+// leave room for this many per event.
+const MaxDTOsPerEvent = 2
+
+// MapAll returns the DTOs of a log event in the order they are delivered,
+// nil for types that map to nothing (they are counted by the caller, not
+// delivered). Every event has at most one DTO of its own (Map's); a
+// redaction of a reaction the log holds has a second one,
+// messaging.reaction.removed, with an id derived from the redaction's, so
+// that both are made again, the same, whenever the event is mapped again.
+func (m *Mapper) MapAll(evt *eventlog.Event) []*DTO {
+	dto := m.Map(evt)
+	if dto == nil {
+		return nil
+	}
+	if removed := reactionRemoved(dto); removed != nil {
+		return []*DTO{dto, removed}
+	}
+	return []*DTO{dto}
+}
+
 // Map returns the DTO of a log event, nil for types that map to nothing
-// (they are counted by the caller, not delivered).
+// (they are counted by the caller, not delivered). It is the first of
+// MapAll's DTOs; sinks deliver MapAll's.
 func (m *Mapper) Map(evt *eventlog.Event) *DTO {
 	if evt.Kind != eventlog.KindTimeline && evt.Kind != eventlog.KindEphemeral {
 		return nil // to-device messages and device summaries are for the crypto machine only

@@ -83,41 +83,54 @@ func FuzzMap(f *testing.F) {
 		in := parsed[0]
 		evt := &eventlog.Event{Position: 1000, EventID: in.EventID, Kind: in.Kind, RoomID: in.RoomID, Type: in.Type,
 			Sender: in.Sender, TxnID: "fuzz-txn", ReceivedAt: time.UnixMilli(receivedAt), JSON: json.RawMessage(in.JSON)}
-		dto := m.Map(evt)
-		if dto == nil {
-			return
+		dtos := m.MapAll(evt)
+		if len(dtos) > MaxDTOsPerEvent {
+			t.Errorf("%d DTOs of one event", len(dtos))
 		}
-		switch {
-		case dto.ID == "" || dto.ID != evt.EventID:
-			t.Errorf("DTO id %q for event %q", dto.ID, evt.EventID)
-		case !slices.Contains(Types, dto.Type):
-			t.Errorf("DTO type %q", dto.Type)
-		case dto.Version != Version || Version != 1:
-			t.Errorf("DTO version %d", dto.Version)
-		case dto.Data == nil:
-			t.Errorf("DTO without data")
-		case (dto.Room == nil) != (evt.RoomID == "") || dto.Room != nil && dto.Room.MatrixRoomID != evt.RoomID:
-			t.Errorf("DTO room %+v for room %q", dto.Room, evt.RoomID)
-		case evt.Kind == eventlog.KindTimeline && dto.MatrixEventID != evt.EventID:
-			t.Errorf("matrix_event_id %q", dto.MatrixEventID)
-		case dto.Sender != nil && (dto.Sender.ID == "" || dto.Sender.Type == ""):
-			t.Errorf("sender %+v", dto.Sender)
-		}
-		// The DTO goes out as JSON (webhooks, JetStream).
-		out := dto.JSON()
-		if len(out) == 0 {
-			t.Fatalf("DTO %+v does not encode", dto)
-		}
-		var back struct {
-			ID      string `json:"id"`
-			Type    string `json:"type"`
-			Version int    `json:"version"`
-		}
-		if err := json.Unmarshal(out, &back); err != nil || back.ID != dto.ID || back.Type != dto.Type || back.Version != 1 {
-			t.Errorf("DTO JSON %s does not read back (%v)", out, err)
-		}
-		if strings.Contains(string(out), `"data":null`) {
-			t.Errorf("DTO JSON without data: %s", out)
+		for i, dto := range dtos {
+			checkFuzzedDTO(t, evt, dto, i)
 		}
 	})
+}
+
+// checkFuzzedDTO checks the part-th DTO of a fuzzed event.
+func checkFuzzedDTO(t *testing.T, evt *eventlog.Event, dto *DTO, part int) {
+	wantID := evt.EventID
+	if part > 0 {
+		wantID = ReactionRemovedID(evt.EventID)
+	}
+	switch {
+	case part > 0 && dto.Type != ReactionRemoved:
+		t.Errorf("DTO %d of an event is %s", part, dto.Type)
+	case dto.ID == "" || dto.ID != wantID:
+		t.Errorf("DTO id %q for event %q", dto.ID, evt.EventID)
+	case !slices.Contains(Types, dto.Type):
+		t.Errorf("DTO type %q", dto.Type)
+	case dto.Version != Version || Version != 1:
+		t.Errorf("DTO version %d", dto.Version)
+	case dto.Data == nil:
+		t.Errorf("DTO without data")
+	case (dto.Room == nil) != (evt.RoomID == "") || dto.Room != nil && dto.Room.MatrixRoomID != evt.RoomID:
+		t.Errorf("DTO room %+v for room %q", dto.Room, evt.RoomID)
+	case evt.Kind == eventlog.KindTimeline && dto.MatrixEventID != evt.EventID:
+		t.Errorf("matrix_event_id %q", dto.MatrixEventID)
+	case dto.Sender != nil && (dto.Sender.ID == "" || dto.Sender.Type == ""):
+		t.Errorf("sender %+v", dto.Sender)
+	}
+	// The DTO goes out as JSON (webhooks, JetStream).
+	out := dto.JSON()
+	if len(out) == 0 {
+		t.Fatalf("DTO %+v does not encode", dto)
+	}
+	var back struct {
+		ID      string `json:"id"`
+		Type    string `json:"type"`
+		Version int    `json:"version"`
+	}
+	if err := json.Unmarshal(out, &back); err != nil || back.ID != dto.ID || back.Type != dto.Type || back.Version != 1 {
+		t.Errorf("DTO JSON %s does not read back (%v)", out, err)
+	}
+	if strings.Contains(string(out), `"data":null`) {
+		t.Errorf("DTO JSON without data: %s", out)
+	}
 }

@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -264,6 +265,108 @@ func TestRedactionWithoutLookup(t *testing.T) {
 	dto := m.Map(timeline("$r", alice, "m.room.redaction", "-", `{"redacts":"$reaction-in-log"}`))
 	if dto == nil || dto.Type != MessageDeleted || dto.Data["redacted_event_id"] != "$reaction-in-log" || len(dto.Data) != 2 {
 		t.Errorf("redaction without a lookup: %+v", dto)
+	}
+}
+
+// MapAll: every event has at most one DTO of its own (Map's); a redaction
+// of a reaction the log holds from before it, in its room (the condition of
+// redacted_type m.reaction), is messaging.message.deleted and then
+// messaging.reaction.removed, with the deletion's envelope under an id
+// derived from the redaction's.
+func TestMapAll(t *testing.T) {
+	noLookup := &Mapper{IDs: mapper.IDs, Rooms: mapper.Rooms}
+	for _, tc := range []struct {
+		name    string
+		m       *Mapper
+		evt     *eventlog.Event
+		types   []string
+		removed map[string]any // data of the reaction.removed, exactly
+	}{
+		{"a reaction in the log, taken back by a moderator", mapper, timeline("$un1", "@daarion-bot:daarion.space", "m.room.redaction", "-", `{"redacts":"$reaction-in-log","reason":"off-topic"}`),
+			[]string{MessageDeleted, ReactionRemoved}, map[string]any{"reaction_event_id": "$reaction-in-log", "target_event_id": "$1", "key": "👍", "reason": "off-topic"}},
+		{"a reaction in the log, top-level redacts, no reason", mapper, timeline("$un2", alice, "m.room.redaction", "-", `{}`, `,"redacts":"$reaction-in-log"`),
+			[]string{MessageDeleted, ReactionRemoved}, map[string]any{"reaction_event_id": "$reaction-in-log", "target_event_id": "$1", "key": "👍", "reason": ""}},
+		{"a reaction stored redacted: what it was on is unknown", mapper, timeline("$un3", alice, "m.room.redaction", "-", `{"redacts":"$stripped-reaction"}`),
+			[]string{MessageDeleted, ReactionRemoved}, map[string]any{"reaction_event_id": "$stripped-reaction", "reason": ""}},
+		{"an echo: both carry the origin", mapper, timeline("$sent-by-bridge", sofia, "m.room.redaction", "-", `{"redacts":"$reaction-in-log"}`),
+			[]string{MessageDeleted, ReactionRemoved}, map[string]any{"reaction_event_id": "$reaction-in-log", "target_event_id": "$1", "key": "👍", "reason": ""}},
+		{"a message in the log", mapper, timeline("$un4", alice, "m.room.redaction", "-", `{"redacts":"$message-in-log"}`), []string{MessageDeleted}, nil},
+		{"an event not in the log", mapper, timeline("$un5", alice, "m.room.redaction", "-", `{"redacts":"$unknown"}`), []string{MessageDeleted}, nil},
+		{"a reaction logged after the redaction (a reconcile)", mapper, timeline("$un6", alice, "m.room.redaction", "-", `{"redacts":"$reaction-later"}`), []string{MessageDeleted}, nil},
+		{"a reaction of another room", mapper, timeline("$un7", alice, "m.room.redaction", "-", `{"redacts":"$reaction-elsewhere"}`), []string{MessageDeleted}, nil},
+		{"an ephemeral event", mapper, timeline("$un8", alice, "m.room.redaction", "-", `{"redacts":"~edu_logged"}`), []string{MessageDeleted}, nil},
+		{"no lookup", noLookup, timeline("$un9", alice, "m.room.redaction", "-", `{"redacts":"$reaction-in-log"}`), []string{MessageDeleted}, nil},
+		{"a redaction naming nothing", mapper, timeline("$un10", alice, "m.room.redaction", "-", `{}`), nil, nil},
+		{"a reaction", mapper, timeline("$12", alice, "m.reaction", "-", `{"m.relates_to":{"rel_type":"m.annotation","event_id":"$1","key":"👍"}}`), []string{ReactionAdded}, nil},
+		{"typing", mapper, ephemeral("m.typing", `{"user_ids":[]}`), []string{TypingUpdated}, nil},
+		{"unmapped", mapper, timeline("$27", alice, "org.example.custom", "-", `{}`), nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dtos := tc.m.MapAll(tc.evt)
+			var types []string
+			for _, d := range dtos {
+				types = append(types, d.Type)
+			}
+			if strings.Join(types, ",") != strings.Join(tc.types, ",") || len(dtos) > MaxDTOsPerEvent {
+				t.Fatalf("MapAll = %v, want %v", types, tc.types)
+			}
+			if len(dtos) == 0 {
+				if tc.m.Map(tc.evt) != nil {
+					t.Error("Map made a DTO, MapAll none")
+				}
+				return
+			}
+			// The first is Map's, unchanged.
+			if first, again := dtos[0], tc.m.Map(tc.evt); string(first.JSON()) != string(again.JSON()) || first.ID != tc.evt.EventID {
+				t.Errorf("MapAll's first %s is not Map's %s", first.JSON(), again.JSON())
+			}
+			for _, d := range dtos {
+				if err := Validate(d.JSON()); err != nil {
+					t.Errorf("%s: %v", d.JSON(), err)
+				}
+			}
+			if tc.removed == nil {
+				return
+			}
+			deleted, removed := dtos[0], dtos[1]
+			if removed.ID != ReactionRemovedID(tc.evt.EventID) || !regexp.MustCompile(`^~rr_[0-9a-f]{32}$`).MatchString(removed.ID) {
+				t.Errorf("id %q, want ~rr_ and 32 hex digits derived from %s", removed.ID, tc.evt.EventID)
+			}
+			if removed.MatrixEventID != tc.evt.EventID || removed.Version != Version || !removed.OccurredAt.Equal(deleted.OccurredAt) ||
+				*removed.Room != *deleted.Room || *removed.Sender != *deleted.Sender ||
+				(removed.Origin == nil) != (deleted.Origin == nil) || removed.Origin != nil && *removed.Origin != *deleted.Origin {
+				t.Errorf("envelope %s, want the deletion's %s", removed.JSON(), deleted.JSON())
+			}
+			if len(removed.Data) != len(tc.removed) {
+				t.Errorf("data %v, want %v", removed.Data, tc.removed)
+			}
+			for k, want := range tc.removed {
+				if removed.Data[k] != want {
+					t.Errorf("data.%s = %#v, want %#v", k, removed.Data[k], want)
+				}
+			}
+			if (tc.evt.EventID == "$sent-by-bridge") != (removed.Origin != nil) {
+				t.Errorf("origin %+v", removed.Origin)
+			}
+			// Mapping again (another sink, a retry) gives the same DTOs.
+			if again := tc.m.MapAll(tc.evt); string(again[1].JSON()) != string(removed.JSON()) {
+				t.Errorf("mapped again: %s, then %s", removed.JSON(), again[1].JSON())
+			}
+		})
+	}
+}
+
+// The ids of reaction.removed are ~rr_ + 32 lowercase hex digits, one per
+// redaction, never a Matrix event id or an ephemeral id.
+func TestReactionRemovedID(t *testing.T) {
+	a, b := ReactionRemovedID("$a:s"), ReactionRemovedID("$b:s")
+	if a == b || a != ReactionRemovedID("$a:s") || len(a) != len(ReactionRemovedIDPrefix)+32 || !strings.HasPrefix(a, ReactionRemovedIDPrefix) {
+		t.Errorf("ids %q and %q", a, b)
+	}
+	// A pinned value: the id is part of the DTO contract (deduplication
+	// across releases), so the derivation may not change.
+	if got := ReactionRemovedID("$unreact1:daarion.city"); got != "~rr_376cea7881ddb0c3d2cfd961ba653a5e" {
+		t.Errorf("ReactionRemovedID($unreact1:daarion.city) = %q", got)
 	}
 }
 

@@ -1,7 +1,10 @@
 package mapping
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"maps"
 
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 )
@@ -45,7 +48,8 @@ func redactionOf(raw *rawEvent) (target, reason string) {
 // mapRedaction maps a redaction (at position in the log) to
 // messaging.message.deleted, whatever it redacted: mapping it to another
 // type would be a breaking change of DTO version 1. What the log tells about
-// the redacted event are optional keys.
+// the redacted event are optional keys; for a reaction, MapAll adds
+// messaging.reaction.removed after it (reactionRemoved).
 func (m *Mapper) mapRedaction(dto *DTO, raw *rawEvent, position int64) bool {
 	target, reason := redactionOf(raw)
 	if target == "" {
@@ -92,4 +96,45 @@ func (m *Mapper) addRedacted(dto *DTO, target string, position int64) {
 		}
 	}
 	dto.Data["reaction"] = reaction
+}
+
+// ReactionRemovedIDPrefix starts the id of a messaging.reaction.removed:
+// the DTO comes second from a redaction whose own event id is its
+// messaging.message.deleted's, so it needs an id of its own. Homeserver
+// event ids start with '$' and ephemeral ids with "~edu_", so none of the
+// three forms can collide.
+const ReactionRemovedIDPrefix = "~rr_"
+
+// reactionRemovedDomain separates the hash of a reaction.removed id from
+// any other hash of an event id.
+const reactionRemovedDomain = "daarion.matrix-bridge.dto.v1.reaction.removed\x00"
+
+// ReactionRemovedID is the id of the messaging.reaction.removed of a
+// redaction: ~rr_ and the first 16 bytes of SHA-256 over a domain and the
+// redaction's event id, in lowercase hex. The same redaction always gives
+// the same id, on every sink and every attempt.
+func ReactionRemovedID(redactionEventID string) string {
+	sum := sha256.Sum256([]byte(reactionRemovedDomain + redactionEventID))
+	return ReactionRemovedIDPrefix + hex.EncodeToString(sum[:16])
+}
+
+// reactionRemoved returns the messaging.reaction.removed that follows a
+// messaging.message.deleted of a reaction (redacted_type m.reaction: the
+// log held the reaction from before the redaction), nil for any other DTO.
+// It has the envelope of the deletion (time, room, sender: who redacted,
+// origin, matrix_event_id: the redaction's) under an id of its own.
+func reactionRemoved(deleted *DTO) *DTO {
+	if deleted.Type != MessageDeleted || deleted.Data["redacted_type"] != "m.reaction" {
+		return nil
+	}
+	removed := *deleted
+	removed.ID = ReactionRemovedID(deleted.MatrixEventID)
+	removed.Type = ReactionRemoved
+	removed.Data = map[string]any{"reaction_event_id": deleted.Data["redacted_event_id"], "reason": deleted.Data["reason"]}
+	// target_event_id and key, as the reaction's messaging.reaction.added
+	// said; absent when the stored reaction had lost its relation.
+	if reaction, ok := deleted.Data["reaction"].(map[string]any); ok {
+		maps.Copy(removed.Data, reaction)
+	}
+	return &removed
 }

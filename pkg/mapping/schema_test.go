@@ -140,13 +140,17 @@ func TestMappedDTOsMatchTheirSchemas(t *testing.T) {
 	covered := map[string]bool{}
 	for _, tc := range schemaCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			dto := mapper.Map(tc.evt)
-			if dto == nil || dto.Type != tc.typ {
-				t.Fatalf("mapped to %+v, want %s", dto, tc.typ)
+			// Every DTO of the event: a redaction of a reaction has a second
+			// one, messaging.reaction.removed.
+			dtos := mapper.MapAll(tc.evt)
+			if len(dtos) == 0 || dtos[0].Type != tc.typ {
+				t.Fatalf("mapped to %+v, want %s first", dtos, tc.typ)
 			}
-			covered[dto.Type] = true
-			if err := Validate(dto.JSON()); err != nil {
-				t.Errorf("%s\ndoes not match its schema: %v", dto.JSON(), err)
+			for _, dto := range dtos {
+				covered[dto.Type] = true
+				if err := Validate(dto.JSON()); err != nil {
+					t.Errorf("%s\ndoes not match its schema: %v", dto.JSON(), err)
+				}
 			}
 		})
 	}
@@ -254,6 +258,22 @@ func TestValidateRejects(t *testing.T) {
 	unreact := func(t *testing.T) map[string]any {
 		return valid(t, roomEvent(cityRoom, "$unreact", sofia, "m.room.redaction", "-", `{"redacts":"$reaction-in-log"}`))
 	}
+	removed := func(t *testing.T) map[string]any {
+		t.Helper()
+		dtos := mapper.MapAll(roomEvent(cityRoom, "$unreact", sofia, "m.room.redaction", "-", `{"redacts":"$reaction-in-log"}`))
+		if len(dtos) != 2 || dtos[1].Type != ReactionRemoved {
+			t.Fatalf("no reaction.removed: %+v", dtos)
+		}
+		raw := dtos[1].JSON()
+		if err := Validate(raw); err != nil {
+			t.Fatalf("the base DTO is invalid: %v", err)
+		}
+		var obj map[string]any
+		if err := json.Unmarshal(raw, &obj); err != nil {
+			t.Fatal(err)
+		}
+		return obj
+	}
 	profile := func(t *testing.T) map[string]any {
 		return valid(t, roomEvent(cityRoom, "$profile", alice, "m.room.member", alice, `{"membership":"join","displayname":"Al"}`, `,"unsigned":{"prev_content":{"membership":"join"}}`))
 	}
@@ -340,6 +360,17 @@ func TestValidateRejects(t *testing.T) {
 		{"reaction of a redacted message", unreact, func(o map[string]any) { data(o)["redacted_type"] = "m.room.message" }, "at '/data'"},
 		{"reaction without redacted_type", unreact, func(o map[string]any) { delete(data(o), "redacted_type") }, "at '/data'"},
 		{"redacted_type empty", unreact, func(o map[string]any) { data(o)["redacted_type"] = "" }, "at '/data/redacted_type'"},
+		{"reaction removed with the redaction's id", removed, func(o map[string]any) { o["id"] = o["matrix_event_id"] }, "at '/id'"},
+		{"reaction removed with an ephemeral id", removed, func(o map[string]any) { o["id"] = ephID }, "at '/id'"},
+		{"reaction removed with a short id", removed, func(o map[string]any) { o["id"] = "~rr_0f1e" }, "at '/id'"},
+		{"a message with a reaction.removed id", text, func(o map[string]any) { o["id"] = ReactionRemovedID("$text") }, "at '/id'"},
+		{"reaction removed without matrix_event_id", removed, func(o map[string]any) { delete(o, "matrix_event_id") }, "missing property 'matrix_event_id'"},
+		{"reaction removed without sender", removed, func(o map[string]any) { delete(o, "sender") }, "missing property 'sender'"},
+		{"reaction removed without the reaction", removed, func(o map[string]any) { delete(data(o), "reaction_event_id") }, "missing property 'reaction_event_id'"},
+		{"reaction removed without reason", removed, func(o map[string]any) { delete(data(o), "reason") }, "missing property 'reason'"},
+		{"reaction removed, key without target", removed, func(o map[string]any) { delete(data(o), "target_event_id") }, "'target_event_id' required"},
+		{"reaction removed, nested like the deletion", removed, func(o map[string]any) { data(o)["reaction"] = map[string]any{} }, "'reaction' not allowed"},
+		{"reaction removed with redacted_type", removed, func(o map[string]any) { data(o)["redacted_type"] = "m.reaction" }, "'redacted_type' not allowed"},
 		{"profile change with nothing changed", profile, func(o map[string]any) { data(o)["changed"] = []any{} }, "at '/data/changed'"},
 		{"profile change of another field", profile, func(o map[string]any) { data(o)["changed"] = []any{"membership"} }, "at '/data/changed/0'"},
 		{"profile change, membership not join", profile, func(o map[string]any) { data(o)["membership"] = "leave" }, "at '/data/membership'"},

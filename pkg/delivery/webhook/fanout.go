@@ -9,12 +9,14 @@ import (
 
 	"github.com/daarion/matrix-bridge/pkg/delivery"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
+	"github.com/daarion/matrix-bridge/pkg/mapping"
 )
 
 // Fanout is the webhook consumer of the event log: it maps each batch to
-// DTOs and puts one delivery per matching subscription in the outbox, in
-// the same order. The outbox, not the consumer, then carries retries, so a
-// dead receiver never holds up the log or another subscription.
+// DTOs and puts one delivery per DTO and matching subscription in the
+// outbox, in the same order. The outbox, not the consumer, then carries
+// retries, so a dead receiver never holds up the log or another
+// subscription.
 type Fanout struct {
 	store  *Store
 	source *delivery.DTOSource
@@ -33,6 +35,25 @@ type Body struct {
 	RoomID         string          `json:"room_id"`
 	Event          json.RawMessage `json:"event"`
 	DTO            json.RawMessage `json:"dto"`
+}
+
+// SlotsPerPosition is how many outbox rows one log position has room for:
+// the outbox is keyed by (subscription, slot), and an event can map to more
+// than one DTO (a redaction of a reaction: messaging.message.deleted, then
+// messaging.reaction.removed). The upgrade to schema v11 multiplied the
+// positions of the rows queued before by this.
+const SlotsPerPosition = 4
+
+// The mapper makes no more DTOs of an event than there are slots (this
+// does not compile otherwise).
+var _ [SlotsPerPosition - mapping.MaxDTOsPerEvent]struct{}
+
+// Slot is the outbox position of part (from 0) of the DTOs of the event at
+// position: in log order, then in the event's order, and the same every
+// time the event is fanned out again, so a batch handled again after a
+// restart queues nothing twice.
+func Slot(position int64, part int) int64 {
+	return position*SlotsPerPosition + int64(part)
 }
 
 // HandleEvents queues the batch's deliveries.
@@ -59,7 +80,7 @@ func (f *Fanout) HandleEvents(ctx context.Context, events []*eventlog.Event) err
 			}
 			body, _ := json.Marshal(Body{SubscriptionID: sub.ID, RoomID: m.Event.RoomID, Event: m.Event.JSON, DTO: dto})
 			queued = append(queued, &Delivery{
-				SubscriptionID: sub.ID, Position: m.Event.Position, RoomID: m.Event.RoomID,
+				SubscriptionID: sub.ID, Position: Slot(m.Event.Position, m.Part), RoomID: m.Event.RoomID,
 				EventID: m.DTO.ID, Body: body, NextAttemptAt: now,
 			})
 		}
