@@ -37,6 +37,15 @@ schemathesis:
 postgres:
 	bash tools/postgres/install.sh
 
+# The e2e tests' E2EE client (e2e/jsclient: matrix-js-sdk from npm, pinned by
+# package-lock.json), installed when node_modules is missing or older than
+# the lock file; the e2e tests run the same npm ci themselves if needed.
+.PHONY: jsclient
+jsclient: e2e/jsclient/node_modules/.npm-ci-stamp
+e2e/jsclient/node_modules/.npm-ci-stamp: e2e/jsclient/package-lock.json
+	cd e2e/jsclient && npm ci --no-audit --no-fund
+	touch $@
+
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -45,7 +54,7 @@ vet:
 	$(GO) vet ./...
 
 # Every test, with the race detector, against the real parts.
-test: postgres dendrite synapse schemathesis fmt-check vet
+test: postgres dendrite synapse schemathesis jsclient fmt-check vet
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 bench: build dendrite
