@@ -5,7 +5,7 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION=dev
-RUN CGO_ENABLED=1 go build -trimpath \
+RUN CGO_ENABLED=1 go build -trimpath -tags goolm \
       -ldflags "-s -w -X github.com/daarion/matrix-bridge/pkg/bridge.Version=${VERSION}" \
       -o /out/bridge ./cmd/bridge
 

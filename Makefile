@@ -9,6 +9,10 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X github.com/daarion/matrix-bridge/pkg/bridge.Version=$(VERSION)
 BIN      := bin
 TEST_TIMEOUT ?= 30m
+# End-to-bridge encryption uses mautrix's crypto on goolm, its pure-Go Olm
+# (without the tag mautrix needs the C libolm). Every go command here, and
+# the ones the tests and the soak run, build with it.
+export GOFLAGS := -tags=goolm $(GOFLAGS)
 
 .PHONY: all build dendrite synapse schemathesis postgres test vet fmt-check unit bench soak run clean
 

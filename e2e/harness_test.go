@@ -50,7 +50,7 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	bridgeBin = filepath.Join(dir, "bridge")
-	build := exec.Command("go", "build", "-o", bridgeBin, "../cmd/bridge")
+	build := exec.Command("go", "build", "-tags", "goolm", "-o", bridgeBin, "../cmd/bridge")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err = build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building the bridge:", err)

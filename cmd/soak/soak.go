@@ -190,7 +190,7 @@ func (s *soak) setup(ctx context.Context) error {
 	if s.bridgeBin = s.opts.BridgeBin; s.bridgeBin == "" {
 		s.bridgeBin = filepath.Join(s.dir, "bridge")
 		s.logf("building the bridge")
-		build := exec.CommandContext(ctx, "go", "build", "-o", s.bridgeBin, bridgeModule)
+		build := exec.CommandContext(ctx, "go", "build", "-tags", "goolm", "-o", s.bridgeBin, bridgeModule)
 		if out, err := build.CombinedOutput(); err != nil {
 			return fmt.Errorf("go build %s: %v\n%s", bridgeModule, err, out)
 		}

@@ -1,4 +1,4 @@
--- v0 -> v11: Latest revision
+-- v0 -> v12: Latest revision
 
 -- Every transaction id the homeserver has sent, for audit and to see retries.
 CREATE TABLE as_transaction (
@@ -213,3 +213,16 @@ CREATE TABLE managed_room (
 	agent_id   TEXT   NOT NULL DEFAULT '', -- the agent that accepted (agent_invite)
 	managed_at BIGINT NOT NULL  -- unix milliseconds
 );
+
+-- Encrypted room events the end-to-bridge encryption could not decrypt yet
+-- (no Megolm session): tried again when keys arrive and every few seconds,
+-- given up on after encryption.give_up_after. Owned by pkg/e2ee; the event
+-- itself stays in event_log.
+CREATE TABLE e2ee_pending (
+	event_id   TEXT   PRIMARY KEY,
+	room_id    TEXT   NOT NULL,
+	session_id TEXT   NOT NULL,
+	position   BIGINT NOT NULL, -- the encrypted event's log position
+	since      BIGINT NOT NULL  -- unix milliseconds: first seen undecryptable
+);
+CREATE INDEX e2ee_pending_since_idx ON e2ee_pending (since);

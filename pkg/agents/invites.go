@@ -95,6 +95,13 @@ func (s *Service) handleInvite(ctx context.Context, inv invite) error {
 			return nil
 		}
 	}
+	if s.devices != nil {
+		if err = s.devices.EnsureDevice(ctx, ghost.UserID); err != nil {
+			// The agent joins anyway: it reads the room in the clear parts,
+			// and the device is made again on its first encrypted send.
+			log.Warn().Err(err).Msg("Failed to make the agent's encryption device before joining")
+		}
+	}
 	if _, err = ghost.JoinRoomByID(ctx, inv.roomID); err != nil {
 		if homeserver.Permanent(err) {
 			log.Warn().Err(err).Msg("Agent cannot accept the invite")

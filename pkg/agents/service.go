@@ -37,7 +37,21 @@ type Service struct {
 	// cannot grow it; and at most EnsuredCacheSize of them, the least
 	// recently used going first (a ghost that falls out costs one lookup).
 	ensured *lru.Cache[string, *Agent]
+
+	// devices gives a ghost its encryption device before it joins a room
+	// (SetDevices; nil: none).
+	devices Devices
 }
+
+// Devices makes a ghost's end-to-bridge encryption device; e2ee.Service is
+// one. A ghost gets it before it accepts an invite, so a client that
+// encrypts right after the join already finds the ghost's keys.
+type Devices interface {
+	EnsureDevice(ctx context.Context, userID id.UserID) error
+}
+
+// SetDevices sets what makes ghosts' encryption devices.
+func (s *Service) SetDevices(d Devices) { s.devices = d }
 
 // CityRooms finds the city room living in a Matrix room; rooms.Store is
 // one. Defined here so that agents reads city rooms only through pkg/rooms,

@@ -11,6 +11,7 @@ import (
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix"
 
+	"github.com/daarion/matrix-bridge/pkg/e2ee"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 )
 
@@ -66,6 +67,7 @@ func parseTransaction(txnID string, body []byte) ([]eventlog.IncomingEvent, *mau
 	// One walk over the top-level keys instead of a search per key (a search
 	// for an absent key scans the whole body).
 	var timeline, stable, unstable gjson.Result
+	var decrypted gjson.Result                              // only in e2ee's own transactions
 	var toDevice [2]gjson.Result                            // stable, unstable
 	var summaries [len(deviceSummaryFields)][3]gjson.Result // by deviceSummaryFields index
 	// For a key given twice (invalid canonical JSON), the first one counts,
@@ -82,6 +84,8 @@ func parseTransaction(txnID string, body []byte) ([]eventlog.IncomingEvent, *mau
 			toDevice[0] = value
 		case key.Str == "de.sorunome.msc2409.to_device" && !toDevice[1].Exists():
 			toDevice[1] = value
+		case key.Str == e2ee.DecryptedField && e2ee.IsDecryptedTxn(txnID) && !decrypted.Exists():
+			decrypted = value
 		default:
 			for i, names := range deviceSummaryFields {
 				for j, name := range names {
@@ -121,6 +125,9 @@ func parseTransaction(txnID string, body []byte) ([]eventlog.IncomingEvent, *mau
 		return nil, parseErr
 	}
 	if events, parseErr = appendDerived(events, txnID, ephemeralField, ephemeral, eventlog.KindEphemeral); parseErr != nil {
+		return nil, parseErr
+	}
+	if events, parseErr = appendDecrypted(events, decrypted); parseErr != nil {
 		return nil, parseErr
 	}
 	// To-device messages: the stable field, else the unstable one; null is none.
@@ -232,6 +239,35 @@ func appendDerived(events []eventlog.IncomingEvent, txnID, field string, list gj
 	return events, nil
 }
 
+// appendDecrypted adds the clear events pkg/e2ee journals (DecryptedField):
+// room events with their Matrix event ids, stored under ids of their own
+// beside the encrypted originals.
+func appendDecrypted(events []eventlog.IncomingEvent, list gjson.Result) ([]eventlog.IncomingEvent, *mautrix.RespError) {
+	if !list.Exists() {
+		return events, nil
+	}
+	if !list.IsArray() {
+		return nil, badField(e2ee.DecryptedField, "must be an array")
+	}
+	var parseErr *mautrix.RespError
+	i := 0
+	list.ForEach(func(_, value gjson.Result) bool {
+		evt, err := parseEvent(e2ee.DecryptedField, i, value, eventlog.KindDecrypted)
+		i++
+		if err != nil {
+			parseErr = err
+			return false
+		}
+		evt.EventID = e2ee.DecryptedLogID(evt.EventID)
+		events = append(events, evt)
+		return true
+	})
+	if parseErr != nil {
+		return nil, parseErr
+	}
+	return events, nil
+}
+
 // ephemeralEventID derives a stable id for an ephemeral event: the same
 // transaction resent gives the same ids (stored once), while the same typing
 // state in a later transaction is a new event.
@@ -278,8 +314,8 @@ func parseEvent(array string, index int, value gjson.Result, kind eventlog.Kind)
 	var err *mautrix.RespError
 	// Room events need an id and a room; ephemeral events have no id, and
 	// presence has no room.
-	required := kind == eventlog.KindTimeline
-	if kind == eventlog.KindTimeline {
+	required := kind == eventlog.KindTimeline || kind == eventlog.KindDecrypted
+	if required {
 		if evt.EventID, err = identifier(path, "event_id", f[0], required); err != nil {
 			return evt, err
 		}

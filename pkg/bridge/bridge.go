@@ -16,6 +16,7 @@ import (
 	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix"
 	mxappservice "maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/sqlstatestore"
 
 	"github.com/daarion/matrix-bridge/database"
@@ -28,6 +29,7 @@ import (
 	"github.com/daarion/matrix-bridge/pkg/delivery"
 	"github.com/daarion/matrix-bridge/pkg/delivery/jetstream"
 	"github.com/daarion/matrix-bridge/pkg/delivery/webhook"
+	"github.com/daarion/matrix-bridge/pkg/e2ee"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 	"github.com/daarion/matrix-bridge/pkg/identity"
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
@@ -75,6 +77,7 @@ type Bridge struct {
 	Leader       *leader.Elector
 	Sync         *syncapi.Handler
 	Reconciler   *reconcile.Reconciler
+	E2EE         *e2ee.Service
 	Metrics      *metrics.Metrics
 	InternalAPI  *internalapi.API
 
@@ -152,6 +155,27 @@ func (b *Bridge) build(ctx context.Context) error {
 	}
 	mapper := identity.NewMapper(cfg)
 	b.Agents = agents.NewService(agents.NewStore(b.DB), b.Rooms.Store(), b.AS, mapper, cfg.Agents)
+	if cfg.Encryption.Enabled && !e2ee.Built {
+		return errors.New("encryption.enabled: this binary was built without end-to-bridge encryption (build it with -tags goolm)")
+	}
+	e2eeOpts := e2ee.Options{
+		Config: cfg.Encryption, AppService: b.AS, DB: b.DB, State: b.stateStore, Log: b.EventLog,
+		OwnUser: func(userID id.UserID) bool {
+			kind := mapper.FromMatrix(userID).Kind
+			return kind == identity.KindAgent || kind == identity.KindBridge
+		},
+		Logger: b.Log.With().Str("component", "e2ee").Logger(),
+	}
+	if cfg.Encryption.Enabled {
+		e2eeOpts.Observer = b.Metrics.E2EE()
+	}
+	b.E2EE = e2ee.New(e2eeOpts)
+	if b.E2EE.Enabled() {
+		if err = b.E2EE.Upgrade(ctx); err != nil {
+			return err
+		}
+		b.Agents.SetDevices(b.E2EE)
+	}
 	b.idempotency = messaging.NewIdempotencyStore(b.DB)
 	b.Messaging = messaging.NewService(messaging.Options{
 		AppService:  b.AS,
@@ -160,6 +184,7 @@ func (b *Bridge) build(ctx context.Context) error {
 		Mapper:      mapper,
 		Idempotency: b.idempotency,
 		Config:      cfg,
+		Encryption:  b.E2EE,
 	})
 	b.InternalAPI, err = internalapi.New(internalapi.Options{
 		Services:     cfg.InternalAPI.Services,
@@ -241,6 +266,9 @@ func (b *Bridge) build(ctx context.Context) error {
 		}
 		runners = append(runners, consumer.NewRunner("nats", b.EventLog, b.NATS, sinks))
 	}
+	if b.E2EE.Enabled() {
+		runners = append(runners, consumer.NewRunner("e2ee", b.EventLog, b.E2EE, parking))
+	}
 	var natsSink commands.NATSSink // nil, not a nil *jetstream.Sink, without NATS
 	if b.NATS != nil {
 		natsSink = b.NATS
@@ -315,6 +343,11 @@ func (b *Bridge) Start(ctx context.Context) error {
 				defer close(reconciled)
 				b.Reconciler.Run(ctx)
 			}()
+			encryption := make(chan struct{})
+			go func() {
+				defer close(encryption)
+				b.E2EE.Run(ctx)
+			}()
 			b.Consumers.Start(ctx)
 			pruned := make(chan struct{})
 			go func() {
@@ -324,6 +357,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 			b.Webhooks.Run(ctx)
 			<-pruned
 			<-reconciled
+			<-encryption
 			b.Consumers.Stop()
 			<-indexed
 		})

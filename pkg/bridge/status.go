@@ -91,6 +91,11 @@ func (b *Bridge) takeStatusSample(ctx context.Context) *status.Snapshot {
 			s.WebhooksPending, s.WebhooksDead = pending, dead
 		}
 	}
+	s.Encryption = status.Encryption{Enabled: b.E2EE.Enabled(), Unavailable: b.E2EE.Unavailable(), Devices: b.E2EE.Devices(),
+		Waiting: prev.Encryption.Waiting}
+	if n, err := b.E2EE.Waiting(ctx); err == nil {
+		s.Encryption.Waiting = n
+	}
 	return &s
 }
 

@@ -87,6 +87,7 @@ func (b *Bot) cmdStatus(ctx context.Context, _ *request) (string, error) {
 			fmt.Fprintf(&sb, "    - %s: position %d, lag %d, %s\n", code(c.Name), c.Position, c.Lag,
 				plural(failures[c.Name], "failed batch", "failed batches"))
 		}
+		sb.WriteString(encryptionStatus(st.Encryption))
 	}
 	b.webhookStatus(ctx, &sb)
 	b.natsStatus(&sb)
@@ -128,6 +129,18 @@ func (b *Bot) webhookStatus(ctx context.Context, sb *strings.Builder) {
 		fmt.Fprintf(sb, "    - since start: %d delivered, %d failed attempts, %d dead-lettered, %d disabled\n",
 			st.Delivered, st.Failed, st.DeadLettered, st.Disabled)
 	}
+}
+
+// encryptionStatus is the end-to-bridge encryption's line of status.
+func encryptionStatus(e status.Encryption) string {
+	switch {
+	case !e.Enabled:
+		return "- **Encryption:** off (encryption.enabled)\n"
+	case e.Unavailable != "":
+		return fmt.Sprintf("- **Encryption:** unavailable: %s\n", esc(e.Unavailable))
+	}
+	return fmt.Sprintf("- **Encryption:** on; %s loaded in this process, %s waiting for keys\n",
+		plural(int64(e.Devices), "device", "devices"), plural(e.Waiting, "event", "events"))
 }
 
 func (b *Bot) natsStatus(sb *strings.Builder) {

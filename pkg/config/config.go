@@ -38,6 +38,7 @@ type Config struct {
 	Health      Health      `yaml:"health"`
 	Retention   Retention   `yaml:"retention"`
 	Reconcile   Reconcile   `yaml:"reconcile"`
+	Encryption  Encryption  `yaml:"encryption"`
 	Logging     Logging     `yaml:"logging"`
 	// Permissions say who may use the bridge bot's commands: a Matrix user
 	// id, a server name, or "*" → "admin" or "user"; the most specific wins.
@@ -281,10 +282,11 @@ func Default() *Config {
 			// tens of thousands a second.
 			MaxJournalBacklog: 50000,
 		},
-		Health:    Health{MaxJournalBacklog: 1000, MaxConsumerLag: 100000},
-		Retention: defaultRetention(),
-		Reconcile: defaultReconcile(),
-		Database:  Database{URL: "sqlite:daarion-bridge.db", PollInterval: NewDuration("1s")},
+		Health:     Health{MaxJournalBacklog: 1000, MaxConsumerLag: 100000},
+		Retention:  defaultRetention(),
+		Reconcile:  defaultReconcile(),
+		Encryption: defaultEncryption(),
+		Database:   Database{URL: "sqlite:daarion-bridge.db", PollInterval: NewDuration("1s")},
 		InternalAPI: InternalAPI{
 			Host:         "127.0.0.1",
 			Port:         7025,
@@ -383,6 +385,7 @@ var envVars = []envVar{
 	{[]string{"SYNC_TIMEOUT_MS"}, setInt(func(c *Config) *int { return &c.Delivery.SyncTimeoutMS })},
 	{[]string{"NATS_URL"}, setString(func(c *Config) *string { return &c.Delivery.NATSURL })},
 	{[]string{"METRICS_LISTEN"}, setString(func(c *Config) *string { return &c.Metrics.Listen })},
+	{[]string{"ENCRYPTION_PICKLE_KEY"}, setString(func(c *Config) *string { return &c.Encryption.PickleKey })},
 	{[]string{"LOG_LEVEL"}, setString(func(c *Config) *string { return &c.Logging.Level })},
 }
 
@@ -572,6 +575,7 @@ func (cfg *Config) Validate() error {
 	cfg.Agents.validate(fail)
 	cfg.Retention.validate(fail)
 	cfg.Reconcile.validate(fail)
+	cfg.Encryption.validate(cfg.AppService.EphemeralEvents, fail)
 	if cfg.Media.MaxUploadBytes < 1 {
 		fail("media.max_upload_bytes", "must be positive, got %d", cfg.Media.MaxUploadBytes)
 	}

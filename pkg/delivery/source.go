@@ -89,6 +89,7 @@ func (s *DTOSource) Unmapped() int64 { return s.unmapped.Load() }
 // gives two in a row, in MapAll's order); events no DTO exists for are
 // counted and left out.
 func (s *DTOSource) Map(ctx context.Context, events []*eventlog.Event) ([]Mapped, error) {
+	events = asRoomEvents(events)
 	origins, err := s.originsOfEchoes(ctx, events)
 	if err != nil {
 		return nil, err
@@ -114,7 +115,7 @@ func (s *DTOSource) Map(ctx context.Context, events []*eventlog.Event) ([]Mapped
 	out := make([]Mapped, 0, len(events))
 	for _, evt := range events {
 		dtos := m.MapAll(evt)
-		if len(dtos) == 0 {
+		if len(dtos) == 0 && !encryptedOriginal(evt) {
 			s.unmapped.Add(1)
 		}
 		for part, dto := range dtos {

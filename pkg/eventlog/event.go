@@ -29,6 +29,11 @@ const (
 	// (device_lists, device_one_time_keys_count,
 	// device_unused_fallback_key_types) and its JSON is the field's value.
 	KindDeviceSummary Kind = "device_summary"
+	// KindDecrypted is the clear form of an encrypted room event (or the
+	// event marked undecryptable), journalled by pkg/e2ee after the
+	// encrypted one: its JSON is a room event with the original event id,
+	// while its log EventID is one of its own (e2ee.DecryptedLogID).
+	KindDecrypted Kind = "decrypted"
 )
 
 // IncomingEvent is an event as extracted from a transaction, before commit.

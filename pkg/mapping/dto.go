@@ -14,33 +14,35 @@ const Version = 1
 
 // DTO types.
 const (
-	MessageCreated  = "messaging.message.created"
-	MessageEdited   = "messaging.message.edited"
-	MessageDeleted  = "messaging.message.deleted"
-	MediaUploaded   = "messaging.media.uploaded"
-	LocationShared  = "messaging.location.shared"
-	PollStarted     = "messaging.poll.started"
-	PollAnswered    = "messaging.poll.answered"
-	PollEnded       = "messaging.poll.ended"
-	ReactionAdded   = "messaging.reaction.added"
-	ReactionRemoved = "messaging.reaction.removed"
-	MemberJoined    = "messaging.member.joined"
-	MemberUpdated   = "messaging.member.updated"
-	MemberLeft      = "messaging.member.left"
-	MemberInvited   = "messaging.member.invited"
-	MemberKicked    = "messaging.member.kicked"
-	MemberBanned    = "messaging.member.banned"
-	MemberUnbanned  = "messaging.member.unbanned"
-	ChannelUpdated  = "messaging.channel.updated"
-	ChannelUpgraded = "messaging.channel.upgraded"
-	TypingUpdated   = "messaging.typing.updated"
-	ReadUpdated     = "messaging.read.updated"
-	PresenceUpdated = "messaging.presence.updated"
+	MessageCreated = "messaging.message.created"
+	MessageEdited  = "messaging.message.edited"
+	MessageDeleted = "messaging.message.deleted"
+	// MessageUndecryptable is an encrypted event given up on (pkg/e2ee).
+	MessageUndecryptable = "messaging.message.undecryptable"
+	MediaUploaded        = "messaging.media.uploaded"
+	LocationShared       = "messaging.location.shared"
+	PollStarted          = "messaging.poll.started"
+	PollAnswered         = "messaging.poll.answered"
+	PollEnded            = "messaging.poll.ended"
+	ReactionAdded        = "messaging.reaction.added"
+	ReactionRemoved      = "messaging.reaction.removed"
+	MemberJoined         = "messaging.member.joined"
+	MemberUpdated        = "messaging.member.updated"
+	MemberLeft           = "messaging.member.left"
+	MemberInvited        = "messaging.member.invited"
+	MemberKicked         = "messaging.member.kicked"
+	MemberBanned         = "messaging.member.banned"
+	MemberUnbanned       = "messaging.member.unbanned"
+	ChannelUpdated       = "messaging.channel.updated"
+	ChannelUpgraded      = "messaging.channel.upgraded"
+	TypingUpdated        = "messaging.typing.updated"
+	ReadUpdated          = "messaging.read.updated"
+	PresenceUpdated      = "messaging.presence.updated"
 )
 
 // Types lists every DTO type.
 var Types = []string{
-	MessageCreated, MessageEdited, MessageDeleted, MediaUploaded,
+	MessageCreated, MessageEdited, MessageDeleted, MessageUndecryptable, MediaUploaded,
 	LocationShared, PollStarted, PollAnswered, PollEnded, ReactionAdded, ReactionRemoved,
 	MemberJoined, MemberUpdated, MemberLeft, MemberInvited, MemberKicked, MemberBanned, MemberUnbanned,
 	ChannelUpdated, ChannelUpgraded, TypingUpdated, ReadUpdated, PresenceUpdated,

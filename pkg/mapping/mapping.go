@@ -45,6 +45,10 @@ type rawEvent struct {
 		PrevContent json.RawMessage `json:"prev_content"`
 	} `json:"unsigned"`
 	PrevContent json.RawMessage `json:"prev_content"`
+	// Undecryptable is set on an encrypted event given up on.
+	Undecryptable *struct {
+		Reason string `json:"reason"`
+	} `json:"net.daarion.undecryptable"`
 }
 
 // maxTimestampMS is 10000-01-01T00:00:00Z in unix milliseconds.
@@ -151,6 +155,7 @@ type messageContent struct {
 	Format        string          `json:"format"`
 	FormattedBody string          `json:"formatted_body"`
 	URL           string          `json:"url"`
+	File          json.RawMessage `json:"file"` // an encrypted attachment
 	Info          json.RawMessage `json:"info"`
 	FileName      string          `json:"filename"`
 	RelatesTo     *relation       `json:"m.relates_to"`
@@ -195,6 +200,8 @@ func (m *Mapper) mapTimeline(dto *DTO, raw *rawEvent, position int64) bool {
 		return true
 	case "m.room.redaction":
 		return m.mapRedaction(dto, raw, position)
+	case "m.room.encrypted":
+		return m.mapUndecryptable(dto, raw)
 	case "m.room.member":
 		return m.mapMember(dto, raw)
 	case "m.room.name", "m.room.topic", "m.room.avatar", "m.room.canonical_alias":
@@ -288,6 +295,12 @@ func (m *Mapper) mapMessageContent(dto *DTO, c *messageContent, content json.Raw
 			data["sticker"] = true
 		}
 		data["url"] = c.URL
+		var file map[string]any
+		if c.URL == "" && len(c.File) > 0 && json.Unmarshal(c.File, &file) == nil {
+			if url, ok := file["url"].(string); ok {
+				data["url"], data["file"] = url, file
+			}
+		}
 		if c.FileName != "" {
 			data["filename"] = c.FileName
 		}
@@ -483,4 +496,28 @@ func (m *Mapper) mapEphemeral(dto *DTO, raw *rawEvent) bool {
 		return true
 	}
 	return false
+}
+
+// mapUndecryptable maps an encrypted event pkg/e2ee gave up on (marked
+// net.daarion.undecryptable, e2ee.UndecryptableKey); the encrypted event as
+// the homeserver sent it has no DTO (its clear form, journalled after it,
+// has).
+func (m *Mapper) mapUndecryptable(dto *DTO, raw *rawEvent) bool {
+	if raw.Undecryptable == nil {
+		return false
+	}
+	var c struct {
+		Algorithm string `json:"algorithm"`
+		SessionID string `json:"session_id"`
+	}
+	_ = json.Unmarshal(raw.Content, &c)
+	data := map[string]any{"reason": raw.Undecryptable.Reason}
+	if c.Algorithm != "" {
+		data["algorithm"] = c.Algorithm
+	}
+	if c.SessionID != "" {
+		data["session_id"] = c.SessionID
+	}
+	dto.Type, dto.Data = MessageUndecryptable, data
+	return true
 }

@@ -22,7 +22,11 @@ import (
 
 // Open returns the state store in db, its schema upgraded.
 func Open(ctx context.Context, db *dbutil.Database, log zerolog.Logger) (*sqlstatestore.SQLStateStore, error) {
-	store := sqlstatestore.NewSQLStateStore(db, dbutil.ZeroLogger(log.With().Str("db_section", "matrix_state").Logger()), true)
+	// isBridge false: true makes FindSharedRooms (what the end-to-bridge
+	// encryption asks) join a bridgev1 "portal" table this bridge has not;
+	// false reads the rooms' encryption from mx_room_state. Nothing else in
+	// sqlstatestore depends on it.
+	store := sqlstatestore.NewSQLStateStore(db, dbutil.ZeroLogger(log.With().Str("db_section", "matrix_state").Logger()), false)
 	if err := store.Upgrade(ctx); err != nil {
 		return nil, fmt.Errorf("failed to upgrade the Matrix state store: %w", err)
 	}

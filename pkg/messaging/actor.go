@@ -10,7 +10,9 @@ import (
 	"regexp"
 	"time"
 
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/daarion/matrix-bridge/pkg/agents"
@@ -32,6 +34,7 @@ type Service struct {
 	media        config.Media
 	regSecret    string
 	order        keylock.Mutex
+	encryption   Encryption
 	// reservedWait is how long a request whose Idempotency-Key another
 	// request reserved waits for that send's result before it takes the
 	// send to have been interrupted and finishes it.
@@ -46,13 +49,22 @@ type Options struct {
 	Mapper      identity.Mapper
 	Idempotency *IdempotencyStore
 	Config      *config.Config
+	// Encryption sends into encrypted rooms (e2ee.Service); nil sends
+	// every event in the clear.
+	Encryption Encryption
+}
+
+// Encryption posts an event encrypted when the room is encrypted; handled
+// is false for a clear room. *e2ee.Service is one.
+type Encryption interface {
+	Send(ctx context.Context, sender id.UserID, roomID id.RoomID, evtType event.Type, content any, extra ...mautrix.ReqSendEvent) (*mautrix.RespSendEvent, bool, error)
 }
 
 // NewService returns the messaging service.
 func NewService(opts Options) *Service {
 	s := &Service{
 		as: opts.AppService, agents: opts.Agents, rooms: opts.Rooms, mapper: opts.Mapper,
-		idem: opts.Idempotency, media: opts.Config.Media, regSecret: opts.Config.Homeserver.RegistrationSharedSecret,
+		idem: opts.Idempotency, encryption: opts.Encryption, media: opts.Config.Media, regSecret: opts.Config.Homeserver.RegistrationSharedSecret,
 		// Longer than a send takes, homeserver rate limiting included.
 		reservedWait: 15 * time.Second,
 	}

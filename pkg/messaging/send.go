@@ -416,7 +416,7 @@ func (s *Service) sendAt(ctx context.Context, actor *Actor, roomID id.RoomID, ev
 	}
 	rejoined := false
 	for attempt := 0; ; attempt++ {
-		resp, err := actor.Intent.SendMessageEvent(ctx, roomID, evtType, content, extra...)
+		resp, err := s.sendEvent(ctx, actor, roomID, evtType, content, extra)
 		if err == nil {
 			return resp.EventID, nil
 		}
@@ -436,6 +436,17 @@ func (s *Service) sendAt(ctx context.Context, actor *Actor, roomID id.RoomID, ev
 		}
 		return "", err
 	}
+}
+
+// sendEvent sends one event, encrypted with the sender's device in an
+// encrypted room.
+func (s *Service) sendEvent(ctx context.Context, actor *Actor, roomID id.RoomID, evtType event.Type, content any, extra []mautrix.ReqSendEvent) (*mautrix.RespSendEvent, error) {
+	if s.encryption != nil {
+		if resp, handled, err := s.encryption.Send(ctx, actor.Intent.UserID, roomID, evtType, content, extra...); handled || err != nil {
+			return resp, err
+		}
+	}
+	return actor.Intent.SendMessageEvent(ctx, roomID, evtType, content, extra...)
 }
 
 // ensureJoined makes an agent's ghost a member (the bot invites it where the

@@ -38,6 +38,21 @@ type Snapshot struct {
 	// in the dead-letter lists.
 	WebhooksPending int64
 	WebhooksDead    int64
+
+	// Encryption is the end-to-bridge encryption's state.
+	Encryption Encryption
+}
+
+// Encryption is the end-to-bridge encryption's part of a sample.
+type Encryption struct {
+	// Enabled: encryption.enabled. Unavailable, when set, is why it cannot
+	// work (the homeserver lacks what it needs); the rest keeps working.
+	Enabled     bool
+	Unavailable string
+	// Devices are the devices this process has loaded (the leader's only);
+	// Waiting the encrypted events waiting for their keys.
+	Devices int
+	Waiting int64
 }
 
 // Reachability is the result of one ping.
