@@ -3,12 +3,14 @@ package e2e_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/daarion/matrix-bridge/pkg/mapping"
@@ -33,24 +35,50 @@ agents:
 // right content; the agent's answer, sent through the internal API, is
 // encrypted by the bridge with the agent's own device, and the client
 // decrypts it.
+// encryptedRig is a Synapse and an encrypting bridge, a webhook receiver
+// for every room, and alice on a js client in an encrypted room with the
+// agent sofia.
+type encryptedRig struct {
+	s         *stack
+	rc        *receiver
+	alice     *jsClient
+	aliceHTTP *mautrix.Client
+	sofia     id.UserID
+	room      string
+}
+
+func newEncryptedRig(t *testing.T, tdb testrig.TestDatabase) *encryptedRig {
+	t.Helper()
+	s := newStackWith(t, rig{TestDatabase: tdb, homeserver: testrig.Synapse}, stackOptions{
+		extra: encryptionOn + fastRetries, homeserverRateLimits: busyHumans})
+	s.bridge.waitForLog("Made an encryption device", 60*time.Second)
+	r := &encryptedRig{s: s, rc: newReceiver(t), sofia: id.NewUserID("agent_sofia", serverName)}
+	r.rc.subscribe(t, s, map[string]any{"room_id": "*"})
+	var err error
+	if r.aliceHTTP, err = s.hs.RegisterUser(context.Background(), "alice", "correct horse battery staple", false); err != nil {
+		t.Fatal(err)
+	}
+	r.alice = startJSClient(t)
+	r.alice.LoginAs(s.hs, r.aliceHTTP)
+	r.room = r.alice.CreateRoom("encrypted with sofia", true, r.sofia.String())
+	r.alice.WaitMember(r.room, r.sofia.String(), "join", 60*time.Second)
+	return r
+}
+
+// dto is the DTO with id eventID at the webhook, nil while there is none.
+func (r *encryptedRig) dto(eventID string) *receivedDTO {
+	for _, d := range r.rc.received() {
+		if d.dto.ID == eventID {
+			return &d
+		}
+	}
+	return nil
+}
+
 func TestEncryptedRoomWithARealClient(t *testing.T) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
-		ctx := context.Background()
-		s := newStackWith(t, rig{TestDatabase: tdb, homeserver: testrig.Synapse}, stackOptions{
-			extra: encryptionOn + fastRetries, homeserverRateLimits: busyHumans})
-		s.bridge.waitForLog("Made an encryption device", 60*time.Second)
-		rc := newReceiver(t)
-		rc.subscribe(t, s, map[string]any{"room_id": "*"})
-
-		aliceHTTP, err := s.hs.RegisterUser(ctx, "alice", "correct horse battery staple", false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		alice := startJSClient(t)
-		alice.LoginAs(s.hs, aliceHTTP)
-		sofia := id.NewUserID("agent_sofia", serverName)
-		room := alice.CreateRoom("encrypted with sofia", true, sofia.String())
-		alice.WaitMember(room, sofia.String(), "join", 60*time.Second)
+		r := newEncryptedRig(t, tdb)
+		s, alice, aliceHTTP, sofia, room := r.s, r.alice, r.aliceHTTP, r.sofia, r.room
 
 		marker := fmt.Sprintf("confidential-%d", time.Now().UnixNano())
 		text := alice.Send(room, map[string]any{"msgtype": "m.text", "body": "hello " + marker})
@@ -66,20 +94,10 @@ func TestEncryptedRoomWithARealClient(t *testing.T) {
 		fileData := bytes.Repeat([]byte("secret plan "), 100)
 		file := alice.UploadFile(room, "plan.txt", "text/plain", fileData)
 
-		byID := func(eventID string) func() *receivedDTO {
-			return func() *receivedDTO {
-				for _, d := range rc.received() {
-					if d.dto.ID == eventID {
-						return &d
-					}
-				}
-				return nil
-			}
-		}
 		wait := func(what, eventID string) receivedDTO {
 			t.Helper()
 			var got *receivedDTO
-			eventually(t, what+" at the webhook", 60*time.Second, func() bool { got = byID(eventID)(); return got != nil })
+			eventually(t, what+" at the webhook", 60*time.Second, func() bool { got = r.dto(eventID); return got != nil })
 			if err := mapping.Validate(got.body.DTO); err != nil {
 				t.Errorf("%s: %v", what, err)
 			}
@@ -116,6 +134,30 @@ func TestEncryptedRoomWithARealClient(t *testing.T) {
 		// The agent answers through the internal API: encrypted on the wire,
 		// decrypted by the client, and its echo is a DTO with its origin.
 		answer := send(t, s, map[string]any{"room_id": room, "sender": "agent:sofia", "body": "answer to " + marker})
+		// The Idempotency-Key guarantee holds in an encrypted room: the same
+		// key again answers the same event.
+		keyed := func() string {
+			body, _ := json.Marshal(map[string]any{"room_id": room, "sender": "agent:sofia", "body": "once only"})
+			req, _ := http.NewRequest(http.MethodPost, s.apiURL+"/internal/matrix/send", bytes.NewReader(body))
+			req.Header.Set("X-Internal-Service-Token", serviceSecret)
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Idempotency-Key", "encrypted-once")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var out struct {
+				EventID string `json:"event_id"`
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("keyed send: %d %v", resp.StatusCode, err)
+			}
+			return out.EventID
+		}
+		if first, again := keyed(), keyed(); first == "" || first != again {
+			t.Errorf("the same Idempotency-Key sent %q and %q", first, again)
+		}
 		got := alice.WaitDecrypted(jsWait{Room: room, Sender: sofia.String(), EventID: answer.String(), Timeout: 60 * time.Second})
 		if got.WireType != "m.room.encrypted" || got.Content["body"] != "answer to "+marker {
 			t.Errorf("alice read the agent's answer as %s %v, want it encrypted with body %q", got.WireType, got.Content, "answer to "+marker)
@@ -161,5 +203,40 @@ func TestEncryptionUnavailableOnDendrite(t *testing.T) {
 	s.waitLogged([]id.EventID{msg, answer}, 30*time.Second)
 	if res := s.api(t, http.MethodGet, "/healthz", nil); res.status != http.StatusOK {
 		t.Errorf("healthz: %d %s", res.status, res.body)
+	}
+}
+
+// The bridge is SIGKILLed right after the client shared a room key with the
+// agent's device (the to-device message in flight in Synapse's transaction)
+// and stays down while more is sent: once it is back, every message the
+// client sent is decrypted and delivered, none undecryptable.
+func TestEncryptionSurvivesASIGKILL(t *testing.T) {
+	r := newEncryptedRig(t, testrig.NewTestDatabase(t, testrig.SQLite))
+	first := r.alice.Send(r.room, map[string]any{"msgtype": "m.text", "body": "before the kill"})
+	r.s.bridge.kill()
+	sent := []string{first}
+	for i := range 5 {
+		sent = append(sent, r.alice.Send(r.room, map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("while down %d", i)}))
+	}
+	r.s.bridge = r.s.startBridge()
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, line := range strings.Split(r.s.bridge.logs(), "\n") {
+				if strings.Contains(line, `"component":"e2ee"`) || strings.Contains(line, "ecrypt") {
+					t.Log(tail(line, 400))
+				}
+			}
+		}
+	})
+	for _, eventID := range sent {
+		eventually(t, "the message "+eventID+" decrypted at the webhook", 90*time.Second, func() bool { return r.dto(eventID) != nil })
+		if d := r.dto(eventID); d.dto.Type != mapping.MessageCreated {
+			t.Errorf("%s arrived as %s %v, want it decrypted", eventID, d.dto.Type, d.dto.Data)
+		}
+	}
+	for _, d := range r.rc.received() {
+		if d.dto.Type == mapping.MessageUndecryptable {
+			t.Errorf("undecryptable after the restart: %s %v", d.dto.ID, d.dto.Data)
+		}
 	}
 }

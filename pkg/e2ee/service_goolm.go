@@ -449,14 +449,22 @@ func (s *Service) decrypt(ctx context.Context, logged *eventlog.Event, evt *even
 
 func (s *Service) candidates(ctx context.Context, evt *event.Event) []*ghostDevice {
 	var out []*ghostDevice
-	if s.opts.OwnUser(evt.Sender) {
-		if d := s.loaded(ctx, evt.Sender); d != nil {
+	seen := map[id.UserID]bool{}
+	add := func(userID id.UserID) {
+		if seen[userID] || !s.opts.OwnUser(userID) {
+			return
+		}
+		seen[userID] = true
+		// loaded reads a device from the database when this process has not
+		// loaded it yet (after a restart, or on a new leader).
+		if d := s.loaded(ctx, userID); d != nil {
 			out = append(out, d)
 		}
 	}
-	for _, d := range s.loadedMachines() {
-		if d.client.UserID != evt.Sender && s.opts.State.IsInRoom(ctx, evt.RoomID, d.client.UserID) {
-			out = append(out, d)
+	add(evt.Sender)
+	if members, err := s.opts.State.GetRoomJoinedOrInvitedMembers(ctx, evt.RoomID); err == nil {
+		for _, userID := range members {
+			add(userID)
 		}
 	}
 	if len(out) == 0 {
@@ -623,6 +631,23 @@ func (s *Service) Send(ctx context.Context, sender id.UserID, roomID id.RoomID, 
 	if err != nil {
 		return nil, true, fmt.Errorf("failed to encrypt: %w", err)
 	}
-	resp, err = d.client.SendMessageEvent(ctx, roomID, event.EventEncrypted, enc, extra...)
+	resp, err = d.client.SendMessageEvent(ctx, roomID, event.EventEncrypted, outerContent(content, enc), extra...)
 	return resp, true, err
+}
+
+// outerContent is what is sent for enc: the encrypted content, plus the
+// extra keys of a wrapped content (the messaging package's idempotency
+// marker, org.daarion.txn_id) in the clear, so that an interrupted send can
+// still be found in the room's history. They are the bridge's bookkeeping,
+// never message content.
+func outerContent(content any, enc *event.EncryptedEventContent) any {
+	wrapped, ok := content.(*event.Content)
+	if !ok || len(wrapped.Raw) == 0 {
+		return enc
+	}
+	raw := make(map[string]any, len(wrapped.Raw))
+	for k, v := range wrapped.Raw {
+		raw[k] = v
+	}
+	return &event.Content{Parsed: enc, Raw: raw}
 }
