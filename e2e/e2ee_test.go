@@ -174,6 +174,9 @@ func TestEncryptedRoomWithARealClient(t *testing.T) {
 		if res := s.api(t, http.MethodGet, "/internal/matrix/sync?timeout=0", nil); res.status != http.StatusOK {
 			t.Errorf("sync: %d %s", res.status, res.body)
 		}
+		if strings.Contains(s.bridge.logs(), "e2e-pickle-key-0123456789") {
+			t.Error("the pickle key is in the bridge's log")
+		}
 		if n := countLines(s.bridge.logs(), "Failed to decrypt"); n > 0 {
 			t.Errorf("%d decryption failures logged", n)
 		}

@@ -60,6 +60,7 @@ type settings struct {
 	agentRooms                      int
 	fanoutRooms                     int
 	reconcileRooms, reconcileEvents int
+	reconcileSenders                int
 	fanoutBatch                     int
 	fanoutRate                      int
 	maxBacklog                      int
@@ -130,6 +131,7 @@ func run() int {
 	flag.IntVar(&s.agentRooms, "agent-rooms", 1, "agents-send: rooms the concurrent agents post into (1: all in the same room; else agent i posts in room i mod n)")
 	flag.IntVar(&s.reconcileRooms, "reconcile-rooms", 200, "reconcile: city rooms")
 	flag.IntVar(&s.reconcileEvents, "reconcile-events", 50, "reconcile: messages a room (and reconcile.window)")
+	flag.IntVar(&s.reconcileSenders, "reconcile-senders", 1, "reconcile: concurrent senders seeding the city (Dendrite serialises its writes)")
 	flag.IntVar(&s.fanoutRooms, "fanout-rooms", 10, "fanout: rooms the synthetic events are spread over (each (subscription, room) is one ordered webhook queue)")
 	flag.IntVar(&s.fanoutBatch, "fanout-batch", 100, "fanout: events per transaction in the throughput phase")
 	flag.IntVar(&s.fanoutRate, "fanout-rate", 1000, "fanout: events/s of the paced latency phase (transactions of 10 events every 10 ms at 1000)")

@@ -65,11 +65,11 @@ func runReconcile(ctx context.Context, r *rig, s *settings, db string, rep *scen
 	var failed atomic.Int64
 	var wg sync.WaitGroup
 	total := int64(len(roomIDs) * s.reconcileEvents)
-	// Two senders: Dendrite (on SQLite) serialises its writes, and more
+	// One sender by default: Dendrite (on SQLite) serialises its writes, and
 	// concurrent sends only wait on each other — eight at once took 2.5–4.7 s
-	// each where one alone takes 15 ms (measured: the bridge kept up, its
+	// each where one alone took 15 ms (measured: the bridge kept up, its
 	// journal empty and every consumer at the head).
-	for range 2 {
+	for range max(s.reconcileSenders, 1) {
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				i := next.Add(1) - 1

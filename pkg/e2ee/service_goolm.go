@@ -605,7 +605,7 @@ func (s *Service) Send(ctx context.Context, sender id.UserID, roomID id.RoomID, 
 	if err != nil || !encrypted {
 		return nil, false, err
 	}
-	if !s.Enabled() {
+	if !s.Enabled() || s.Unavailable() != "" {
 		return nil, true, apiError{ErrUnavailable}
 	}
 	d, err := s.device(ctx, sender)
