@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -141,14 +142,14 @@ func TestCommands(t *testing.T) {
 		// Nothing is missing from the log: one page of the homeserver's
 		// timeline tells.
 		c.run("reconcile harbour", "Reconciled** 1 room(s)", "0 event(s) recovered", "1 /messages page(s)")
-		for _, name := range []string{"help", "ping", "status", "rooms", "room", "create-room", "archive", "unarchive", "agents", "agent",
+		for _, name := range []string{"help", "ping", "status", "rooms", "room", "create-room", "archive", "unarchive", "confidential", "agents", "agent",
 			"set-agent-name", "subscriptions", "failures", "redeliver", "pause", "resume", "parked", "space", "reconcile", "retry-parked"} {
 			if !strings.Contains(help, "`"+name) {
 				t.Errorf("help does not list %s", name)
 			}
 		}
-		if n := strings.Count(help, "\n* "); n != 20 {
-			t.Errorf("help has %d command lines, want 20:\n%s", n, help)
+		if n := strings.Count(help, "\n* "); n != 21 {
+			t.Errorf("help has %d command lines, want 21:\n%s", n, help)
 		}
 		c.run("ping", "Pong!")
 		status := c.run("status", "DAARION bridge", "Uptime:", "Homeserver:** reachable, ping", "Database:** "+map[string]string{testrig.SQLite: "SQLite", testrig.Postgres: "PostgreSQL"}[tdb.Name]+", reachable",
@@ -190,6 +191,14 @@ func TestCommands(t *testing.T) {
 			t.Errorf("archived rooms after unarchive = %v", got)
 		}
 		c.run("room nowhere", "Error:", "no city room has the slug nowhere")
+		// Confidential: tell, mark, unmark (what it does: TestConfidentialRooms).
+		c.run("confidential lighthouse", "City room `lighthouse` is **not confidential**.")
+		c.run("confidential #city_lighthouse:daarion.test on", "City room `lighthouse` is **confidential** now")
+		if res := s.api(t, http.MethodGet, "/internal/matrix/rooms/"+url.PathEscape(lighthouse.String())+"/confidential", nil); res.status != 200 || res.json["confidential"] != true {
+			t.Errorf("the API does not see the bot's mark: %d %s", res.status, res.body)
+		}
+		c.run("confidential lighthouse off", "City room `lighthouse` is **not confidential** any more")
+		c.run("confidential lighthouse maybe", "Error:", "must be on or off")
 
 		// Agents: list, look up, rename.
 		c.run("agents", "Agents:** 1", "`sofia`", "@agent_sofia:daarion.test")

@@ -5,8 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/url"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -222,15 +227,7 @@ func TestEncryptionSurvivesASIGKILL(t *testing.T) {
 		sent = append(sent, r.alice.Send(r.room, map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("while down %d", i)}))
 	}
 	r.s.bridge = r.s.startBridge()
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, line := range strings.Split(r.s.bridge.logs(), "\n") {
-				if strings.Contains(line, `"component":"e2ee"`) || strings.Contains(line, "ecrypt") {
-					t.Log(tail(line, 400))
-				}
-			}
-		}
-	})
+	logE2EEOnFailure(t, r.s)
 	for _, eventID := range sent {
 		eventually(t, "the message "+eventID+" decrypted at the webhook", 90*time.Second, func() bool { return r.dto(eventID) != nil })
 		if d := r.dto(eventID); d.dto.Type != mapping.MessageCreated {
@@ -242,4 +239,196 @@ func TestEncryptionSurvivesASIGKILL(t *testing.T) {
 			t.Errorf("undecryptable after the restart: %s %v", d.dto.ID, d.dto.Data)
 		}
 	}
+}
+
+// An encrypted room marked confidential: the decrypted message reaches the
+// webhook without its content, and its plaintext is nowhere in the
+// bridge's database or log — not even as the clear form of the event.
+func TestEncryptedConfidentialRoom(t *testing.T) {
+	r := newEncryptedRig(t, testrig.NewTestDatabase(t, testrig.SQLite))
+	path := "/internal/matrix/rooms/" + url.PathEscape(r.room) + "/confidential"
+	if res := r.s.api(t, http.MethodPut, path, map[string]any{"confidential": true}); res.status != http.StatusOK {
+		t.Fatalf("marking the room confidential: %d %s", res.status, res.body)
+	}
+	secret := fmt.Sprintf("secret-%d", time.Now().UnixNano())
+	msg := r.alice.Send(r.room, map[string]any{"msgtype": "m.text", "body": "the plan is " + secret})
+	eventually(t, "the message's DTO", 60*time.Second, func() bool { return r.dto(msg) != nil })
+	d := r.dto(msg)
+	if d.raw["confidential"] != true || d.dto.Type != mapping.MessageCreated || d.dto.Data["body"] != nil || strings.Contains(string(d.body.DTO), secret) {
+		t.Errorf("the confidential room's DTO: %s", d.body.DTO)
+	}
+	if strings.Contains(string(d.body.Event), secret) {
+		t.Errorf("the webhook's event carries the plaintext: %s", d.body.Event)
+	}
+	for table, rows := range dumpTables(t, r.s) {
+		if strings.Contains(rows, secret) {
+			t.Errorf("table %s holds the confidential room's plaintext", table)
+		}
+	}
+	if strings.Contains(r.s.bridge.logs(), secret) {
+		t.Error("the bridge's log holds the confidential room's plaintext")
+	}
+}
+
+// An encrypted event whose keys are not there when the bridge first reads
+// it waits, and is decrypted as soon as they come; one whose keys never
+// come is delivered as messaging.message.undecryptable after
+// encryption.give_up_after. Synapse's pushes go through a door the test
+// closes, so the event (forged into a transaction with the hs_token, as
+// Synapse would send it) arrives before its key.
+func TestEncryptedEventsWaitForTheirKeys(t *testing.T) {
+	door := newDoor(t)
+	s := newStackWith(t, rig{TestDatabase: testrig.NewTestDatabase(t, testrig.SQLite), homeserver: testrig.Synapse}, stackOptions{
+		extra:                strings.Replace(encryptionOn, "give_up_after: 20s", "give_up_after: 15s", 1) + fastRetries,
+		homeserverRateLimits: busyHumans,
+		editRegistration:     door.route,
+	})
+	s.bridge.waitForLog("Made an encryption device", 60*time.Second)
+	logE2EEOnFailure(t, s)
+	r := &encryptedRig{s: s, rc: newReceiver(t), sofia: id.NewUserID("agent_sofia", serverName)}
+	r.rc.subscribe(t, s, map[string]any{"room_id": "*"})
+	var err error
+	if r.aliceHTTP, err = s.hs.RegisterUser(context.Background(), "alice", "correct horse battery staple", false); err != nil {
+		t.Fatal(err)
+	}
+	r.alice = startJSClient(t)
+	r.alice.LoginAs(s.hs, r.aliceHTTP)
+	r.room = r.alice.CreateRoom("late keys", true, r.sofia.String())
+	r.alice.WaitMember(r.room, r.sofia.String(), "join", 60*time.Second)
+
+	door.close()
+	late := r.alice.Send(r.room, map[string]any{"msgtype": "m.text", "body": "keys come later"})
+	evt := fetchEvent(t, r.aliceHTTP, id.RoomID(r.room), id.EventID(late))
+	raw, _ := json.Marshal(evt)
+	forged := []byte(`{"events":[` + string(raw) + `]}`)
+	if status, errcode := trustAppservice(t, s, http.MethodPut, "/_matrix/app/v1/transactions/late-keys", forged); status != 200 {
+		t.Fatalf("forged transaction: %d %s", status, errcode)
+	}
+	pending := func(eventID string) bool {
+		var n int
+		_ = s.database.QueryRow(context.Background(), `SELECT COUNT(*) FROM e2ee_pending WHERE event_id = $1`, eventID).Scan(&n)
+		return n == 1
+	}
+	eventually(t, "the event to wait for its keys", 30*time.Second, func() bool { return pending(late) })
+	door.open() // Synapse's retry brings the key (the room key to the agent's device)
+	eventually(t, "the late event decrypted at the webhook", 60*time.Second, func() bool { return r.dto(late) != nil })
+	if d := r.dto(late); d.dto.Type != mapping.MessageCreated || d.dto.Data["body"] != "keys come later" {
+		t.Errorf("the late event: %s %v", d.dto.Type, d.dto.Data)
+	}
+	if pending(late) {
+		t.Error("the decrypted event is still waiting")
+	}
+
+	// A session the bridge never gets a key for.
+	never := map[string]any{"event_id": "$never-decrypted:" + serverName, "room_id": r.room, "sender": r.aliceHTTP.UserID,
+		"type": "m.room.encrypted", "origin_server_ts": time.Now().UnixMilli(),
+		"content": map[string]any{"algorithm": "m.megolm.v1.aes-sha2", "sender_key": "c2VuZGVya2V5", "device_id": "NOPE",
+			"session_id": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "ciphertext": strings.Repeat("A", 120)}}
+	body, _ := json.Marshal(map[string]any{"events": []any{never}})
+	if status, errcode := trustAppservice(t, s, http.MethodPut, "/_matrix/app/v1/transactions/never", body); status != 200 {
+		t.Fatalf("forged transaction: %d %s", status, errcode)
+	}
+	eventually(t, "the undecryptable DTO", 60*time.Second, func() bool { return r.dto("$never-decrypted:"+serverName) != nil })
+	if d := r.dto("$never-decrypted:" + serverName); d.dto.Type != mapping.MessageUndecryptable || d.dto.Data["session_id"] != never["content"].(map[string]any)["session_id"] {
+		t.Errorf("the never decrypted event: %s %v", d.dto.Type, d.dto.Data)
+	}
+}
+
+// door is a TCP proxy between Synapse and the bridge's appservice port that
+// a test can close (refusing connections, as a bridge that is down) and
+// open again.
+type door struct {
+	t        *testing.T
+	listener net.Listener
+	target   string
+	mu       sync.Mutex
+	closed   bool
+	conns    []net.Conn
+}
+
+func newDoor(t *testing.T) *door {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &door{t: t, listener: l}
+	t.Cleanup(func() { _ = l.Close() })
+	go func() {
+		for {
+			in, err := l.Accept()
+			if err != nil {
+				return
+			}
+			d.mu.Lock()
+			closed, target := d.closed, d.target
+			if !closed {
+				d.conns = append(d.conns, in)
+			}
+			d.mu.Unlock()
+			if closed || target == "" {
+				_ = in.Close()
+				continue
+			}
+			go func() {
+				out, err := net.Dial("tcp", target)
+				if err != nil {
+					_ = in.Close()
+					return
+				}
+				go func() { _, _ = io.Copy(out, in); _ = out.Close() }()
+				_, _ = io.Copy(in, out)
+				_ = in.Close()
+			}()
+		}
+	}()
+	return d
+}
+
+// route points the registration's url at the door, which forwards to the
+// bridge's listener (the url it had).
+func (d *door) route(registration string) string {
+	re := regexp.MustCompile(`(?m)^url: *'?(http://127\.0\.0\.1:\d+)'?`)
+	m := re.FindStringSubmatch(registration)
+	if m == nil {
+		d.t.Fatalf("no url in the registration:\n%s", registration)
+	}
+	d.mu.Lock()
+	d.target = strings.TrimPrefix(m[1], "http://")
+	d.mu.Unlock()
+	return re.ReplaceAllString(registration, "url: 'http://"+d.listener.Addr().String()+"'")
+}
+
+func (d *door) close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closed = true
+	for _, c := range d.conns {
+		_ = c.Close()
+	}
+	d.conns = nil
+}
+
+func (d *door) open() {
+	d.mu.Lock()
+	d.closed = false
+	d.mu.Unlock()
+}
+
+// logE2EEOnFailure logs the bridge's encryption lines when the test fails.
+func logE2EEOnFailure(t *testing.T, s *stack) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for table, rows := range dumpTables(t, s) {
+			if table == "event_log" || table == "webhook_delivery" || table == "e2ee_pending" || table == "txn_journal" || table == "parked_transaction" || table == "consumer_cursor" {
+				t.Logf("%s:\n%s", table, tail(rows, 30))
+			}
+		}
+		for _, line := range strings.Split(s.bridge.logs(), "\n") {
+			if strings.Contains(line, `"component":"e2ee"`) || strings.Contains(line, "ecrypt") || strings.Contains(line, `"level":"error"`) || strings.Contains(line, `"component":"appservice"`) {
+				t.Log(tail(line, 400))
+			}
+		}
+	})
 }

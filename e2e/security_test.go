@@ -523,6 +523,8 @@ func TestSecurityScopes(t *testing.T) {
 			"PUT /internal/matrix/rooms/{roomId}/avatar":               {sc("rooms"), roomNope + "/avatar", j, `{}`},
 			"POST /internal/matrix/rooms/{roomId}/archive":             {sc("rooms"), roomNope + "/archive", j, ``},
 			"POST /internal/matrix/rooms/{roomId}/unarchive":           {sc("rooms"), roomNope + "/unarchive", j, ``},
+			"GET /internal/matrix/rooms/{roomId}/confidential":         {sc("rooms"), roomNope + "/confidential", "", ""},
+			"PUT /internal/matrix/rooms/{roomId}/confidential":         {sc("rooms"), roomNope + "/confidential", j, `{}`},
 			"POST /internal/matrix/rooms/ensure":                       {sc("rooms"), "/internal/matrix/rooms/ensure", j, `{}`},
 			"GET /internal/matrix/space":                               {sc("rooms"), "/internal/matrix/space", "", ""},
 			"POST /internal/matrix/space/repair":                       {sc("rooms"), "/internal/matrix/space/repair", j, ``},

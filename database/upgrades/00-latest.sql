@@ -1,4 +1,4 @@
--- v0 -> v12: Latest revision
+-- v0 -> v13: Latest revision
 
 -- Every transaction id the homeserver has sent, for audit and to see retries.
 CREATE TABLE as_transaction (
@@ -223,6 +223,20 @@ CREATE TABLE e2ee_pending (
 	room_id    TEXT   NOT NULL,
 	session_id TEXT   NOT NULL,
 	position   BIGINT NOT NULL, -- the encrypted event's log position
-	since      BIGINT NOT NULL  -- unix milliseconds: first seen undecryptable
+	since      BIGINT NOT NULL, -- unix milliseconds: first seen undecryptable
+	-- unix milliseconds: when the bridge asked the sender's devices for the
+	-- key (Synapse drops to-device messages sent while the bridge is down);
+	-- 0: not yet
+	key_requested_at BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX e2ee_pending_since_idx ON e2ee_pending (since);
+
+-- Rooms whose message content the bridge keeps out of its DTOs, its sync
+-- answers and its own event log (only ids, types, relations, actors and
+-- times). Owned by pkg/rooms; marking is PUT
+-- /internal/matrix/rooms/{roomId}/confidential or the bot's confidential.
+CREATE TABLE confidential_room (
+	room_id   TEXT   PRIMARY KEY,
+	marked_by TEXT   NOT NULL DEFAULT '', -- the service, or the Matrix user of the bot command
+	marked_at BIGINT NOT NULL  -- unix milliseconds
+);

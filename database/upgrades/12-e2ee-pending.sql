@@ -9,6 +9,10 @@ CREATE TABLE e2ee_pending (
 	room_id    TEXT   NOT NULL,
 	session_id TEXT   NOT NULL,
 	position   BIGINT NOT NULL, -- the encrypted event's log position
-	since      BIGINT NOT NULL  -- unix milliseconds: first seen undecryptable
+	since      BIGINT NOT NULL, -- unix milliseconds: first seen undecryptable
+	-- unix milliseconds: when the bridge asked the sender's devices for the
+	-- key (Synapse drops to-device messages sent while the bridge is down);
+	-- 0: not yet
+	key_requested_at BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX e2ee_pending_since_idx ON e2ee_pending (since);

@@ -34,6 +34,7 @@ import (
 	"github.com/daarion/matrix-bridge/pkg/identity"
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
 	"github.com/daarion/matrix-bridge/pkg/leader"
+	"github.com/daarion/matrix-bridge/pkg/mapping"
 	"github.com/daarion/matrix-bridge/pkg/matrixstate"
 	"github.com/daarion/matrix-bridge/pkg/messaging"
 	"github.com/daarion/matrix-bridge/pkg/metrics"
@@ -153,6 +154,10 @@ func (b *Bridge) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Known before anything is indexed, mapped or synced.
+	if err = b.Rooms.Confidential().Load(ctx); err != nil {
+		return err
+	}
 	mapper := identity.NewMapper(cfg)
 	b.Agents = agents.NewService(agents.NewStore(b.DB), b.Rooms.Store(), b.AS, mapper, cfg.Agents)
 	if cfg.Encryption.Enabled && !e2ee.Built {
@@ -164,6 +169,7 @@ func (b *Bridge) build(ctx context.Context) error {
 			kind := mapper.FromMatrix(userID).Kind
 			return kind == identity.KindAgent || kind == identity.KindBridge
 		},
+		Confidential: b.Rooms.Confidential().Is, Strip: mapping.StripContent,
 		Logger: b.Log.With().Str("component", "e2ee").Logger(),
 	}
 	if cfg.Encryption.Enabled {
@@ -198,6 +204,7 @@ func (b *Bridge) build(ctx context.Context) error {
 		return fmt.Errorf("failed to set up the internal API: %w", err)
 	}
 	b.DTOs = delivery.NewDTOSource(mapper, b.Rooms.Store(), b.idempotency, b.EventLog)
+	b.DTOs.SetConfidential(b.Rooms.Confidential().Is)
 	webhookStore := webhook.NewStore(b.DB)
 	b.webhookStore = webhookStore
 	policy := webhook.Policy{AllowLinkLocal: cfg.Delivery.WebhookAllowLinkLocal, MaxPerService: cfg.Delivery.MaxSubscriptionsPerService}
@@ -216,6 +223,7 @@ func (b *Bridge) build(ctx context.Context) error {
 	b.Sync = syncapi.New(b.EventLog, syncapi.Options{
 		MaxTimeout:   cfg.Delivery.SyncTimeout(),
 		PollInterval: cfg.Database.Poll(),
+		Confidential: b.Rooms.Confidential().Is,
 	})
 	b.Sync.RegisterRoutes(b.InternalAPI)
 	b.Messaging.RegisterMediaRoutes(b.InternalAPI)
@@ -319,6 +327,8 @@ func (b *Bridge) Start(ctx context.Context) error {
 		b.Log.Info().Str("address", metricsListener.Addr().String()).Msg("Metrics listening")
 	}
 	ctx = b.runCtx
+	// Every process keeps its set of confidential rooms in step with the table.
+	b.background.Go(func() { b.Rooms.Confidential().Run(ctx) })
 	// Every process serves the appservice endpoint and the internal API; only
 	// the leader runs the journal indexer, the consumers and the deliverer.
 	b.background.Add(1)
@@ -336,6 +346,9 @@ func (b *Bridge) Start(ctx context.Context) error {
 					// only: the URL is the pool's DSN; SQLite ignores it).
 					ListenDSN: cfg.Database.URL,
 					Indexed:   b.Reconciler.ObserveTransactions,
+					// Confidential rooms' message content stays out of the log.
+					Confidential: b.Rooms.Confidential().Is,
+					Strip:        mapping.StripContent,
 				})
 			}()
 			reconciled := make(chan struct{})

@@ -278,3 +278,51 @@ func (b *Bot) describeSubscription(ctx context.Context, sub *webhook.Subscriptio
 	}
 	return line
 }
+
+// cmdConfidential shows whether a room is confidential, or with on or off
+// marks it so or not: its DTOs, sync answers and event log keep no message
+// content from then on (what is stored already stays as it is).
+func (b *Bot) cmdConfidential(ctx context.Context, req *request) (string, error) {
+	if err := b.needRooms(); err != nil {
+		return "", err
+	}
+	cr, roomID, err := b.findRoom(ctx, req.args.pos[0])
+	if err != nil {
+		return "", err
+	}
+	name := code(roomID.String())
+	if cr != nil {
+		roomID, name = cr.RoomID, "city room "+code(cr.Slug)
+	}
+	var on bool
+	switch strings.ToLower(req.args.text(1)) {
+	case "":
+		if b.opts.Rooms.IsConfidential(roomID) {
+			return fmt.Sprintf("%s is **confidential**: its DTOs, sync answers and event log keep no message content.", capitalized(name)), nil
+		}
+		return fmt.Sprintf("%s is **not confidential**.", capitalized(name)), nil
+	case "on":
+		on = true
+	case "off":
+	default:
+		return "", userErrorf("the second argument must be on or off, not %s", req.args.text(1))
+	}
+	var reach *rooms.OutOfReachError
+	if err = b.opts.Rooms.SetConfidential(ctx, "room", roomID, on, req.evt.Sender.String()); errors.As(err, &reach) {
+		return "", userErrorf("%s %s", roomID, reach.Problem)
+	} else if err != nil {
+		return "", err
+	}
+	if on {
+		return fmt.Sprintf("%s is **confidential** now: the events the bridge stores and delivers from now on keep no message content (what it stored before stays as it is).", capitalized(name)), nil
+	}
+	return fmt.Sprintf("%s is **not confidential** any more: messages the bridge stores and delivers from now on carry their content.", capitalized(name)), nil
+}
+
+// capitalized starts s with a capital letter (s starts with a letter or `).
+func capitalized(s string) string {
+	if s == "" || s[0] < 'a' || s[0] > 'z' {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}

@@ -146,6 +146,38 @@ func TestRoomCommands(t *testing.T) {
 		{name: "unarchive of a live room", command: "unarchive harbour", want: []string{"City room `harbour` is **not archived**."}},
 		{name: "unarchive reports the service's failure", command: "unarchive mill",
 			setup: func(r *fakeRig) { r.rooms.fail("Unarchive", errDatabase) }, want: []string{"**Error:** database on fire"}},
+
+		// confidential
+		{name: "confidential tells a room's state", command: "confidential harbour", want: []string{"City room `harbour` is **not confidential**."}},
+		{name: "confidential on marks a city room by its alias", command: "confidential #city_harbour:daarion.test ON",
+			want: []string{"City room `harbour` is **confidential** now", "stored before stays as it is"},
+			check: func(t *testing.T, r *fakeRig) {
+				if by, ok := r.rooms.confidential["!harbour:daarion.test"]; !ok || !strings.HasPrefix(by, "@") {
+					t.Errorf("marked %v", r.rooms.confidential)
+				}
+			}},
+		{name: "confidential then tells it", command: "confidential !harbour:daarion.test",
+			setup: func(r *fakeRig) {
+				r.rooms.confidential = map[id.RoomID]string{"!harbour:daarion.test": "@admin:daarion.test"}
+			},
+			want: []string{"City room `harbour` is **confidential**: its DTOs, sync answers and event log keep no message content."}},
+		{name: "confidential off unmarks a room elsewhere", command: "confidential !other:daarion.test off",
+			setup: func(r *fakeRig) { r.rooms.confidential = map[id.RoomID]string{"!other:daarion.test": ""} },
+			want:  []string{"`!other:daarion.test` is **not confidential** any more"},
+			check: func(t *testing.T, r *fakeRig) {
+				if len(r.rooms.confidential) != 0 {
+					t.Errorf("still marked: %v", r.rooms.confidential)
+				}
+			}},
+		{name: "confidential refuses another word", command: "confidential harbour maybe",
+			want: []string{"**Error:** the second argument must be on or off, not maybe"}},
+		{name: "confidential says why a room is out of reach", command: "confidential !other:daarion.test on",
+			setup: func(r *fakeRig) {
+				r.rooms.fail("SetConfidential", &rooms.OutOfReachError{Field: "room", Problem: "is not a room the bridge manages"})
+			},
+			want: []string{"**Error:** !other:daarion.test is not a room the bridge manages"}},
+		{name: "confidential reports the service's failure", command: "confidential harbour on",
+			setup: func(r *fakeRig) { r.rooms.fail("SetConfidential", errDatabase) }, want: []string{"**Error:** database on fire"}},
 	})
 }
 

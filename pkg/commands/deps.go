@@ -66,6 +66,10 @@ type Rooms interface {
 	DirectChats() *rooms.DirectChats
 	// CheckSpace reports (and with repair, fixes) the city space.
 	CheckSpace(ctx context.Context, repair bool) (*rooms.SpaceReport, error)
+	// SetConfidential marks a room the bridge manages confidential, or
+	// unmarks it; IsConfidential tells.
+	SetConfidential(ctx context.Context, field string, roomID id.RoomID, confidential bool, by string) error
+	IsConfidential(roomID id.RoomID) bool
 }
 
 // CityRooms is what the bot reads of the city room mapping; *rooms.Store

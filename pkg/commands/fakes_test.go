@@ -62,6 +62,8 @@ type fakeRooms struct {
 	metadata map[id.RoomID]*rooms.Metadata
 	space    *rooms.SpaceReport // CheckSpace's answer
 	repairs  int                // CheckSpace calls with repair
+	// confidential: the rooms SetConfidential marked, with who did.
+	confidential map[id.RoomID]string
 }
 
 func newFakeRooms(list ...*rooms.CityRoom) *fakeRooms {
@@ -177,6 +179,30 @@ func (fr *fakeRooms) Unarchive(_ context.Context, roomID id.RoomID) (*rooms.City
 }
 
 func (fr *fakeRooms) Cache() *rooms.MetadataCache { return fr.cache }
+
+func (fr *fakeRooms) SetConfidential(_ context.Context, field string, roomID id.RoomID, confidential bool, by string) error {
+	if err := fr.err("SetConfidential"); err != nil {
+		return err
+	}
+	fr.mu.Lock()
+	defer fr.mu.Unlock()
+	if fr.confidential == nil {
+		fr.confidential = map[id.RoomID]string{}
+	}
+	if confidential {
+		fr.confidential[roomID] = by
+	} else {
+		delete(fr.confidential, roomID)
+	}
+	return nil
+}
+
+func (fr *fakeRooms) IsConfidential(roomID id.RoomID) bool {
+	fr.mu.Lock()
+	defer fr.mu.Unlock()
+	_, ok := fr.confidential[roomID]
+	return ok
+}
 
 // DirectChats is nil: the bot keeps its own.
 func (fr *fakeRooms) DirectChats() *rooms.DirectChats { return nil }

@@ -50,6 +50,7 @@ func (b *Bot) commandList() []*command {
 			flags: map[string]flagKind{"private": boolFlag}, run: b.cmdCreateRoom},
 		{name: "archive", usage: "<slug> [reason]", help: "archive a city room: only the bridge may post", level: LevelAdmin, minArgs: 1, run: b.cmdArchive},
 		{name: "unarchive", usage: "<slug>", help: "unarchive a city room", level: LevelAdmin, minArgs: 1, run: b.cmdUnarchive},
+		{name: "confidential", usage: "<slug|alias|room id> [on|off]", help: "whether a room is confidential (its DTOs, sync and event log keep no message content), or mark it on or off", level: LevelAdmin, minArgs: 1, run: b.cmdConfidential},
 		{name: "agents", usage: "[query] [--page N]", help: "list agents", level: LevelAdmin, flags: paged, run: b.cmdAgents},
 		{name: "agent", usage: "<id>", help: "an agent's Matrix id, profile, rooms and last post", level: LevelAdmin, minArgs: 1, run: b.cmdAgent},
 		{name: "set-agent-name", usage: "<id> <name>", help: "set an agent's display name", level: LevelAdmin, minArgs: 2, run: b.cmdSetAgentName},

@@ -37,6 +37,8 @@ type DTOSource struct {
 	cityRooms CityRooms
 	sent      SentEvents
 	logged    LoggedEvents
+	// confidential tells the confidential rooms (SetConfidential); nil: none.
+	confidential func(roomID string) bool
 
 	// rooms caches room id → city room for a short while (mappings change
 	// only on creation and room upgrades), at most maxCachedRooms of them.
@@ -82,6 +84,14 @@ func newDTOSource(ids identity.Mapper, cityRooms CityRooms, sent SentEvents, log
 		rooms: expirable.NewLRU[string, cachedRoom](maxRooms, nil, roomCacheTTL)}
 }
 
+// SetConfidential makes the DTOs of the rooms confidential tells carry no
+// message content (mapping.Mapper.Confidential). It is asked for every event
+// mapped, so it must answer from memory (rooms.ConfidentialRooms.Is does).
+// Call it before the sinks run.
+func (s *DTOSource) SetConfidential(confidential func(roomID string) bool) {
+	s.confidential = confidential
+}
+
 // Unmapped counts events of types no DTO exists for.
 func (s *DTOSource) Unmapped() int64 { return s.unmapped.Load() }
 
@@ -111,6 +121,8 @@ func (s *DTOSource) Map(ctx context.Context, events []*eventlog.Event) ([]Mapped
 		Rooms:    func(roomID string) (string, string) { return cities[roomID].alias, cities[roomID].slug },
 		Origin:   func(eventID string) *mapping.Origin { return origins[eventID] },
 		Redacted: func(eventID string) *eventlog.Event { return redacted[eventID] },
+
+		Confidential: s.confidential,
 	}
 	out := make([]Mapped, 0, len(events))
 	for _, evt := range events {

@@ -111,6 +111,8 @@ const (
 	OutcomeRetried   = "retried"
 	OutcomeFailed    = "failed"
 	OutcomeGaveUp    = "gave_up"
+	// OutcomeKeyRequested: the sender's devices were asked for a missing key.
+	OutcomeKeyRequested = "key_requested"
 )
 
 // Options build a Service.
@@ -120,13 +122,17 @@ type Options struct {
 	DB         *dbutil.Database
 	State      *sqlstatestore.SQLStateStore
 	Log        Log
-	// Leading tells whether this process holds the leader lease.
-	Leading func() bool
 	// OwnUser tells the users the bridge puppets (the bot, agents' ghosts):
 	// only they get devices.
 	OwnUser  func(id.UserID) bool
 	Observer Observer
-	Logger   zerolog.Logger
+	// Confidential tells the confidential rooms, whose decrypted events are
+	// journalled with their content stripped by Strip (mapping.StripContent):
+	// their clear content is never written anywhere. Both must answer from
+	// memory; nil: no room is.
+	Confidential func(roomID string) bool
+	Strip        func(eventJSON []byte) []byte
+	Logger       zerolog.Logger
 	// RetryInterval is how often waiting events are tried again besides
 	// when keys arrive (5s).
 	RetryInterval time.Duration

@@ -16,14 +16,19 @@ type pendingEvent struct {
 	SessionID string
 	Position  int64
 	Since     time.Time
+	// KeyRequested is when the key was asked for (zero: not yet).
+	KeyRequested time.Time
 }
 
 func (p *pendingEvent) Scan(row dbutil.Scannable) (*pendingEvent, error) {
-	var since int64
-	if err := row.Scan(&p.EventID, &p.RoomID, &p.SessionID, &p.Position, &since); err != nil {
+	var since, requested int64
+	if err := row.Scan(&p.EventID, &p.RoomID, &p.SessionID, &p.Position, &since, &requested); err != nil {
 		return nil, err
 	}
 	p.Since = time.UnixMilli(since)
+	if requested > 0 {
+		p.KeyRequested = time.UnixMilli(requested)
+	}
 	return p, nil
 }
 
@@ -40,7 +45,8 @@ const (
 	addPendingQuery = `
 		INSERT INTO e2ee_pending (event_id, room_id, session_id, position, since) VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (event_id) DO NOTHING`
-	listPendingQuery   = `SELECT event_id, room_id, session_id, position, since FROM e2ee_pending ORDER BY position LIMIT $1`
+	listPendingQuery   = `SELECT event_id, room_id, session_id, position, since, key_requested_at FROM e2ee_pending ORDER BY position LIMIT $1`
+	markRequestedQuery = `UPDATE e2ee_pending SET key_requested_at = $2 WHERE event_id = $1`
 	removePendingQuery = `DELETE FROM e2ee_pending WHERE event_id = $1`
 	hasPendingQuery    = `SELECT COUNT(*) FROM e2ee_pending WHERE event_id = $1`
 	countPendingQuery  = `SELECT COUNT(*) FROM e2ee_pending`
@@ -61,6 +67,13 @@ func (s *pendingStore) list(ctx context.Context, limit int) ([]*pendingEvent, er
 		return nil, fmt.Errorf("failed to list the events waiting for keys: %w", err)
 	}
 	return rows, nil
+}
+
+func (s *pendingStore) markRequested(ctx context.Context, eventID string, at time.Time) error {
+	if err := s.qh.Exec(ctx, markRequestedQuery, eventID, at.UnixMilli()); err != nil {
+		return fmt.Errorf("failed to note the key request for %s: %w", eventID, err)
+	}
+	return nil
 }
 
 func (s *pendingStore) remove(ctx context.Context, eventID string) error {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -488,10 +489,13 @@ func (s *Service) journalDecrypted(ctx context.Context, logged *eventlog.Event, 
 		raw, err = sjson.SetRawBytes(raw, "content", clear.Content.VeryRaw)
 	}
 	if err == nil {
-		raw, err = sjson.SetBytes(raw, DecryptedField, map[string]any{"algorithm": id.AlgorithmMegolmV1})
+		raw, err = sjson.SetBytes(raw, sjsonKey(DecryptedField), map[string]any{"algorithm": id.AlgorithmMegolmV1})
 	}
 	if err != nil {
 		return fmt.Errorf("failed to build the decrypted event: %w", err)
+	}
+	if s.opts.Confidential != nil && s.opts.Strip != nil && s.opts.Confidential(logged.RoomID) {
+		raw = s.opts.Strip(raw)
 	}
 	return s.journal(ctx, logged.EventID, raw)
 }
@@ -499,7 +503,7 @@ func (s *Service) journalDecrypted(ctx context.Context, logged *eventlog.Event, 
 // journalUndecryptable journals an encrypted event given up on, so the
 // sinks get a DTO that says so instead of nothing.
 func (s *Service) journalUndecryptable(ctx context.Context, logged *eventlog.Event, reason string) error {
-	raw, err := sjson.SetBytes(logged.JSON, UndecryptableKey, map[string]any{"reason": reason})
+	raw, err := sjson.SetBytes(logged.JSON, sjsonKey(UndecryptableKey), map[string]any{"reason": reason})
 	if err != nil {
 		return fmt.Errorf("failed to mark an undecryptable event: %w", err)
 	}
@@ -532,6 +536,7 @@ func (s *Service) retryPending(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.log.Debug().Int("waiting", len(waiting)).Int("in_log", len(logged)).Msg("Trying again the events waiting for keys")
 	giveUp := s.opts.Config.GiveUp()
 	for _, p := range waiting {
 		row := logged[p.EventID]
@@ -549,11 +554,21 @@ func (s *Service) retryPending(ctx context.Context) error {
 		if err = s.decrypt(ctx, row, evt, true); err != nil {
 			return err
 		}
-		if still, err := s.pending.has(ctx, p.EventID); err != nil {
+		still, err := s.pending.has(ctx, p.EventID)
+		if err != nil {
 			return err
-		} else if still && s.opts.Now().Sub(p.Since) >= giveUp {
+		}
+		age := s.opts.Now().Sub(p.Since)
+		if still && p.KeyRequested.IsZero() && age >= keyRequestAfter && age < giveUp {
+			s.requestKey(ctx, evt)
+			if err = s.pending.markRequested(ctx, p.EventID, s.opts.Now()); err != nil {
+				return err
+			}
+		}
+		if still && age >= giveUp {
 			s.observe(OutcomeGaveUp, 0)
 			reason := fmt.Sprintf("no keys for session %s within %s", p.SessionID, giveUp)
+			s.log.Info().Str("event_id", p.EventID).Str("session_id", p.SessionID).Msg("Gave up on an event whose keys never came")
 			if err = s.journalUndecryptable(ctx, row, reason); err != nil {
 				return err
 			}
@@ -564,6 +579,35 @@ func (s *Service) retryPending(ctx context.Context) error {
 
 // maxRetryBatch bounds one retry round.
 const maxRetryBatch = 500
+
+// keyRequestAfter is how long an event waits for its key before the bridge
+// asks the sender's devices for it. The key normally comes in the same or
+// the next transaction; Synapse, though, drops to-device messages sent
+// while the appservice is down (it keeps only room events for the retry),
+// and a client that shared the key with the bridge's device forwards it
+// again on request (m.room_key_request → m.forwarded_room_key).
+const keyRequestAfter = 2 * time.Second
+
+// requestKey asks the sender's devices for the key of evt's session, as
+// one of the bridge's devices in the room (the one the key was for).
+func (s *Service) requestKey(ctx context.Context, evt *event.Event) {
+	content := evt.Content.AsEncrypted()
+	for _, d := range s.candidates(ctx, evt) {
+		if d.client.UserID == evt.Sender {
+			continue
+		}
+		err := d.mach.SendRoomKeyRequest(ctx, evt.RoomID, content.SenderKey, content.SessionID, "",
+			map[id.UserID][]id.DeviceID{evt.Sender: {"*"}})
+		if err != nil {
+			s.log.Warn().Err(err).Stringer("event_id", evt.ID).Msg("Failed to ask for a missing room key")
+			continue
+		}
+		s.log.Info().Stringer("event_id", evt.ID).Stringer("session_id", content.SessionID).Stringer("as", d.client.UserID).
+			Msg("Asked the sender's devices for a missing room key")
+		s.observe(OutcomeKeyRequested, 0)
+		return
+	}
+}
 
 // Waiting counts the events waiting for keys.
 func (s *Service) Waiting(ctx context.Context) (int64, error) {
@@ -651,3 +695,7 @@ func outerContent(content any, enc *event.EncryptedEventContent) any {
 	}
 	return &event.Content{Parsed: enc, Raw: raw}
 }
+
+// sjsonKey is a top-level key as an sjson path: its dots escaped, or sjson
+// would nest it ("net.daarion.x" → {"net":{"daarion":{"x":…}}}).
+func sjsonKey(key string) string { return strings.ReplaceAll(key, ".", `\.`) }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"testing"
 
+	"github.com/tidwall/sjson"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 )
@@ -26,5 +27,19 @@ func TestOuterContent(t *testing.T) {
 	}
 	if outerContent(&event.MessageEventContent{Body: "x"}, enc) != any(enc) {
 		t.Error("a plain content was wrapped")
+	}
+}
+
+// The markers are top-level keys of the journalled event, as the parser
+// and the mapping read them.
+func TestMarkersAreTopLevelKeys(t *testing.T) {
+	raw, err := sjson.SetBytes([]byte(`{"type":"m.room.encrypted"}`), sjsonKey(UndecryptableKey), map[string]any{"reason": "r"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	_ = json.Unmarshal(raw, &got)
+	if _, ok := got[UndecryptableKey]; !ok || got["net"] != nil {
+		t.Errorf("marked event = %s", raw)
 	}
 }

@@ -263,6 +263,34 @@ type IndexerOptions struct {
 	// it is committed to the log, in journal order (the homeserver's order of
 	// sending): the reconciler watches them for gaps.
 	Indexed func(txnIDs []string)
+	// Confidential and Strip, when both set, keep the message content of
+	// confidential rooms out of the log: the room events (timeline and
+	// decrypted) of a room Confidential names are stored as Strip returns
+	// them (mapping.StripContent, which leaves state and ciphertext as they
+	// are). Both are called for every event indexed: Confidential must
+	// answer from memory (rooms.ConfidentialRooms.Is). The journal row,
+	// which holds the whole transaction, is deleted in the same commit.
+	Confidential func(roomID string) bool
+	Strip        func(eventJSON []byte) []byte
+}
+
+// Parser returns parse with the options' stripping applied to what it
+// extracts (parse itself when Confidential or Strip is unset): what
+// RunIndexer indexes with.
+func (opts IndexerOptions) Parser(parse Parser) Parser {
+	if opts.Confidential == nil || opts.Strip == nil {
+		return parse
+	}
+	return func(txnID string, body []byte) ([]IncomingEvent, error) {
+		events, err := parse(txnID, body)
+		for i := range events {
+			evt := &events[i]
+			if (evt.Kind == KindTimeline || evt.Kind == KindDecrypted) && evt.RoomID != "" && opts.Confidential(evt.RoomID) {
+				evt.JSON = string(opts.Strip([]byte(evt.JSON)))
+			}
+		}
+		return events, err
+	}
 }
 
 // RunIndexer indexes the journal until ctx ends: at once when this process
@@ -271,6 +299,7 @@ type IndexerOptions struct {
 func (l *Log) RunIndexer(ctx context.Context, parse Parser, opts IndexerOptions) {
 	log := zerolog.Ctx(ctx).With().Str("component", "indexer").Logger()
 	ctx = log.WithContext(ctx)
+	parse = opts.Parser(parse)
 	l.journal.indexed = opts.Indexed
 	l.journal.indexing.Store(true)
 	defer func() { l.journal.indexed = nil; l.journal.indexing.Store(false) }()

@@ -10,6 +10,7 @@ import (
 )
 
 // New returns a logger writing to out at level, as JSON or human-readable.
+// Request bodies mautrix-go logs at debug are left out (redact.go).
 func New(level, format string, out io.Writer) (zerolog.Logger, error) {
 	lvl, err := zerolog.ParseLevel(level)
 	if err != nil {
@@ -19,5 +20,6 @@ func New(level, format string, out io.Writer) (zerolog.Logger, error) {
 		out = zerolog.ConsoleWriter{Out: out, TimeFormat: time.TimeOnly}
 	}
 	zerolog.TimeFieldFormat = time.RFC3339Nano
-	return zerolog.New(out).Level(lvl).With().Timestamp().Logger(), nil
+	// No request body of a Matrix call reaches the log (bodyRedactor).
+	return zerolog.New(bodyRedactor{out}).Level(lvl).With().Timestamp().Logger(), nil
 }

@@ -61,8 +61,11 @@ type DTO struct {
 	Sender        *Entity   `json:"sender,omitempty"`
 	MatrixEventID string    `json:"matrix_event_id,omitempty"`
 	// Origin is set on events the bridge itself sent (echoes).
-	Origin *Origin        `json:"origin,omitempty"`
-	Data   map[string]any `json:"data"`
+	Origin *Origin `json:"origin,omitempty"`
+	// Confidential is set on every DTO of a confidential room: data then
+	// holds no message content (docs/events.md, Confidential rooms).
+	Confidential bool           `json:"confidential,omitempty"`
+	Data         map[string]any `json:"data"`
 }
 
 // Room is where the event happened.

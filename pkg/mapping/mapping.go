@@ -30,6 +30,10 @@ type Mapper struct {
 	// event's type and, for a reaction, what it was. Without it (or when the
 	// log does not hold the event) the DTO names the redacted event only.
 	Redacted RedactedEvents
+	// Confidential, when set, tells the confidential rooms: their DTOs
+	// carry no message content (StripContent's allow-list, then
+	// stripConfidential) and say confidential: true.
+	Confidential func(roomID string) bool
 }
 
 // rawEvent is the part of a Matrix event the mapping reads.
@@ -86,6 +90,9 @@ func (m *Mapper) MapAll(evt *eventlog.Event) []*DTO {
 		return nil
 	}
 	if removed := reactionRemoved(dto); removed != nil {
+		if removed.Confidential {
+			stripConfidential(removed)
+		}
 		return []*DTO{dto, removed}
 	}
 	return []*DTO{dto}
@@ -98,11 +105,18 @@ func (m *Mapper) Map(evt *eventlog.Event) *DTO {
 	if evt.Kind != eventlog.KindTimeline && evt.Kind != eventlog.KindEphemeral {
 		return nil // to-device messages and device summaries are for the crypto machine only
 	}
+	confidential := evt.RoomID != "" && m.Confidential != nil && m.Confidential(evt.RoomID)
+	eventJSON := []byte(evt.JSON)
+	if confidential && evt.Kind == eventlog.KindTimeline {
+		// The same DTO whether the log holds the event stripped (indexed
+		// while the room was confidential) or whole (from before).
+		eventJSON = StripContent(eventJSON)
+	}
 	var raw rawEvent
-	if json.Unmarshal(evt.JSON, &raw) != nil {
+	if json.Unmarshal(eventJSON, &raw) != nil {
 		return nil
 	}
-	dto := &DTO{ID: evt.EventID, Version: Version, OccurredAt: evt.ReceivedAt.UTC()}
+	dto := &DTO{ID: evt.EventID, Version: Version, OccurredAt: evt.ReceivedAt.UTC(), Confidential: confidential}
 	// A timestamp outside what RFC 3339 can write (year 10000 on) would make
 	// the DTO unencodable: such events keep the time they were received.
 	if raw.OriginServerTS > 0 && raw.OriginServerTS < maxTimestampMS {
@@ -129,6 +143,9 @@ func (m *Mapper) Map(evt *eventlog.Event) *DTO {
 	}
 	if !ok {
 		return nil
+	}
+	if confidential {
+		stripConfidential(dto)
 	}
 	return dto
 }
@@ -313,7 +330,8 @@ func (m *Mapper) mapMessageContent(dto *DTO, c *messageContent, content json.Raw
 	case c.MsgType == "m.text" || c.MsgType == "m.notice" || c.MsgType == "m.emote":
 		dto.Type = MessageCreated
 	case c.MsgType == "m.location":
-		if !addLocation(data, content) {
+		// A confidential room's location has no place left to name.
+		if !addLocation(data, content) && !dto.Confidential {
 			return false
 		}
 		dto.Type = LocationShared

@@ -55,9 +55,12 @@ type Options struct {
 }
 
 // Encryption posts an event encrypted when the room is encrypted; handled
-// is false for a clear room. *e2ee.Service is one.
+// is false for a clear room. IsEncrypted tells an encrypted room (uploads
+// for it are encrypted attachments; a send's file needs one).
+// *e2ee.Service is one.
 type Encryption interface {
 	Send(ctx context.Context, sender id.UserID, roomID id.RoomID, evtType event.Type, content any, extra ...mautrix.ReqSendEvent) (*mautrix.RespSendEvent, bool, error)
+	IsEncrypted(ctx context.Context, roomID id.RoomID) (bool, error)
 }
 
 // NewService returns the messaging service.

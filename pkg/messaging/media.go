@@ -14,6 +14,9 @@ import (
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/crypto/attachment"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/daarion/matrix-bridge/pkg/identity"
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
@@ -28,7 +31,7 @@ func (s *Service) RegisterMediaRoutes(api *internalapi.API) {
 
 const (
 	// multipartOverhead is what an upload's body may hold besides the file:
-	// boundaries, part headers and the agent field.
+	// boundaries, part headers and the agent and room_id fields.
 	multipartOverhead = 64 << 10
 	// maxFieldBytes bounds a form field other than the file.
 	maxFieldBytes = 1024
@@ -48,6 +51,9 @@ type uploadResponse struct {
 	ContentURI  string `json:"content_uri"`
 	ContentType string `json:"content_type"`
 	Size        int64  `json:"size"`
+	// File is the encrypted attachment (key, iv, hash and the ciphertext's
+	// mxc) of an upload for an encrypted room: what a send's file needs.
+	File *event.EncryptedFileInfo `json:"file,omitempty"`
 }
 
 // errFileTooLarge: the file part has more bytes than media.max_upload_bytes.
@@ -112,8 +118,9 @@ func spool(src io.Reader, limit int64) (*spooledFile, error) {
 
 // uploadForm is a parsed upload body.
 type uploadForm struct {
-	file  *spooledFile
-	agent string
+	file   *spooledFile
+	agent  string
+	roomID id.RoomID // the room the file is for, resolved; "" for none
 }
 
 // formError is a problem with the upload body itself, answered as is.
@@ -136,10 +143,11 @@ func (e *formError) APIError() *internalapi.Error {
 }
 
 // readUploadForm reads the multipart body part by part: the file goes to
-// disk as it arrives, agent is a short text field, anything else is refused.
-// onAgent runs as soon as the agent field is read, so that a refused actor
-// is refused before a file that follows it is read.
-func readUploadForm(r *http.Request, maxFile int64, onAgent func(string) error) (*uploadForm, error) {
+// disk as it arrives, agent and room_id are short text fields, anything else
+// is refused. onAgent runs as soon as the agent field is read, and onRoom as
+// soon as room_id is (answering the room to use), so that a refused actor or
+// room is refused before a file that follows it is read.
+func readUploadForm(r *http.Request, maxFile int64, onAgent func(string) error, onRoom func(string) (id.RoomID, error)) (*uploadForm, error) {
 	mr, err := r.MultipartReader()
 	if errors.Is(err, http.ErrNotMultipart) {
 		return nil, &formError{status: http.StatusUnsupportedMediaType, errcode: internalapi.ErrInvalidParam,
@@ -149,12 +157,12 @@ func readUploadForm(r *http.Request, maxFile int64, onAgent func(string) error) 
 			message: "request body is not multipart/form-data: " + err.Error()}
 	}
 	form := &uploadForm{}
-	seenAgent := false
+	seen := map[string]bool{}
 	fail := func(err error) (*uploadForm, error) {
 		form.file.close()
 		return nil, err
 	}
-	// At most two parts are read: a third is a duplicate or unknown, and refused.
+	// At most three parts are read: a fourth is a duplicate or unknown, and refused.
 	for {
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
@@ -179,12 +187,12 @@ func readUploadForm(r *http.Request, maxFile int64, onAgent func(string) error) 
 				return fail(bodyError(err))
 			}
 			form.file.name = sanitizeFileName(part.FileName())
-		case "agent":
-			if seenAgent {
+		case "agent", "room_id":
+			if seen[name] {
 				part.Close()
-				return fail(fieldErr("agent", "is given more than once"))
+				return fail(fieldErr(name, "is given more than once"))
 			}
-			seenAgent = true
+			seen[name] = true
 			value, err := io.ReadAll(io.LimitReader(part, maxFieldBytes+1))
 			if err != nil {
 				part.Close()
@@ -192,20 +200,25 @@ func readUploadForm(r *http.Request, maxFile int64, onAgent func(string) error) 
 			}
 			if len(value) > maxFieldBytes {
 				part.Close()
-				return fail(fieldErr("agent", fmt.Sprintf("is longer than %d bytes", maxFieldBytes)))
+				return fail(fieldErr(name, fmt.Sprintf("is longer than %d bytes", maxFieldBytes)))
 			}
-			form.agent = string(value)
-			if err = onAgent(form.agent); err != nil {
+			if name == "agent" {
+				form.agent = string(value)
+				err = onAgent(form.agent)
+			} else if len(value) > 0 {
+				form.roomID, err = onRoom(string(value))
+			}
+			if err != nil {
 				part.Close()
 				return fail(err)
 			}
 		case "":
 			part.Close()
 			return fail(&formError{status: http.StatusBadRequest, errcode: internalapi.ErrInvalidParam,
-				message: "every part must be form-data with a name (file, agent)"})
+				message: "every part must be form-data with a name (file, agent, room_id)"})
 		default:
 			part.Close()
-			return fail(fieldErr(name, "unknown field (an upload has file and, optionally, agent)"))
+			return fail(fieldErr(name, "unknown field (an upload has file and, optionally, agent and room_id)"))
 		}
 		part.Close()
 	}
@@ -303,13 +316,62 @@ func (s *Service) botActor() *Actor {
 	return &Actor{Entity: s.mapper.FromMatrix(s.as.BotMXID()), Intent: s.as.BotIntent()}
 }
 
+// uploadRoom resolves an upload's room_id like a send's: a valid room id
+// the caller may reach (an upgraded city room's old id is its current room).
+func (s *Service) uploadRoom(ctx context.Context, value string) (id.RoomID, error) {
+	return s.resolveRoom(ctx, id.RoomID(value), "")
+}
+
+// encryptedRoom tells whether the bridge knows roomID as encrypted; false
+// when the bridge has no encryption dependency.
+func (s *Service) encryptedRoom(ctx context.Context, roomID id.RoomID) (bool, error) {
+	if s.encryption == nil || roomID == "" {
+		return false, nil
+	}
+	return s.encryption.IsEncrypted(ctx, roomID)
+}
+
+// clearFile hides the spooled file's Close from the encrypting reader (its
+// Close closes its source; the spool is closed by its owner), keeping Seek
+// for the client's retries.
+type clearFile struct{ io.ReadSeeker }
+
+// uploadEncrypted encrypts the spooled file as a Matrix encrypted attachment
+// (AES-256-CTR, mautrix's attachment package), streamed from the disk to the
+// homeserver, and uploads the ciphertext as application/octet-stream,
+// without a file name (the name belongs in the encrypted event). It answers
+// the attachment's EncryptedFile with the ciphertext's mxc.
+func uploadEncrypted(ctx context.Context, intent interface {
+	UploadMedia(context.Context, mautrix.ReqUploadMedia) (*mautrix.RespMediaUpload, error)
+}, sf *spooledFile) (*event.EncryptedFileInfo, error) {
+	ef := attachment.NewEncryptedFile()
+	stream := ef.EncryptStream(clearFile{sf.f})
+	resp, err := intent.UploadMedia(ctx, mautrix.ReqUploadMedia{
+		Content:       stream,
+		ContentLength: ef.EncryptedLength(sf.size),
+		ContentType:   "application/octet-stream",
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Close fills in the ciphertext's hash, over what was read since the
+	// last rewind: it is the whole file only if the spool was read to its end.
+	if err = stream.Close(); err != nil {
+		return nil, fmt.Errorf("failed to finish encrypting the upload: %w", err)
+	}
+	if pos, err := sf.f.Seek(0, io.SeekCurrent); err != nil || pos != sf.size {
+		return nil, fmt.Errorf("encrypted upload read %d of %d bytes (%v)", pos, sf.size, err)
+	}
+	return &event.EncryptedFileInfo{EncryptedFile: *ef, URL: resp.ContentURI.CUString()}, nil
+}
+
 func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	var actor *Actor
 	form, err := readUploadForm(r, s.media.MaxUploadBytes, func(agent string) (err error) {
 		actor, err = s.uploadActor(ctx, agent)
 		return err
-	})
+	}, func(roomID string) (id.RoomID, error) { return s.uploadRoom(ctx, roomID) })
 	if err != nil {
 		return err
 	}
@@ -322,6 +384,30 @@ func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) error {
 	}
 	// The client's Content-Type is not trusted: the bytes decide.
 	contentType := http.DetectContentType(form.file.head)
+	encrypted, err := s.encryptedRoom(ctx, form.roomID)
+	if err != nil {
+		return err
+	}
+	if encrypted {
+		file, err := uploadEncrypted(ctx, actor.Intent, form.file)
+		if err != nil {
+			return err
+		}
+		zerolog.Ctx(ctx).Debug().
+			Str("content_uri", string(file.URL)).
+			Str("content_type", contentType).
+			Int64("size", form.file.size).
+			Str("as", actor.Entity.ID).
+			Stringer("room_id", form.roomID).
+			Msg("Uploaded media encrypted")
+		internalapi.WriteJSON(w, http.StatusOK, uploadResponse{
+			ContentURI:  string(file.URL),
+			ContentType: contentType,
+			Size:        form.file.size,
+			File:        file,
+		})
+		return nil
+	}
 	resp, err := actor.Intent.UploadMedia(ctx, mautrix.ReqUploadMedia{
 		Content:       form.file.f,
 		ContentLength: form.file.size,

@@ -175,7 +175,8 @@ func newMediaFixture(t *testing.T, maxUpload int64) *mediaFixture {
 	if err := roomStore.MarkManaged(context.Background(), "!room:"+testServer, rooms.OriginCreated, ""); err != nil {
 		t.Fatal(err)
 	}
-	svc := NewService(Options{AppService: as, Agents: agents.NewService(agents.NewStore(db), roomStore, as, mapper, cfg.Agents), Rooms: roomSvc, Mapper: mapper, Config: cfg})
+	svc := NewService(Options{AppService: as, Agents: agents.NewService(agents.NewStore(db), roomStore, as, mapper, cfg.Agents), Rooms: roomSvc, Mapper: mapper, Config: cfg,
+		Idempotency: NewIdempotencyStore(db)})
 	api, err := internalapi.New(internalapi.Options{
 		Services:  []config.ServiceToken{{Name: "messenger", Token: testMessagingToken, Scopes: []string{"messaging"}}},
 		Secret:    testSecret,
@@ -185,6 +186,7 @@ func newMediaFixture(t *testing.T, maxUpload int64) *mediaFixture {
 		t.Fatal(err)
 	}
 	svc.RegisterMediaRoutes(api)
+	svc.RegisterRoutes(api)
 	return &mediaFixture{api: api, hs: fh, svc: svc}
 }
 

@@ -1,11 +1,14 @@
 package messaging
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/crypto/attachment"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -47,7 +51,10 @@ type sendRequest struct {
 		UserIDs []id.UserID `json:"user_ids"`
 		Room    bool        `json:"room"`
 	} `json:"mentions"`
-	URL      string          `json:"url"`
+	URL string `json:"url"`
+	// File is an encrypted attachment (what an upload with the room's
+	// room_id answers as file): the media of an encrypted room, instead of url.
+	File     json.RawMessage `json:"file"`
 	Info     json.RawMessage `json:"info"`
 	FileName string          `json:"filename"`
 	// Timestamp (milliseconds since the epoch) sends the event as of then:
@@ -111,22 +118,38 @@ func (req *sendRequest) content(kind identity.Kind) (*event.MessageEventContent,
 	case req.Format != "":
 		content.Format, content.FormattedBody = event.FormatHTML, req.FormattedBody
 	}
+	hasFile := len(req.File) > 0 && string(req.File) != "null"
 	if mediaTypes[msgType] {
-		uri, err := id.ParseContentURI(req.URL)
-		if err != nil || uri.IsEmpty() {
-			return nil, &identity.FieldError{Field: "url", Problem: "must be an mxc:// URI for " + string(msgType)}
+		switch {
+		case hasFile && req.URL != "":
+			return nil, &identity.FieldError{Field: "file", Problem: "give url (a clear file) or file (an encrypted attachment), not both"}
+		case hasFile:
+			file, err := parseEncryptedFile(req.File)
+			if err != nil {
+				return nil, err
+			}
+			content.File = file
+		case req.URL == "":
+			return nil, &identity.FieldError{Field: "url", Problem: "is required for " + string(msgType) + " (or file, an encrypted attachment)"}
+		default:
+			uri, err := id.ParseContentURI(req.URL)
+			if err != nil || uri.IsEmpty() {
+				return nil, &identity.FieldError{Field: "url", Problem: "must be an mxc:// URI for " + string(msgType)}
+			}
+			content.URL = uri.CUString()
 		}
-		content.URL = uri.CUString()
 		content.FileName = req.FileName
 		if len(req.Info) > 0 {
 			var info event.FileInfo
-			if err = json.Unmarshal(req.Info, &info); err != nil {
+			if err := json.Unmarshal(req.Info, &info); err != nil {
 				return nil, &identity.FieldError{Field: "info", Problem: "must be a file info object: " + err.Error()}
 			}
 			content.Info = &info
 		}
 	} else if req.URL != "" {
 		return nil, &identity.FieldError{Field: "url", Problem: "is only for m.image, m.file, m.audio and m.video"}
+	} else if hasFile {
+		return nil, &identity.FieldError{Field: "file", Problem: "is only for m.image, m.file, m.audio and m.video"}
 	} else if len(req.Info) > 0 {
 		return nil, &identity.FieldError{Field: "info", Problem: "is only for m.image, m.file, m.audio and m.video"}
 	}
@@ -145,6 +168,123 @@ func (req *sendRequest) content(kind identity.Kind) (*event.MessageEventContent,
 		}
 	}
 	return content, nil
+}
+
+// maxFileObjectBytes bounds a send's file object; an upload's is about
+// 400 bytes.
+const maxFileObjectBytes = 2048
+
+// Lengths of an encrypted attachment's unpadded base64 fields: a 32-byte
+// key (URL-safe), a 16-byte iv and a 32-byte SHA-256.
+const (
+	attachmentKeyChars  = 43
+	attachmentIVChars   = 22
+	attachmentHashChars = 43
+)
+
+// encryptedFileRequest is a send's file: exactly an EncryptedFile's fields
+// (version v2, A256CTR), nothing else.
+type encryptedFileRequest struct {
+	URL *string `json:"url"`
+	Key *struct {
+		K      *string  `json:"k"`
+		Alg    *string  `json:"alg"`
+		Ext    *bool    `json:"ext"`
+		Kty    *string  `json:"kty"`
+		KeyOps []string `json:"key_ops"`
+	} `json:"key"`
+	IV     *string `json:"iv"`
+	Hashes *struct {
+		SHA256 *string `json:"sha256"`
+	} `json:"hashes"`
+	V *string `json:"v"`
+}
+
+// parseEncryptedFile checks a send's file: an encrypted attachment whose url
+// is an mxc URI, with a well-formed key, iv and hash, at most
+// maxFileObjectBytes. Errors name file or the field in it.
+func parseEncryptedFile(raw json.RawMessage) (*event.EncryptedFileInfo, error) {
+	bad := func(field, problem string) error {
+		return &identity.FieldError{Field: field, Problem: problem}
+	}
+	if len(raw) > maxFileObjectBytes {
+		return nil, bad("file", fmt.Sprintf("must be at most %d bytes of JSON", maxFileObjectBytes))
+	}
+	var req encryptedFileRequest
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return nil, bad("file", "must be an encrypted attachment object (url, key, iv, hashes, v), as the upload answers it: "+err.Error())
+	}
+	if dec.More() {
+		return nil, bad("file", "must be one JSON object")
+	}
+	if req.URL == nil {
+		return nil, bad("file.url", "is required")
+	}
+	uri, err := id.ParseContentURI(*req.URL)
+	if err != nil || uri.IsEmpty() {
+		return nil, bad("file.url", "must be an mxc:// URI")
+	}
+	if req.V == nil || *req.V != attachment.VersionAES256CTR {
+		return nil, bad("file.v", "must be "+attachment.VersionAES256CTR)
+	}
+	k := req.Key
+	switch {
+	case k == nil:
+		return nil, bad("file.key", "is required")
+	case k.Kty == nil || *k.Kty != "oct":
+		return nil, bad("file.key.kty", "must be oct")
+	case k.Alg == nil || *k.Alg != "A256CTR":
+		return nil, bad("file.key.alg", "must be A256CTR")
+	case k.Ext == nil || !*k.Ext:
+		return nil, bad("file.key.ext", "must be true")
+	case !validKeyOps(k.KeyOps):
+		return nil, bad("file.key.key_ops", "must hold encrypt and decrypt (and only JWK operations)")
+	case k.K == nil || !isBase64(*k.K, attachmentKeyChars, base64.RawURLEncoding):
+		return nil, bad("file.key.k", "must be a 256-bit key in unpadded URL-safe base64")
+	}
+	if req.IV == nil || !isBase64(*req.IV, attachmentIVChars, base64.RawStdEncoding) {
+		return nil, bad("file.iv", "must be 16 bytes in unpadded base64")
+	}
+	if req.Hashes == nil || req.Hashes.SHA256 == nil || !isBase64(*req.Hashes.SHA256, attachmentHashChars, base64.RawStdEncoding) {
+		return nil, bad("file.hashes.sha256", "must be the ciphertext's SHA-256 in unpadded base64")
+	}
+	return &event.EncryptedFileInfo{
+		EncryptedFile: attachment.EncryptedFile{
+			Key:        attachment.JSONWebKey{Key: *k.K, Algorithm: *k.Alg, Extractable: *k.Ext, KeyType: *k.Kty, KeyOps: k.KeyOps},
+			InitVector: *req.IV,
+			Hashes:     attachment.EncryptedFileHashes{SHA256: *req.Hashes.SHA256},
+			Version:    *req.V,
+		},
+		URL: uri.CUString(),
+	}, nil
+}
+
+// jwkKeyOps are the JWK key operations (RFC 7517 section 4.3).
+var jwkKeyOps = []string{"sign", "verify", "encrypt", "decrypt", "wrapKey", "unwrapKey", "deriveKey", "deriveBits"}
+
+// validKeyOps: encrypt and decrypt, as the spec asks, and only JWK
+// operations, each once.
+func validKeyOps(ops []string) bool {
+	if !slices.Contains(ops, "encrypt") || !slices.Contains(ops, "decrypt") || len(ops) > len(jwkKeyOps) {
+		return false
+	}
+	for i, op := range ops {
+		if !slices.Contains(jwkKeyOps, op) || slices.Contains(ops[:i], op) {
+			return false
+		}
+	}
+	return true
+}
+
+// isBase64 reports whether s is n characters of enc that decode.
+func isBase64(s string, n int, enc *base64.Encoding) bool {
+	if len(s) != n {
+		return false
+	}
+	_, err := enc.DecodeString(s)
+	return err == nil
 }
 
 // applyRelation adds a reply, a thread message or an edit.
@@ -224,6 +364,18 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request) error {
 	content, err := req.content(actor.Entity.Kind)
 	if err != nil {
 		return err
+	}
+	if content.File != nil {
+		// An encrypted attachment's key travels in the event: in a clear
+		// room it would be public beside the ciphertext, which is pointless
+		// at best and, for a service that thought the room encrypted, a leak.
+		encrypted, err := s.encryptedRoom(ctx, roomID)
+		if err != nil {
+			return err
+		} else if !encrypted {
+			return internalapi.InvalidField("file", "is an encrypted attachment, for an encrypted room only; "+
+				"this room is not encrypted: upload without room_id and send url")
+		}
 	}
 	ts, err := req.timestamp(ctx, time.Now())
 	if err != nil {

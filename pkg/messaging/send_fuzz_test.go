@@ -112,6 +112,11 @@ func FuzzSendRequest(f *testing.F) {
 		`{"body":"x","relates_to":[1]}`,
 		`{"body":"` + strings.Repeat("я", maxBodyRunes) + `"}`,
 		`{"body":"x","unknown":1}`,
+		`{"room_id":"!r:s","sender":"agent:sofia","msgtype":"m.file","body":"plan.txt","filename":"plan.txt","file":{"url":"mxc://s/c","key":{"k":"` + strings.Repeat("A", attachmentKeyChars) + `","alg":"A256CTR","ext":true,"kty":"oct","key_ops":["encrypt","decrypt"]},"iv":"` + strings.Repeat("A", attachmentIVChars) + `","hashes":{"sha256":"` + strings.Repeat("A", attachmentHashChars) + `"},"v":"v2"}}`,
+		`{"body":"x","msgtype":"m.image","url":"mxc://s/a","file":{"url":"mxc://s/c"}}`,
+		`{"body":"x","msgtype":"m.file","file":{"url":"https://s/c","v":"v2"}}`,
+		`{"body":"x","file":{"url":"mxc://s/c"}}`,
+		`{"body":"x","msgtype":"m.file","file":null}`,
 	} {
 		f.Add([]byte(body), false)
 		f.Add([]byte(body), true)
@@ -127,7 +132,7 @@ func FuzzSendRequest(f *testing.F) {
 		}
 		c, err := req.content(kind)
 		if err != nil {
-			checkFieldError(t, err, "msgtype", "body", "format", "formatted_body", "url", "info", "mentions", "relates_to")
+			checkFieldError(t, err, "msgtype", "body", "format", "formatted_body", "url", "file", "info", "mentions", "relates_to")
 			return
 		}
 		switch {
@@ -139,9 +144,13 @@ func FuzzSendRequest(f *testing.F) {
 			t.Errorf("accepted body of %d runes", utf8.RuneCountInString(req.Body))
 		case c.FormattedBody != "" && c.Format != event.FormatHTML:
 			t.Errorf("formatted body with format %q", c.Format)
-		case mediaTypes[c.MsgType] && !strings.HasPrefix(string(c.URL), "mxc://"):
+		case mediaTypes[c.MsgType] && (c.File == nil) == (c.URL == ""):
+			t.Errorf("%s with url %q and file %v: want exactly one", c.MsgType, c.URL, c.File)
+		case mediaTypes[c.MsgType] && c.File == nil && !strings.HasPrefix(string(c.URL), "mxc://"):
 			t.Errorf("%s with url %q", c.MsgType, c.URL)
-		case !mediaTypes[c.MsgType] && (c.URL != "" || c.Info != nil):
+		case c.File != nil && (!strings.HasPrefix(string(c.File.URL), "mxc://") || len(req.File) > maxFileObjectBytes || c.File.PrepareForDecryption() != nil):
+			t.Errorf("%s with file %s", c.MsgType, req.File)
+		case !mediaTypes[c.MsgType] && (c.URL != "" || c.File != nil || c.Info != nil):
 			t.Errorf("%s with media fields", c.MsgType)
 		}
 		if req.Mentions != nil {

@@ -17,7 +17,7 @@ type E2EE struct {
 func (m *Metrics) E2EE() *E2EE {
 	e := &E2EE{
 		Decryptions: counterVec("e2ee_decryptions_total",
-			"Encrypted room events by outcome: decrypted (at once), waiting (no keys yet), retried (decrypted when keys came), failed (cannot be decrypted), gave_up (keys never came within encryption.give_up_after).", "outcome"),
+			"Encrypted room events by outcome: decrypted (at once), waiting (no keys yet), retried (decrypted when keys came), key_requested (the sender's devices were asked for a missing key), failed (cannot be decrypted), gave_up (keys never came within encryption.give_up_after).", "outcome"),
 		DecryptSeconds: histogram("e2ee_decrypt_seconds", "Time to decrypt an encrypted room event and journal its clear form.",
 			prometheus.ExponentialBuckets(0.0002, 2.5, 12)),
 	}

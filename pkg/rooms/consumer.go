@@ -123,6 +123,13 @@ func (s *Service) followTombstone(ctx context.Context, oldRoomID, newRoomID id.R
 	if err = s.store.MoveToRoom(ctx, cr.Slug, oldRoomID, newRoomID); err != nil {
 		return err
 	}
+	// A confidential city room stays confidential in its new room.
+	if s.confidential.Is(string(oldRoomID)) {
+		if err = s.store.SetConfidential(ctx, newRoomID, true, "room upgrade"); err != nil {
+			return err
+		}
+		s.confidential.apply(newRoomID, true)
+	}
 	// The old id now answers for the new room: drop what it cached (the
 	// tombstone dropped it once, but a move retried later comes after
 	// reads of the old room).

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +36,8 @@ func (s *Service) RegisterRoutes(api *internalapi.API) {
 	api.Handle(http.MethodPut, "/internal/matrix/rooms/{roomId}/avatar", internalapi.ScopeRooms, s.handleSetState(event.StateRoomAvatar, "avatar_url"))
 	api.Handle(http.MethodPost, "/internal/matrix/rooms/{roomId}/archive", internalapi.ScopeRooms, s.handleArchive)
 	api.Handle(http.MethodPost, "/internal/matrix/rooms/{roomId}/unarchive", internalapi.ScopeRooms, s.handleUnarchive)
+	api.Handle(http.MethodGet, "/internal/matrix/rooms/{roomId}/confidential", internalapi.ScopeRooms, s.handleGetConfidential)
+	api.Handle(http.MethodPut, "/internal/matrix/rooms/{roomId}/confidential", internalapi.ScopeRooms, s.handleSetConfidential)
 	api.Handle(http.MethodGet, "/internal/matrix/space", internalapi.ScopeRooms, s.handleSpace(false))
 	api.Handle(http.MethodPost, "/internal/matrix/space/repair", internalapi.ScopeRooms, s.handleSpace(true))
 }
@@ -72,11 +75,13 @@ func (s *Service) handleCreateCityRoom(w http.ResponseWriter, r *http.Request) e
 		Name       string `json:"name"`
 		Visibility string `json:"visibility"`
 		Topic      string `json:"topic"`
+		Encrypted  *bool  `json:"encrypted"`
 	}
 	if err := internalapi.DecodeJSON(r, &body); err != nil {
 		return err
 	}
-	cr, err := s.Create(r.Context(), CreateRequest{Slug: body.Slug, Name: body.Name, Visibility: body.Visibility, Topic: body.Topic})
+	cr, err := s.Create(r.Context(), CreateRequest{Slug: body.Slug, Name: body.Name, Visibility: body.Visibility, Topic: body.Topic,
+		Encrypted: body.Encrypted != nil && *body.Encrypted})
 	if err != nil {
 		return err
 	}
@@ -110,6 +115,7 @@ func (s *Service) handleEnsure(w http.ResponseWriter, r *http.Request) error {
 			Name       string `json:"name"`
 			Visibility string `json:"visibility"`
 			Topic      string `json:"topic"`
+			Encrypted  *bool  `json:"encrypted"`
 		} `json:"rooms"`
 	}
 	if err := internalapi.DecodeJSON(r, &body); err != nil {
@@ -129,7 +135,8 @@ func (s *Service) handleEnsure(w http.ResponseWriter, r *http.Request) error {
 		if room.Visibility == "" {
 			room.Visibility = "public"
 		}
-		reqs[i] = CreateRequest{Slug: room.Slug, Name: room.Name, Visibility: room.Visibility, Topic: room.Topic}
+		reqs[i] = CreateRequest{Slug: room.Slug, Name: room.Name, Visibility: room.Visibility, Topic: room.Topic,
+			Encrypted: room.Encrypted != nil && *room.Encrypted}
 		if err := reqs[i].Validate(); err != nil {
 			return prefixFieldErrors(fmt.Sprintf("rooms[%d].", i), err)
 		}
@@ -380,6 +387,9 @@ type createRoomBody struct {
 	InitialState              []stateEvent    `json:"initial_state"`
 	PowerLevelContentOverride json.RawMessage `json:"power_level_content_override"`
 	CreationContent           json.RawMessage `json:"creation_content"`
+	// Encrypted adds m.room.encryption (Megolm) to the initial state, unless
+	// initial_state has one already.
+	Encrypted *bool `json:"encrypted"`
 }
 
 type stateEvent struct {
@@ -440,6 +450,11 @@ func (b *createRoomBody) toRequest(botID id.UserID) (*mautrix.ReqCreateRoom, err
 		evt := &event.Event{Type: event.Type{Type: st.Type, Class: event.StateEventType}, StateKey: &stateKey}
 		evt.Content.VeryRaw = st.Content
 		req.InitialState = append(req.InitialState, evt)
+	}
+	if b.Encrypted != nil && *b.Encrypted && !slices.ContainsFunc(req.InitialState, func(evt *event.Event) bool {
+		return evt.Type.Type == event.StateEncryption.Type && evt.GetStateKey() == ""
+	}) {
+		req.InitialState = append(req.InitialState, encryptionState())
 	}
 	if len(b.PowerLevelContentOverride) > 0 {
 		if !isJSONObject(b.PowerLevelContentOverride) {
@@ -566,4 +581,56 @@ func httpErrMessage(err error) string {
 		return httpErr.RespError.ErrCode + ": " + httpErr.RespError.Err
 	}
 	return err.Error()
+}
+
+// encryptionState is the initial m.room.encryption of a room created
+// encrypted: Megolm, with the spec's default rotation.
+func encryptionState() *event.Event {
+	return &event.Event{Type: event.StateEncryption, StateKey: ptr(""), Content: event.Content{
+		Parsed: &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}}}
+}
+
+// confidentialResponse is a room's confidentiality.
+type confidentialResponse struct {
+	RoomID       id.RoomID `json:"room_id"`
+	Confidential bool      `json:"confidential"`
+}
+
+func (s *Service) handleGetConfidential(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return err
+	}
+	if err := s.CheckReach(r.Context(), "roomId", roomID); err != nil {
+		return err
+	}
+	internalapi.WriteJSON(w, http.StatusOK, confidentialResponse{roomID, s.confidential.Is(string(roomID))})
+	return nil
+}
+
+// handleSetConfidential marks a room confidential or unmarks it, from
+// {"confidential": true|false}.
+func (s *Service) handleSetConfidential(w http.ResponseWriter, r *http.Request) error {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return err
+	}
+	var body struct {
+		Confidential *bool `json:"confidential"`
+	}
+	if err := internalapi.DecodeJSON(r, &body); err != nil {
+		return err
+	}
+	if body.Confidential == nil {
+		return internalapi.InvalidField("confidential", "is required (true or false)")
+	}
+	by := ""
+	if svc := internalapi.ServiceFrom(r.Context()); svc != nil {
+		by = svc.Name
+	}
+	if err := s.SetConfidential(r.Context(), "roomId", roomID, *body.Confidential, by); err != nil {
+		return err
+	}
+	internalapi.WriteJSON(w, http.StatusOK, confidentialResponse{roomID, *body.Confidential})
+	return nil
 }

@@ -33,6 +33,8 @@ type Service struct {
 	locks      keylock.Mutex
 	direct     *DirectChats
 	space      citySpace
+	// confidential is the set of confidential rooms (confidential.go).
+	confidential *ConfidentialRooms
 }
 
 // NewService builds the rooms service. The bot acts for the bridge.
@@ -41,7 +43,7 @@ func NewService(store *Store, bot *appservice.IntentAPI, serverName string, cfg 
 		return nil, fmt.Errorf("rooms.metadata_cache_ttl: %q is not a duration", cfg.MetadataCacheTTL)
 	}
 	ttl := cfg.MetadataCacheTTL.Duration
-	s := &Service{store: store, bot: bot, serverName: serverName, cfg: cfg}
+	s := &Service{store: store, bot: bot, serverName: serverName, cfg: cfg, confidential: NewConfidentialRooms(store)}
 	if bot != nil {
 		s.direct = NewDirectChats(bot.Client)
 	}
@@ -85,6 +87,9 @@ type CreateRequest struct {
 	Name       string
 	Visibility string
 	Topic      string
+	// Encrypted creates the room with m.room.encryption (Megolm). A slug
+	// already mapped is returned as it is, encrypted or not.
+	Encrypted bool
 }
 
 // Validate checks every field.
@@ -118,6 +123,7 @@ func (s *Service) ensure(ctx context.Context, req CreateRequest) (*CityRoom, boo
 
 	alias := s.CityAlias(req.Slug)
 	cr := &CityRoom{Slug: req.Slug, Alias: alias, Name: req.Name, Topic: req.Topic, Visibility: req.Visibility}
+
 	// The space first, so that the room is born with its parent; a room
 	// the space could not be made for is created anyway, and linked when
 	// the space is repaired.
@@ -125,7 +131,11 @@ func (s *Service) ensure(ctx context.Context, req CreateRequest) (*CityRoom, boo
 	if err != nil {
 		zerolog.Ctx(ctx).Warn().Err(err).Str("slug", req.Slug).Msg("Failed to find or create the city space; creating the room without it")
 	}
-	resp, err := s.bot.CreateRoom(ctx, s.cityRoomRequest(cr, spaceID))
+	create := s.cityRoomRequest(cr, spaceID)
+	if req.Encrypted {
+		create.InitialState = append(create.InitialState, encryptionState())
+	}
+	resp, err := s.bot.CreateRoom(ctx, create)
 	switch {
 	case err == nil:
 		cr.RoomID = resp.RoomID

@@ -12,6 +12,7 @@ import (
 
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
+	"github.com/daarion/matrix-bridge/pkg/mapping"
 )
 
 // Path is the route of the sync endpoint.
@@ -44,6 +45,7 @@ type Handler struct {
 	pollInterval time.Duration
 	scanBudget   int
 	filteredPage int
+	confidential func(roomID string) bool
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -59,6 +61,11 @@ type Options struct {
 	// wake-up: what finds events another process appended. Default
 	// DefaultPollInterval.
 	PollInterval time.Duration
+	// Confidential, when set, tells the confidential rooms: their room
+	// events are answered with mapping.StripContent's allow-list (those
+	// the log holds from before the room was marked, too). It is asked for
+	// every event answered, so it must answer from memory.
+	Confidential func(roomID string) bool
 }
 
 // New returns the sync handler over log.
@@ -71,7 +78,7 @@ func New(log *eventlog.Log, opts Options) *Handler {
 	}
 	return &Handler{
 		log: log, maxTimeout: opts.MaxTimeout, pollInterval: opts.PollInterval,
-		scanBudget: scanBudget, filteredPage: filteredPage,
+		scanBudget: scanBudget, filteredPage: filteredPage, confidential: opts.Confidential,
 		closed: make(chan struct{}),
 	}
 }
@@ -201,6 +208,7 @@ func failure(r *http.Request, err error) error {
 // up to its limit.
 func (h *Handler) collect(ctx context.Context, after int64, f *filter) (*batch, error) {
 	b := newBatch(after)
+	b.confidential = h.confidential
 	page := f.limit + 1
 	if f.selective() {
 		page = h.filteredPage
@@ -240,6 +248,8 @@ type batch struct {
 
 	rooms    map[string]*JoinedRoom
 	presence []json.RawMessage
+	// confidential: see Options.Confidential.
+	confidential func(roomID string) bool
 }
 
 func newBatch(after int64) *batch {
@@ -264,6 +274,8 @@ func (b *batch) add(evt *eventlog.Event) {
 	}
 	if evt.Kind == eventlog.KindEphemeral {
 		room.Ephemeral.Events = append(room.Ephemeral.Events, evt.JSON)
+	} else if b.confidential != nil && b.confidential(evt.RoomID) {
+		room.Timeline.Events = append(room.Timeline.Events, mapping.StripContent(evt.JSON))
 	} else {
 		room.Timeline.Events = append(room.Timeline.Events, evt.JSON)
 	}

@@ -1028,3 +1028,31 @@ func TestSinceOlderThanRetentionIsRefused(t *testing.T) {
 		}
 	})
 }
+
+// A confidential room's room events are answered stripped (those the log
+// holds whole, from before the room was marked, too); its state, its
+// ephemeral events and other rooms are answered as stored.
+func TestConfidentialRoomsAreStripped(t *testing.T) {
+	f := newFixture(t, testrig.NewTestDatabase(t, testrig.SQLite), syncapi.Options{
+		MaxTimeout: longTimeout, PollInterval: noPoll,
+		Confidential: func(roomID string) bool { return roomID == roomA },
+	})
+	f.append(t, "t1", message("$a1", roomA), member("$a2", roomA), typing("1", roomA), message("$b1", roomB))
+	resp := f.sync(t, map[string]string{"since": "s0", "timeout": "0"})
+	a, b := resp.Rooms.Join[roomA], resp.Rooms.Join[roomB]
+	if a == nil || b == nil || len(a.Timeline.Events) != 2 || len(b.Timeline.Events) != 1 || len(a.Ephemeral.Events) != 1 {
+		t.Fatalf("answer %+v", resp)
+	}
+	if got, want := string(a.Timeline.Events[0]), `{"content":{"msgtype":"m.text"},"event_id":"$a1","origin_server_ts":1732445400000,"room_id":"!a:daarion.test","sender":"@alice:daarion.test","type":"m.room.message","unsigned":{"net.daarion.confidential":true}}`; got != want {
+		t.Errorf("the confidential room's message is\n%s, want\n%s", got, want)
+	}
+	if got := string(a.Timeline.Events[1]); got != member("$a2", roomA).JSON {
+		t.Errorf("the confidential room's state is %s", got)
+	}
+	if got := string(a.Ephemeral.Events[0]); got != typing("1", roomA).JSON {
+		t.Errorf("the confidential room's typing is %s", got)
+	}
+	if got := string(b.Timeline.Events[0]); got != message("$b1", roomB).JSON {
+		t.Errorf("the other room's message is %s", got)
+	}
+}
