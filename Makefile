@@ -2,6 +2,7 @@
 #   make run    start a local dev homeserver (Dendrite; HOMESERVER=synapse for Synapse) and the bridge on SQLite
 #   make test   every test, against real PostgreSQL, SQLite, Synapse and Dendrite
 #   make bench  benchmarks: transaction ingest (loadgen) and the rig (rigbench); see docs/benchmarks.md
+#   make bench-e2ee  end-to-bridge encryption's cost on Synapse (e2eebench, ~12 min); see docs/benchmarks.md
 #   make soak   chaos soak on the real rig (DURATION=10m, SEED=…; see docs/reliability.md)
 
 GO       ?= go
@@ -14,7 +15,7 @@ TEST_TIMEOUT ?= 30m
 # the ones the tests and the soak run, build with it.
 export GOFLAGS := -tags=goolm $(GOFLAGS)
 
-.PHONY: all build dendrite synapse schemathesis postgres test vet fmt-check unit bench soak run clean
+.PHONY: all build dendrite synapse schemathesis postgres test vet fmt-check unit bench bench-e2ee soak run clean
 
 all: build
 
@@ -64,6 +65,14 @@ test: postgres dendrite synapse schemathesis jsclient fmt-check vet
 bench: build dendrite
 	$(GO) run ./cmd/loadgen $(BENCH_ARGS)
 	$(GO) run ./cmd/rigbench $(RIGBENCH_ARGS)
+
+# End-to-bridge encryption's cost (issue 13): a Go E2EE client's messages
+# through Synapse and the bridge (its own process, built by the bench) to a
+# webhook, encrypted vs clear, and an agent's sends into both rooms. Not
+# part of `bench`: both databases take about 12 minutes on 2 cores.
+E2EEBENCH_ARGS ?= -db sqlite,postgres
+bench-e2ee: synapse postgres
+	$(GO) run ./cmd/e2eebench $(E2EEBENCH_ARGS)
 
 # The chaos soak: the bridge (built by the soak), Dendrite, PostgreSQL, NATS
 # and a webhook receiver under load and faults; stops by itself after
