@@ -54,9 +54,17 @@ type encryptedRig struct {
 
 func newEncryptedRig(t *testing.T, tdb testrig.TestDatabase) *encryptedRig {
 	t.Helper()
-	s := newStackWith(t, rig{TestDatabase: tdb, homeserver: testrig.Synapse}, stackOptions{
-		extra: encryptionOn + fastRetries, homeserverRateLimits: busyHumans})
+	return newEncryptedRigWith(t, tdb, stackOptions{extra: encryptionOn + fastRetries})
+}
+
+// newEncryptedRigWith is newEncryptedRig with the stack's options (the
+// encryption config among them).
+func newEncryptedRigWith(t *testing.T, tdb testrig.TestDatabase, opts stackOptions) *encryptedRig {
+	t.Helper()
+	opts.homeserverRateLimits = busyHumans
+	s := newStackWith(t, rig{TestDatabase: tdb, homeserver: testrig.Synapse}, opts)
 	s.bridge.waitForLog("Made an encryption device", 60*time.Second)
+	logE2EEOnFailure(t, s)
 	r := &encryptedRig{s: s, rc: newReceiver(t), sofia: id.NewUserID("agent_sofia", serverName)}
 	r.rc.subscribe(t, s, map[string]any{"room_id": "*"})
 	var err error
@@ -227,7 +235,6 @@ func TestEncryptionSurvivesASIGKILL(t *testing.T) {
 		sent = append(sent, r.alice.Send(r.room, map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("while down %d", i)}))
 	}
 	r.s.bridge = r.s.startBridge()
-	logE2EEOnFailure(t, r.s)
 	for _, eventID := range sent {
 		eventually(t, "the message "+eventID+" decrypted at the webhook", 90*time.Second, func() bool { return r.dto(eventID) != nil })
 		if d := r.dto(eventID); d.dto.Type != mapping.MessageCreated {
@@ -278,23 +285,11 @@ func TestEncryptedConfidentialRoom(t *testing.T) {
 // Synapse would send it) arrives before its key.
 func TestEncryptedEventsWaitForTheirKeys(t *testing.T) {
 	door := newDoor(t)
-	s := newStackWith(t, rig{TestDatabase: testrig.NewTestDatabase(t, testrig.SQLite), homeserver: testrig.Synapse}, stackOptions{
-		extra:                strings.Replace(encryptionOn, "give_up_after: 20s", "give_up_after: 15s", 1) + fastRetries,
-		homeserverRateLimits: busyHumans,
-		editRegistration:     door.route,
+	r := newEncryptedRigWith(t, testrig.NewTestDatabase(t, testrig.SQLite), stackOptions{
+		extra:            strings.Replace(encryptionOn, "give_up_after: 20s", "give_up_after: 15s", 1) + fastRetries,
+		editRegistration: door.route,
 	})
-	s.bridge.waitForLog("Made an encryption device", 60*time.Second)
-	logE2EEOnFailure(t, s)
-	r := &encryptedRig{s: s, rc: newReceiver(t), sofia: id.NewUserID("agent_sofia", serverName)}
-	r.rc.subscribe(t, s, map[string]any{"room_id": "*"})
-	var err error
-	if r.aliceHTTP, err = s.hs.RegisterUser(context.Background(), "alice", "correct horse battery staple", false); err != nil {
-		t.Fatal(err)
-	}
-	r.alice = startJSClient(t)
-	r.alice.LoginAs(s.hs, r.aliceHTTP)
-	r.room = r.alice.CreateRoom("late keys", true, r.sofia.String())
-	r.alice.WaitMember(r.room, r.sofia.String(), "join", 60*time.Second)
+	s := r.s
 
 	door.close()
 	late := r.alice.Send(r.room, map[string]any{"msgtype": "m.text", "body": "keys come later"})
