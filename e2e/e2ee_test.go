@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -426,4 +428,56 @@ func logE2EEOnFailure(t *testing.T, s *stack) {
 			}
 		}
 	})
+}
+
+// One owner of the crypto state: with two bridge processes on one
+// PostgreSQL, only the leader loads the devices; the other answers an
+// encrypted send 503 (retry) instead of encrypting with a second copy of the
+// Olm state, while its clear sends work as ever.
+func TestEncryptionHasOneOwner(t *testing.T) {
+	r := newEncryptedRig(t, testrig.NewTestDatabase(t, testrig.Postgres))
+	asPortB, apiPortB := freePort(t), freePort(t)
+	cfgB := readFile(t, r.s.configPath)
+	cfgB = regexp.MustCompile(`(?m)^    listen: 127\.0\.0\.1:\d+$`).ReplaceAllString(cfgB, fmt.Sprintf("    listen: 127.0.0.1:%d", asPortB))
+	cfgB = regexp.MustCompile(`(?m)^    port: \d+$`).ReplaceAllString(cfgB, fmt.Sprintf("    port: %d", apiPortB))
+	configB := filepath.Join(r.s.dir, "config-b.yaml")
+	if err := os.WriteFile(configB, []byte(cfgB), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	follower := r.s.startBridgeWith(configB, fmt.Sprintf("http://127.0.0.1:%d", asPortB))
+	t.Cleanup(follower.kill)
+	follower.waitForLog("Internal API listening", 30*time.Second)
+	if !strings.Contains(r.s.bridge.logs(), "This process leads") {
+		t.Fatal("the first process does not lead")
+	}
+	post := func(apiURL, room, body string) (int, map[string]any) {
+		payload, _ := json.Marshal(map[string]any{"room_id": room, "sender": "agent:sofia", "body": body})
+		req, _ := http.NewRequest(http.MethodPost, apiURL+"/internal/matrix/send", bytes.NewReader(payload))
+		req.Header.Set("X-Internal-Service-Token", serviceSecret)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out
+	}
+	followerAPI := fmt.Sprintf("http://127.0.0.1:%d", apiPortB)
+	if status, out := post(followerAPI, r.room, "from the follower"); status != http.StatusServiceUnavailable || out["error"] != "matrix_unavailable" {
+		t.Errorf("an encrypted send on the follower: %d %v, want 503 matrix_unavailable", status, out)
+	}
+	if status, out := post(r.s.apiURL, r.room, "from the leader"); status != http.StatusOK {
+		t.Errorf("an encrypted send on the leader: %d %v", status, out)
+	}
+	cityRoom, _ := createCity(t, r.s, "clear", "Clear", "")
+	if status, out := post(followerAPI, cityRoom.String(), "clear from the follower"); status != http.StatusOK {
+		t.Errorf("a clear send on the follower: %d %v", status, out)
+	}
+	for _, line := range []string{"Made an encryption device", "Loaded an encryption device"} {
+		if strings.Contains(follower.logs(), line) {
+			t.Errorf("the follower logged %q: it touched the crypto state", line)
+		}
+	}
 }

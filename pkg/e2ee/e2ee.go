@@ -88,7 +88,10 @@ func (e apiError) Unwrap() error { return e.err }
 // an encrypted room this bridge cannot encrypt for.
 func (e apiError) APIError() *internalapi.Error {
 	if errors.Is(e.err, ErrNotLeader) {
-		return &internalapi.Error{Status: http.StatusServiceUnavailable, Code: "M_UNAVAILABLE", Message: e.err.Error()}
+		// The documented 503 of every send: the Matrix side cannot be
+		// reached from here right now; retry.
+		return &internalapi.Error{Status: http.StatusServiceUnavailable, Code: internalapi.ErrMatrixUnavailable,
+			Detail: e.err.Error() + "; retry (on the leader)"}
 	}
 	return &internalapi.Error{Status: http.StatusConflict, Code: "M_UNSUPPORTED_ENCRYPTION", Field: "room_id", Message: e.err.Error()}
 }
