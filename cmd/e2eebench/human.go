@@ -17,6 +17,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/daarion/matrix-bridge/internal/benchkit"
 	"github.com/daarion/matrix-bridge/pkg/clock"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
@@ -86,7 +87,7 @@ func startHuman(ctx context.Context, hs *testrig.Homeserver, dir, localpart stri
 	go func() {
 		defer close(h.syncDone)
 		if err := h.cli.SyncWithContext(syncCtx); err != nil && !errors.Is(err, context.Canceled) {
-			progress("the human's sync loop ended: %v", err)
+			benchkit.Progress("the human's sync loop ended: %v", err)
 		}
 	}()
 	return h, nil

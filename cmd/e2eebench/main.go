@@ -42,22 +42,14 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
-	"runtime/pprof"
 	"slices"
-	"strings"
-	"syscall"
 	"time"
 
+	"github.com/daarion/matrix-bridge/internal/benchkit"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
-
-func progress(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "[%s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
-}
 
 func main() { os.Exit(run()) }
 
@@ -80,44 +72,34 @@ func run() int {
 	flag.DurationVar(&s.quietWait, "quiet-wait", 0, "before each phase, wait up to this long for other processes to use at most -quiet-cores (for shared machines)")
 	flag.Float64Var(&s.quietCores, "quiet-cores", 0.3, "see -quiet-wait")
 	flag.Parse()
-	databases := splitList(*dbs)
+	databases := benchkit.SplitList(*dbs)
 	if flag.NArg() > 0 || len(databases) == 0 || s.humanMessages < 1 || s.agentMessages < 1 || s.warmup < 1 {
 		fmt.Fprintln(os.Stderr, "invalid arguments: see -h")
 		return 2
 	}
-	for _, db := range databases {
-		if db != testrig.SQLite && db != testrig.Postgres {
-			fmt.Fprintf(os.Stderr, "unknown database %q (sqlite or postgres)\n", db)
-			return 2
-		}
+	if err := benchkit.CheckDatabases(databases); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, *maxRuntime)
-	defer cancel()
+	ctx, dir, done, err := benchkit.StartRun(*maxRuntime, "e2eebench-*", *keep)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer done()
 	if *cpuprofile != "" {
-		stopProfile, err := startProfile(*cpuprofile)
+		stopProfile, err := benchkit.StartCPUProfile(*cpuprofile)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
 		defer stopProfile()
 	}
-	dir, err := os.MkdirTemp("", "e2eebench-*")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if *keep {
-		defer progress("kept the work directory %s", dir)
-	} else {
-		defer os.RemoveAll(dir)
-	}
 
 	bin := *bridgeBin
 	if bin == "" {
-		progress("building the bridge (-tags goolm)")
+		benchkit.Progress("building the bridge (-tags goolm)")
 		if bin, err = buildBridge(ctx, dir); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
@@ -125,23 +107,26 @@ func run() int {
 	}
 	var pg *testrig.PostgresCluster
 	if slices.Contains(databases, testrig.Postgres) {
-		progress("starting PostgreSQL (throwaway cluster)")
+		benchkit.Progress("starting PostgreSQL (throwaway cluster)")
 		if pg, err = testrig.StartPostgres(ctx, dir); err != nil {
 			fmt.Fprintln(os.Stderr, "starting PostgreSQL:", err)
 			return 1
 		}
 		defer func() {
 			if err := pg.Remove(); err != nil {
-				progress("removing PostgreSQL: %v", err)
+				benchkit.Progress("removing PostgreSQL: %v", err)
 			}
 		}()
 	}
 
+	source := benchkit.SourceRevision(func(files []string) string {
+		return fmt.Sprintf("%d files of pkg/, database/, cmd/bridge", len(files))
+	})
 	rep := &report{
 		Started: time.Now().UTC(),
 		Host: map[string]string{
 			"cpus": fmt.Sprint(runtime.NumCPU()), "go": runtime.Version(), "synapse": testrig.SynapseVersion,
-			"source": sourceRevision(), "bridge_log_level": *logLevel,
+			"source": source, "bridge_log_level": *logLevel,
 			"settings": fmt.Sprintf("n %d, m %d, warm-up %d", s.humanMessages, s.agentMessages, s.warmup),
 		},
 	}
@@ -152,9 +137,9 @@ func run() int {
 			failed = true
 			continue
 		}
-		progress("[%s] run", db)
+		benchkit.Progress("[%s] run", db)
 		if err := runOne(ctx, runOptions{dir: filepath.Join(dir, db), db: db, bridgeBin: bin, pg: pg, logLevel: *logLevel}, &s, rep); err != nil {
-			progress("[%s] failed: %v", db, err)
+			benchkit.Progress("[%s] failed: %v", db, err)
 			rep.Errors = append(rep.Errors, fmt.Sprintf("[%s] %v", db, err))
 			failed = true
 		}
@@ -163,7 +148,7 @@ func run() int {
 		failed = failed || !c.Pass
 	}
 	if *jsonOut {
-		if err := rep.writeJSON(os.Stdout); err != nil {
+		if err := benchkit.WriteJSON(os.Stdout, rep); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
@@ -172,52 +157,11 @@ func run() int {
 		fmt.Printf("e2eebench: %s CPUs, %s, Synapse %s (SQLite); the bridge as its own process, log level %s; %s messages a room from the human, %d from the agent (after %d untimed each)\n",
 			rep.Host["cpus"], runtime.Version(), testrig.SynapseVersion, *logLevel, fmt.Sprint(s.humanMessages), s.agentMessages, s.warmup)
 		fmt.Println("All traffic is loopback; the human's client (with its own encryption) and the webhook receiver run in this process, on the same cores.")
-		rep.writeTable(os.Stdout)
+		fmt.Println()
+		rep.Render(os.Stdout, "FAIL")
 	}
 	if failed {
 		return 1
 	}
 	return 0
-}
-
-func splitList(v string) []string {
-	var out []string
-	for p := range strings.SplitSeq(v, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-func startProfile(path string) (func(), error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, err
-	}
-	if err = pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		f.Close()
-		progress("wrote CPU profile %s", path)
-	}, nil
-}
-
-// sourceRevision names the code under test: the commit, and the bridge's
-// files with uncommitted changes (others edit this tree while it runs).
-func sourceRevision() string {
-	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
-	if err != nil {
-		return "unknown (no git)"
-	}
-	rev := strings.TrimSpace(string(out))
-	status, err := exec.Command("git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=no", "--", "pkg", "database", "cmd/bridge", "go.mod").Output()
-	if err == nil && len(strings.TrimSpace(string(status))) > 0 {
-		n := len(strings.Split(strings.TrimSpace(string(status)), "\n"))
-		rev += fmt.Sprintf(" with uncommitted changes to %d files of pkg/, database/, cmd/bridge", n)
-	}
-	return rev
 }

@@ -3,15 +3,13 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"time"
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/daarion/matrix-bridge/internal/benchkit"
 	"github.com/daarion/matrix-bridge/pkg/mapping"
 )
 
@@ -42,9 +40,9 @@ type humanResult struct {
 	// missing DTOs after the drain; behind: not yet received when the
 	// last send returned (the bridge fell behind the sender by that many).
 	missing, behind int
-	latency         summary // send start → webhook receipt
-	call            summary // the client's send call (with its encryption)
-	after           summary // send returned → webhook receipt: the pipeline without the client's own send
+	latency         benchkit.Summary // send start → webhook receipt
+	call            benchkit.Summary // the client's send call (with its encryption)
+	after           benchkit.Summary // send returned → webhook receipt: the pipeline without the client's own send
 	span            time.Duration
 	sendSpan        time.Duration // first send start → last send returned
 	// otherTypes counts DTOs of the phase that are not message.created
@@ -131,7 +129,7 @@ func humanPhase(ctx context.Context, h *human, rc *receiver, room id.RoomID, s *
 			r.otherTypes[a.typ]++
 		}
 	}
-	r.latency, r.call, r.after = summarize(lat), summarize(call), summarize(after)
+	r.latency, r.call, r.after = benchkit.Summarize(lat), benchkit.Summarize(call), benchkit.Summarize(after)
 	first := r.sends[0].start
 	r.span, r.sendSpan = last.Sub(first), lastDone.Sub(first)
 	return r, nil
@@ -139,29 +137,11 @@ func humanPhase(ctx context.Context, h *human, rc *receiver, room id.RoomID, s *
 
 // agentResult is one room's run of the agent's sends through the bridge.
 type agentResult struct {
-	calls   summary // POST /internal/matrix/send, client side
+	calls   benchkit.Summary // POST /internal/matrix/send, client side
 	errors  int
 	lastErr string
 	ids     []string
 	span    time.Duration
-}
-
-// agentSend posts one message as the agent through the internal API.
-func agentSend(ctx context.Context, st *stack, room id.RoomID, body string) (string, time.Duration, error) {
-	data, _ := json.Marshal(map[string]string{"room_id": string(room), "sender": agentEntity, "body": body})
-	var out struct {
-		EventID string `json:"event_id"`
-	}
-	t0 := time.Now()
-	status, raw, err := st.api.Raw(ctx, http.MethodPost, "/internal/matrix/send", nil, bytes.NewReader(data), &out)
-	d := time.Since(t0)
-	if err != nil {
-		return "", d, err
-	}
-	if status != http.StatusOK || out.EventID == "" {
-		return "", d, fmt.Errorf("send as %s answered %d: %s", agentEntity, status, raw)
-	}
-	return out.EventID, d, nil
 }
 
 // agentPhase sends s.agentMessages messages as the agent, sequentially,
@@ -170,7 +150,7 @@ func agentSend(ctx context.Context, st *stack, room id.RoomID, body string) (str
 func agentPhase(ctx context.Context, st *stack, room id.RoomID, s *settings, what string) (*agentResult, time.Duration, error) {
 	var cold time.Duration
 	for i := range s.warmup {
-		_, d, err := agentSend(ctx, st, room, fmt.Sprintf("e2eebench agent warm-up %s %d", what, i))
+		_, d, err := benchkit.SendAsAgent(ctx, st.api, room, agentEntity, "", fmt.Sprintf("e2eebench agent warm-up %s %d", what, i))
 		if err != nil {
 			return nil, 0, fmt.Errorf("warming up the agent in the %s room: %w", what, err)
 		}
@@ -183,7 +163,7 @@ func agentPhase(ctx context.Context, st *stack, room id.RoomID, s *settings, wha
 	start := time.Now()
 	deadline := start.Add(s.phaseTimeout)
 	for i := 0; i < s.agentMessages && ctx.Err() == nil && time.Now().Before(deadline); i++ {
-		evt, d, err := agentSend(ctx, st, room, fmt.Sprintf("e2eebench agent %s message %d", what, i))
+		evt, d, err := benchkit.SendAsAgent(ctx, st.api, room, agentEntity, "", fmt.Sprintf("e2eebench agent %s message %d", what, i))
 		if err != nil {
 			r.errors, r.lastErr = r.errors+1, err.Error()
 			continue
@@ -192,6 +172,6 @@ func agentPhase(ctx context.Context, st *stack, room id.RoomID, s *settings, wha
 		r.ids = append(r.ids, evt)
 	}
 	r.span = time.Since(start)
-	r.calls = summarize(durs)
+	r.calls = benchkit.Summarize(durs)
 	return r, cold, ctx.Err()
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/daarion/matrix-bridge/internal/benchkit"
 	"github.com/daarion/matrix-bridge/pkg/clock"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
@@ -146,7 +147,7 @@ logging:
 		return nil, fmt.Errorf("bridge -g: %v\n%s", err, out)
 	}
 
-	progress("[%s] starting Synapse %s on port %d", opts.db, testrig.SynapseVersion, hsPort)
+	benchkit.Progress("[%s] starting Synapse %s on port %d", opts.db, testrig.SynapseVersion, hsPort)
 	s.hs, err = testrig.StartHomeserver(ctx, testrig.HomeserverOptions{
 		Kind:              testrig.Synapse,
 		RateLimits:        busyHumans,
@@ -163,7 +164,7 @@ logging:
 		return nil, fmt.Errorf("starting Synapse: %w", err)
 	}
 
-	progress("[%s] starting the bridge (%s)", opts.db, opts.bridgeBin)
+	benchkit.Progress("[%s] starting the bridge (%s)", opts.db, opts.bridgeBin)
 	s.bridgeLog = filepath.Join(s.dir, "bridge.log")
 	if s.bridge, err = testrig.StartProcess(testrig.ProcessOptions{Path: opts.bridgeBin, Args: []string{"-c", configPath}, LogFile: s.bridgeLog}); err != nil {
 		return nil, err
@@ -212,7 +213,7 @@ func (s *stack) logCount(text string) int { return strings.Count(s.bridge.LogSin
 func (s *stack) close() {
 	if s.bridge != nil {
 		if err := s.bridge.Stop(15 * time.Second); err != nil {
-			progress("[%s] stopping the bridge: %v", s.db, err)
+			benchkit.Progress("[%s] stopping the bridge: %v", s.db, err)
 		}
 		s.bridge = nil
 	}
@@ -221,7 +222,7 @@ func (s *stack) close() {
 	}
 	if s.hs != nil {
 		if err := s.hs.Stop(); err != nil {
-			progress("[%s] stopping Synapse: %v", s.db, err)
+			benchkit.Progress("[%s] stopping Synapse: %v", s.db, err)
 		}
 		s.hs = nil
 	}

@@ -14,6 +14,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/daarion/matrix-bridge/internal/benchkit"
 	"github.com/daarion/matrix-bridge/pkg/clock"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
@@ -67,7 +68,7 @@ func runOne(ctx context.Context, o runOptions, s *settings, rep *report) error {
 			return fmt.Errorf("%w\nbridge log:\n%s", err, st.logTail(20))
 		}
 	}
-	progress("[%s] the agent joined both rooms; phase 1: the human sends %d messages into each", db, s.humanMessages)
+	benchkit.Progress("[%s] the agent joined both rooms; phase 1: the human sends %d messages into each", db, s.humanMessages)
 
 	// Phase 1: the human's messages to the webhook, clear room first.
 	coldClear, err := warmUp(ctx, h, rc, clearRoom, s.warmup, "clear")
@@ -124,7 +125,7 @@ func runOne(ctx context.Context, o runOptions, s *settings, rep *report) error {
 	} else {
 		d := m1.minus(m0)
 		rep.note(db, "the bridge's own decrypt time over the encrypted phase (%s: decrypt and journal the clear form, per event, on its e2ee consumer): %.0f events, mean %.2f ms, ~p50 %.2f ms, ~p99 %.2f ms (interpolated in 2.5× buckets); outcomes: %s",
-			decryptHistogram, d.count, ms(d.mean()), ms(d.quantile(0.5)), ms(d.quantile(0.99)), d.outcomeList())
+			decryptHistogram, d.count, benchkit.MS(d.mean()), benchkit.MS(d.quantile(0.5)), benchkit.MS(d.quantile(0.99)), d.outcomeList())
 		if d.count > 0 {
 			rep.note(db, "at that mean the e2ee consumer alone could decrypt and journal ~%.0f events/s (one event at a time); the phase offered %.1f events/s",
 				1/d.mean().Seconds(), float64(len(enc.sends))/enc.sendSpan.Seconds())
@@ -132,7 +133,7 @@ func runOne(ctx context.Context, o runOptions, s *settings, rep *report) error {
 	}
 
 	// Phase 2: the agent's sends through the bridge, clear room first.
-	progress("[%s] phase 2: the agent sends %d messages into each room", db, s.agentMessages)
+	benchkit.Progress("[%s] phase 2: the agent sends %d messages into each room", db, s.agentMessages)
 	mark = s.measure(ctx)
 	aClear, coldAClear, err := agentPhase(ctx, st, clearRoom, s, "clear")
 	if err != nil {
@@ -156,7 +157,7 @@ func runOne(ctx context.Context, o runOptions, s *settings, rep *report) error {
 	se, sc := h.agentSeen(encRoom), h.agentSeen(clearRoom)
 	rep.note(db, "the human's client received the agent's messages: encrypted room %d decrypted, %d in the clear, %d failed to decrypt (of %d sent); clear room %d in the clear, %d decrypted (of %d)",
 		se.decrypted, se.clear, se.failed, want, sc.clear, sc.decrypted, s.warmup+aClear.calls.N)
-	rep.Checks = append(rep.Checks, check{DB: db, Target: "the human's client decrypts every agent message in the encrypted room",
+	rep.Checks = append(rep.Checks, benchkit.Check{DB: db, Target: "the human's client decrypts every agent message in the encrypted room",
 		Got:  fmt.Sprintf("%d of %d decrypted, %d sent in the clear, %d failed", se.decrypted, want, se.clear, se.failed),
 		Pass: se.decrypted == want && se.clear == 0 && se.failed == 0})
 
@@ -168,7 +169,7 @@ func runOne(ctx context.Context, o runOptions, s *settings, rep *report) error {
 
 // phaseMark is the start of a measured phase, for its host-load note.
 type phaseMark struct {
-	cpu cpuSnap
+	cpu benchkit.CPUSnap
 	at  time.Time
 }
 
@@ -191,10 +192,10 @@ func (m phaseMark) note(rep *report, db, phase string, events int) {
 // reportHuman adds phase 1's rows, check and reading.
 func reportHuman(rep *report, db string, clear, enc *humanResult, coldClear, coldEnc time.Duration) {
 	rep.Rows = append(rep.Rows,
-		newRow(db, "human → webhook, clear room", "send start → webhook DTO", clear.latency, clear.errors+clear.missing, clear.rate(), "events/s"),
-		newRow(db, "human → webhook, encrypted room", "send start → webhook DTO (decrypt and map)", enc.latency, enc.errors+enc.missing, enc.rate(), "events/s"),
-		newRow(db, "human's send, clear room", "client PUT /send", clear.call, clear.errors, float64(len(clear.sends))/clear.sendSpan.Seconds(), "msg/s"),
-		newRow(db, "human's send, encrypted room", "client encrypt + PUT /send", enc.call, enc.errors, float64(len(enc.sends))/enc.sendSpan.Seconds(), "msg/s"),
+		benchkit.NewRow(db, "human → webhook, clear room", "send start → webhook DTO", clear.latency, clear.errors+clear.missing, clear.rate(), "events/s"),
+		benchkit.NewRow(db, "human → webhook, encrypted room", "send start → webhook DTO (decrypt and map)", enc.latency, enc.errors+enc.missing, enc.rate(), "events/s"),
+		benchkit.NewRow(db, "human's send, clear room", "client PUT /send", clear.call, clear.errors, float64(len(clear.sends))/clear.sendSpan.Seconds(), "msg/s"),
+		benchkit.NewRow(db, "human's send, encrypted room", "client encrypt + PUT /send", enc.call, enc.errors, float64(len(enc.sends))/enc.sendSpan.Seconds(), "msg/s"),
 	)
 	for _, r := range []struct {
 		what string
@@ -208,31 +209,31 @@ func reportHuman(rep *report, db string, clear, enc *humanResult, coldClear, col
 		if r.res.errors > 0 {
 			got += fmt.Sprintf("; %d sends failed, last: %s", r.res.errors, r.res.lastErr)
 		}
-		rep.Checks = append(rep.Checks, check{DB: db, Target: "every message of the human's in the " + r.what + " room arrives as messaging.message.created", Got: got, Pass: ok})
+		rep.Checks = append(rep.Checks, benchkit.Check{DB: db, Target: "every message of the human's in the " + r.what + " room arrives as messaging.message.created", Got: got, Pass: ok})
 	}
 	rep.note(db, "decrypt-and-map throughput (one sender): %.1f events/s end to end in the encrypted room vs %.1f in the clear room; the sender alone managed %.1f vs %.1f msg/s, and %d / %d DTOs were still on their way when its last send returned",
 		enc.rate(), clear.rate(), float64(len(enc.sends))/enc.sendSpan.Seconds(), float64(len(clear.sends))/clear.sendSpan.Seconds(), enc.behind, clear.behind)
 	rep.note(db, "added latency per encrypted event (encrypted − clear): p50 %+.2f ms, p90 %+.2f ms, p99 %+.2f ms; of it the human's send call (its encryption, and a room key share every 100 messages) %+.2f ms at p50, %+.2f ms at p99",
-		ms(enc.latency.P50-clear.latency.P50), ms(enc.latency.P90-clear.latency.P90), ms(enc.latency.P99-clear.latency.P99),
-		ms(enc.call.P50-clear.call.P50), ms(enc.call.P99-clear.call.P99))
+		benchkit.MS(enc.latency.P50-clear.latency.P50), benchkit.MS(enc.latency.P90-clear.latency.P90), benchkit.MS(enc.latency.P99-clear.latency.P99),
+		benchkit.MS(enc.call.P50-clear.call.P50), benchkit.MS(enc.call.P99-clear.call.P99))
 	rep.note(db, "after the send returned (webhook receipt − send return): encrypted p50 %.2f ms, p99 %.2f ms; clear p50 %.2f ms, p99 %.2f ms",
-		ms(enc.after.P50), ms(enc.after.P99), ms(clear.after.P50), ms(clear.after.P99))
-	rep.note(db, "the human's first warm-up send: clear %.1f ms, encrypted %.1f ms (the first shares the room key with the agent's device)", ms(coldClear), ms(coldEnc))
+		benchkit.MS(enc.after.P50), benchkit.MS(enc.after.P99), benchkit.MS(clear.after.P50), benchkit.MS(clear.after.P99))
+	rep.note(db, "the human's first warm-up send: clear %.1f ms, encrypted %.1f ms (the first shares the room key with the agent's device)", benchkit.MS(coldClear), benchkit.MS(coldEnc))
 }
 
 // reportAgent adds phase 2's rows and the target's check.
 func reportAgent(rep *report, db string, clear, enc *agentResult, coldClear, coldEnc time.Duration) {
 	rep.Rows = append(rep.Rows,
-		newRow(db, "agent send, clear room", "POST /internal/matrix/send", clear.calls, clear.errors, float64(clear.calls.N)/clear.span.Seconds(), "msg/s"),
-		newRow(db, "agent send, encrypted room", "POST /internal/matrix/send (bridge encrypts)", enc.calls, enc.errors, float64(enc.calls.N)/enc.span.Seconds(), "msg/s"),
+		benchkit.NewRow(db, "agent send, clear room", "POST /internal/matrix/send", clear.calls, clear.errors, float64(clear.calls.N)/clear.span.Seconds(), "msg/s"),
+		benchkit.NewRow(db, "agent send, encrypted room", "POST /internal/matrix/send (bridge encrypts)", enc.calls, enc.errors, float64(enc.calls.N)/enc.span.Seconds(), "msg/s"),
 	)
 	ratio := 0.0
 	if clear.calls.P50 > 0 {
 		ratio = float64(enc.calls.P50) / float64(clear.calls.P50)
 	}
-	rep.Checks = append(rep.Checks, check{DB: db, Target: "send into an encrypted room p50 ≤ 1.5 × clear p50",
+	rep.Checks = append(rep.Checks, benchkit.Check{DB: db, Target: "send into an encrypted room p50 ≤ 1.5 × clear p50",
 		Got: fmt.Sprintf("%.2f× (encrypted p50 %.2f ms / clear p50 %.2f ms; p99 %.2f / %.2f ms; +%.2f ms at p50)",
-			ratio, ms(enc.calls.P50), ms(clear.calls.P50), ms(enc.calls.P99), ms(clear.calls.P99), ms(enc.calls.P50-clear.calls.P50)),
+			ratio, benchkit.MS(enc.calls.P50), benchkit.MS(clear.calls.P50), benchkit.MS(enc.calls.P99), benchkit.MS(clear.calls.P99), benchkit.MS(enc.calls.P50-clear.calls.P50)),
 		Pass: enc.calls.N > 0 && clear.calls.N > 0 && enc.errors == 0 && clear.errors == 0 && ratio <= 1.5})
 	for _, r := range []struct {
 		what string
@@ -242,7 +243,7 @@ func reportAgent(rep *report, db string, clear, enc *agentResult, coldClear, col
 			rep.note(db, "agent, %s room: %d failed sends, last: %s", r.what, r.res.errors, r.res.lastErr)
 		}
 	}
-	rep.note(db, "the agent's first warm-up send: clear %.1f ms, encrypted %.1f ms (the first shares the agent's room key with the human's device)", ms(coldClear), ms(coldEnc))
+	rep.note(db, "the agent's first warm-up send: clear %.1f ms, encrypted %.1f ms (the first shares the agent's room key with the human's device)", benchkit.MS(coldClear), benchkit.MS(coldEnc))
 }
 
 // logNotes counts the bridge's warnings and errors, and names the most

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"time"
@@ -11,6 +9,8 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/daarion/matrix-bridge/internal/benchkit"
 )
 
 const humanPassword = "correct horse battery staple"
@@ -21,19 +21,8 @@ type sender func(ctx context.Context, body string) (time.Duration, error)
 // agentSender posts through the bridge as agent:<agentID>.
 func agentSender(br *bridgeRun, agentID string, roomID id.RoomID) sender {
 	return func(ctx context.Context, body string) (time.Duration, error) {
-		data, _ := json.Marshal(map[string]string{
-			"room_id": string(roomID), "sender": "agent:" + agentID, "msgtype": "m.text", "body": body,
-		})
-		t0 := time.Now()
-		status, raw, err := br.api.Raw(ctx, http.MethodPost, "/internal/matrix/send", nil, bytes.NewReader(data), nil)
-		d := time.Since(t0)
-		if err != nil {
-			return d, err
-		}
-		if status != http.StatusOK {
-			return d, fmt.Errorf("send as agent:%s answered %d: %s", agentID, status, raw)
-		}
-		return d, nil
+		_, d, err := benchkit.SendAsAgent(ctx, br.api, roomID, "agent:"+agentID, string(event.MsgText), body)
+		return d, err
 	}
 }
 
@@ -131,7 +120,7 @@ func runAgentsSend(ctx context.Context, r *rig, s *settings, db string, rep *sce
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	sb, sd, sa := summarize(recBridge.samples), summarize(recDirect.samples), summarize(recAS.samples)
+	sb, sd, sa := benchkit.Summarize(recBridge.samples), benchkit.Summarize(recDirect.samples), benchkit.Summarize(recAS.samples)
 	rep.Rows = append(rep.Rows,
 		newRow(db, "sequential: agent via bridge", "POST /internal/matrix/send", sb, recBridge.errors, elapsed,
 			float64(sb.N)/elapsed.Seconds(), "msg/s"),
@@ -144,22 +133,22 @@ func runAgentsSend(ctx context.Context, r *rig, s *settings, db string, rep *sce
 		rec  *recorder
 	}{{"bridge", &recBridge}, {"direct", &recDirect}, {"appservice", &recAS}} {
 		if rc.rec.errors > 0 {
-			rep.note("[%s] sequential %s: %d failed sends, last: %s", db, rc.name, rc.rec.errors, rc.rec.lastErr)
+			rep.Note("[%s] sequential %s: %d failed sends, last: %s", db, rc.name, rc.rec.errors, rc.rec.lastErr)
 		}
 	}
 	ratio := 0.0
 	if sd.P50 > 0 {
 		ratio = float64(sb.P50) / float64(sd.P50)
 	}
-	rep.Checks = append(rep.Checks, check{DB: db, Target: "send-as-agent p50 ≤ 1.2 × direct p50",
+	rep.Checks = append(rep.Checks, benchkit.Check{DB: db, Target: "send-as-agent p50 ≤ 1.2 × direct p50",
 		Got: fmt.Sprintf("%.2f× (bridge p50 %.2f ms / direct p50 %.2f ms; p99 %.2f / %.2f ms; overhead +%.2f ms)",
-			ratio, ms(sb.P50), ms(sd.P50), ms(sb.P99), ms(sd.P99), ms(sb.P50-sd.P50)),
+			ratio, benchkit.MS(sb.P50), benchkit.MS(sd.P50), benchkit.MS(sb.P99), benchkit.MS(sd.P99), benchkit.MS(sb.P50-sd.P50)),
 		Pass: sb.N > 0 && sd.N > 0 && recBridge.errors == 0 && ratio <= 1.2})
 
-	rep.note("[%s] %s", db, sendPathFloor(ctx, br, room))
-	rep.note("[%s] of the bridge's +%.2f ms at p50, the homeserver's appservice send as the ghost accounts for %+.2f ms (appservice-direct p50 %.2f ms vs human %.2f ms)",
-		db, ms(sb.P50-sd.P50), ms(sa.P50-sd.P50), ms(sa.P50), ms(sd.P50))
-	rep.note("[%s] the bridge's appservice state store has the sequential agent's ghost joined to the room: %v (false: each send first asks the homeserver to join it)",
+	rep.Note("[%s] %s", db, sendPathFloor(ctx, br, room))
+	rep.Note("[%s] of the bridge's +%.2f ms at p50, the homeserver's appservice send as the ghost accounts for %+.2f ms (appservice-direct p50 %.2f ms vs human %.2f ms)",
+		db, benchkit.MS(sb.P50-sd.P50), benchkit.MS(sa.P50-sd.P50), benchkit.MS(sa.P50), benchkit.MS(sd.P50))
+	rep.Note("[%s] the bridge's appservice state store has the sequential agent's ghost joined to the room: %v (false: each send first asks the homeserver to join it)",
 		db, br.b.AS.StateStore.IsInRoom(ctx, room, ghost))
 
 	// (2) Concurrent agents through the bridge; every ghost joins first.
@@ -208,10 +197,10 @@ func concurrentPhase(ctx context.Context, s *settings, db, phase, variant, laten
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	sum := summarize(rec.samples)
+	sum := benchkit.Summarize(rec.samples)
 	rep.Rows = append(rep.Rows, newRow(db, variant, latency, sum, rec.errors, elapsed, float64(sum.N)/elapsed.Seconds(), "msg/s"))
 	if rec.errors > 0 {
-		rep.note("[%s] %s: %d failed sends, last: %s", db, variant, rec.errors, rec.lastErr)
+		rep.Note("[%s] %s: %d failed sends, last: %s", db, variant, rec.errors, rec.lastErr)
 	}
 	return nil
 }
@@ -245,7 +234,7 @@ func sendPathFloor(ctx context.Context, br *bridgeRun, room id.RoomID) string {
 		record = append(record, time.Since(t))
 	}
 	_, _ = br.b.DB.Exec(ctx, `DELETE FROM sent_event WHERE service = 'rigbench'`)
-	a, l, r := summarize(api), summarize(lookup), summarize(record)
+	a, l, r := benchkit.Summarize(api), benchkit.Summarize(lookup), benchkit.Summarize(record)
 	return fmt.Sprintf("the bridge's own part of a send, timed alone (p50): internal API round trip %.2f ms + room lookup %.2f ms + sent_event insert (a commit) %.2f ms = %.2f ms",
-		ms(a.P50), ms(l.P50), ms(r.P50), ms(a.P50+l.P50+r.P50))
+		benchkit.MS(a.P50), benchkit.MS(l.P50), benchkit.MS(r.P50), benchkit.MS(a.P50+l.P50+r.P50))
 }

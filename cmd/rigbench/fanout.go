@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/daarion/matrix-bridge/internal/benchkit"
 	"github.com/daarion/matrix-bridge/pkg/config"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
@@ -277,12 +278,12 @@ func fanoutSink(ctx context.Context, r *rig, s *settings, db, sink string, rep *
 
 	var subID string
 	if sink == sinkWebhook {
-		rep.note("[%s] %s", db, commitFloor(ctx, br, br.cfg.Delivery.WebhookWorkers, time.Second))
+		rep.Note("[%s] %s", db, commitFloor(ctx, br, br.cfg.Delivery.WebhookWorkers, time.Second))
 		if subID, err = subscribe(ctx, br, rc.url); err != nil {
 			return err
 		}
 	} else if !waitUntil(ctx, 10*time.Second, func() bool { return probe.srv.NumClients() > 1 }) {
-		rep.note("[%s] NATS: not wired into pkg/bridge: with delivery.nats_url pointing at an in-process nats-server, the bridge never connected; not measured", db)
+		rep.Note("[%s] NATS: not wired into pkg/bridge: with delivery.nats_url pointing at an in-process nats-server, the bridge never connected; not measured", db)
 		return nil
 	}
 	// The bridge's consumers start with the leader (at once on SQLite,
@@ -303,7 +304,7 @@ func fanoutSink(ctx context.Context, r *rig, s *settings, db, sink string, rep *
 	// backlog of the first phase is in front of it.
 	if !waitUntil(ctx, s.drainTimeout, func() bool { lag, err := consumerLag(ctx, br, consumerName); return err == nil && lag == 0 }) {
 		lag, _ := consumerLag(ctx, br, consumerName)
-		rep.note("[%s] %s: the %s consumer was still %d events behind the log after %s; the latency phase starts behind it",
+		rep.Note("[%s] %s: the %s consumer was still %d events behind the log after %s; the latency phase starts behind it",
 			db, sink, consumerName, lag, s.drainTimeout)
 	}
 	if sink == sinkWebhook {
@@ -316,14 +317,14 @@ func fanoutSink(ctx context.Context, r *rig, s *settings, db, sink string, rep *
 	}
 	if probe != nil && br.b.NATS != nil {
 		st := br.b.NATS.Stats()
-		rep.note("[%s] NATS: the sink reports %d DTOs stored in JetStream, %d duplicates, %d failed batches",
+		rep.Note("[%s] NATS: the sink reports %d DTOs stored in JetStream, %d duplicates, %d failed batches",
 			db, st.Published, st.Duplicates, st.FailedBatches)
 	}
 	if d := rc.dups.Load(); d > 0 {
-		rep.note("[%s] %s: %d DTOs received twice", db, sink, d)
+		rep.Note("[%s] %s: %d DTOs received twice", db, sink, d)
 	}
 	if d := rc.others.Load(); d > 0 {
-		rep.note("[%s] %s: %d other DTOs received (not rigbench's: events the homeserver itself sent to the bridge)", db, sink, d)
+		rep.Note("[%s] %s: %d other DTOs received (not rigbench's: events the homeserver itself sent to the bridge)", db, sink, d)
 	}
 	return nil
 }
@@ -381,7 +382,7 @@ func fanoutThroughput(ctx context.Context, s *settings, db, sink, consumerName s
 
 	window := deadline.Sub(warmEnd).Seconds()
 	rate := float64(atEnd-atWarm) / window
-	ackSum := summarize(acks.samples)
+	ackSum := benchkit.Summarize(acks.samples)
 	what := "delivered to the receiver"
 	target := "webhook fan-out ≥ 5,000 DTOs/s"
 	if sink == sinkNATS {
@@ -391,31 +392,31 @@ func fanoutThroughput(ctx context.Context, s *settings, db, sink, consumerName s
 	rep.Rows = append(rep.Rows,
 		newRow(db, fmt.Sprintf("%s: ingest, %d-event txns, closed loop", sink, s.fanoutBatch), "txn ack (PUT → 200); n = txns",
 			ackSum, acks.errors, pushed, float64(sent)/pushed.Seconds(), "events/s"),
-		row{DB: db, Variant: fmt.Sprintf("%s: %s, %d rooms", sink, what, s.fanoutRooms),
+		benchkit.Row{DB: db, Variant: fmt.Sprintf("%s: %s, %d rooms", sink, what, s.fanoutRooms),
 			Latency: fmt.Sprintf("DTOs received in [%s, %s]", warmup, s.duration),
-			Count:   int(atEnd - atWarm), Seconds: window, Rate: rate, RateUnit: "DTOs/s", NoLatency: true})
-	rep.Checks = append(rep.Checks, check{DB: db, Target: target,
+			Count:   int(atEnd - atWarm), Rate: rate, RateUnit: "DTOs/s", NoLatency: true}.Timed(window, 0))
+	rep.Checks = append(rep.Checks, benchkit.Check{DB: db, Target: target,
 		Got:  fmt.Sprintf("%.0f DTOs/s (ingest acked %.0f events/s)", rate, float64(sent)/pushed.Seconds()),
 		Pass: rate >= 5000})
 	if throttledFor > 0 {
-		rep.note("[%s] %s throughput: sending paused for %s in all, while more than %d events were sent but not yet received (-max-backlog)",
+		rep.Note("[%s] %s throughput: sending paused for %s in all, while more than %d events were sent but not yet received (-max-backlog)",
 			db, sink, throttledFor.Round(time.Millisecond), s.maxBacklog)
 	}
 	if queued >= 0 {
-		rep.note("[%s] %s throughput: when sending ended: %s consumer %d events behind the log, %d deliveries queued in the outbox, %d of %d received",
+		rep.Note("[%s] %s throughput: when sending ended: %s consumer %d events behind the log, %d deliveries queued in the outbox, %d of %d received",
 			db, sink, consumerName, lag, queued, atEnd, sent)
 	} else {
-		rep.note("[%s] %s throughput: when sending ended: %s consumer %d events behind the log, %d of %d received",
+		rep.Note("[%s] %s throughput: when sending ended: %s consumer %d events behind the log, %d of %d received",
 			db, sink, consumerName, lag, atEnd, sent)
 	}
 	if drained {
-		rep.note("[%s] %s throughput: all %d DTOs received %.1fs after the first transaction (%.0f DTOs/s overall)",
+		rep.Note("[%s] %s throughput: all %d DTOs received %.1fs after the first transaction (%.0f DTOs/s overall)",
 			db, sink, sent, drainedAt.Seconds(), float64(sent)/drainedAt.Seconds())
 	} else {
-		rep.note("[%s] %s throughput: %d of %d DTOs received when the drain wait (%s) ended", db, sink, rc.throughput.Load(), sent, s.drainTimeout)
+		rep.Note("[%s] %s throughput: %d of %d DTOs received when the drain wait (%s) ended", db, sink, rc.throughput.Load(), sent, s.drainTimeout)
 	}
 	if acks.errors > 0 {
-		rep.note("[%s] %s throughput: %d failed transactions, last: %s", db, sink, acks.errors, acks.lastErr)
+		rep.Note("[%s] %s throughput: %d failed transactions, last: %s", db, sink, acks.errors, acks.lastErr)
 	}
 	return nil
 }
@@ -484,7 +485,7 @@ func fanoutLatency(ctx context.Context, s *settings, db, sink string, br *bridge
 	}
 	waitUntil(ctx, s.drainTimeout, func() bool { return arrived() >= expected })
 	close(probeDone)
-	rep.note("[%s] %s latency: %s", db, sink, <-probeResult)
+	rep.Note("[%s] %s latency: %s", db, sink, <-probeResult)
 	endPhase()
 	var lat []time.Duration
 	missing := 0
@@ -501,7 +502,7 @@ func fanoutLatency(ctx context.Context, s *settings, db, sink string, br *bridge
 	if s.dumpLatency != "" {
 		dumpLatencies(s.dumpLatency, db, sink, sentAt, rc)
 	}
-	sum := summarize(lat)
+	sum := benchkit.Summarize(lat)
 	received := "webhook received"
 	target := fmt.Sprintf("webhook latency p99 ≤ 100 ms at %d events/s", s.fanoutRate)
 	if sink == sinkNATS {
@@ -510,23 +511,23 @@ func fanoutLatency(ctx context.Context, s *settings, db, sink string, br *bridge
 	}
 	rep.Rows = append(rep.Rows, newRow(db, fmt.Sprintf("%s: latency, paced %d events/s (%d-event txns every %s)", sink, s.fanoutRate, batch, interval),
 		"txn sent → "+received, sum, missing+acks.errors, sendTime, float64(expected)/sendTime.Seconds(), "events/s"))
-	rep.Checks = append(rep.Checks, check{DB: db, Target: target,
-		Got:  fmt.Sprintf("p99 %.1f ms (p50 %.1f ms, max %.1f ms; %d of %d received)", ms(sum.P99), ms(sum.P50), ms(sum.Max), sum.N, expected),
+	rep.Checks = append(rep.Checks, benchkit.Check{DB: db, Target: target,
+		Got:  fmt.Sprintf("p99 %.1f ms (p50 %.1f ms, max %.1f ms; %d of %d received)", benchkit.MS(sum.P99), benchkit.MS(sum.P50), benchkit.MS(sum.Max), sum.N, expected),
 		Pass: missing == 0 && skipped == 0 && acks.errors == 0 && sum.N > 0 && sum.P99 <= 100*time.Millisecond})
-	ackSum := summarize(acks.samples)
-	rep.note("[%s] %s latency: transaction acks p50 %.1f ms, p99 %.1f ms", db, sink, ms(ackSum.P50), ms(ackSum.P99))
+	ackSum := benchkit.Summarize(acks.samples)
+	rep.Note("[%s] %s latency: transaction acks p50 %.1f ms, p99 %.1f ms", db, sink, benchkit.MS(ackSum.P50), benchkit.MS(ackSum.P99))
 	if skipped > 0 {
-		rep.note("[%s] %s latency: %d of %d transactions not sent: 128 were already waiting for their ack", db, sink, skipped, ticks)
+		rep.Note("[%s] %s latency: %d of %d transactions not sent: 128 were already waiting for their ack", db, sink, skipped, ticks)
 	}
 	if missing > 0 {
 		queued := ""
 		if subID != "" {
 			queued = fmt.Sprintf(" (%d still queued in the outbox)", pending(ctx, br, subID))
 		}
-		rep.note("[%s] %s latency: %d events never arrived within %s after sending ended%s", db, sink, missing, s.drainTimeout, queued)
+		rep.Note("[%s] %s latency: %d events never arrived within %s after sending ended%s", db, sink, missing, s.drainTimeout, queued)
 	}
 	if acks.errors > 0 {
-		rep.note("[%s] %s latency: %d failed transactions, last: %s", db, sink, acks.errors, acks.lastErr)
+		rep.Note("[%s] %s latency: %d failed transactions, last: %s", db, sink, acks.errors, acks.lastErr)
 	}
 	return nil
 }
@@ -576,9 +577,9 @@ func commitFloor(ctx context.Context, br *bridgeRun, workers int, d time.Duratio
 		}()
 	}
 	wg.Wait()
-	sum := summarize(seq)
+	sum := benchkit.Summarize(seq)
 	return fmt.Sprintf("commit floor of the bridge's database (one-row autocommit UPDATE): sequential p50 %.2f ms, p99 %.2f ms (%.0f commits/s); %d at once: %.0f commits/s",
-		ms(sum.P50), ms(sum.P99), float64(sum.N)/d.Seconds(), workers, float64(commits.Load())/time.Since(start).Seconds())
+		benchkit.MS(sum.P50), benchkit.MS(sum.P99), float64(sum.N)/d.Seconds(), workers, float64(commits.Load())/time.Since(start).Seconds())
 }
 
 // dumpLatencies writes "seq sent_ms latency_ms" per event of the latency
@@ -597,7 +598,7 @@ func dumpLatencies(prefix, db, sink string, sentAt []int64, rc *receiver) {
 	}
 	path := fmt.Sprintf("%s-%s-%s.txt", prefix, db, strings.ToLower(sink))
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-		progress("dump-latency: %v", err)
+		benchkit.Progress("dump-latency: %v", err)
 	}
 }
 
@@ -621,9 +622,9 @@ func writeProbe(ctx context.Context, br *bridgeRun, interval time.Duration, done
 	for {
 		select {
 		case <-done:
-			sum := summarize(samples)
+			sum := benchkit.Summarize(samples)
 			return fmt.Sprintf("a one-row write on the bridge's database every %s during the phase took p50 %.2f ms, p99 %.1f ms, max %.1f ms (%d writes)",
-				interval, ms(sum.P50), ms(sum.P99), ms(sum.Max), sum.N)
+				interval, benchkit.MS(sum.P50), benchkit.MS(sum.P99), benchkit.MS(sum.Max), sum.N)
 		case <-ctx.Done():
 			return "write probe: " + ctx.Err().Error()
 		case <-tick.C:

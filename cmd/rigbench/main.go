@@ -36,16 +36,13 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
-	"runtime/pprof"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/daarion/matrix-bridge/internal/benchkit"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
 
@@ -100,10 +97,6 @@ var scenarios = []scenarioDef{
 	{"reconcile", "gap repair: a city's timelines compared with the event log", true, runReconcile},
 }
 
-func progress(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "[%s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
-}
-
 func main() {
 	os.Exit(run())
 }
@@ -151,7 +144,7 @@ func run() int {
 	}
 
 	var chosen []scenarioDef
-	for _, n := range splitList(*names) {
+	for _, n := range benchkit.SplitList(*names) {
 		if n == "all" {
 			chosen = scenarios
 			break
@@ -167,12 +160,10 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "no scenarios chosen")
 		return 2
 	}
-	s.dbs = splitList(*dbs)
-	for _, db := range s.dbs {
-		if db != testrig.SQLite && db != testrig.Postgres {
-			fmt.Fprintf(os.Stderr, "unknown database %q (sqlite or postgres)\n", db)
-			return 2
-		}
+	s.dbs = benchkit.SplitList(*dbs)
+	if err := benchkit.CheckDatabases(s.dbs); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
 	}
 	if len(s.dbs) == 0 || s.duration <= 0 || s.clients < 1 || s.createRooms < 1 || s.createClients < 1 ||
 		s.agents < 1 || s.agentRooms < 1 || s.fanoutRooms < 1 || s.fanoutBatch < 1 || s.fanoutRate < 10 || s.maxBacklog < s.fanoutBatch {
@@ -181,21 +172,12 @@ func run() int {
 	}
 	s.profileCount = len(chosen) * len(s.dbs)
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, *maxRuntime)
-	defer cancel()
-
-	dir, err := os.MkdirTemp("", "rigbench-*")
+	ctx, dir, done, err := benchkit.StartRun(*maxRuntime, "rigbench-*", *keep)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if *keep {
-		defer progress("kept the work directory %s", dir)
-	} else {
-		defer os.RemoveAll(dir)
-	}
+	defer done()
 
 	needsHS := slices.ContainsFunc(chosen, func(d scenarioDef) bool { return d.needsHS })
 	r, err := startRig(ctx, rigOptions{
@@ -224,7 +206,7 @@ func run() int {
 			"webhook_workers": fmt.Sprint(*workers),
 		},
 	}
-	rep.Host["source"] = sourceRevision()
+	rep.Host["source"] = benchkit.SourceRevision(func(files []string) string { return strings.Join(files, ", ") })
 	if !*jsonOut {
 		fmt.Printf("source: %s\n", rep.Host["source"])
 		fmt.Printf("rigbench: %s CPUs, %s, Dendrite %s; bridge in-process; each phase %s; databases %s\n",
@@ -235,7 +217,7 @@ func run() int {
 	}
 	failed := false
 	for _, def := range chosen {
-		sr := &scenarioReport{Name: def.name, Title: def.title, Rows: []row{}, Checks: []check{}}
+		sr := &scenarioReport{Name: def.name, Title: def.title, Results: benchkit.Results{Rows: []benchkit.Row{}, Checks: []benchkit.Check{}}}
 		rep.Scenarios = append(rep.Scenarios, sr)
 		for _, db := range s.dbs {
 			if ctx.Err() != nil {
@@ -246,15 +228,15 @@ func run() int {
 			if s.quietWait > 0 {
 				waitQuiet(ctx, s.quietCores, s.quietWait)
 			}
-			progress("%s on %s", def.name, db)
+			benchkit.Progress("%s on %s", def.name, db)
 			s.db = db
 			stopProfile := startProfile(&s, def.name, db)
-			before := readCPU()
+			before := benchkit.ReadCPU(nil)
 			err := def.run(ctx, r, &s, db, sr)
-			sr.note("[%s] %s", db, hostNote(before, readCPU()))
+			sr.Note("[%s] %s", db, hostNote(before, benchkit.ReadCPU(nil)))
 			stopProfile()
 			if err != nil {
-				progress("%s on %s failed: %v", def.name, db, err)
+				benchkit.Progress("%s on %s failed: %v", def.name, db, err)
 				sr.Errors = append(sr.Errors, fmt.Sprintf("[%s] %v", db, err))
 				failed = true
 			}
@@ -264,7 +246,7 @@ func run() int {
 		}
 	}
 	if *jsonOut {
-		if err := rep.writeJSON(os.Stdout); err != nil {
+		if err := benchkit.WriteJSON(os.Stdout, rep); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
@@ -273,16 +255,6 @@ func run() int {
 		return 1
 	}
 	return 0
-}
-
-func splitList(v string) []string {
-	var out []string
-	for p := range strings.SplitSeq(v, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 // startProfile starts a CPU profile for one scenario run when asked to.
@@ -298,41 +270,13 @@ func startProfile(s *settings, scenario, db string) func() {
 	return writeProfile(path)
 }
 
+// writeProfile profiles until the returned function is called; a profile
+// that cannot be written is reported and the run goes on without it.
 func writeProfile(path string) func() {
-	f, err := os.Create(path)
+	stop, err := benchkit.StartCPUProfile(path)
 	if err != nil {
-		progress("cpuprofile: %v", err)
+		benchkit.Progress("cpuprofile: %v", err)
 		return func() {}
 	}
-	if err = pprof.StartCPUProfile(f); err != nil {
-		progress("cpuprofile: %v", err)
-		f.Close()
-		return func() {}
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		f.Close()
-		progress("wrote CPU profile %s", path)
-	}
-}
-
-// sourceRevision names the code under test: the git commit and whether the
-// bridge's packages have uncommitted changes (best effort).
-func sourceRevision() string {
-	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
-	if err != nil {
-		return "unknown (no git)"
-	}
-	rev := strings.TrimSpace(string(out))
-	status, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no", "--", "pkg", "database", "cmd/bridge", "go.mod").Output()
-	if err == nil && len(strings.TrimSpace(string(status))) > 0 {
-		var files []string
-		for line := range strings.SplitSeq(strings.TrimRight(string(status), "\n"), "\n") {
-			if len(line) > 3 {
-				files = append(files, strings.TrimSpace(line[3:]))
-			}
-		}
-		rev += " with uncommitted changes to " + strings.Join(files, ", ")
-	}
-	return rev
+	return stop
 }

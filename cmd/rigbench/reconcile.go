@@ -11,6 +11,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/daarion/matrix-bridge/internal/benchkit"
 	"github.com/daarion/matrix-bridge/pkg/config"
 	"github.com/daarion/matrix-bridge/pkg/reconcile"
 )
@@ -35,7 +36,7 @@ func runReconcile(ctx context.Context, r *rig, s *settings, db string, rep *scen
 		return err
 	}
 
-	progress("[%s] reconcile: ensuring %d city rooms", db, s.reconcileRooms)
+	benchkit.Progress("[%s] reconcile: ensuring %d city rooms", db, s.reconcileRooms)
 	var roomIDs []id.RoomID
 	for start := 0; start < s.reconcileRooms; start += 25 {
 		var rooms []map[string]string
@@ -57,7 +58,7 @@ func runReconcile(ctx context.Context, r *rig, s *settings, db string, rep *scen
 		}
 	}
 
-	progress("[%s] reconcile: sending %d messages", db, len(roomIDs)*s.reconcileEvents)
+	benchkit.Progress("[%s] reconcile: sending %d messages", db, len(roomIDs)*s.reconcileEvents)
 	bot := br.b.AS.BotClient()
 	var sent []id.EventID
 	var mu sync.Mutex
@@ -91,7 +92,7 @@ func runReconcile(ctx context.Context, r *rig, s *settings, db string, rep *scen
 	}
 	wg.Wait()
 	if n := failed.Load(); n > 0 {
-		rep.note("[%s] %d of %d seed messages failed", db, n, total)
+		rep.Note("[%s] %d of %d seed messages failed", db, n, total)
 	}
 	ids := make([]string, len(sent))
 	for i, e := range sent {
@@ -114,7 +115,7 @@ func runReconcile(ctx context.Context, r *rig, s *settings, db string, rep *scen
 		time.Sleep(200 * time.Millisecond)
 	}
 	if notPushed > 0 {
-		rep.note("[%s] %d of %d seed messages were not in the log 2 minutes after the last send (the homeserver had not pushed them)", db, notPushed, len(ids))
+		rep.Note("[%s] %d of %d seed messages were not in the log 2 minutes after the last send (the homeserver had not pushed them)", db, notPushed, len(ids))
 	}
 
 	run := func(variant string, wantRecovered int) error {
@@ -126,18 +127,18 @@ func runReconcile(ctx context.Context, r *rig, s *settings, db string, rep *scen
 		}
 		requests := homeserverRequests(br) - before
 		rooms := len(report.Rooms)
-		rep.Rows = append(rep.Rows, row{DB: db, Variant: variant, Latency: "whole city (one reconcile)",
-			Count: rooms, Errors: report.Failed, Seconds: report.Duration.Seconds(),
-			Rate: float64(rooms) / report.Duration.Seconds(), RateUnit: "rooms/s"})
-		rep.note("[%s] %s: %d rooms in %s, %d /messages pages (%.2f a room), %d homeserver requests, %d recovered (want %d)",
+		rep.Rows = append(rep.Rows, benchkit.Row{DB: db, Variant: variant, Latency: "whole city (one reconcile)",
+			Count: rooms, Errors: report.Failed,
+			Rate: float64(rooms) / report.Duration.Seconds(), RateUnit: "rooms/s"}.Timed(report.Duration.Seconds(), 0))
+		rep.Note("[%s] %s: %d rooms in %s, %d /messages pages (%.2f a room), %d homeserver requests, %d recovered (want %d)",
 			db, variant, rooms, report.Duration.Round(time.Millisecond), report.Pages, float64(report.Pages)/float64(rooms),
 			requests, report.Recovered, wantRecovered)
 		if variant != "5% missing" {
-			rep.Checks = append(rep.Checks, check{DB: db, Target: fmt.Sprintf("clean city of %d rooms × %d events under 30 s, ≤ 1 page a room", rooms, s.reconcileEvents),
+			rep.Checks = append(rep.Checks, benchkit.Check{DB: db, Target: fmt.Sprintf("clean city of %d rooms × %d events under 30 s, ≤ 1 page a room", rooms, s.reconcileEvents),
 				Got:  fmt.Sprintf("%s, %d pages", report.Duration.Round(time.Millisecond), report.Pages),
 				Pass: report.Duration < 30*time.Second && report.Pages <= rooms && report.Failed == 0 && report.Recovered == wantRecovered})
 		} else {
-			rep.Checks = append(rep.Checks, check{DB: db, Target: "5% missing: every missing event recovered",
+			rep.Checks = append(rep.Checks, benchkit.Check{DB: db, Target: "5% missing: every missing event recovered",
 				Got:  fmt.Sprintf("%d of %d in %s", report.Recovered, wantRecovered, report.Duration.Round(time.Millisecond)),
 				Pass: report.Recovered == wantRecovered && report.Failed == 0})
 		}

@@ -18,6 +18,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	matrixbridge "github.com/daarion/matrix-bridge"
+	"github.com/daarion/matrix-bridge/internal/benchkit"
 	"github.com/daarion/matrix-bridge/pkg/bridge"
 	"github.com/daarion/matrix-bridge/pkg/clock"
 	"github.com/daarion/matrix-bridge/pkg/config"
@@ -105,7 +106,7 @@ func startRig(ctx context.Context, opts rigOptions) (_ *rig, err error) {
 	}
 
 	if opts.postgres {
-		progress("starting PostgreSQL")
+		benchkit.Progress("starting PostgreSQL")
 		if r.pg, err = testrig.StartPostgres(ctx, r.dir); err != nil {
 			return nil, err
 		}
@@ -113,11 +114,11 @@ func startRig(ctx context.Context, opts rigOptions) (_ *rig, err error) {
 			if err = samplePGStatements(ctx, r.pg, opts.pgSample); err != nil {
 				return nil, err
 			}
-			progress("PostgreSQL logs %.0f%% of statements with their durations to %s", opts.pgSample*100, r.pg.LogFile)
+			benchkit.Progress("PostgreSQL logs %.0f%% of statements with their durations to %s", opts.pgSample*100, r.pg.LogFile)
 		}
 	}
 	if opts.homeserver {
-		progress("starting Dendrite %s on port %d", testrig.DendriteVersion, hsPort)
+		benchkit.Progress("starting Dendrite %s on port %d", testrig.DendriteVersion, hsPort)
 		r.hs, err = testrig.StartHomeserver(ctx, testrig.HomeserverOptions{
 			Dir:               filepath.Join(r.dir, "homeserver"),
 			ServerName:        serverName,
@@ -137,7 +138,7 @@ func startRig(ctx context.Context, opts rigOptions) (_ *rig, err error) {
 func (r *rig) close() {
 	if r.hs != nil {
 		if err := r.hs.Stop(); err != nil {
-			progress("stopping Dendrite: %v", err)
+			benchkit.Progress("stopping Dendrite: %v", err)
 		}
 		r.hs = nil
 	}
@@ -147,7 +148,7 @@ func (r *rig) close() {
 			_ = os.WriteFile(filepath.Join(r.dir, "postgres.log"), data, 0o600)
 		}
 		if err := r.pg.Remove(); err != nil {
-			progress("removing PostgreSQL: %v", err)
+			benchkit.Progress("removing PostgreSQL: %v", err)
 		}
 		r.pg = nil
 	}
@@ -251,13 +252,13 @@ func (br *bridgeRun) stop() {
 		// Session statistics are flushed at most once a second.
 		time.Sleep(1100 * time.Millisecond)
 		if n, err := br.pgSessions(ctx); err == nil && br.rep != nil {
-			br.rep.note("[%s] PostgreSQL: the bridge opened %d connections during this run (database.max_idle_conns %d; 0: the bridge's default)",
+			br.rep.Note("[%s] PostgreSQL: the bridge opened %d connections during this run (database.max_idle_conns %d; 0: the bridge's default)",
 				br.db, n-br.sessions0, br.cfg.Database.MaxIdleConns)
 		}
 		_ = br.stats.Close()
 	}
 	if err := br.b.Stop(ctx); err != nil {
-		progress("stopping the bridge: %v", err)
+		benchkit.Progress("stopping the bridge: %v", err)
 	}
 	br.api.Close()
 	_ = br.logFile.Close()

@@ -11,6 +11,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/daarion/matrix-bridge/internal/benchkit"
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
 
@@ -54,14 +55,14 @@ func runRoomsMetadata(ctx context.Context, r *rig, s *settings, db string, rep *
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	sum := summarize(rec.samples)
+	sum := benchkit.Summarize(rec.samples)
 	rep.Rows = append(rep.Rows, newRow(db, fmt.Sprintf("%d clients, 1 room", s.clients), "request (client side)",
 		sum, rec.errors, elapsed, float64(sum.N)/elapsed.Seconds(), "req/s"))
-	rep.Checks = append(rep.Checks, check{DB: db, Target: "cached metadata p99 ≤ 5 ms",
-		Got:  fmt.Sprintf("p99 %.2f ms (p50 %.2f ms, %.0f req/s)", ms(sum.P99), ms(sum.P50), float64(sum.N)/elapsed.Seconds()),
+	rep.Checks = append(rep.Checks, benchkit.Check{DB: db, Target: "cached metadata p99 ≤ 5 ms",
+		Got:  fmt.Sprintf("p99 %.2f ms (p50 %.2f ms, %.0f req/s)", benchkit.MS(sum.P99), benchkit.MS(sum.P50), float64(sum.N)/elapsed.Seconds()),
 		Pass: sum.N > 0 && rec.errors == 0 && sum.P99 <= 5*time.Millisecond})
 	if rec.errors > 0 {
-		rep.note("[%s] %d failed requests, last: %s", db, rec.errors, rec.lastErr)
+		rep.Note("[%s] %d failed requests, last: %s", db, rec.errors, rec.lastErr)
 	}
 	return nil
 }
@@ -79,7 +80,7 @@ func runRoomsCreate(ctx context.Context, r *rig, s *settings, db string, rep *sc
 	if _, err = br.createCityRoom(ctx, "rbwarm-"+r.runID+"-"+db); err != nil {
 		return err
 	}
-	phase := func(name string, clients int) (summary, int, string, time.Duration) {
+	phase := func(name string, clients int) (benchkit.Summary, int, string, time.Duration) {
 		defer s.phase("create-" + name)()
 		var rec recorder
 		var next atomic.Int64
@@ -115,7 +116,7 @@ func runRoomsCreate(ctx context.Context, r *rig, s *settings, db string, rep *sc
 			}()
 		}
 		wg.Wait()
-		return summarize(rec.samples), rec.errors, rec.lastErr, time.Since(start)
+		return benchkit.Summarize(rec.samples), rec.errors, rec.lastErr, time.Since(start)
 	}
 	for _, p := range []struct {
 		name    string
@@ -132,10 +133,10 @@ func runRoomsCreate(ctx context.Context, r *rig, s *settings, db string, rep *sc
 		rep.Rows = append(rep.Rows, newRow(db, variant, "create request (client side)", sum, errs, elapsed,
 			float64(sum.N)/elapsed.Seconds(), "rooms/s"))
 		if errs > 0 {
-			rep.note("[%s] %s: %d failed creates, last: %s", db, variant, errs, lastErr)
+			rep.Note("[%s] %s: %d failed creates, last: %s", db, variant, errs, lastErr)
 		}
 		if sum.N < s.createRooms {
-			rep.note("[%s] %s: %d of %d rooms made within %s", db, variant, sum.N, s.createRooms, s.duration)
+			rep.Note("[%s] %s: %d of %d rooms made within %s", db, variant, sum.N, s.createRooms, s.duration)
 		}
 	}
 	return nil

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"slices"
 	"sync"
 	"time"
 )
@@ -72,45 +71,3 @@ func closedLoop(ctx context.Context, workers int, duration time.Duration, op fun
 	wg.Wait()
 	return rec, time.Since(start)
 }
-
-// summary is the distribution of a set of latencies.
-type summary struct {
-	N    int
-	P50  time.Duration
-	P90  time.Duration
-	P99  time.Duration
-	Max  time.Duration
-	Mean time.Duration
-}
-
-func summarize(samples []time.Duration) summary {
-	if len(samples) == 0 {
-		return summary{}
-	}
-	s := slices.Clone(samples)
-	slices.Sort(s)
-	var total time.Duration
-	for _, d := range s {
-		total += d
-	}
-	return summary{
-		N:    len(s),
-		P50:  percentile(s, 50),
-		P90:  percentile(s, 90),
-		P99:  percentile(s, 99),
-		Max:  s[len(s)-1],
-		Mean: total / time.Duration(len(s)),
-	}
-}
-
-// percentile is the nearest-rank percentile of sorted samples.
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	rank := int(p/100*float64(len(sorted)) + 0.999999)
-	rank = max(1, min(rank, len(sorted)))
-	return sorted[rank-1]
-}
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
