@@ -181,6 +181,30 @@ func TestEncryptedRoomWithARealClient(t *testing.T) {
 		if echo.dto.Type != mapping.MessageCreated || echo.dto.Data["body"] != "answer to "+marker || echo.dto.Origin == nil || echo.dto.Sender.ID != "agent:sofia" {
 			t.Errorf("the agent's answer's DTO: %s %v origin %+v sender %+v", echo.dto.Type, echo.dto.Data, echo.dto.Origin, echo.dto.Sender)
 		}
+		// Its reply, thread message, edit and reaction are encrypted too, and
+		// the client reads each with its relation.
+		agentReply := send(t, s, map[string]any{"room_id": room, "sender": "agent:sofia", "body": "a reply",
+			"relates_to": map[string]any{"m.in_reply_to": map[string]string{"event_id": text}}})
+		agentThread := send(t, s, map[string]any{"room_id": room, "sender": "agent:sofia", "body": "in a thread",
+			"relates_to": map[string]any{"rel_type": "m.thread", "event_id": text}})
+		agentEdit := send(t, s, map[string]any{"room_id": room, "sender": "agent:sofia", "body": "answer, edited",
+			"relates_to": map[string]any{"rel_type": "m.replace", "event_id": answer.String()}})
+		res := s.api(t, http.MethodPost, "/internal/matrix/send-reaction", map[string]any{"room_id": room, "event_id": text, "reactor": "agent:sofia", "emoji": "👀"})
+		if res.status != http.StatusOK {
+			t.Fatalf("agent reaction: %d %s", res.status, res.body)
+		}
+		for _, c := range []struct {
+			what, eventID, relType string
+		}{
+			{"reply", agentReply.String(), ""}, {"thread message", agentThread.String(), "m.thread"},
+			{"edit", agentEdit.String(), "m.replace"}, {"reaction", res.str("event_id"), "m.annotation"},
+		} {
+			got := alice.WaitDecrypted(jsWait{Room: room, Sender: sofia.String(), EventID: c.eventID, Timeout: 60 * time.Second})
+			rel, _ := got.Content["m.relates_to"].(map[string]any)
+			if got.WireType != "m.room.encrypted" || rel == nil || (c.relType != "" && rel["rel_type"] != c.relType) {
+				t.Errorf("the agent's %s reached alice as %s with m.relates_to %v, want encrypted with %q", c.what, got.WireType, rel, c.relType)
+			}
+		}
 		// On the homeserver the room holds only ciphertext of it.
 		evt := fetchEvent(t, aliceHTTP, id.RoomID(room), answer)
 		if evt.Type.Type != "m.room.encrypted" || strings.Contains(string(evt.Content.VeryRaw), marker) {
