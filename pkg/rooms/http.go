@@ -64,6 +64,19 @@ func roomIDVar(r *http.Request) (id.RoomID, error) {
 	return roomID, nil
 }
 
+// reachableRoomVar is roomIDVar for a room the caller may reach
+// (CheckReach): the read-only room routes.
+func (s *Service) reachableRoomVar(r *http.Request) (id.RoomID, error) {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return "", err
+	}
+	if err := s.CheckReach(r.Context(), "roomId", roomID); err != nil {
+		return "", err
+	}
+	return roomID, nil
+}
+
 type mappingResponse struct {
 	MatrixRoomID    id.RoomID    `json:"matrix_room_id"`
 	MatrixRoomAlias id.RoomAlias `json:"matrix_room_alias"`
@@ -264,11 +277,8 @@ func (s *Service) handleList(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Service) handleGetRoom(w http.ResponseWriter, r *http.Request) error {
-	roomID, err := roomIDVar(r)
+	roomID, err := s.reachableRoomVar(r)
 	if err != nil {
-		return err
-	}
-	if err := s.CheckReach(r.Context(), "roomId", roomID); err != nil {
 		return err
 	}
 	// A cached room answers from memory. (Moving a city room to its
@@ -597,11 +607,8 @@ type confidentialResponse struct {
 }
 
 func (s *Service) handleGetConfidential(w http.ResponseWriter, r *http.Request) error {
-	roomID, err := roomIDVar(r)
+	roomID, err := s.reachableRoomVar(r)
 	if err != nil {
-		return err
-	}
-	if err := s.CheckReach(r.Context(), "roomId", roomID); err != nil {
 		return err
 	}
 	internalapi.WriteJSON(w, http.StatusOK, confidentialResponse{roomID, s.confidential.Is(string(roomID))})
