@@ -160,3 +160,22 @@ func TestStatusReadsTheSnapshot(t *testing.T) {
 	r.run("status", "Homeserver:** reachable, ping 7 ms", "Database:** SQLite, unreachable (disk on fire)",
 		"position 42, journal backlog 3; leader: this process", "`rooms`: position 40, lag 2")
 }
+
+// The status command's Encryption line, from the snapshot.
+func TestStatusShowsEncryption(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		enc  status.Encryption
+		want string
+	}{
+		{"off", status.Encryption{}, "Encryption:** off (encryption.enabled)"},
+		{"unavailable", status.Encryption{Enabled: true, Unavailable: "no MSC4190 here"}, "Encryption:** unavailable: no MSC4190 here"},
+		{"on", status.Encryption{Enabled: true, Devices: 2, Waiting: 1}, "Encryption:** on; 2 devices loaded in this process, 1 event waiting for keys"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newHandlerRig(t)
+			r.snapshot = &status.Snapshot{At: time.Now(), Encryption: tc.enc}
+			r.run("status", tc.want)
+		})
+	}
+}
