@@ -57,9 +57,9 @@ type timedAppender struct {
 	rec *recorder
 }
 
-func (a *timedAppender) Journal(ctx context.Context, txnID string, body []byte) error {
+func (a *timedAppender) JournalParsed(ctx context.Context, txnID string, body []byte, events []eventlog.IncomingEvent) error {
 	start := time.Now()
-	err := a.log.Journal(ctx, txnID, body)
+	err := a.log.JournalParsed(ctx, txnID, body, events)
 	a.rec.add(time.Since(start))
 	return err
 }

@@ -34,9 +34,11 @@ import (
 const maxTxnIDBytes = maxIdentifierBytes
 
 // Journal durably records a transaction's body. The event log's indexer
-// turns journalled bodies into log events after the answer.
+// turns journalled bodies into log events after the answer; the events
+// parsed here are handed to it (eventlog.Log.JournalParsed), so that it
+// neither reads the body back nor parses it again.
 type Journal interface {
-	Journal(ctx context.Context, txnID string, body []byte) error
+	JournalParsed(ctx context.Context, txnID string, body []byte, events []eventlog.IncomingEvent) error
 }
 
 // QueryHandler answers the homeserver's questions about the bridge's
@@ -200,7 +202,7 @@ func (s *Server) putTransaction(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.opts.CommitTimeout)
 	defer cancel()
 	commitStart := time.Now()
-	err = s.log.Journal(log.WithContext(ctx), txnID, body)
+	err = s.log.JournalParsed(log.WithContext(ctx), txnID, body, events)
 	if err != nil {
 		s.observe("error", nil, time.Since(commitStart))
 		log.Err(err).Int("events", len(events)).Msg("Failed to commit transaction")

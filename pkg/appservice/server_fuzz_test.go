@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -31,14 +32,15 @@ func pgSafe(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune
 // memJournal is an in-memory transaction journal. Like the real one on
 // PostgreSQL, it fails on strings a text column cannot hold.
 type memJournal struct {
-	calls int
-	txnID string
-	body  []byte
+	calls  int
+	txnID  string
+	body   []byte
+	events []eventlog.IncomingEvent
 }
 
-func (j *memJournal) Journal(_ context.Context, txnID string, body []byte) error {
+func (j *memJournal) JournalParsed(_ context.Context, txnID string, body []byte, events []eventlog.IncomingEvent) error {
 	j.calls++
-	j.txnID, j.body = txnID, bytes.Clone(body)
+	j.txnID, j.body, j.events = txnID, bytes.Clone(body), events
 	if !pgSafe(txnID) || !pgSafe(string(body)) {
 		return errors.New("pq: invalid byte sequence for encoding \"UTF8\"")
 	}
@@ -156,6 +158,11 @@ func FuzzTransactionHandler(f *testing.F) {
 			t.Fatalf("answered 200, but the indexer would drop the transaction: %v", err)
 		}
 		checkParsedEvents(t, journal.txnID, journal.body, events)
+		// The events handed to the indexer with the body are the ones it
+		// would parse from it.
+		if !reflect.DeepEqual(journal.events, events) && (len(journal.events) > 0 || len(events) > 0) {
+			t.Errorf("handed off %+v, the body parses to %+v", journal.events, events)
+		}
 	})
 }
 

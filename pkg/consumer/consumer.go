@@ -45,7 +45,17 @@ type Options struct {
 	// Parked is where events that fail for good are parked. Without it a
 	// permanent failure is retried like a transient one.
 	Parked *ParkedStore
+	// SaveInterval is how often, at most, the cursor is saved while events
+	// flow; once the consumer has caught up it is saved within this long.
+	// A save per batch would cost a commit per batch, and a crash re-handles
+	// what the saved cursor had not passed anyway (at least once). Negative:
+	// after every batch.
+	SaveInterval time.Duration
 }
+
+// DefaultSaveInterval is Options.SaveInterval's default: the most a crash
+// makes a consumer handle again is what it handled in this long.
+const DefaultSaveInterval = 50 * time.Millisecond
 
 func (o Options) withDefaults() Options {
 	if o.BatchSize <= 0 {
@@ -60,6 +70,9 @@ func (o Options) withDefaults() Options {
 	if o.MaxBackoff <= 0 {
 		o.MaxBackoff = 30 * time.Second
 	}
+	if o.SaveInterval == 0 {
+		o.SaveInterval = DefaultSaveInterval
+	}
 	return o
 }
 
@@ -73,6 +86,7 @@ type Runner struct {
 	position atomic.Int64
 	failures atomic.Int64
 	parked   atomic.Int64
+	saver    *cursorSaver // Run's
 }
 
 // NewRunner makes a runner for the consumer called name.
@@ -112,6 +126,11 @@ func (r *Runner) Run(ctx context.Context) {
 	r.position.Store(pos)
 	log.Info().Int64("position", pos).Msg("Consumer started")
 
+	saver := &cursorSaver{runner: r, saved: pos}
+	r.saver = saver
+	// On the way out the position handled is saved, so that a stop (a
+	// restart, a lost lease: then the fence refuses it) re-handles nothing.
+	defer saver.final(ctx)
 	for ctx.Err() == nil {
 		changed := r.source.Changed()
 		events, err := r.source.Read(ctx, pos, r.opts.BatchSize)
@@ -128,6 +147,8 @@ func (r *Runner) Run(ctx context.Context) {
 			select {
 			case <-ctx.Done():
 			case <-changed:
+			case <-saver.due():
+				saver.save(ctx, pos)
 			case <-time.After(r.opts.PollInterval):
 			}
 			continue
@@ -137,11 +158,74 @@ func (r *Runner) Run(ctx context.Context) {
 		}
 		pos = events[len(events)-1].Position
 		r.position.Store(pos)
-		// A cursor that fails to save only means the batch is handled again
-		// after a restart, which at-least-once delivery allows.
-		if err = r.source.SaveCursor(ctx, r.name, pos); err != nil && ctx.Err() == nil {
-			log.Err(err).Int64("position", pos).Msg("Failed to save consumer cursor")
+		saver.handled(ctx, pos)
+	}
+}
+
+// cursorSaver saves a runner's cursor at most every SaveInterval.
+type cursorSaver struct {
+	runner  *Runner
+	saved   int64     // the position last saved (or loaded)
+	savedAt time.Time // when
+	timer   *time.Timer
+}
+
+// handled is told each batch's last position: it saves at once when the
+// last save is SaveInterval old, and otherwise leaves it to due.
+func (s *cursorSaver) handled(ctx context.Context, pos int64) {
+	if time.Since(s.savedAt) >= s.runner.opts.SaveInterval {
+		s.save(ctx, pos)
+	}
+}
+
+// due fires when the handled position is unsaved and SaveInterval has passed
+// since the last save; nil (never) when everything handled is saved.
+func (s *cursorSaver) due() <-chan time.Time {
+	if s.runner.position.Load() == s.saved {
+		return nil
+	}
+	wait := s.runner.opts.SaveInterval - time.Since(s.savedAt)
+	if s.timer == nil {
+		s.timer = time.NewTimer(wait)
+	} else {
+		s.timer.Reset(wait)
+	}
+	return s.timer.C
+}
+
+func (s *cursorSaver) save(ctx context.Context, pos int64) {
+	s.savedAt = time.Now()
+	// A cursor that fails to save only means the batch is handled again
+	// after a restart, which at-least-once delivery allows.
+	if err := s.runner.source.SaveCursor(ctx, s.runner.name, pos); err != nil {
+		if ctx.Err() == nil {
+			zerolog.Ctx(ctx).Err(err).Int64("position", pos).Msg("Failed to save consumer cursor")
 		}
+		return
+	}
+	s.saved = pos
+}
+
+// flush saves the handled position if it is unsaved.
+func (s *cursorSaver) flush(ctx context.Context) {
+	if s == nil {
+		return
+	}
+	if pos := s.runner.position.Load(); pos != s.saved {
+		s.save(ctx, pos)
+	}
+}
+
+// final saves what was handled but not saved when the runner stops, with a
+// context of its own (ctx has ended) and the same fence.
+func (s *cursorSaver) final(ctx context.Context) {
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	if pos := s.runner.position.Load(); pos != s.saved {
+		saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		s.save(saveCtx, pos)
 	}
 }
 
@@ -180,6 +264,9 @@ func (r *Runner) handle(ctx context.Context, events []*eventlog.Event, backoff *
 		} else {
 			log.Warn().Msg("Consumer failed to handle events, retrying")
 		}
+		// What was handled before this batch is saved before the wait: a
+		// batch that keeps failing does not hold back the cursor.
+		r.saver.flush(ctx)
 		if !backoff.sleep(ctx) {
 			return false
 		}

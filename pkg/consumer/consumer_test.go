@@ -191,3 +191,72 @@ func TestFailingConsumerDelaysOnlyItself(t *testing.T) {
 		}
 	})
 }
+
+// countingSource counts cursor saves.
+type countingSource struct {
+	consumer.Source
+	mu    sync.Mutex
+	saves []int64
+}
+
+func (s *countingSource) SaveCursor(ctx context.Context, name string, pos int64) error {
+	s.mu.Lock()
+	s.saves = append(s.saves, pos)
+	s.mu.Unlock()
+	return s.Source.SaveCursor(ctx, name, pos)
+}
+
+func (s *countingSource) saved() []int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]int64(nil), s.saves...)
+}
+
+// The cursor is saved at most every SaveInterval while events flow, not
+// once per batch; what was handled since is saved when the runner stops.
+func TestRunnerCoalescesCursorSaves(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		ctx := context.Background()
+		l := openLog(t, tdb)
+		appendN(t, l, "t1", "!a", 0, 35) // 5 batches of 7
+		head, _ := l.Head(ctx)
+
+		rec := &recorder{}
+		source := &countingSource{Source: l}
+		opts := fast
+		opts.SaveInterval = time.Hour
+		group := consumer.NewGroup(consumer.NewRunner("rec", source, rec, opts))
+		group.Start(ctx)
+		waitFor(t, "35 events", func() bool { return len(rec.seen()) == 35 })
+		group.Stop()
+		saves := source.saved()
+		if len(saves) != 2 || saves[1] != head {
+			t.Errorf("saves at %v for 5 batches, want 2: the first batch's and the head %d at the stop", saves, head)
+		}
+		if pos, err := l.Cursor(ctx, "rec"); err != nil || pos != head {
+			t.Errorf("saved cursor %d (%v), want the head %d", pos, err, head)
+		}
+	})
+}
+
+// A consumer that has caught up saves what it handled within SaveInterval,
+// without waiting for more events or a stop.
+func TestRunnerSavesTheCursorOnceCaughtUp(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		ctx := context.Background()
+		l := openLog(t, tdb)
+		appendN(t, l, "t1", "!a", 0, 35)
+		head, _ := l.Head(ctx)
+
+		opts := fast
+		opts.SaveInterval = 100 * time.Millisecond
+		opts.PollInterval = time.Hour // the poll would not save anyway
+		group := consumer.NewGroup(consumer.NewRunner("rec", l, &recorder{}, opts))
+		group.Start(ctx)
+		defer group.Stop()
+		waitFor(t, "the cursor at the head", func() bool {
+			pos, _ := l.Cursor(ctx, "rec")
+			return pos == head
+		})
+	})
+}

@@ -2,8 +2,10 @@ package eventlog
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"go.mau.fi/util/dbutil"
 )
@@ -43,7 +45,7 @@ func buildSQLiteInsertQuery(n int) string {
 		p := 3 + i*eventParams
 		fmt.Fprintf(&b, "($%d, $%d, $%d, $%d, $%d, $1, $2, $%d)", p, p+1, p+2, p+3, p+4, p+5)
 	}
-	b.WriteString(" ON CONFLICT (event_id) DO NOTHING")
+	b.WriteString(" ON CONFLICT (event_id) DO NOTHING RETURNING position, event_id")
 	return b.String()
 }
 
@@ -66,9 +68,10 @@ func (l *Log) lockAppends(ctx context.Context) error {
 
 // insertTransaction stores a transaction's events and records its id,
 // inside the database transaction in ctx. The same SQL serves both dialects
-// (dbutil rewrites $n for SQLite). It returns how many events were new.
-func (l *Log) insertTransaction(ctx context.Context, txnID string, receivedAt int64, events []IncomingEvent) (int, error) {
-	stored := 0
+// (dbutil rewrites $n for SQLite). It returns the events that were new, as
+// stored (with their positions), for the in-memory tail.
+func (l *Log) insertTransaction(ctx context.Context, txnID string, receivedAt int64, events []IncomingEvent) ([]*Event, error) {
+	var added []*Event
 	for start := 0; start < len(events); start += sqliteChunk {
 		chunk := events[start:min(start+sqliteChunk, len(events))]
 		args := make([]any, 0, 2+len(chunk)*eventParams)
@@ -76,18 +79,54 @@ func (l *Log) insertTransaction(ctx context.Context, txnID string, receivedAt in
 		for i := range chunk {
 			args = eventArgs(args, &chunk[i])
 		}
-		res, err := l.db.Exec(ctx, buildSQLiteInsertQuery(len(chunk)), args...)
+		rows, err := l.db.Query(ctx, buildSQLiteInsertQuery(len(chunk)), args...)
+		inserted, err := dbutil.NewRowIterWithError(rows, scanInserted, err).AsList()
 		if err != nil {
-			return 0, fmt.Errorf("failed to insert events: %w", err)
+			return nil, fmt.Errorf("failed to insert events: %w", err)
 		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return 0, fmt.Errorf("failed to count inserted events: %w", err)
+		added = appendInserted(added, chunk, inserted, txnID, receivedAt)
+	}
+	if _, err := l.db.Exec(ctx, recordSQLiteTransactionQuery, txnID, receivedAt, len(events), len(added)); err != nil {
+		return nil, fmt.Errorf("failed to record transaction: %w", err)
+	}
+	return added, nil
+}
+
+// insertedRow is what the insert returns of each row it stored.
+type insertedRow struct {
+	position int64
+	eventID  string
+}
+
+func scanInserted(row dbutil.Scannable) (r insertedRow, err error) {
+	err = row.Scan(&r.position, &r.eventID)
+	return r, err
+}
+
+// appendInserted appends the stored events of chunk, with the positions the
+// insert returned, to added. The insert skips ids the log already holds
+// (and the second of an id twice in chunk), so the rows are matched to the
+// chunk by event id, first occurrence.
+func appendInserted(added []*Event, chunk []IncomingEvent, inserted []insertedRow, txnID string, receivedAt int64) []*Event {
+	if len(inserted) == 0 {
+		return added
+	}
+	positions := make(map[string]int64, len(inserted))
+	for _, r := range inserted {
+		positions[r.eventID] = r.position
+	}
+	at := time.UnixMilli(receivedAt)
+	for i := range chunk {
+		in := &chunk[i]
+		pos, ok := positions[in.EventID]
+		if !ok {
+			continue
 		}
-		stored += int(n)
+		delete(positions, in.EventID)
+		added = append(added, &Event{
+			Position: pos, EventID: in.EventID, Kind: in.Kind, RoomID: in.RoomID, Type: in.Type,
+			Sender: in.Sender, TxnID: txnID, ReceivedAt: at, JSON: json.RawMessage(in.JSON),
+		})
 	}
-	if _, err := l.db.Exec(ctx, recordSQLiteTransactionQuery, txnID, receivedAt, len(events), stored); err != nil {
-		return 0, fmt.Errorf("failed to record transaction: %w", err)
-	}
-	return stored, nil
+	return added
 }

@@ -4,3 +4,18 @@ package eventlog
 // journal and starts to wait: a test that journals after that knows that
 // only a wake-up (or the poll) can index it. Set it before RunIndexer.
 func (l *Log) OnIndexerWaiting(f func()) { l.journal.waiting = f }
+
+// TailCovers reports whether a Read after position is served from the
+// in-memory tail.
+func (l *Log) TailCovers(after int64) bool {
+	_, ok := l.tail.read(after, 1)
+	return ok
+}
+
+// Handing reports whether JournalParsed hands events to this Log's indexer
+// (it runs), and how many rows it holds.
+func (l *Log) Handing() (bool, int) {
+	l.handoff.mu.Lock()
+	defer l.handoff.mu.Unlock()
+	return l.handoff.active, len(l.handoff.byseq)
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,8 +35,10 @@ type journal struct {
 	// waiting, when set (by tests), is called each time the indexer has
 	// emptied the journal and starts to wait.
 	waiting func()
-	// indexed is IndexerOptions.Indexed of the running indexer.
+	// indexed is IndexerOptions.Indexed of the running indexer, strip its
+	// stripping (IndexerOptions.stripper), for handed-off events.
 	indexed func(txnIDs []string)
+	strip   func([]IncomingEvent) []IncomingEvent
 	// token (see self) marks this Log's notifications on PostgreSQL.
 	tokenOnce sync.Once
 	token     string
@@ -53,31 +57,48 @@ type journal struct {
 	listening func()
 }
 
-const insertJournalQuery = `INSERT INTO txn_journal (txn_id, received_at, body) VALUES ($1, $2, $3)`
+const insertJournalQuery = `INSERT INTO txn_journal (txn_id, received_at, body) VALUES ($1, $2, $3) RETURNING seq`
 
 // Journal durably records a transaction's body; it returns after the
 // commit. The indexer turns it into log events: it is woken at once in this
 // process, and on PostgreSQL in any other by a notification, sent after the
 // commit and off the transaction path (see notifyJournalled and listen).
 func (l *Log) Journal(ctx context.Context, txnID string, body []byte) error {
-	now := time.Now().UnixMilli()
-	var err error
-	if l.db.Dialect == dbutil.Postgres {
-		var stmt *sql.Stmt
-		if stmt, err = l.journal.prepared(ctx); err == nil {
-			_, err = stmt.ExecContext(ctx, txnID, now, string(body))
-		}
-	} else {
-		_, err = l.db.Exec(ctx, insertJournalQuery, txnID, now, string(body))
-	}
-	if err != nil {
-		return fmt.Errorf("failed to journal transaction %s: %w", txnID, err)
+	if _, err := l.journalRow(ctx, txnID, body); err != nil {
+		return err
 	}
 	l.journal.wakeIndexer()
 	if l.db.Dialect == dbutil.Postgres {
 		l.journal.notifyJournalled(ctx)
 	}
 	return nil
+}
+
+// journalRow commits a transaction's body to the journal and returns its seq.
+func (l *Log) journalRow(ctx context.Context, txnID string, body []byte) (int64, error) {
+	now := time.Now().UnixMilli()
+	var seq int64
+	var err error
+	if l.db.Dialect == dbutil.Postgres {
+		var stmt *sql.Stmt
+		if stmt, err = l.journal.prepared(ctx); err == nil {
+			err = stmt.QueryRowContext(ctx, txnID, now, string(body)).Scan(&seq)
+		}
+	} else {
+		err = l.db.QueryRow(ctx, insertJournalQuery, txnID, now, string(body)).Scan(&seq)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("failed to journal transaction %s: %w", txnID, err)
+	}
+	return seq, nil
+}
+
+// stripped applies the running indexer's stripping to handed-off events.
+func (j *journal) stripped(events []IncomingEvent) []IncomingEvent {
+	if j.strip == nil {
+		return events
+	}
+	return j.strip(events)
 }
 
 // prepared returns the journal insert, prepared once: one round trip per
@@ -107,7 +128,19 @@ type journalRow struct {
 	seq        int64
 	txnID      string
 	receivedAt int64
-	body       string
+	// The row's body, read from the database (hasBody), or what the
+	// transaction path handed off (handed: body and events).
+	body    string
+	hasBody bool
+	handed  *handedOff
+}
+
+// text is the row's body as stored (to park it).
+func (r *journalRow) text() string {
+	if r.handed != nil {
+		return string(r.handed.body)
+	}
+	return r.body
 }
 
 type parkedRow struct {
@@ -129,20 +162,31 @@ func (l *Log) IndexPending(ctx context.Context, parse Parser) (int, error) {
 		if err = l.indexRows(ctx, parse, rows); err != nil {
 			return total, err
 		}
+		seqs := make([]int64, len(rows))
+		for i, row := range rows {
+			seqs[i] = row.seq
+		}
+		l.handoff.done(seqs, rows[0].seq)
 		total += len(rows)
 	}
 }
 
+// readJournal reads the oldest journalled rows, with the events handed off
+// by this process's transaction path, or else their bodies.
 func (l *Log) readJournal(ctx context.Context) ([]journalRow, error) {
-	rows, err := l.db.Query(ctx, `SELECT seq, txn_id, received_at, body FROM txn_journal ORDER BY seq LIMIT $1`, indexBatch)
+	rows, err := l.db.Query(ctx, `SELECT seq, txn_id, received_at FROM txn_journal ORDER BY seq LIMIT $1`, indexBatch)
 	out, err := dbutil.NewRowIterWithError(rows, func(row dbutil.Scannable) (r journalRow, err error) {
-		err = row.Scan(&r.seq, &r.txnID, &r.receivedAt, &r.body)
+		err = row.Scan(&r.seq, &r.txnID, &r.receivedAt)
 		return r, err
 	}, err).AsList()
 	if err != nil {
 		return nil, fmt.Errorf("failed to read the journal: %w", err)
 	}
-	return out, nil
+	if err = l.readBodies(ctx, out); err != nil {
+		return nil, err
+	}
+	// A row gone between the two reads (an operator's delete) is left out.
+	return slices.DeleteFunc(out, func(r journalRow) bool { return r.handed == nil && !r.hasBody }), nil
 }
 
 // indexRows moves several journalled transactions into the log. The batch
@@ -183,7 +227,7 @@ func (l *Log) indexRows(ctx context.Context, parse Parser, rows []journalRow) er
 // for the batch, and a crash leaves either all of it or none.
 func (l *Log) indexBatch(ctx context.Context, parse Parser, rows []journalRow) error {
 	log := zerolog.Ctx(ctx)
-	stored := 0
+	var added []*Event
 	var unparseable []parkedRow
 	l.appendMu.Lock()
 	err := l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
@@ -199,7 +243,13 @@ func (l *Log) indexBatch(ctx context.Context, parse Parser, rows []journalRow) e
 		for _, row := range rows {
 			seqs = append(seqs, row.seq)
 			marks = append(marks, fmt.Sprintf("$%d", len(seqs)))
-			events, parseErr := parse(row.txnID, []byte(row.body))
+			var events []IncomingEvent
+			var parseErr error
+			if row.handed != nil {
+				events = l.journal.stripped(row.handed.events)
+			} else {
+				events, parseErr = parse(row.txnID, []byte(row.body))
+			}
 			if parseErr != nil {
 				// It was valid when it was answered 200; a parser change
 				// must not wedge the journal, so it is parked.
@@ -209,11 +259,11 @@ func (l *Log) indexBatch(ctx context.Context, parse Parser, rows []journalRow) e
 				unparseable = append(unparseable, parkedRow{row, parseErr})
 				continue
 			}
-			n, err := l.insertTransaction(ctx, row.txnID, row.receivedAt, events)
+			stored, err := l.insertTransaction(ctx, row.txnID, row.receivedAt, events)
 			if err != nil {
 				return err
 			}
-			stored += n
+			added = append(added, stored...)
 		}
 		_, err := l.db.Exec(ctx, `DELETE FROM txn_journal WHERE seq IN (`+strings.Join(marks, ", ")+`)`, seqs...)
 		if err != nil {
@@ -221,6 +271,16 @@ func (l *Log) indexBatch(ctx context.Context, parse Parser, rows []journalRow) e
 		}
 		return nil
 	})
+	if err == nil {
+		// Before the wake-up below, so that a consumer it wakes finds them.
+		sort.Slice(added, func(i, j int) bool { return added[i].Position < added[j].Position })
+		l.tail.add(added)
+	} else {
+		// The commit may have happened all the same (a connection lost
+		// during COMMIT): the tail no longer knows the log; the indexer
+		// arms it again from the database.
+		l.tail.disarm()
+	}
 	l.appendMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("failed to index %d journalled transactions: %w", len(rows), err)
@@ -229,7 +289,7 @@ func (l *Log) indexBatch(ctx context.Context, parse Parser, rows []journalRow) e
 		log.Error().Err(p.cause).Int64("seq", p.row.seq).Str("txn_id", p.row.txnID).
 			Msg("Journalled transaction no longer parses; parked")
 	}
-	if stored > 0 {
+	if len(added) > 0 {
 		l.changed.notify()
 	}
 	if l.journal.indexed != nil {
@@ -239,7 +299,7 @@ func (l *Log) indexBatch(ctx context.Context, parse Parser, rows []journalRow) e
 		}
 		l.journal.indexed(ids)
 	}
-	log.Debug().Int("transactions", len(rows)).Int("stored", stored).Msg("Indexed journalled transactions")
+	log.Debug().Int("transactions", len(rows)).Int("stored", len(added)).Msg("Indexed journalled transactions")
 	return nil
 }
 
@@ -278,18 +338,36 @@ type IndexerOptions struct {
 // extracts (parse itself when Confidential or Strip is unset): what
 // RunIndexer indexes with.
 func (opts IndexerOptions) Parser(parse Parser) Parser {
-	if opts.Confidential == nil || opts.Strip == nil {
+	strip := opts.stripper()
+	if strip == nil {
 		return parse
 	}
 	return func(txnID string, body []byte) ([]IncomingEvent, error) {
 		events, err := parse(txnID, body)
+		return strip(events), err
+	}
+}
+
+// stripper returns the options' stripping of a transaction's events, nil
+// when there is none. It does not change events: a stripped list is a copy
+// (handed-off events are shared with the transaction path).
+func (opts IndexerOptions) stripper() func([]IncomingEvent) []IncomingEvent {
+	if opts.Confidential == nil || opts.Strip == nil {
+		return nil
+	}
+	return func(events []IncomingEvent) []IncomingEvent {
+		copied := false
 		for i := range events {
 			evt := &events[i]
 			if (evt.Kind == KindTimeline || evt.Kind == KindDecrypted) && evt.RoomID != "" && opts.Confidential(evt.RoomID) {
+				if !copied {
+					events, copied = slices.Clone(events), true
+					evt = &events[i]
+				}
 				evt.JSON = string(opts.Strip([]byte(evt.JSON)))
 			}
 		}
-		return events, err
+		return events
 	}
 }
 
@@ -301,8 +379,15 @@ func (l *Log) RunIndexer(ctx context.Context, parse Parser, opts IndexerOptions)
 	ctx = log.WithContext(ctx)
 	parse = opts.Parser(parse)
 	l.journal.indexed = opts.Indexed
+	l.journal.strip = opts.stripper()
 	l.journal.indexing.Store(true)
-	defer func() { l.journal.indexed = nil; l.journal.indexing.Store(false) }()
+	l.handoff.setActive(true)
+	defer func() {
+		l.handoff.setActive(false)
+		l.journal.indexed, l.journal.strip = nil, nil
+		l.journal.indexing.Store(false)
+		l.tail.disarm()
+	}()
 	if opts.ListenDSN != "" && l.db.Dialect == dbutil.Postgres {
 		listenCtx, stopListening := context.WithCancel(ctx)
 		listened := l.journal.listen(listenCtx, opts.ListenDSN)
@@ -314,7 +399,11 @@ func (l *Log) RunIndexer(ctx context.Context, parse Parser, opts IndexerOptions)
 	}
 	wait := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		if _, err := l.IndexPending(ctx, parse); err != nil && ctx.Err() == nil {
+		err := l.rearmTail(ctx)
+		if err == nil {
+			_, err = l.IndexPending(ctx, parse)
+		}
+		if err != nil && ctx.Err() == nil {
 			log.Err(err).Dur("retry_in", wait).Msg("Indexing the journal failed")
 			clock.Sleep(ctx, wait)
 			wait = min(wait*2, 10*time.Second)

@@ -23,6 +23,10 @@ type Log struct {
 	// waiting on a database lock.
 	appendMu sync.Mutex
 	journal  *journal
+	// tail holds the newest events while this process indexes (see tail);
+	// handoff the transaction path's parsed events for the indexer.
+	tail    tail
+	handoff handoff
 
 	changed *notifier
 }
@@ -55,8 +59,13 @@ const readEventsQuery = `
 	FROM event_log WHERE position > $1 ORDER BY position LIMIT $2
 `
 
-// Read returns up to limit events after position, in log order.
+// Read returns up to limit events after position, in log order: from the
+// in-memory tail when this process indexes and after is in its range, else
+// from the database.
 func (l *Log) Read(ctx context.Context, after int64, limit int) ([]*Event, error) {
+	if events, ok := l.tail.read(after, limit); ok {
+		return events, nil
+	}
 	rows, err := l.db.Query(ctx, readEventsQuery, after, limit)
 	events, err := dbutil.NewRowIterWithError(rows, scanEvent, err).AsList()
 	if err != nil {
@@ -152,11 +161,25 @@ func (l *Log) Cursor(ctx context.Context, consumer string) (int64, error) {
 	return pos, nil
 }
 
-// SaveCursor durably records that a consumer has handled everything up to position.
+// SaveCursor records that a consumer has handled everything up to position.
+// On PostgreSQL the commit does not wait for the WAL flush
+// (synchronous_commit off): only a crash of the database server itself can
+// lose it, and then the consumer handles those events again, which its
+// at-least-once contract allows; in exchange a consumer never stalls on an
+// fsync between batches. Commits are flushed in order, so a later durable
+// write (an outbox row) carries the cursor with it.
 func (l *Log) SaveCursor(ctx context.Context, consumer string, position int64) error {
-	// Fenced: a leader that froze and came back must not move a cursor its
-	// successor owns now.
-	err := leader.Fenced(ctx, l.db, func(ctx context.Context) error {
+	err := l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		// Fenced: a leader that froze and came back must not move a cursor
+		// its successor owns now.
+		if err := leader.Check(ctx, l.db); err != nil {
+			return err
+		}
+		if l.db.Dialect == dbutil.Postgres {
+			if _, err := l.db.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
+				return err
+			}
+		}
 		_, err := l.db.Exec(ctx, saveCursorQuery, consumer, position, time.Now().UnixMilli())
 		return err
 	})

@@ -64,7 +64,7 @@ func (l *Log) ParkedTransactions(ctx context.Context) ([]*ParkedTransaction, err
 // database transaction in ctx, if any; the caller deletes it from the journal.
 func (l *Log) insertParked(ctx context.Context, row journalRow, cause error) error {
 	_, err := l.db.Exec(ctx, parkTransactionQuery,
-		row.seq, row.txnID, row.receivedAt, row.body, cause.Error(), time.Now().UnixMilli())
+		row.seq, row.txnID, row.receivedAt, row.text(), cause.Error(), time.Now().UnixMilli())
 	if err != nil {
 		return fmt.Errorf("failed to park journalled transaction %d: %w", row.seq, err)
 	}

@@ -14,8 +14,15 @@ import (
 
 // The indexer stores the room events of confidential rooms stripped
 // (IndexerOptions.Confidential and Strip), and everything else as it came;
-// the journal row, the whole transaction, is gone in the same commit.
+// the journal row, the whole transaction, is gone in the same commit. So it
+// does for events the transaction path handed off (JournalParsed), without
+// changing the transaction path's own copy.
 func TestIndexerStripsConfidentialRooms(t *testing.T) {
+	t.Run("read back", func(t *testing.T) { testIndexerStripsConfidentialRooms(t, false) })
+	t.Run("handed off", func(t *testing.T) { testIndexerStripsConfidentialRooms(t, true) })
+}
+
+func testIndexerStripsConfidentialRooms(t *testing.T, handOff bool) {
 	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
 		l := openLog(t, tdb)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -39,7 +46,17 @@ func TestIndexerStripsConfidentialRooms(t *testing.T) {
 			{"event_id":"$s3","room_id":"!secret:daarion.test","type":"m.room.topic","sender":"@alice:daarion.test","origin_server_ts":3,"state_key":"","content":{"topic":"a topic"}},
 			{"event_id":"$c1","room_id":"!clear:daarion.test","type":"m.room.message","sender":"@alice:daarion.test","origin_server_ts":4,"content":{"msgtype":"m.text","body":"` + marker + `"}}
 		],"ephemeral":[{"type":"m.typing","room_id":"!secret:daarion.test","content":{"user_ids":["@alice:daarion.test"]}}]}`
-		if err := l.Journal(ctx, "txn-1", []byte(body)); err != nil {
+		var parsed []eventlog.IncomingEvent
+		if handOff {
+			var err error
+			if parsed, err = appservice.ParseTransaction("txn-1", []byte(body)); err != nil {
+				t.Fatal(err)
+			}
+			waitIndexerStarted(t, l)
+			if err = l.JournalParsed(ctx, "txn-1", []byte(body), parsed); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := l.Journal(ctx, "txn-1", []byte(body)); err != nil {
 			t.Fatal(err)
 		}
 		select {
@@ -68,6 +85,11 @@ func TestIndexerStripsConfidentialRooms(t *testing.T) {
 		}
 		if n, err := l.JournalBacklog(context.Background()); err != nil || n != 0 {
 			t.Errorf("the journal holds %d rows (%v)", n, err)
+		}
+		for _, evt := range parsed {
+			if (evt.EventID == "$s1" || evt.EventID == "$s2") && !strings.Contains(evt.JSON, marker) {
+				t.Errorf("stripping changed the transaction path's %s: %s", evt.EventID, evt.JSON)
+			}
 		}
 	})
 }

@@ -1,0 +1,139 @@
+package eventlog
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+
+	"go.mau.fi/util/dbutil"
+)
+
+// handoffMaxBytes bounds the bodies held for the indexer: past it a
+// transaction is journalled as before and the indexer reads it back.
+const handoffMaxBytes = 64 << 20
+
+// handoff passes what the transaction path has already parsed to the
+// indexer of the same process, so that a journalled body is neither read
+// back from the database nor parsed a second time. It is only a cache of
+// the journal: a row it does not hold (journalled by another process,
+// before a restart, past the bound) is read and parsed from the database.
+type handoff struct {
+	mu     sync.Mutex
+	byseq  map[int64]handedOff
+	bytes  int
+	active bool // only while this process indexes
+}
+
+type handedOff struct {
+	body   []byte
+	events []IncomingEvent
+}
+
+// put holds a journalled row's body and events for the indexer.
+func (h *handoff) put(seq int64, body []byte, events []IncomingEvent) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.active || h.bytes+len(body) > handoffMaxBytes {
+		return
+	}
+	if h.byseq == nil {
+		h.byseq = make(map[int64]handedOff)
+	}
+	h.byseq[seq] = handedOff{body: body, events: events}
+	h.bytes += len(body)
+}
+
+// take returns the row's handed-off body and events, if held.
+func (h *handoff) take(seq int64) (handedOff, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	entry, ok := h.byseq[seq]
+	return entry, ok
+}
+
+// done drops rows that left the journal (indexed or parked), and any held
+// row older than the oldest in the journal (indexed by another process).
+func (h *handoff) done(seqs []int64, oldest int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, seq := range seqs {
+		h.drop(seq)
+	}
+	for seq := range h.byseq {
+		if seq < oldest {
+			h.drop(seq)
+		}
+	}
+}
+
+func (h *handoff) drop(seq int64) {
+	if entry, ok := h.byseq[seq]; ok {
+		h.bytes -= len(entry.body)
+		delete(h.byseq, seq)
+	}
+}
+
+// setActive starts or stops holding rows (the indexer's start and stop); a
+// stop forgets what is held.
+func (h *handoff) setActive(active bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.active, h.byseq, h.bytes = active, nil, 0
+}
+
+// JournalParsed is Journal for a caller that has parsed the body already
+// (the transaction path): events must be what the indexer's parser returns
+// for body. When this process runs the indexer it indexes them without
+// reading the body back or parsing it again. Neither body nor events may be
+// changed by the caller afterwards.
+func (l *Log) JournalParsed(ctx context.Context, txnID string, body []byte, events []IncomingEvent) error {
+	seq, err := l.journalRow(ctx, txnID, body)
+	if err != nil {
+		return err
+	}
+	l.handoff.put(seq, body, events)
+	l.journal.wakeIndexer()
+	if l.db.Dialect == dbutil.Postgres {
+		l.journal.notifyJournalled(ctx)
+	}
+	return nil
+}
+
+// readBodies fills in the bodies of rows not handed off, in one query.
+func (l *Log) readBodies(ctx context.Context, rows []journalRow) error {
+	var seqs []any
+	var marks []string
+	missing := make(map[int64]*journalRow)
+	for i := range rows {
+		if entry, ok := l.handoff.take(rows[i].seq); ok {
+			rows[i].handed = &entry
+			continue
+		}
+		seqs = append(seqs, rows[i].seq)
+		marks = append(marks, fmt.Sprintf("$%d", len(seqs)))
+		missing[rows[i].seq] = &rows[i]
+	}
+	if len(seqs) == 0 {
+		return nil
+	}
+	res, err := l.db.Query(ctx, `SELECT seq, body FROM txn_journal WHERE seq IN (`+strings.Join(marks, ", ")+`)`, seqs...)
+	if err != nil {
+		return fmt.Errorf("failed to read journalled bodies: %w", err)
+	}
+	defer res.Close()
+	for res.Next() {
+		var seq int64
+		var body string
+		if err = res.Scan(&seq, &body); err != nil {
+			return fmt.Errorf("failed to read journalled bodies: %w", err)
+		}
+		if row := missing[seq]; row != nil {
+			row.body, row.hasBody = body, true
+		}
+	}
+	if err = res.Err(); err != nil {
+		return fmt.Errorf("failed to read journalled bodies: %w", err)
+	}
+	return nil
+}
