@@ -3,6 +3,9 @@
 #   make test   every test, against real PostgreSQL, SQLite, Synapse and Dendrite
 #   make bench  benchmarks: transaction ingest (loadgen) and the rig (rigbench); see docs/benchmarks.md
 #   make bench-e2ee  end-to-bridge encryption's cost on Synapse (e2eebench, ~12 min); see docs/benchmarks.md
+#   make bench-e2e   the whole bridge binary end to end: throughput through every consumer vs mautrix,
+#                    1-event transactions, webhook/NATS/sync latency, Synapse's ceiling (e2ebench, ~10 min;
+#                    also the last part of `make bench`)
 #   make soak   chaos soak on the real rig (DURATION=10m, SEED=…; see docs/reliability.md)
 
 GO       ?= go
@@ -15,7 +18,7 @@ TEST_TIMEOUT ?= 30m
 # the ones the tests and the soak run, build with it.
 export GOFLAGS := -tags=goolm $(GOFLAGS)
 
-.PHONY: all build dendrite synapse schemathesis postgres test vet fmt-check unit bench bench-e2ee soak run clean
+.PHONY: all build dendrite synapse schemathesis postgres test vet fmt-check unit bench bench-e2ee bench-e2e soak run clean
 
 all: build
 
@@ -62,9 +65,10 @@ vet:
 test: postgres dendrite synapse schemathesis jsclient fmt-check vet
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
-bench: build dendrite
+bench: build dendrite synapse postgres
 	$(GO) run ./cmd/loadgen $(BENCH_ARGS)
 	$(GO) run ./cmd/rigbench $(RIGBENCH_ARGS)
+	$(GO) run ./cmd/e2ebench $(E2EBENCH_ARGS)
 
 # End-to-bridge encryption's cost (issue 13): a Go E2EE client's messages
 # through Synapse and the bridge (its own process, built by the bench) to a
@@ -73,6 +77,16 @@ bench: build dendrite
 E2EEBENCH_ARGS ?= -db sqlite,postgres
 bench-e2ee: synapse postgres
 	$(GO) run ./cmd/e2eebench $(E2EEBENCH_ARGS)
+
+# The whole bridge binary as deployed, end to end (issue 15): its own process
+# (built by the bench from this tree, or E2EBENCH_ARGS=-bridge-bin PATH) with
+# every consumer on, Dendrite idle while the bench pushes transactions, on
+# PostgreSQL and SQLite, beside mautrix's handler; webhook (a receiver
+# process), NATS and sync latency; and a real Synapse with real clients.
+# Also the last part of `bench`; about 10 minutes on 2 cores.
+E2EBENCH_ARGS ?=
+bench-e2e: dendrite synapse postgres
+	$(GO) run ./cmd/e2ebench $(E2EBENCH_ARGS)
 
 # The chaos soak: the bridge (built by the soak), Dendrite, PostgreSQL, NATS
 # and a webhook receiver under load and faults; stops by itself after

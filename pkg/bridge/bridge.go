@@ -321,7 +321,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 	b.Log.Info().Str("address", b.apiListener.Addr().String()).Msg("Internal API listening")
 	if cfg.Metrics.Listen != "" {
 		var metricsListener net.Listener
-		if metricsListener, b.metricsSrv, err = b.serve("metrics.listen", cfg.Metrics.Listen, b.Metrics.Handler(), metricsTimeouts()); err != nil {
+		if metricsListener, b.metricsSrv, err = b.serve("metrics.listen", cfg.Metrics.Listen, b.Metrics.Handler(cfg.Metrics.Pprof), metricsTimeouts()); err != nil {
 			return err
 		}
 		b.Log.Info().Str("address", metricsListener.Addr().String()).Msg("Metrics listening")

@@ -296,3 +296,34 @@ func TestEveryListenerHasTimeouts(t *testing.T) {
 	}
 
 }
+
+// metrics.pprof serves Go's profiler on the metrics listener, and only then.
+func TestMetricsListenerServesPprofOnlyWhenAsked(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		port, err := testrig.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := testConfig(t, testrig.NewTestDatabase(t, testrig.SQLite))
+		cfg.Metrics.Listen = fmt.Sprintf("127.0.0.1:%d", port)
+		cfg.Metrics.Pprof = on
+		b, err := newStarted(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for path, want := range map[string]int{"/metrics": http.StatusOK, "/debug/pprof/goroutine?debug=1": map[bool]int{false: http.StatusNotFound, true: http.StatusOK}[on]} {
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, path))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != want {
+				t.Errorf("pprof %v: GET %s: %d, want %d", on, path, resp.StatusCode, want)
+			} else if on && strings.HasPrefix(path, "/debug/") && !strings.Contains(string(body), "goroutine profile") {
+				t.Errorf("pprof on: GET %s: not a goroutine profile: %.200s", path, body)
+			}
+		}
+		b.Stop(context.Background())
+	}
+}

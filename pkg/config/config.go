@@ -245,6 +245,10 @@ func (d Delivery) MaxBackoff() time.Duration { return d.WebhookMaxBackoff.Durati
 // Metrics is the Prometheus listener; empty Listen turns it off.
 type Metrics struct {
 	Listen string `yaml:"listen"`
+	// Pprof also serves Go's profiler (/debug/pprof/) on the metrics
+	// listener: for profiling a bridge under load; off by default, as it
+	// shows the process's internals to whoever reaches the listener.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Health sets when /healthz reports degraded (and the health_degraded

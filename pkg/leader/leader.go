@@ -130,6 +130,13 @@ func (e *Elector) acquire(ctx context.Context) (int64, error) {
 			if _, err := e.db.Exec(ctx, "SET LOCAL lock_timeout = '2s'"); err != nil {
 				return err
 			}
+			// The takeover waits for the fenced writes in flight: they hold
+			// the row FOR KEY SHARE (see Check), which only FOR UPDATE
+			// conflicts with — not the upsert's own row lock, nor the
+			// holder's renewals.
+			if _, err := e.db.Exec(ctx, "SELECT 1 FROM leader_lease WHERE name = $1 FOR UPDATE", leaseName); err != nil {
+				return err
+			}
 		}
 		now := time.Now()
 		return e.db.QueryRow(ctx, acquireQuery, leaseName, e.opts.Holder, now.Add(e.opts.TTL).UnixMilli(), now.UnixMilli()).Scan(&epoch)
@@ -248,8 +255,8 @@ const checkQuery = `SELECT epoch FROM leader_lease WHERE name = $1`
 // Check is the fence of a leader-only write. Called inside the write's
 // database transaction (db.DoTxn), it confirms that the context's epoch
 // still holds the lease, and keeps it so until the transaction ends: on
-// PostgreSQL the lease row is share-locked, so a takeover waits for the
-// write to commit (or sees it fail), and a write that was frozen mid-way is
+// PostgreSQL the lease row is locked FOR KEY SHARE, so a takeover waits for
+// the write to commit (or sees it fail), and a write that was frozen mid-way is
 // cut off by the server after 5 s idle in its transaction. A context
 // without an epoch (tools, tests of one part) is not fenced.
 func Check(ctx context.Context, db *dbutil.Database) error {
@@ -262,7 +269,11 @@ func Check(ctx context.Context, db *dbutil.Database) error {
 		if _, err := db.Exec(ctx, "SET LOCAL idle_in_transaction_session_timeout = '5s'"); err != nil {
 			return fmt.Errorf("failed to bound the fenced transaction: %w", err)
 		}
-		query += ` FOR SHARE`
+		// FOR KEY SHARE, not FOR SHARE: a takeover (acquire, FOR UPDATE)
+		// waits for this write, but the holder's renewal (an UPDATE of
+		// expires_at) does not, so a long indexing commit cannot make the
+		// leader miss its renewals and step down.
+		query += ` FOR KEY SHARE`
 	}
 	var current int64
 	err := db.QueryRow(ctx, query, leaseName).Scan(&current)

@@ -179,3 +179,73 @@ func TestCurrentBeforeAnyLeader(t *testing.T) {
 		}
 	})
 }
+
+// On PostgreSQL a fenced write in flight holds the lease row: a takeover
+// waits for it to commit (so no write of the old epoch lands after the new
+// epoch begins), but the holder's renewal does not (so a long indexing
+// commit cannot make the leader miss its renewals and step down).
+func TestTakeoverWaitsForAFencedWriteButRenewalDoesNot(t *testing.T) {
+	tdb := testrig.NewTestDatabase(t, testrig.Postgres)
+	ctx := context.Background()
+	db, standbyDB := testrig.OpenDatabase(t, tdb), testrig.OpenDatabase(t, tdb)
+	holder := New(db, Options{TTL: time.Minute, Interval: 100 * time.Millisecond, Holder: "holder"})
+	epoch, err := holder.acquire(ctx)
+	if err != nil || epoch == 0 {
+		t.Fatalf("acquire: %d %v", epoch, err)
+	}
+
+	checked, release, written := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		written <- db.DoTxn(WithEpoch(ctx, epoch), nil, func(ctx context.Context) error {
+			if err := Check(ctx, db); err != nil {
+				return err
+			}
+			close(checked)
+			<-release
+			_, err := db.Exec(ctx, `INSERT INTO consumer_cursor (name, position, updated_at) VALUES ('fenced', 1, 0)`)
+			return err
+		})
+	}()
+	<-checked
+
+	// The renewal goes through at once; with a lock wait it would time out.
+	err = standbyDB.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if _, err := standbyDB.Exec(ctx, "SET LOCAL lock_timeout = '300ms'"); err != nil {
+			return err
+		}
+		_, err := standbyDB.Exec(ctx, renewQuery, time.Now().Add(time.Minute).UnixMilli(), leaseName, "holder", epoch)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("the renewal waited for the fenced write: %v", err)
+	}
+
+	// The lease expires; a standby's takeover waits for the write.
+	if _, err = standbyDB.Exec(ctx, `UPDATE leader_lease SET expires_at = 0`); err != nil {
+		t.Fatal(err)
+	}
+	standby := New(standbyDB, Options{TTL: time.Minute, Interval: 100 * time.Millisecond, Holder: "standby"})
+	took := make(chan int64, 1)
+	go func() {
+		e, err := standby.acquire(ctx)
+		if err != nil {
+			t.Errorf("takeover: %v", err)
+		}
+		took <- e
+	}()
+	testrig.Eventually(t, "the takeover to wait for the lease row", 10*time.Second, func() bool {
+		var waiting int
+		_ = db.RawDB.QueryRow(`SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%leader_lease%FOR UPDATE%'`).Scan(&waiting)
+		return waiting == 1
+	})
+	close(release)
+	if err = <-written; err != nil {
+		t.Fatalf("the fenced write, checked before the takeover: %v", err)
+	}
+	if e := <-took; e != epoch+1 {
+		t.Fatalf("the takeover took epoch %d, want %d", e, epoch+1)
+	}
+	if err = fencedWrite(WithEpoch(ctx, epoch), db); !errors.Is(err, ErrFenced) {
+		t.Errorf("a write of the old epoch after the takeover: %v, want ErrFenced", err)
+	}
+}
