@@ -261,7 +261,7 @@ func (b *Bridge) build(ctx context.Context) error {
 		consumer.NewRunner("matrix-state", b.EventLog, matrixstate.NewConsumer(b.stateStore), parking),
 		consumer.NewRunner("rooms", b.EventLog, b.Rooms, parking),
 		consumer.NewRunner("agents", b.EventLog, b.Agents, parking),
-		consumer.NewRunner("webhooks", b.EventLog, webhook.NewFanout(webhookStore, b.DTOs, b.Webhooks.Wake), sinks),
+		consumer.NewRunner("webhooks", b.EventLog, webhook.NewFanout(webhookStore, b.DTOs, b.Webhooks.Queued), sinks),
 	}
 	if cfg.Delivery.NATSURL != "" {
 		b.NATS, err = jetstream.New(b.runCtx, jetstream.Options{

@@ -131,6 +131,7 @@ func (r *Runner) Run(ctx context.Context) {
 	// On the way out the position handled is saved, so that a stop (a
 	// restart, a lost lease: then the fence refuses it) re-handles nothing.
 	defer saver.final(ctx)
+	var parkedCheckedAt time.Time
 	for ctx.Err() == nil {
 		changed := r.source.Changed()
 		events, err := r.source.Read(ctx, pos, r.opts.BatchSize)
@@ -143,7 +144,13 @@ func (r *Runner) Run(ctx context.Context) {
 		}
 		if len(events) == 0 {
 			backoff.reset()
-			r.retryParked(ctx)
+			// Retries are looked for when idle, at most every PollInterval:
+			// a consumer that keeps up is idle after every batch, and the
+			// query per batch showed in the database's load.
+			if time.Since(parkedCheckedAt) >= r.opts.PollInterval {
+				parkedCheckedAt = time.Now()
+				r.retryParked(ctx)
+			}
 			select {
 			case <-ctx.Done():
 			case <-changed:

@@ -180,8 +180,8 @@ func TestCurrentBeforeAnyLeader(t *testing.T) {
 	})
 }
 
-// On PostgreSQL a fenced write in flight holds the lease row: a takeover
-// waits for it to commit (so no write of the old epoch lands after the new
+// On PostgreSQL a fenced write in flight holds the fence (an advisory lock,
+// shared): a takeover waits for it to commit (so no write of the old epoch lands after the new
 // epoch begins), but the holder's renewal does not (so a long indexing
 // commit cannot make the leader miss its renewals and step down).
 func TestTakeoverWaitsForAFencedWriteButRenewalDoesNot(t *testing.T) {
@@ -235,7 +235,7 @@ func TestTakeoverWaitsForAFencedWriteButRenewalDoesNot(t *testing.T) {
 	}()
 	testrig.Eventually(t, "the takeover to wait for the lease row", 10*time.Second, func() bool {
 		var waiting int
-		_ = db.RawDB.QueryRow(`SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%leader_lease%FOR UPDATE%'`).Scan(&waiting)
+		_ = db.RawDB.QueryRow(`SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%pg_advisory_xact_lock(%'`).Scan(&waiting)
 		return waiting == 1
 	})
 	close(release)
@@ -248,4 +248,40 @@ func TestTakeoverWaitsForAFencedWriteButRenewalDoesNot(t *testing.T) {
 	if err = fencedWrite(WithEpoch(ctx, epoch), db); !errors.Is(err, ErrFenced) {
 		t.Errorf("a write of the old epoch after the takeover: %v, want ErrFenced", err)
 	}
+}
+
+// A guarded statement changes rows for the lease's epoch (and without one),
+// none for an old epoch.
+func TestGuardFencesOneStatement(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		ctx := context.Background()
+		db := testrig.OpenDatabase(t, tdb)
+		epoch, err := New(db, Options{Holder: "guard"}).acquire(ctx)
+		if err != nil || epoch == 0 {
+			t.Fatalf("acquire: %d %v", epoch, err)
+		}
+		touch := func(ctx context.Context, holder string) int64 {
+			t.Helper()
+			cond, args := Guard(ctx, 3)
+			res, err := db.Exec(ctx, `UPDATE leader_lease SET holder = $2 WHERE name = $1 AND `+cond, append([]any{leaseName, holder}, args...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, _ := res.RowsAffected()
+			return n
+		}
+		for _, tc := range []struct {
+			name string
+			ctx  context.Context
+			want int64
+		}{
+			{"the lease's epoch", WithEpoch(ctx, epoch), 1},
+			{"no epoch", ctx, 1},
+			{"an old epoch", WithEpoch(ctx, epoch-1), 0},
+		} {
+			if n := touch(tc.ctx, "guard"); n != tc.want {
+				t.Errorf("%s: %d rows changed, want %d", tc.name, n, tc.want)
+			}
+		}
+	})
 }

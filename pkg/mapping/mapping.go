@@ -64,12 +64,39 @@ const PreviewRunes = 200
 // Preview is the start of a body with whitespace collapsed, as
 // messaging-service indexes it.
 func Preview(body string) string {
-	fields := strings.FieldsFunc(body, unicode.IsSpace)
-	s := strings.Join(fields, " ")
-	if r := []rune(s); len(r) > PreviewRunes {
-		return string(r[:PreviewRunes-1]) + "…"
+	// One pass, stopping after PreviewRunes+1 runes: a message body may be
+	// tens of kilobytes, and splitting and joining all of it showed in the
+	// sinks' profiles. The same text as joining strings.Fields with one
+	// space and cutting it to PreviewRunes-1 runes and "…" when longer.
+	var b strings.Builder
+	runes, cut, pendingSpace := 0, 0, false
+	for _, r := range body {
+		if unicode.IsSpace(r) {
+			pendingSpace = runes > 0
+			continue
+		}
+		if pendingSpace {
+			if runes == PreviewRunes-1 {
+				cut = b.Len()
+			}
+			if runes++; runes > PreviewRunes {
+				break
+			}
+			b.WriteByte(' ')
+			pendingSpace = false
+		}
+		if runes == PreviewRunes-1 {
+			cut = b.Len()
+		}
+		if runes++; runes > PreviewRunes {
+			break
+		}
+		b.WriteRune(r)
 	}
-	return s
+	if runes > PreviewRunes {
+		return b.String()[:cut] + "…"
+	}
+	return b.String()
 }
 
 // MaxDTOsPerEvent bounds how many DTOs MapAll makes of one event: a

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 	"github.com/daarion/matrix-bridge/pkg/identity"
@@ -424,4 +425,37 @@ func TestPreview(t *testing.T) {
 	if Preview(" a\t\nb  ") != "a b" {
 		t.Errorf("whitespace not collapsed: %q", Preview(" a\t\nb  "))
 	}
+}
+
+// previewByFields is Preview as it was first written (join the fields, cut
+// the runes): the single pass must give the same text.
+func previewByFields(body string) string {
+	s := strings.Join(strings.FieldsFunc(body, unicode.IsSpace), " ")
+	if r := []rune(s); len(r) > PreviewRunes {
+		return string(r[:PreviewRunes-1]) + "…"
+	}
+	return s
+}
+
+func TestPreviewIsFieldsJoinedAndCut(t *testing.T) {
+	cases := []string{"", " ", "a", " a ", "a  b", "\u00a0x\u2003y\n", strings.Repeat("x", PreviewRunes-1),
+		strings.Repeat("x", PreviewRunes), strings.Repeat("x", PreviewRunes+1), strings.Repeat("x", PreviewRunes-1) + " y",
+		strings.Repeat("x", PreviewRunes-2) + " y", strings.Repeat("x", PreviewRunes-1) + " ", strings.Repeat("ж ", PreviewRunes),
+		strings.Repeat("x", PreviewRunes) + " y", "bad \xff\xfe utf8", strings.Repeat("\xff", PreviewRunes+3)}
+	for _, body := range cases {
+		// Invalid UTF-8 comes out as U+FFFD either way once encoded as JSON.
+		if got, want := string([]rune(Preview(body))), string([]rune(previewByFields(body))); got != want {
+			t.Errorf("Preview(%q) = %q, want %q", body, got, want)
+		}
+	}
+}
+
+func FuzzPreview(f *testing.F) {
+	f.Add("a  b\tc")
+	f.Add(strings.Repeat("слово ", 60))
+	f.Fuzz(func(t *testing.T, body string) {
+		if got, want := string([]rune(Preview(body))), string([]rune(previewByFields(body))); got != want {
+			t.Errorf("Preview(%q) = %q, want %q", body, got, want)
+		}
+	})
 }

@@ -20,7 +20,9 @@ type RedactedEvents func(eventID string) *eventlog.Event
 
 // Redacts returns the event id a redaction names, "" for any other event.
 func Redacts(evt *eventlog.Event) string {
-	if evt.Kind != eventlog.KindTimeline {
+	// The log's type column first: decoding every event of a batch only to
+	// find it is not a redaction cost a tenth of a sink's time.
+	if evt.Kind != eventlog.KindTimeline || evt.Type != "m.room.redaction" {
 		return ""
 	}
 	var raw rawEvent

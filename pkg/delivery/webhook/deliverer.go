@@ -2,11 +2,13 @@ package webhook
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -34,18 +36,35 @@ const DefaultPollInterval = 250 * time.Millisecond
 // order, several queues at once. A failed delivery is retried with
 // exponential backoff and jitter (Retry-After honoured) until the retry
 // window ends, then goes to the dead-letter list and the queue moves on.
+//
+// Which queues have work it learns from the fan-out in memory (Queued),
+// from a drain that stopped with rows left, and from the outbox itself
+// (DueQueues) every PollInterval and on Wake: the outbox is not searched
+// after every drain, which at one or two deliveries per drain cost more of
+// the database than the deliveries themselves.
 type Deliverer struct {
 	store  *Store
 	opts   DelivererOptions
 	client *http.Client
-	wakeCh chan struct{}
+	wakeCh chan struct{}       // read the outbox for due queues
+	kickCh chan struct{}       // start the ready queues (no outbox read)
 	now    func() time.Time    // the clock: time.Now, a fake one in tests
 	randN  func(n int64) int64 // the jitter: rand.Int64N, fixed in tests
 
 	mu       sync.Mutex
 	inflight map[queueKey]bool
 	bySub    map[string]int // queues in flight per subscription
-	stats    Stats
+	// ready are the queues known to have work, each with when it was
+	// found (lower first: the queue waiting longest gets a free worker
+	// first); one in flight stays ready and is drained again after.
+	ready    map[queueKey]uint64
+	readySeq uint64
+	// waiting are queues whose head waits for a retry until then: work
+	// queued behind it does not make them ready before.
+	waiting map[queueKey]time.Time
+	stats   Stats
+	// outboxRead, when set (by tests), is called after each DueQueues.
+	outboxRead func()
 }
 
 // Stats count delivery outcomes since start.
@@ -63,16 +82,48 @@ func NewDeliverer(store *Store, opts DelivererOptions) *Deliverer {
 	}
 	return &Deliverer{
 		store: store, opts: opts, client: opts.Policy.Client(opts.Timeout),
-		wakeCh: make(chan struct{}, 1), now: time.Now, randN: rand.Int64N,
+		wakeCh: make(chan struct{}, 1), kickCh: make(chan struct{}, 1), now: time.Now, randN: rand.Int64N,
 		inflight: map[queueKey]bool{}, bySub: map[string]int{},
+		ready: map[queueKey]uint64{}, waiting: map[queueKey]time.Time{},
 	}
 }
 
-// Wake makes the deliverer look for work now.
-func (d *Deliverer) Wake() {
+// Wake makes the deliverer read the outbox for due work now: after a
+// change the fan-out does not report (a redelivery, a resumed
+// subscription).
+func (d *Deliverer) Wake() { signal(d.wakeCh) }
+
+// Queued tells the deliverer of deliveries just committed to the outbox
+// (the fan-out's hand-off): their queues are started without an outbox read.
+func (d *Deliverer) Queued(deliveries []*Delivery) {
+	d.mu.Lock()
+	now := d.now()
+	for _, del := range deliveries {
+		d.markReady(queueKey{del.SubscriptionID, del.RoomID}, now)
+	}
+	d.mu.Unlock()
+	signal(d.kickCh)
+}
+
+func signal(ch chan struct{}) {
 	select {
-	case d.wakeCh <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
+	}
+}
+
+// markReady adds a queue to the ready set unless its head waits for a
+// retry. With d.mu held.
+func (d *Deliverer) markReady(k queueKey, now time.Time) {
+	if until, ok := d.waiting[k]; ok {
+		if until.After(now) {
+			return
+		}
+		delete(d.waiting, k)
+	}
+	if _, ok := d.ready[k]; !ok {
+		d.readySeq++
+		d.ready[k] = d.readySeq
 	}
 }
 
@@ -90,44 +141,78 @@ func (d *Deliverer) Run(ctx context.Context) {
 	defer wg.Wait()
 	ticker := time.NewTicker(d.opts.PollInterval)
 	defer ticker.Stop()
+	readOutbox := true
 	for ctx.Err() == nil {
-		keys, err := d.store.DueQueues(ctx, d.now(), 1000)
-		if err != nil && ctx.Err() == nil {
-			log.Err(err).Msg("Failed to look for webhook deliveries")
-		}
-		keys = fairOrder(keys)
-		d.mu.Lock()
-		share := d.fairShare(keys)
-		d.mu.Unlock()
-		for _, k := range keys {
+		if readOutbox {
+			keys, err := d.store.DueQueues(ctx, d.now(), 1000)
+			if err != nil && ctx.Err() == nil {
+				log.Err(err).Msg("Failed to look for webhook deliveries")
+			}
 			d.mu.Lock()
-			busy := d.inflight[k] || len(d.inflight) >= d.opts.Workers || d.bySub[k.subscriptionID] >= share
-			if !busy {
-				d.inflight[k] = true
-				d.bySub[k.subscriptionID]++
+			now := d.now()
+			for _, k := range keys {
+				d.markReady(k, now)
 			}
 			d.mu.Unlock()
-			if busy {
-				continue
+			if d.outboxRead != nil {
+				d.outboxRead()
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				d.drain(log.WithContext(ctx), k)
-				d.mu.Lock()
-				delete(d.inflight, k)
-				if d.bySub[k.subscriptionID]--; d.bySub[k.subscriptionID] <= 0 {
-					delete(d.bySub, k.subscriptionID)
-				}
-				d.mu.Unlock()
-				d.Wake()
-			}()
 		}
+		d.startReady(ctx, &wg, log)
 		select {
 		case <-ctx.Done():
 		case <-d.wakeCh:
+			// A redelivery or a resumed subscription may have made a
+			// waiting queue's head due.
+			d.mu.Lock()
+			clear(d.waiting)
+			d.mu.Unlock()
+			readOutbox = true
 		case <-ticker.C:
+			readOutbox = true
+		case <-d.kickCh:
+			readOutbox = false
 		}
+	}
+}
+
+// startReady starts a drain for each ready queue not in flight, as far as
+// the workers and the subscriptions' fair shares allow.
+func (d *Deliverer) startReady(ctx context.Context, wg *sync.WaitGroup, log zerolog.Logger) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	keys := make([]queueKey, 0, len(d.ready))
+	for k := range d.ready {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b queueKey) int { return cmp.Compare(d.ready[a], d.ready[b]) })
+	keys = fairOrder(keys)
+	share := d.fairShare(keys)
+	for _, k := range keys {
+		if d.inflight[k] || len(d.inflight) >= d.opts.Workers || d.bySub[k.subscriptionID] >= share {
+			continue
+		}
+		delete(d.ready, k)
+		d.inflight[k] = true
+		d.bySub[k.subscriptionID]++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out := d.drain(log.WithContext(ctx), k)
+			d.mu.Lock()
+			delete(d.inflight, k)
+			if d.bySub[k.subscriptionID]--; d.bySub[k.subscriptionID] <= 0 {
+				delete(d.bySub, k.subscriptionID)
+			}
+			switch {
+			case out.more:
+				d.markReady(k, d.now())
+			case !out.waitUntil.IsZero():
+				d.waiting[k] = out.waitUntil
+			}
+			d.mu.Unlock()
+			signal(d.kickCh)
+		}()
 	}
 }
 
@@ -169,21 +254,27 @@ func (d *Deliverer) fairShare(due []queueKey) int {
 	return max(1, d.opts.Workers/max(1, len(subs)))
 }
 
+// drained is how a drain ended: more when the queue still has due rows
+// (it gave its worker back), waitUntil when its head waits for a retry.
+type drained struct {
+	more      bool
+	waitUntil time.Time
+}
+
 // drain delivers a queue's due head in order, until a delivery fails (the
 // queue then waits for its retry), the queue is empty, or it has held its
 // worker for an attempt's timeout (it goes back in line, so that a slow
 // receiver cannot keep a worker from the other subscriptions for longer). Delivered rows are
 // removed in one statement per head read, not one commit per delivery: a
 // crash in between only delivers them again, which at-least-once allows.
-func (d *Deliverer) drain(ctx context.Context, k queueKey) {
+func (d *Deliverer) drain(ctx context.Context, k queueKey) (out drained) {
 	log := zerolog.Ctx(ctx).With().Str("subscription_id", k.subscriptionID).Str("room_id", k.roomID).Logger()
-	sub, err := d.store.Subscription(ctx, k.subscriptionID)
-	if err != nil || sub == nil || sub.State != StateActive {
-		return
-	}
 	var delivered []int64
 	flush := func() bool {
-		if err := d.store.Delivered(ctx, sub.ID, delivered); err != nil {
+		if len(delivered) == 0 {
+			return true
+		}
+		if err := d.store.Delivered(ctx, k.subscriptionID, delivered); err != nil {
 			log.Err(err).Int("deliveries", len(delivered)).Msg("Delivered, but failed to mark them; they will be delivered again")
 			return false
 		}
@@ -194,30 +285,46 @@ func (d *Deliverer) drain(ctx context.Context, k queueKey) {
 	defer flush()
 	yieldAt := d.now().Add(d.opts.Timeout)
 	for ctx.Err() == nil {
-		head, err := d.store.QueueHead(ctx, k, queueHeadBatch)
+		sub, head, err := d.store.queueHeadForDelivery(ctx, k, queueHeadBatch)
 		if err != nil {
 			log.Err(err).Msg("Failed to read a webhook queue")
-			return
+			return out
 		}
 		if len(head) == 0 {
-			return
+			return out
+		}
+		if sub.State != StateActive {
+			// Paused or disabled: new rows do not make it ready until a
+			// Wake (a resume) or the next outbox read, which skips it
+			// while it is not active.
+			return drained{waitUntil: d.now().Add(d.opts.PollInterval)}
 		}
 		for _, del := range head {
-			if now := d.now(); del.NextAttemptAt.After(now) || d.opts.Timeout > 0 && now.After(yieldAt) {
-				return
+			now := d.now()
+			if del.NextAttemptAt.After(now) {
+				return drained{waitUntil: del.NextAttemptAt}
+			}
+			if d.opts.Timeout > 0 && now.After(yieldAt) {
+				return drained{more: true}
 			}
 			ok, goOn := d.attempt(ctx, sub, del)
 			if ok {
 				delivered = append(delivered, del.Position)
 			}
 			if !goOn {
-				return
+				return out
 			}
 		}
 		if !flush() {
-			return
+			return out
+		}
+		if len(head) < queueHeadBatch {
+			// The whole queue was read: what is queued after this read
+			// is handed over by Queued (or found by DueQueues).
+			return out
 		}
 	}
+	return out
 }
 
 // queueHeadBatch is how many deliveries of a queue are read at once.

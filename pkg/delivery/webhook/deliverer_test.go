@@ -372,6 +372,48 @@ func TestWakeStartsADueDelivery(t *testing.T) {
 	}
 }
 
+// Queued starts the queues of rows the fan-out has just committed without
+// reading the outbox: this deliverer never polls (an hour), is not woken,
+// and read the outbox only once, before the rows were queued.
+func TestQueuedStartsTheirQueuesWithoutAnOutboxRead(t *testing.T) {
+	r := newDelivererRig(t, DelivererOptions{PollInterval: time.Hour, RetryWindow: time.Hour, MaxBackoff: time.Hour}, 0, answerAll(http.StatusNoContent))
+	reads := make(chan struct{}, 100)
+	r.d.outboxRead = func() { reads <- struct{}{} }
+	ctx, cancel := context.WithCancel(zerolog.Nop().WithContext(context.Background()))
+	done := make(chan struct{})
+	go func() { defer close(done); r.d.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-reads:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the deliverer never read the outbox")
+	}
+	var rows []*Delivery
+	for i, room := range []string{"!a:s", "!b:s", "!a:s", "!b:s", "!a:s"} {
+		rows = append(rows, &Delivery{SubscriptionID: r.sub.ID, Position: int64(i + 1), RoomID: room,
+			EventID: fmt.Sprint("$", i+1), Body: []byte(`{}`), NextAttemptAt: t0})
+	}
+	if err := r.store.Enqueue(context.Background(), rows); err != nil {
+		t.Fatal(err)
+	}
+	r.d.Queued(rows)
+	testrig.Eventually(t, "the queued rows delivered", 5*time.Second, func() bool { return r.d.Stats().Delivered == 5 })
+	var a, b []string
+	for _, id := range r.rcv.ids() {
+		if n := id[1:]; n == "1" || n == "3" || n == "5" {
+			a = append(a, id)
+		} else {
+			b = append(b, id)
+		}
+	}
+	if strings.Join(a, " ") != "$1 $3 $5" || strings.Join(b, " ") != "$2 $4" {
+		t.Errorf("per room: %v and %v, want $1 $3 $5 and $2 $4", a, b)
+	}
+	if len(reads) != 0 {
+		t.Errorf("the outbox was read %d more times", len(reads))
+	}
+}
+
 // backoff is 1 s doubling per attempt, capped at MaxBackoff, ±20%.
 func TestBackoff(t *testing.T) {
 	mid := func(n int64) int64 { return n / 2 }

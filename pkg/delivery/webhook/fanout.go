@@ -20,13 +20,13 @@ import (
 type Fanout struct {
 	store  *Store
 	source *delivery.DTOSource
-	wake   func()
+	queued func([]*Delivery)
 }
 
-// NewFanout returns the fan-out consumer; wake is called after new rows are
-// queued (the deliverer's Wake).
-func NewFanout(store *Store, source *delivery.DTOSource, wake func()) *Fanout {
-	return &Fanout{store: store, source: source, wake: wake}
+// NewFanout returns the fan-out consumer; queued is told the rows of each
+// batch once they are committed (the deliverer's Queued).
+func NewFanout(store *Store, source *delivery.DTOSource, queued func([]*Delivery)) *Fanout {
+	return &Fanout{store: store, source: source, queued: queued}
 }
 
 // Body is what a webhook receives.
@@ -91,7 +91,7 @@ func (f *Fanout) HandleEvents(ctx context.Context, events []*eventlog.Event) err
 	if err = f.store.Enqueue(ctx, queued); err != nil {
 		return err
 	}
-	f.wake()
+	f.queued(queued)
 	return nil
 }
 

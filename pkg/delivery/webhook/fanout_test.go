@@ -35,7 +35,7 @@ func newFanoutRig(t *testing.T) *fanoutRig {
 	}
 	r := &fanoutRig{store: NewStore(db)}
 	source := delivery.NewDTOSource(identity.Mapper{ServerName: "s", BotLocalpart: "bot"}, roomStore, messaging.NewIdempotencyStore(db), eventlog.New(db))
-	r.f = NewFanout(r.store, source, func() { r.wakes++ })
+	r.f = NewFanout(r.store, source, func([]*Delivery) { r.wakes++ })
 	return r
 }
 

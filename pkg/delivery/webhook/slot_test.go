@@ -50,7 +50,7 @@ func TestFanoutQueuesBothDTOsOfAReactionRedaction(t *testing.T) {
 	store := NewStore(db)
 	source := delivery.NewDTOSource(identity.Mapper{ServerName: "s", BotLocalpart: "bot"}, roomStore, messaging.NewIdempotencyStore(db),
 		loggedEvents{"$r1": reaction})
-	f := NewFanout(store, source, func() {})
+	f := NewFanout(store, source, func([]*Delivery) {})
 	for _, sub := range []struct{ id, typ string }{{"sub_all", ""}, {"sub_redactions", "m.room.redaction"},
 		{"sub_deleted", mapping.MessageDeleted}, {"sub_removed", mapping.ReactionRemoved}} {
 		var types []string

@@ -165,8 +165,15 @@ const (
 		LIMIT $2`
 	queueHeadQuery = `SELECT ` + deliveryColumns + ` FROM webhook_delivery
 		WHERE subscription_id = $1 AND room_id = $2 AND state = 'pending' ORDER BY position LIMIT $3`
-	// deliveredQuery is completed with the list of positions.
-	deliveredQuery = `DELETE FROM webhook_delivery WHERE subscription_id = $1 AND position IN (%s)`
+	// queueHeadForDeliveryQuery is queueHeadQuery with what a delivery needs
+	// of its subscription, read in the same statement.
+	queueHeadForDeliveryQuery = `SELECT s.webhook_url, s.secret, s.state,
+		d.subscription_id, d.position, d.room_id, d.event_id, d.body, d.state, d.attempts, d.next_attempt_at, d.first_failed_at, d.last_error
+		FROM webhook_delivery d JOIN webhook_subscription s ON s.id = d.subscription_id
+		WHERE d.subscription_id = $1 AND d.room_id = $2 AND d.state = 'pending' ORDER BY d.position LIMIT $3`
+	// deliveredQuery is completed with the leader's guard and the list of
+	// positions (from $4).
+	deliveredQuery = `DELETE FROM webhook_delivery WHERE subscription_id = $1 AND %s AND position IN (%s)`
 	failedQuery    = `UPDATE webhook_delivery SET state = $3, attempts = attempts + 1, next_attempt_at = $4,
 		first_failed_at = $5, last_error = $6 WHERE subscription_id = $1 AND position = $2`
 	deadLettersQuery = `SELECT ` + deliveryColumns + ` FROM webhook_delivery
@@ -258,22 +265,60 @@ func (s *Store) QueueHead(ctx context.Context, k queueKey, limit int) ([]*Delive
 	return list, nil
 }
 
-// Delivered removes delivered rows of one subscription, in one statement.
+// queueHeadForDelivery is QueueHead with the subscription's URL, secret
+// and state as they are now (nil without rows): one round trip per head.
+func (s *Store) queueHeadForDelivery(ctx context.Context, k queueKey, limit int) (*Subscription, []*Delivery, error) {
+	var sub *Subscription
+	rows, err := s.db.Query(ctx, queueHeadForDeliveryQuery, k.subscriptionID, k.roomID, limit)
+	list, err := dbutil.NewRowIterWithError(rows, func(row dbutil.Scannable) (*Delivery, error) {
+		var url, secret, state string
+		del, err := (&Delivery{}).Scan(prefixScanner{row, []any{&url, &secret, &state}})
+		if err == nil && sub == nil {
+			sub = &Subscription{ID: k.subscriptionID, URL: url, Secret: secret, State: state}
+		}
+		return del, err
+	}, err).AsList()
+	if err != nil {
+		return nil, nil, fmt.Errorf("failed to read webhook queue: %w", err)
+	}
+	return sub, list, nil
+}
+
+// prefixScanner scans a row whose first columns go to prefix and the rest
+// to what Scan is given.
+type prefixScanner struct {
+	row    dbutil.Scannable
+	prefix []any
+}
+
+func (p prefixScanner) Scan(dest ...any) error {
+	return p.row.Scan(append(p.prefix[:len(p.prefix):len(p.prefix)], dest...)...)
+}
+
+// Delivered removes delivered rows of one subscription: one statement,
+// fenced by leader.Guard (a leader that lost its lease deletes nothing, and
+// its successor delivers those rows again, which at-least-once allows).
 func (s *Store) Delivered(ctx context.Context, subscriptionID string, positions []int64) error {
 	if len(positions) == 0 {
 		return nil
 	}
-	args := []any{subscriptionID}
+	guard, guardArgs := leader.Guard(ctx, 2)
+	args := append([]any{subscriptionID}, guardArgs...)
 	marks := make([]string, 0, len(positions))
 	for _, p := range positions {
 		args = append(args, p)
 		marks = append(marks, fmt.Sprintf("$%d", len(args)))
 	}
-	err := leader.Fenced(ctx, s.db, func(ctx context.Context) error {
-		return s.deliveries.Exec(ctx, fmt.Sprintf(deliveredQuery, strings.Join(marks, ", ")), args...)
-	})
+	res, err := s.db.Exec(ctx, fmt.Sprintf(deliveredQuery, guard, strings.Join(marks, ", ")), args...)
 	if err != nil {
 		return fmt.Errorf("failed to mark deliveries done: %w", err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n < int64(len(positions)) {
+		// Rows left: gone meanwhile (the subscription deleted), or the
+		// guard refused. Only then is the fence asked, to say which.
+		if err = leader.Fenced(ctx, s.db, func(context.Context) error { return nil }); err != nil {
+			return fmt.Errorf("failed to mark deliveries done: %w", err)
+		}
 	}
 	return nil
 }
