@@ -412,6 +412,37 @@ func TestQueuedStartsTheirQueuesWithoutAnOutboxRead(t *testing.T) {
 	if len(reads) != 0 {
 		t.Errorf("the outbox was read %d more times", len(reads))
 	}
+	// Deleted by the acker before the drains returned.
+	if pending, dead := r.counts(t); pending != 0 || dead != 0 {
+		t.Errorf("outbox after delivery: %d pending, %d dead", pending, dead)
+	}
+}
+
+// A retry this process scheduled starts when it is due, without an outbox
+// read: the deliverer here reads the outbox once (at start; it never polls)
+// and its first attempt fails, with a 50 ms backoff.
+func TestScheduledRetryStartsWithoutAnOutboxRead(t *testing.T) {
+	answer := func(n int, _ *http.Request) (int, http.Header, error) {
+		if n == 0 {
+			return http.StatusServiceUnavailable, nil, nil
+		}
+		return http.StatusNoContent, nil, nil
+	}
+	r := newDelivererRig(t, DelivererOptions{PollInterval: time.Hour, RetryWindow: time.Hour, MaxBackoff: 50 * time.Millisecond}, 1, answer)
+	r.d.now = time.Now
+	reads := make(chan struct{}, 100)
+	r.d.outboxRead = func() { reads <- struct{}{} }
+	ctx, cancel := context.WithCancel(zerolog.Nop().WithContext(context.Background()))
+	done := make(chan struct{})
+	go func() { defer close(done); r.d.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	testrig.Eventually(t, "the retry delivered", 5*time.Second, func() bool { return r.d.Stats().Delivered == 1 })
+	if s := r.d.Stats(); s.Failed != 1 {
+		t.Errorf("stats %+v, want one failure before the delivery", s)
+	}
+	if len(reads) != 1 {
+		t.Errorf("the outbox was read %d times, want once", len(reads))
+	}
 }
 
 // backoff is 1 s doubling per attempt, capped at MaxBackoff, ±20%.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -171,9 +173,9 @@ const (
 		d.subscription_id, d.position, d.room_id, d.event_id, d.body, d.state, d.attempts, d.next_attempt_at, d.first_failed_at, d.last_error
 		FROM webhook_delivery d JOIN webhook_subscription s ON s.id = d.subscription_id
 		WHERE d.subscription_id = $1 AND d.room_id = $2 AND d.state = 'pending' ORDER BY d.position LIMIT $3`
-	// deliveredQuery is completed with the leader's guard and the list of
-	// positions (from $4).
-	deliveredQuery = `DELETE FROM webhook_delivery WHERE subscription_id = $1 AND %s AND position IN (%s)`
+	// deliveredQuery is completed with the leader's guard and the rows, by
+	// subscription.
+	deliveredQuery = `DELETE FROM webhook_delivery WHERE %s AND (%s)`
 	failedQuery    = `UPDATE webhook_delivery SET state = $3, attempts = attempts + 1, next_attempt_at = $4,
 		first_failed_at = $5, last_error = $6 WHERE subscription_id = $1 AND position = $2`
 	deadLettersQuery = `SELECT ` + deliveryColumns + ` FROM webhook_delivery
@@ -295,25 +297,42 @@ func (p prefixScanner) Scan(dest ...any) error {
 	return p.row.Scan(append(p.prefix[:len(p.prefix):len(p.prefix)], dest...)...)
 }
 
-// Delivered removes delivered rows of one subscription: one statement,
+// Delivered removes delivered rows of one subscription (see DeliveredRows).
+func (s *Store) Delivered(ctx context.Context, subscriptionID string, positions []int64) error {
+	return s.DeliveredRows(ctx, map[string][]int64{subscriptionID: positions})
+}
+
+// DeliveredRows removes delivered rows, by subscription: one statement,
 // fenced by leader.Guard (a leader that lost its lease deletes nothing, and
 // its successor delivers those rows again, which at-least-once allows).
-func (s *Store) Delivered(ctx context.Context, subscriptionID string, positions []int64) error {
-	if len(positions) == 0 {
+func (s *Store) DeliveredRows(ctx context.Context, positions map[string][]int64) error {
+	guard, args := leader.Guard(ctx, 1)
+	var bySub []string
+	total := 0
+	for _, sub := range slices.Sorted(maps.Keys(positions)) {
+		if len(positions[sub]) == 0 {
+			continue
+		}
+		args = append(args, sub)
+		cond := fmt.Sprintf("subscription_id = $%d AND position IN (", len(args))
+		for i, p := range positions[sub] {
+			args = append(args, p)
+			if i > 0 {
+				cond += ", "
+			}
+			cond += fmt.Sprintf("$%d", len(args))
+		}
+		bySub = append(bySub, cond+")")
+		total += len(positions[sub])
+	}
+	if total == 0 {
 		return nil
 	}
-	guard, guardArgs := leader.Guard(ctx, 2)
-	args := append([]any{subscriptionID}, guardArgs...)
-	marks := make([]string, 0, len(positions))
-	for _, p := range positions {
-		args = append(args, p)
-		marks = append(marks, fmt.Sprintf("$%d", len(args)))
-	}
-	res, err := s.db.Exec(ctx, fmt.Sprintf(deliveredQuery, guard, strings.Join(marks, ", ")), args...)
+	res, err := s.db.Exec(ctx, fmt.Sprintf(deliveredQuery, guard, strings.Join(bySub, " OR ")), args...)
 	if err != nil {
 		return fmt.Errorf("failed to mark deliveries done: %w", err)
 	}
-	if n, err := res.RowsAffected(); err == nil && n < int64(len(positions)) {
+	if n, err := res.RowsAffected(); err == nil && n < int64(total) {
 		// Rows left: gone meanwhile (the subscription deleted), or the
 		// guard refused. Only then is the fence asked, to say which.
 		if err = leader.Fenced(ctx, s.db, func(context.Context) error { return nil }); err != nil {
