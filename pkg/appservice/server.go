@@ -79,6 +79,10 @@ type Options struct {
 	// must back off (it keeps the transaction and retries) rather than the
 	// database fill up. It must be cheap: it runs for every transaction.
 	Overloaded func() bool
+	// Pace, when set, is called after a transaction's commit and before its
+	// answer, and may hold the answer back (eventlog.Log.Pace: while the
+	// indexer is behind); it returns how long it waited.
+	Pace func(ctx context.Context) time.Duration
 }
 
 // Server is the appservice HTTP API.
@@ -211,6 +215,11 @@ func (s *Server) putTransaction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.observe("ok", events, time.Since(commitStart))
+	if s.opts.Pace != nil {
+		if waited := s.opts.Pace(r.Context()); waited > 0 {
+			log.Debug().Dur("waited", waited).Msg("Answer held back while the indexer catches up")
+		}
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write([]byte("{}"))

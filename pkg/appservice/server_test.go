@@ -14,6 +14,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -398,4 +399,37 @@ func TestTransactionIDLengthIsBounded(t *testing.T) {
 			t.Errorf("%d transactions parked (%v), want none", len(parked), err)
 		}
 	})
+}
+
+// Options.Pace runs after the commit and before the answer: the
+// transaction is stored when it is called, and the 200 waits for it (Pace
+// marks its return 100 ms after it is let go: an answer written before or
+// beside it would come first).
+func TestAnswerWaitsForPaceAfterTheCommit(t *testing.T) {
+	var r *rig
+	called, release := make(chan bool, 1), make(chan struct{})
+	var paced atomic.Bool
+	r = newRig(t, testrig.NewTestDatabase(t, testrig.SQLite), appservice.Options{Pace: func(ctx context.Context) time.Duration {
+		var stored int
+		_ = r.db.QueryRow(ctx, `SELECT (SELECT COUNT(*) FROM txn_journal WHERE txn_id = 'p1') + (SELECT COUNT(*) FROM as_transaction WHERE txn_id = 'p1')`).Scan(&stored)
+		called <- stored > 0
+		<-release
+		time.Sleep(100 * time.Millisecond)
+		paced.Store(true)
+		return time.Millisecond
+	}})
+	answered := make(chan answer, 1)
+	go func() {
+		answered <- r.do(t, http.MethodPut, "/_matrix/app/v1/transactions/p1", "Bearer "+hsToken, txnBody("p", 3))
+	}()
+	if stored := <-called; !stored {
+		t.Error("Pace was called before the transaction was stored")
+	}
+	close(release)
+	if got := <-answered; got.status != http.StatusOK {
+		t.Fatalf("answer %+v", got)
+	}
+	if !paced.Load() {
+		t.Error("answered before Pace returned")
+	}
 }

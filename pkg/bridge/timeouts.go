@@ -45,6 +45,11 @@ const (
 	idleTimeout = 3 * time.Minute
 	// answerMargin is added to the longest a handler may wait on purpose.
 	answerMargin = 30 * time.Second
+	// paceMaxWait is the longest a transaction's answer is held back while
+	// the indexer catches up (appservice.pace_journal_events): far below
+	// Synapse's 60 s timeout, so pacing slows the homeserver and never
+	// makes it retry.
+	paceMaxWait = time.Second
 )
 
 // appserviceTimeouts: a transaction is answered once committed, and a commit

@@ -84,6 +84,12 @@ type AppService struct {
 	// in the event log: past it, transactions are answered 503 so that the
 	// homeserver backs off instead of the database filling up. 0: no limit.
 	MaxJournalBacklog int64 `yaml:"max_journal_backlog"`
+	// PaceJournalEvents is the soft limit: while the leader's indexer is
+	// this many events or more behind the transactions this process
+	// answered, each answer (after its commit) waits, up to a second, for
+	// it to catch up, so the homeserver sends no faster than the log takes
+	// events in. 0: no pacing.
+	PaceJournalEvents int `yaml:"pace_journal_events"`
 
 	DoublePuppet DoublePuppet `yaml:"double_puppet"`
 }
@@ -285,6 +291,7 @@ func Default() *Config {
 			// worst case, hundreds of MB typically; the indexer drains
 			// tens of thousands a second.
 			MaxJournalBacklog: 50000,
+			PaceJournalEvents: 20000,
 		},
 		Health:     Health{MaxJournalBacklog: 1000, MaxConsumerLag: 100000},
 		Retention:  defaultRetention(),
@@ -496,6 +503,9 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.Delivery.MaxSubscriptionsPerService < 0 {
 		fail("delivery.max_subscriptions_per_service", "must be 0 (no cap) or more, got %d", cfg.Delivery.MaxSubscriptionsPerService)
+	}
+	if as.PaceJournalEvents < 0 {
+		fail("appservice.pace_journal_events", "must be 0 (no pacing) or more, got %d", as.PaceJournalEvents)
 	}
 	if as.MaxJournalBacklog < 0 {
 		fail("appservice.max_journal_backlog", "must be 0 (no limit) or more, got %d", as.MaxJournalBacklog)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"go.mau.fi/util/dbutil"
 )
@@ -22,7 +23,10 @@ type handoff struct {
 	mu     sync.Mutex
 	byseq  map[int64]handedOff
 	bytes  int
+	events int  // the events of the rows held: the indexer's backlog here
 	active bool // only while this process indexes
+	// indexed is notified when rows leave (see Pace).
+	indexed notifier
 }
 
 type handedOff struct {
@@ -42,6 +46,7 @@ func (h *handoff) put(seq int64, body []byte, events []IncomingEvent) {
 	}
 	h.byseq[seq] = handedOff{body: body, events: events}
 	h.bytes += len(body)
+	h.events += len(events)
 }
 
 // take returns the row's handed-off body and events, if held.
@@ -65,13 +70,23 @@ func (h *handoff) done(seqs []int64, oldest int64) {
 			h.drop(seq)
 		}
 	}
+	h.indexed.notify()
 }
 
 func (h *handoff) drop(seq int64) {
 	if entry, ok := h.byseq[seq]; ok {
 		h.bytes -= len(entry.body)
+		h.events -= len(entry.events)
 		delete(h.byseq, seq)
 	}
+}
+
+// backlog returns the events held, and a channel closed when rows next
+// leave.
+func (h *handoff) backlog() (int, <-chan struct{}) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.events, h.indexed.wait()
 }
 
 // setActive starts or stops holding rows (the indexer's start and stop); a
@@ -79,7 +94,40 @@ func (h *handoff) drop(seq int64) {
 func (h *handoff) setActive(active bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.active, h.byseq, h.bytes = active, nil, 0
+	h.active, h.byseq, h.bytes, h.events = active, nil, 0, 0
+	h.indexed.notify()
+}
+
+// Pace holds the transaction path back while this process's indexer is
+// behind by limit events or more (events journalled here and not yet in the
+// log): it returns once the backlog is below limit, after maxWait at most,
+// or when ctx ends, and says how long it waited. Called after the commit and
+// before the answer, it makes the homeserver send no faster than the log
+// takes events in, so the journal stays bounded under a sustained push
+// instead of growing for as long as the push lasts; the homeserver keeps
+// what it has not sent. limit 0 (or a process that does not index): no wait.
+func (l *Log) Pace(ctx context.Context, limit int, maxWait time.Duration) time.Duration {
+	if limit <= 0 {
+		return 0
+	}
+	pending, changed := l.handoff.backlog()
+	if pending < limit {
+		return 0
+	}
+	start := time.Now()
+	timer := time.NewTimer(maxWait)
+	defer timer.Stop()
+	for pending >= limit {
+		select {
+		case <-changed:
+		case <-timer.C:
+			return time.Since(start)
+		case <-ctx.Done():
+			return time.Since(start)
+		}
+		pending, changed = l.handoff.backlog()
+	}
+	return time.Since(start)
 }
 
 // JournalParsed is Journal for a caller that has parsed the body already
