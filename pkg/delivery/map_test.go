@@ -383,3 +383,37 @@ func TestAwaitingRecord(t *testing.T) {
 		})
 	}
 }
+
+// Sinks mapping the same events (the same values, as the log's in-memory
+// tail hands them to every consumer) share one mapping and one encoding:
+// the database is asked once, the DTOs and their JSON are the same. The
+// same event read again from the database (a new value) is mapped again.
+func TestMapSharesWhatItMadeOfTheSameEvents(t *testing.T) {
+	sent := &fakeSent{records: map[string]messaging.SendRecord{}}
+	src := NewDTOSource(testIDs, &fakeCityRooms{lookups: map[id.RoomID]int{}}, sent, &fakeLogged{})
+	batch := []*eventlog.Event{message("$a", "!r:s", human), message("$b", "!r:s", human)}
+	batch[0].Position, batch[1].Position = 1, 2
+	ctx := context.Background()
+	first, err := src.Map(ctx, batch)
+	if err != nil || len(first) != 2 {
+		t.Fatalf("first map: %d DTOs, %v", len(first), err)
+	}
+	second, err := src.Map(ctx, batch[1:]) // another sink, another batch boundary
+	if err != nil || len(second) != 1 {
+		t.Fatalf("second map: %d DTOs, %v", len(second), err)
+	}
+	if second[0].DTO != first[1].DTO || &second[0].JSON()[0] != &first[1].JSON()[0] {
+		t.Error("the second sink got a DTO or an encoding of its own")
+	}
+	if sent.calls != 1 {
+		t.Errorf("SentBy called %d times, want once", sent.calls)
+	}
+	again := *batch[1] // the same event as read from the database
+	third, err := src.Map(ctx, []*eventlog.Event{&again})
+	if err != nil || len(third) != 1 || third[0].DTO == first[1].DTO || string(third[0].JSON()) != string(first[1].JSON()) {
+		t.Errorf("a new value of the event: %v, shared %v", err, len(third) == 1 && third[0].DTO == first[1].DTO)
+	}
+	if sent.calls != 2 {
+		t.Errorf("SentBy called %d times after a new value, want twice", sent.calls)
+	}
+}

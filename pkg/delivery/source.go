@@ -6,7 +6,9 @@ package delivery
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,6 +31,72 @@ type Mapped struct {
 	// from 0, below mapping.MaxDTOsPerEvent: with the event's position it
 	// names the DTO in the log, the same every time the event is mapped.
 	Part int
+	// body is the DTO's encoding, made once for every sink (nil: encode
+	// each time).
+	body *encoded
+}
+
+// encoded is a DTO's JSON, encoded on first use.
+type encoded struct {
+	once sync.Once
+	data json.RawMessage
+}
+
+// JSON is the DTO's encoding (mapping.DTO.JSON), encoded once however many
+// sinks deliver it. It must not be changed.
+func (m Mapped) JSON() json.RawMessage {
+	if m.body == nil {
+		return m.DTO.JSON()
+	}
+	m.body.once.Do(func() { m.body.data = m.DTO.JSON() })
+	return m.body.data
+}
+
+// mappedEvent is what Map made of one log event: shared by the sinks that
+// map the same event (recentlyMapped).
+type mappedEvent struct {
+	dtos   []*mapping.DTO
+	bodies []*encoded
+}
+
+// recentlyMapped keeps what Map made of the newest events, by the event as
+// the log's in-memory tail hands it out (every sink of the process gets the
+// same *eventlog.Event from it): the webhook fan-out and the NATS sink map
+// each batch once between them, not once each. Events read from the
+// database are new values, so they are mapped again, as before.
+type recentlyMapped struct {
+	mu    sync.Mutex
+	byEvt map[*eventlog.Event]*mappedEvent
+	order []*eventlog.Event // oldest first, for eviction
+}
+
+// maxRecentlyMapped bounds recentlyMapped: the tail's size (eventlog).
+const maxRecentlyMapped = 16384
+
+func (r *recentlyMapped) get(evt *eventlog.Event) *mappedEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.byEvt[evt]
+}
+
+func (r *recentlyMapped) put(evt *eventlog.Event, m *mappedEvent) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.byEvt == nil {
+		r.byEvt = make(map[*eventlog.Event]*mappedEvent)
+	}
+	if _, ok := r.byEvt[evt]; ok {
+		return
+	}
+	r.byEvt[evt] = m
+	r.order = append(r.order, evt)
+	if len(r.order) > maxRecentlyMapped {
+		drop := len(r.order) - maxRecentlyMapped/2
+		for _, old := range r.order[:drop] {
+			delete(r.byEvt, old)
+		}
+		r.order = append(r.order[:0:0], r.order[drop:]...)
+	}
 }
 
 // DTOSource maps log events to DTOs.
@@ -45,6 +113,7 @@ type DTOSource struct {
 	rooms *expirable.LRU[string, cachedRoom]
 
 	unmapped atomic.Int64
+	recent   recentlyMapped
 }
 
 // CityRooms finds the city room living in a Matrix room, or whose earlier
@@ -100,6 +169,37 @@ func (s *DTOSource) Unmapped() int64 { return s.unmapped.Load() }
 // counted and left out.
 func (s *DTOSource) Map(ctx context.Context, events []*eventlog.Event) ([]Mapped, error) {
 	events = asRoomEvents(events)
+	mapped := make([]*mappedEvent, len(events))
+	var fresh []*eventlog.Event
+	for i, evt := range events {
+		if mapped[i] = s.recent.get(evt); mapped[i] == nil {
+			fresh = append(fresh, evt)
+		}
+	}
+	if len(fresh) > 0 {
+		made, err := s.mapFresh(ctx, fresh)
+		if err != nil {
+			return nil, err
+		}
+		for i, j := 0, 0; i < len(events); i++ {
+			if mapped[i] == nil {
+				mapped[i] = made[j]
+				s.recent.put(events[i], made[j])
+				j++
+			}
+		}
+	}
+	out := make([]Mapped, 0, len(events))
+	for i, evt := range events {
+		for part, dto := range mapped[i].dtos {
+			out = append(out, Mapped{Event: evt, DTO: dto, Part: part, body: mapped[i].bodies[part]})
+		}
+	}
+	return out, nil
+}
+
+// mapFresh maps events no sink has mapped yet, one result per event.
+func (s *DTOSource) mapFresh(ctx context.Context, events []*eventlog.Event) ([]*mappedEvent, error) {
 	origins, err := s.originsOfEchoes(ctx, events)
 	if err != nil {
 		return nil, err
@@ -124,15 +224,17 @@ func (s *DTOSource) Map(ctx context.Context, events []*eventlog.Event) ([]Mapped
 
 		Confidential: s.confidential,
 	}
-	out := make([]Mapped, 0, len(events))
-	for _, evt := range events {
+	out := make([]*mappedEvent, len(events))
+	for i, evt := range events {
 		dtos := m.MapAll(evt)
 		if len(dtos) == 0 && !encryptedOriginal(evt) {
 			s.unmapped.Add(1)
 		}
-		for part, dto := range dtos {
-			out = append(out, Mapped{Event: evt, DTO: dto, Part: part})
+		me := &mappedEvent{dtos: dtos, bodies: make([]*encoded, len(dtos))}
+		for part := range dtos {
+			me.bodies[part] = &encoded{}
 		}
+		out[i] = me
 	}
 	return out, nil
 }

@@ -5,8 +5,9 @@
 package mapping
 
 import (
-	"encoding/json"
 	"time"
+
+	json "github.com/segmentio/encoding/json"
 )
 
 // Version is the DTO schema version; consumers check it.
@@ -89,7 +90,11 @@ type Origin struct {
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
 }
 
-// JSON encodes the DTO.
+// JSON encodes the DTO. The package decodes and encodes with
+// github.com/segmentio/encoding/json: the standard library's API and output
+// (FuzzJSONMatchesTheStandardLibrary holds it to that) at a third of its CPU
+// (BenchmarkMapMessage: 15.1 → 5.7 µs per message), which every sink pays
+// for every event.
 func (d *DTO) JSON() json.RawMessage {
 	data, _ := json.Marshal(d)
 	return data

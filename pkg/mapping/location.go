@@ -1,6 +1,6 @@
 package mapping
 
-import "encoding/json"
+import json "github.com/segmentio/encoding/json"
 
 // locationContent is what an m.location message has beyond body: geo_uri,
 // and the MSC3488 (extensible events) blocks clients send along with it.

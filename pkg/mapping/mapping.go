@@ -1,13 +1,13 @@
 package mapping
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 	"unicode"
 
+	json "github.com/segmentio/encoding/json"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/daarion/matrix-bridge/pkg/eventlog"

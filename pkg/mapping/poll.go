@@ -1,8 +1,9 @@
 package mapping
 
 import (
-	"encoding/json"
 	"math"
+
+	json "github.com/segmentio/encoding/json"
 )
 
 // Polls (MSC3381), with the stable names (m.poll.start, the m.poll block,

@@ -3,8 +3,9 @@ package mapping
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"maps"
+
+	json "github.com/segmentio/encoding/json"
 
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
 )

@@ -458,7 +458,7 @@ func (s *Sink) handle(ctx context.Context, events []*eventlog.Event) error {
 	for _, m := range mapped {
 		msg := nats.NewMsg(s.opts.SubjectPrefix + m.DTO.Type)
 		msg.Header.Set(natsjs.MsgIDHeader, m.DTO.ID)
-		msg.Data = m.DTO.JSON()
+		msg.Data = m.JSON()
 		f, err := js.PublishMsgAsync(msg)
 		if err != nil {
 			return s.publishError(m, err)

@@ -126,6 +126,14 @@ func newDelivererRig(t *testing.T, opts DelivererOptions, n int, answer func(int
 	return r
 }
 
+// run runs the deliverer until the test ends.
+func (r *delivererRig) run(t *testing.T) {
+	ctx, cancel := context.WithCancel(zerolog.Nop().WithContext(context.Background()))
+	done := make(chan struct{})
+	go func() { defer close(done); r.d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
 func (r *delivererRig) drain() { r.d.drain(zerolog.Nop().WithContext(context.Background()), r.key) }
 
 func (r *delivererRig) head(t *testing.T) []*Delivery {
@@ -352,10 +360,7 @@ func TestWakeStartsADueDelivery(t *testing.T) {
 		}
 		return now
 	}
-	ctx, cancel := context.WithCancel(zerolog.Nop().WithContext(context.Background()))
-	done := make(chan struct{})
-	go func() { defer close(done); r.d.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	r.run(t)
 	select {
 	case <-looked:
 	case <-time.After(5 * time.Second):
@@ -379,10 +384,7 @@ func TestQueuedStartsTheirQueuesWithoutAnOutboxRead(t *testing.T) {
 	r := newDelivererRig(t, DelivererOptions{PollInterval: time.Hour, RetryWindow: time.Hour, MaxBackoff: time.Hour}, 0, answerAll(http.StatusNoContent))
 	reads := make(chan struct{}, 100)
 	r.d.outboxRead = func() { reads <- struct{}{} }
-	ctx, cancel := context.WithCancel(zerolog.Nop().WithContext(context.Background()))
-	done := make(chan struct{})
-	go func() { defer close(done); r.d.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	r.run(t)
 	select {
 	case <-reads:
 	case <-time.After(5 * time.Second):
@@ -432,10 +434,7 @@ func TestScheduledRetryStartsWithoutAnOutboxRead(t *testing.T) {
 	r.d.now = time.Now
 	reads := make(chan struct{}, 100)
 	r.d.outboxRead = func() { reads <- struct{}{} }
-	ctx, cancel := context.WithCancel(zerolog.Nop().WithContext(context.Background()))
-	done := make(chan struct{})
-	go func() { defer close(done); r.d.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	r.run(t)
 	testrig.Eventually(t, "the retry delivered", 5*time.Second, func() bool { return r.d.Stats().Delivered == 1 })
 	if s := r.d.Stats(); s.Failed != 1 {
 		t.Errorf("stats %+v, want one failure before the delivery", s)

@@ -73,7 +73,7 @@ func (f *Fanout) HandleEvents(ctx context.Context, events []*eventlog.Event) err
 	now := time.Now()
 	var queued []*Delivery
 	for _, m := range mapped {
-		dto := m.DTO.JSON()
+		dto := m.JSON()
 		for _, sub := range subs {
 			if !sub.matches(m) {
 				continue
