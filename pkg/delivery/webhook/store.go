@@ -165,11 +165,10 @@ const (
 		GROUP BY d.subscription_id, d.room_id
 		ORDER BY MIN(d.position) -- the queue waiting longest gets a free worker first
 		LIMIT $2`
-	queueHeadQuery = `SELECT ` + deliveryColumns + ` FROM webhook_delivery
-		WHERE subscription_id = $1 AND room_id = $2 AND state = 'pending' ORDER BY position LIMIT $3`
-	// queueHeadForDeliveryQuery is queueHeadQuery with what a delivery needs
-	// of its subscription, read in the same statement.
-	queueHeadForDeliveryQuery = `SELECT s.webhook_url, s.secret, s.state,
+	// queueHeadQuery reads a queue's first pending rows with what a delivery
+	// needs of its subscription, in one statement (the outbox's rows go with
+	// their subscription: ON DELETE CASCADE).
+	queueHeadQuery = `SELECT s.webhook_url, s.secret, s.state,
 		d.subscription_id, d.position, d.room_id, d.event_id, d.body, d.state, d.attempts, d.next_attempt_at, d.first_failed_at, d.last_error
 		FROM webhook_delivery d JOIN webhook_subscription s ON s.id = d.subscription_id
 		WHERE d.subscription_id = $1 AND d.room_id = $2 AND d.state = 'pending' ORDER BY d.position LIMIT $3`
@@ -260,18 +259,15 @@ func (s *Store) DueQueues(ctx context.Context, now time.Time, limit int) ([]queu
 
 // QueueHead returns the first pending deliveries of a queue, in order.
 func (s *Store) QueueHead(ctx context.Context, k queueKey, limit int) ([]*Delivery, error) {
-	list, err := s.deliveries.QueryMany(ctx, queueHeadQuery, k.subscriptionID, k.roomID, limit)
-	if err != nil {
-		return nil, fmt.Errorf("failed to read webhook queue: %w", err)
-	}
-	return list, nil
+	_, list, err := s.queueHeadForDelivery(ctx, k, limit)
+	return list, err
 }
 
 // queueHeadForDelivery is QueueHead with the subscription's URL, secret
 // and state as they are now (nil without rows): one round trip per head.
 func (s *Store) queueHeadForDelivery(ctx context.Context, k queueKey, limit int) (*Subscription, []*Delivery, error) {
 	var sub *Subscription
-	rows, err := s.db.Query(ctx, queueHeadForDeliveryQuery, k.subscriptionID, k.roomID, limit)
+	rows, err := s.db.Query(ctx, queueHeadQuery, k.subscriptionID, k.roomID, limit)
 	list, err := dbutil.NewRowIterWithError(rows, func(row dbutil.Scannable) (*Delivery, error) {
 		var url, secret, state string
 		del, err := (&Delivery{}).Scan(prefixScanner{row, []any{&url, &secret, &state}})
