@@ -1,12 +1,12 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/daarion/matrix-bridge/internal/benchkit"
 )
 
 // payloadGen builds transaction bodies as cmd/loadgen does (the figures
@@ -27,13 +27,6 @@ type payloadGen struct {
 // serverName is the homeserver the generated ids belong to (Dendrite's).
 const serverName = "daarion.test"
 
-var words = strings.Fields(`agent city node proposal vote quorum dao energy grid sensor
-	report update status meeting tomorrow please review the draft budget and confirm
-	whether we can ship on friday I think so but the migration needs one more pass
-	thanks for the summary see attached résumé café naïve 🚀 ✅ — ok ship it
-	the water pump in district seven reported a pressure drop at 14:02 UTC
-	can someone from operations check the logs before the evening shift starts`)
-
 func newPayloadGen(seed uint64, tag string, rooms int) *payloadGen {
 	g := &payloadGen{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), tag: tag}
 	for range rooms {
@@ -44,32 +37,7 @@ func newPayloadGen(seed uint64, tag string, rooms int) *payloadGen {
 	for i := range 200 {
 		g.senders = append(g.senders, "@user"+strconv.Itoa(i)+"_"+g.letters(4)+":"+serverName)
 	}
-	for i := 0; len(g.bodies) < 512; i++ {
-		var sb strings.Builder
-		target := 40 + g.rng.IntN(160)
-		for sb.Len() < target {
-			if sb.Len() > 0 {
-				sb.WriteByte(' ')
-			}
-			sb.WriteString(words[g.rng.IntN(len(words))])
-		}
-		content := map[string]any{"msgtype": "m.text", "body": sb.String(), "m.mentions": map[string]any{}}
-		if i%2 == 0 && target < 85 {
-			content["format"] = "org.matrix.custom.html"
-			content["formatted_body"] = "<p>" + sb.String() + "</p>"
-		}
-		var buf bytes.Buffer
-		enc := json.NewEncoder(&buf)
-		enc.SetEscapeHTML(false) // as a homeserver sends it
-		if err := enc.Encode(content); err != nil {
-			panic(err)
-		}
-		b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
-		if len(b) < 300-231 || len(b) > 500-235 { // the rest of an event takes ~231-235 bytes
-			continue
-		}
-		g.bodies = append(g.bodies, b)
-	}
+	g.bodies = benchkit.MessageContents(g.rng, 512, false)
 	return g
 }
 
@@ -83,14 +51,7 @@ func (g *payloadGen) roomPlan(n int) []uint8 {
 	return plan
 }
 
-func (g *payloadGen) letters(n int) string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = alphabet[g.rng.IntN(len(alphabet))]
-	}
-	return string(b)
-}
+func (g *payloadGen) letters(n int) string { return benchkit.Letters(g.rng, n) }
 
 // eventIDLen is a room v4+ event id's length ('$' and 43 characters of
 // base64), so the log's index holds ids of the real size.

@@ -1,15 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/json"
 	"math/rand/v2"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/daarion/matrix-bridge/internal/benchkit"
 )
 
 // payloadGen builds transaction bodies the way Synapse sends them: a JSON
@@ -28,13 +27,6 @@ type payloadGen struct {
 // serverName is the homeserver the generated ids belong to.
 const serverName = "daarion.test"
 
-var words = strings.Fields(`agent city node proposal vote quorum dao energy grid sensor
-	report update status meeting tomorrow please review the draft budget and confirm
-	whether we can ship on friday I think so but the migration needs one more pass
-	thanks for the summary see attached résumé café naïve 🚀 ✅ — ok ship it
-	the water pump in district seven reported a pressure drop at 14:02 UTC
-	can someone from operations check the logs before the evening shift starts`)
-
 func newPayloadGen(seed uint64) *payloadGen {
 	g := &payloadGen{rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
 	for i := range g.nonce {
@@ -46,51 +38,11 @@ func newPayloadGen(seed uint64) *payloadGen {
 	for i := 0; i < 200; i++ {
 		g.senders = append(g.senders, "@agent_"+strconv.Itoa(i)+"_"+g.letters(4)+":"+serverName)
 	}
-	// Contents: plain text of 40 to 210 bytes, the shorter ones often also
-	// with an HTML formatted_body, so that the events come out at 300-500
-	// bytes.
-	for i := 0; len(g.bodies) < 512; i++ {
-		var sb strings.Builder
-		target := 40 + g.rng.IntN(160)
-		for sb.Len() < target {
-			if sb.Len() > 0 {
-				sb.WriteByte(' ')
-			}
-			sb.WriteString(words[g.rng.IntN(len(words))])
-		}
-		if g.rng.IntN(10) == 0 {
-			sb.WriteString(` "quoted"`)
-		}
-		content := map[string]any{"msgtype": "m.text", "body": sb.String(), "m.mentions": map[string]any{}}
-		if i%2 == 0 && target < 85 {
-			content["format"] = "org.matrix.custom.html"
-			content["formatted_body"] = "<p>" + sb.String() + "</p>"
-		}
-		// As a homeserver sends it: no HTML escaping of <, > and &.
-		var buf bytes.Buffer
-		enc := json.NewEncoder(&buf)
-		enc.SetEscapeHTML(false)
-		if err := enc.Encode(content); err != nil {
-			panic(err)
-		}
-		b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
-		// The rest of an event takes 231-235 bytes.
-		if len(b) < 300-231 || len(b) > 500-235 {
-			continue
-		}
-		g.bodies = append(g.bodies, b)
-	}
+	g.bodies = benchkit.MessageContents(g.rng, 512, true)
 	return g
 }
 
-func (g *payloadGen) letters(n int) string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = alphabet[g.rng.IntN(len(alphabet))]
-	}
-	return string(b)
-}
+func (g *payloadGen) letters(n int) string { return benchkit.Letters(g.rng, n) }
 
 // eventID returns a fresh id shaped like a room v4+ event id: '$' and the
 // unpadded URL-safe base64 of a SHA-256 (here of a run nonce and a counter).
