@@ -2,6 +2,9 @@ package e2e_test
 
 import (
 	"bytes"
+	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"mime/multipart"
 	"net/http"
@@ -60,6 +63,32 @@ func TestEncryptedAttachmentFromAnAgent(t *testing.T) {
 	raw := downloadRaw(t, s.hs, r.aliceHTTP.AccessToken, mxc)
 	if len(raw) != len(plain) || bytes.Equal(raw, plain) || bytes.Contains(raw, []byte("confidential report")) {
 		t.Errorf("the homeserver holds %d bytes, the clear file is %d: not only ciphertext", len(raw), len(plain))
+	}
+
+	// A room whose state the bridge has not seen — one an agent joined a
+	// moment ago, before the consumers loaded its state; here the state
+	// store forgets it — is asked of the homeserver before the upload: it
+	// is still an encrypted attachment, and the store knows the room again.
+	ctx := context.Background()
+	roomState := func() (encrypted, fetched bool) {
+		var enc sql.NullString
+		err := s.database.QueryRow(ctx, `SELECT encryption, COALESCE(members_fetched, false) FROM mx_room_state WHERE room_id = $1`, r.room).Scan(&enc, &fetched)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			t.Fatal(err)
+		}
+		return enc.Valid, fetched
+	}
+	// The e2ee consumer loads the state on the agent's join: once it has,
+	// nothing else writes the room's row.
+	eventually(t, "the joined room's state in the store", 30*time.Second, func() bool { enc, fetched := roomState(); return enc && fetched })
+	if _, err := s.database.Exec(ctx, `DELETE FROM mx_room_state WHERE room_id = $1`, r.room); err != nil {
+		t.Fatal(err)
+	}
+	if again := uploadForRoom(t, s, "agent:sofia", r.room, "again.txt", plain); again.status != http.StatusOK || again.json["file"] == nil {
+		t.Errorf("upload for an encrypted room the store has not seen: %d %s, want an encrypted attachment", again.status, again.body)
+	}
+	if enc, _ := roomState(); !enc {
+		t.Error("the upload read the room's state, but the store does not know it as encrypted")
 	}
 
 	// In a clear room the send refuses the file.

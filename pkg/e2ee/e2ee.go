@@ -27,6 +27,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -39,6 +40,7 @@ import (
 
 	"github.com/daarion/matrix-bridge/pkg/config"
 	"github.com/daarion/matrix-bridge/pkg/eventlog"
+	"github.com/daarion/matrix-bridge/pkg/homeserver"
 	"github.com/daarion/matrix-bridge/pkg/internalapi"
 )
 
@@ -141,4 +143,44 @@ type Options struct {
 	RetryInterval time.Duration
 	// Now is the clock (time.Now).
 	Now func() time.Time
+}
+
+// roomEncrypted tells whether roomID is encrypted. The state store knows it
+// from the room's m.room.encryption event, but only for a room whose state it
+// has seen (its create event is there): one of the bridge's users that
+// joined a room a moment ago has nothing of it in the store until the
+// consumers load the room's state, and a send or upload in that window would
+// go out in the clear. Such a room's state is loaded from the homeserver
+// here, as asUser (the bot when asUser may not read it), into the store.
+// false, nil when neither can read it: nothing of the bridge's is in the
+// room, and the send that follows joins first and asks again.
+func (o Options) roomEncrypted(ctx context.Context, asUser id.UserID, roomID id.RoomID) (bool, error) {
+	if o.State == nil {
+		return false, nil
+	}
+	if encrypted, err := o.State.IsEncrypted(ctx, roomID); err != nil || encrypted {
+		return encrypted, err
+	}
+	create, err := o.State.GetCreate(ctx, roomID)
+	if err != nil || create != nil || o.AppService == nil {
+		return false, err
+	}
+	readers := []*appservice.IntentAPI{o.AppService.Intent(asUser)}
+	if bot := o.AppService.BotIntent(); asUser != bot.UserID {
+		readers = append(readers, bot)
+	}
+	for _, reader := range readers {
+		// Client.State writes what it read into the state store (the
+		// intents' StateStore), members included: an encrypted send shares
+		// its room key with them.
+		_, err = reader.State(ctx, roomID)
+		if err == nil {
+			return o.State.IsEncrypted(ctx, roomID)
+		} else if !homeserver.Permanent(err) {
+			return false, fmt.Errorf("failed to load the state of %s to tell whether it is encrypted: %w", roomID, err)
+		}
+	}
+	zerolog.Ctx(ctx).Debug().Err(err).Stringer("room_id", roomID).
+		Msg("Neither the sender nor the bot can read the room's state: taking it as not encrypted")
+	return false, nil
 }

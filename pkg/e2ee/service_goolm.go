@@ -633,19 +633,20 @@ func (s *Service) Devices() int {
 	return len(s.machines)
 }
 
-// IsEncrypted tells whether the state store knows roomID as encrypted.
-func (s *Service) IsEncrypted(ctx context.Context, roomID id.RoomID) (bool, error) {
-	if s == nil || s.opts.State == nil {
+// IsEncrypted tells whether roomID is encrypted (see roomEncrypted), asUser
+// reading its state when the store has not seen it.
+func (s *Service) IsEncrypted(ctx context.Context, asUser id.UserID, roomID id.RoomID) (bool, error) {
+	if s == nil {
 		return false, nil
 	}
-	return s.opts.State.IsEncrypted(ctx, roomID)
+	return s.opts.roomEncrypted(ctx, asUser, roomID)
 }
 
 // Send posts content as sender into an encrypted room, encrypted with the
 // sender's device; handled is false when the room is not encrypted (the
 // caller sends it in the clear).
 func (s *Service) Send(ctx context.Context, sender id.UserID, roomID id.RoomID, evtType event.Type, content any, extra ...mautrix.ReqSendEvent) (resp *mautrix.RespSendEvent, handled bool, err error) {
-	encrypted, err := s.IsEncrypted(ctx, roomID)
+	encrypted, err := s.IsEncrypted(ctx, sender, roomID)
 	if err != nil || !encrypted {
 		return nil, false, err
 	}

@@ -32,16 +32,19 @@ func (s *Service) HandleEvents(context.Context, []*eventlog.Event) error { retur
 func (s *Service) Waiting(context.Context) (int64, error)                { return 0, nil }
 func (s *Service) Devices() int                                          { return 0 }
 func (s *Service) Unavailable() string                                   { return "" }
-func (s *Service) IsEncrypted(ctx context.Context, roomID id.RoomID) (bool, error) {
-	if s == nil || s.opts.State == nil {
+
+// IsEncrypted tells whether roomID is encrypted (see roomEncrypted), asUser
+// reading its state when the store has not seen it.
+func (s *Service) IsEncrypted(ctx context.Context, asUser id.UserID, roomID id.RoomID) (bool, error) {
+	if s == nil {
 		return false, nil
 	}
-	return s.opts.State.IsEncrypted(ctx, roomID)
+	return s.opts.roomEncrypted(ctx, asUser, roomID)
 }
 
 // Send refuses an encrypted room; handled is false for a clear one.
-func (s *Service) Send(ctx context.Context, _ id.UserID, roomID id.RoomID, _ event.Type, _ any, _ ...mautrix.ReqSendEvent) (*mautrix.RespSendEvent, bool, error) {
-	encrypted, err := s.IsEncrypted(ctx, roomID)
+func (s *Service) Send(ctx context.Context, sender id.UserID, roomID id.RoomID, _ event.Type, _ any, _ ...mautrix.ReqSendEvent) (*mautrix.RespSendEvent, bool, error) {
+	encrypted, err := s.IsEncrypted(ctx, sender, roomID)
 	if err != nil || !encrypted {
 		return nil, false, err
 	}

@@ -60,7 +60,7 @@ type Options struct {
 // *e2ee.Service is one.
 type Encryption interface {
 	Send(ctx context.Context, sender id.UserID, roomID id.RoomID, evtType event.Type, content any, extra ...mautrix.ReqSendEvent) (*mautrix.RespSendEvent, bool, error)
-	IsEncrypted(ctx context.Context, roomID id.RoomID) (bool, error)
+	IsEncrypted(ctx context.Context, asUser id.UserID, roomID id.RoomID) (bool, error)
 }
 
 // NewService returns the messaging service.

@@ -322,13 +322,14 @@ func (s *Service) uploadRoom(ctx context.Context, value string) (id.RoomID, erro
 	return s.resolveRoom(ctx, id.RoomID(value), "")
 }
 
-// encryptedRoom tells whether the bridge knows roomID as encrypted; false
-// when the bridge has no encryption dependency.
-func (s *Service) encryptedRoom(ctx context.Context, roomID id.RoomID) (bool, error) {
+// encryptedRoom tells whether roomID is encrypted (actor reads its state
+// when the bridge has not seen it yet); false when the bridge has no
+// encryption dependency.
+func (s *Service) encryptedRoom(ctx context.Context, actor *Actor, roomID id.RoomID) (bool, error) {
 	if s.encryption == nil || roomID == "" {
 		return false, nil
 	}
-	return s.encryption.IsEncrypted(ctx, roomID)
+	return s.encryption.IsEncrypted(ctx, actor.Intent.UserID, roomID)
 }
 
 // clearFile hides the spooled file's Close from the encrypting reader (its
@@ -384,7 +385,7 @@ func (s *Service) handleUpload(w http.ResponseWriter, r *http.Request) error {
 	}
 	// The client's Content-Type is not trusted: the bytes decide.
 	contentType := http.DetectContentType(form.file.head)
-	encrypted, err := s.encryptedRoom(ctx, form.roomID)
+	encrypted, err := s.encryptedRoom(ctx, actor, form.roomID)
 	if err != nil {
 		return err
 	}

@@ -37,14 +37,14 @@ type fakeEncryption struct {
 	sent      []*event.MessageEventContent
 }
 
-func (f *fakeEncryption) IsEncrypted(_ context.Context, roomID id.RoomID) (bool, error) {
+func (f *fakeEncryption) IsEncrypted(_ context.Context, _ id.UserID, roomID id.RoomID) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.encrypted[roomID], f.err
 }
 
 func (f *fakeEncryption) Send(ctx context.Context, _ id.UserID, roomID id.RoomID, _ event.Type, content any, _ ...mautrix.ReqSendEvent) (*mautrix.RespSendEvent, bool, error) {
-	if enc, err := f.IsEncrypted(ctx, roomID); err != nil || !enc {
+	if enc, err := f.IsEncrypted(ctx, "", roomID); err != nil || !enc {
 		return nil, false, err
 	}
 	raw, _ := json.Marshal(content)

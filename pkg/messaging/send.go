@@ -369,7 +369,7 @@ func (s *Service) handleSend(w http.ResponseWriter, r *http.Request) error {
 		// An encrypted attachment's key travels in the event: in a clear
 		// room it would be public beside the ciphertext, which is pointless
 		// at best and, for a service that thought the room encrypted, a leak.
-		encrypted, err := s.encryptedRoom(ctx, roomID)
+		encrypted, err := s.encryptedRoom(ctx, actor, roomID)
 		if err != nil {
 			return err
 		} else if !encrypted {
