@@ -80,9 +80,10 @@ type Options struct {
 	// database fill up. It must be cheap: it runs for every transaction.
 	Overloaded func() bool
 	// Pace, when set, is called after a transaction's commit and before its
-	// answer, and may hold the answer back (eventlog.Log.Pace: while the
-	// indexer is behind); it returns how long it waited.
-	Pace func(ctx context.Context) time.Duration
+	// answer with the transaction's number of events, and may hold the
+	// answer back (eventlog.Log.Pace: while the indexer is behind); it
+	// returns how long it waited.
+	Pace func(ctx context.Context, events int) time.Duration
 }
 
 // Server is the appservice HTTP API.
@@ -216,7 +217,7 @@ func (s *Server) putTransaction(w http.ResponseWriter, r *http.Request) {
 	}
 	s.observe("ok", events, time.Since(commitStart))
 	if s.opts.Pace != nil {
-		if waited := s.opts.Pace(r.Context()); waited > 0 {
+		if waited := s.opts.Pace(r.Context(), len(events)); waited > 0 {
 			log.Debug().Dur("waited", waited).Msg("Answer held back while the indexer catches up")
 		}
 	}

@@ -409,7 +409,7 @@ func TestAnswerWaitsForPaceAfterTheCommit(t *testing.T) {
 	var r *rig
 	called, release := make(chan bool, 1), make(chan struct{})
 	var paced atomic.Bool
-	r = newRig(t, testrig.NewTestDatabase(t, testrig.SQLite), appservice.Options{Pace: func(ctx context.Context) time.Duration {
+	r = newRig(t, testrig.NewTestDatabase(t, testrig.SQLite), appservice.Options{Pace: func(ctx context.Context, _ int) time.Duration {
 		var stored int
 		_ = r.db.QueryRow(ctx, `SELECT (SELECT COUNT(*) FROM txn_journal WHERE txn_id = 'p1') + (SELECT COUNT(*) FROM as_transaction WHERE txn_id = 'p1')`).Scan(&stored)
 		called <- stored > 0

@@ -252,8 +252,8 @@ func (b *Bridge) build(ctx context.Context) error {
 		MaxBodyBytes:    cfg.AppService.MaxBodyBytes,
 		Observer:        b.Metrics,
 		Overloaded:      b.overloaded,
-		Pace: func(ctx context.Context) time.Duration {
-			return b.EventLog.Pace(ctx, cfg.AppService.PaceJournalEvents, paceMaxWait)
+		Pace: func(ctx context.Context, events int) time.Duration {
+			return b.EventLog.Pace(ctx, events, cfg.AppService.PaceJournalEvents, paceMaxWait)
 		},
 	}, b.EventLog, queries{rooms: b.Rooms, agents: b.Agents}, b.Log.With().Str("component", "appservice").Logger())
 

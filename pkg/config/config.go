@@ -84,10 +84,10 @@ type AppService struct {
 	// in the event log: past it, transactions are answered 503 so that the
 	// homeserver backs off instead of the database filling up. 0: no limit.
 	MaxJournalBacklog int64 `yaml:"max_journal_backlog"`
-	// PaceJournalEvents is the soft limit: while the leader's indexer is
-	// this many events or more behind the transactions this process
-	// answered, each answer (after its commit) waits, up to a second, for
-	// it to catch up, so the homeserver sends no faster than the log takes
+	// PaceJournalEvents is the soft limit: past half of it events behind
+	// the transactions this process answered, the leader's answers are
+	// spread at its indexer's measured rate; at it, each answer (after its
+	// commit) waits, up to a second, for the indexer to catch up, so the homeserver sends no faster than the log takes
 	// events in. 0: no pacing.
 	PaceJournalEvents int `yaml:"pace_journal_events"`
 

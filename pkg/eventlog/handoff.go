@@ -27,6 +27,7 @@ type handoff struct {
 	active bool // only while this process indexes
 	// indexed is notified when rows leave (see Pace).
 	indexed notifier
+	pace    pacer
 }
 
 type handedOff struct {
@@ -62,6 +63,7 @@ func (h *handoff) take(seq int64) (handedOff, bool) {
 func (h *handoff) done(seqs []int64, oldest int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	before := h.events
 	for _, seq := range seqs {
 		h.drop(seq)
 	}
@@ -70,6 +72,7 @@ func (h *handoff) done(seqs []int64, oldest int64) {
 			h.drop(seq)
 		}
 	}
+	h.pace.indexed(before-h.events, h.events, time.Now())
 	h.indexed.notify()
 }
 
@@ -89,34 +92,57 @@ func (h *handoff) backlog() (int, <-chan struct{}) {
 	return h.events, h.indexed.wait()
 }
 
+// paceDelay is the pacer's delay for a transaction of events (see pacer).
+func (h *handoff) paceDelay(events, limit int) time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.pace.delay(events, h.events, limit, time.Now())
+}
+
 // setActive starts or stops holding rows (the indexer's start and stop); a
 // stop forgets what is held.
 func (h *handoff) setActive(active bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.active, h.byseq, h.bytes, h.events = active, nil, 0, 0
+	h.pace = pacer{}
 	h.indexed.notify()
 }
 
 // Pace holds the transaction path back while this process's indexer is
-// behind by limit events or more (events journalled here and not yet in the
-// log): it returns once the backlog is below limit, after maxWait at most,
-// or when ctx ends, and says how long it waited. Called after the commit and
-// before the answer, it makes the homeserver send no faster than the log
-// takes events in, so the journal stays bounded under a sustained push
-// instead of growing for as long as the push lasts; the homeserver keeps
-// what it has not sent. limit 0 (or a process that does not index): no wait.
-func (l *Log) Pace(ctx context.Context, limit int, maxWait time.Duration) time.Duration {
+// behind (events journalled here and not yet in the log): past half of
+// limit by a share of the transaction's events' indexing time (see pacer),
+// and at limit events or more until the backlog is below limit; after
+// maxWait at most, or when ctx ends. It says how long it waited. Called
+// after the commit of a transaction of events and before its answer, it
+// makes the homeserver send no faster than the log takes events in, so the
+// journal stays bounded under a sustained push instead of growing for as
+// long as the push lasts; the homeserver keeps what it has not sent. limit
+// 0 (or a process that does not index): no wait.
+func (l *Log) Pace(ctx context.Context, events, limit int, maxWait time.Duration) time.Duration {
 	if limit <= 0 {
 		return 0
 	}
+	share := l.handoff.paceDelay(events, limit)
 	pending, changed := l.handoff.backlog()
-	if pending < limit {
+	if share == 0 && pending < limit {
 		return 0
 	}
 	start := time.Now()
 	timer := time.NewTimer(maxWait)
 	defer timer.Stop()
+	if share > 0 {
+		slot := time.NewTimer(share)
+		defer slot.Stop()
+		select {
+		case <-slot.C:
+		case <-timer.C:
+			return time.Since(start)
+		case <-ctx.Done():
+			return time.Since(start)
+		}
+		pending, changed = l.handoff.backlog()
+	}
 	for pending >= limit {
 		select {
 		case <-changed:

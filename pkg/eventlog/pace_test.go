@@ -24,7 +24,7 @@ func TestPaceWaitsForTheIndexer(t *testing.T) {
 	l := eventlog.New(db)
 	runIndexer(t, ctx, l)
 	waitIndexerStarted(t, l)
-	if waited := l.Pace(ctx, 1, time.Minute); waited != 0 {
+	if waited := l.Pace(ctx, 1, 1, time.Minute); waited != 0 {
 		t.Fatalf("waited %v with nothing to index", waited)
 	}
 
@@ -53,7 +53,7 @@ func TestPaceWaitsForTheIndexer(t *testing.T) {
 		}
 	}
 	go func() { time.Sleep(300 * time.Millisecond); release() }()
-	waited := l.Pace(ctx, 2, time.Minute)
+	waited := l.Pace(ctx, 1, 2, time.Minute)
 	if got, err := l.Read(ctx, 0, 10); err != nil || len(got) != 2 {
 		t.Fatalf("Pace returned (after %v) with %d events in the log (%v), want both", waited, len(got), err)
 	}
@@ -61,7 +61,7 @@ func TestPaceWaitsForTheIndexer(t *testing.T) {
 		t.Errorf("waited %v, want about the 300 ms the indexer was held up", waited)
 	}
 	// Below the limit: no wait.
-	if waited := l.Pace(ctx, 2, time.Minute); waited != 0 {
+	if waited := l.Pace(ctx, 1, 2, time.Minute); waited != 0 {
 		t.Errorf("waited %v below the limit", waited)
 	}
 
@@ -73,7 +73,7 @@ func TestPaceWaitsForTheIndexer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if waited := l.Pace(ctx, 2, 200*time.Millisecond); waited < 200*time.Millisecond || waited > 5*time.Second {
+	if waited := l.Pace(ctx, 1, 2, 200*time.Millisecond); waited < 200*time.Millisecond || waited > 5*time.Second {
 		t.Errorf("waited %v, want maxWait (200 ms)", waited)
 	}
 	if active, held := l.Handing(); !active || held != 2 {
@@ -84,7 +84,7 @@ func TestPaceWaitsForTheIndexer(t *testing.T) {
 // A limit of 0 never waits.
 func TestPaceOff(t *testing.T) {
 	l := eventlog.New(testrig.OpenDatabase(t, testrig.NewTestDatabase(t, testrig.SQLite)))
-	if waited := l.Pace(context.Background(), 0, time.Minute); waited != 0 {
+	if waited := l.Pace(context.Background(), 100, 0, time.Minute); waited != 0 {
 		t.Errorf("waited %v", waited)
 	}
 }
