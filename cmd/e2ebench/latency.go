@@ -284,3 +284,24 @@ func bridgeTimes(a, b metrics) string {
 	raw, _ := json.Marshal(map[string]float64{"commits": n, "mean_commit_ms": sum / max(n, 1) * 1000, "webhook_delivered": delivered, "webhook_failed": failed})
 	return "bridge metrics over the phase: " + string(raw)
 }
+
+// answerParts reads from the bridge's metrics where the answers' time went
+// over the phase: the commit and the pacing after it, each as its mean and
+// the share of transactions past 10 and 20 ms (the answer target).
+func answerParts(a, b metrics) string {
+	if a == nil || b == nil {
+		return "bridge metrics: not scraped"
+	}
+	part := func(name string) map[string]float64 {
+		n := b.sum(name+"_count") - a.sum(name+"_count")
+		over := func(le string) float64 {
+			in := b.sum(name+"_bucket", `le="`+le+`"`) - a.sum(name+"_bucket", `le="`+le+`"`)
+			return (n - in) / max(n, 1) * 100
+		}
+		return map[string]float64{"n": n, "mean_ms": (b.sum(name+"_sum") - a.sum(name+"_sum")) / max(n, 1) * 1000,
+			"over_10ms_pct": over("0.01"), "over_20ms_pct": over("0.02")}
+	}
+	raw, _ := json.Marshal(map[string]any{"commit": part("daarion_bridge_transaction_commit_seconds"),
+		"pace": part("daarion_bridge_transaction_pace_seconds")})
+	return "the bridge's answers over the phase: " + string(raw)
+}

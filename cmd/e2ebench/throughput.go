@@ -98,6 +98,7 @@ func runThroughput(ctx context.Context, r *rig, s *settings, db, scenario string
 
 	benchkit.Progress("[%s] %s: the bridge (consumers: %s), %d-event transactions for %s", db, scenario, strings.Join(b.watch.consumers, ", "), batch, d)
 	cpu0 := r.readCPU()
+	m0, _ := scrape(ctx, b.metricsURL)
 	start := time.Now()
 	smp := b.watch.startSampler(ctx, start)
 	profiled := b.profile(ctx, s.bridgeProfile, scenario, d)
@@ -105,6 +106,7 @@ func runThroughput(ctx context.Context, r *rig, s *settings, db, scenario string
 	if msg := profiled(); msg != "" {
 		rep.Note("[%s] %s: %s", db, scenario, msg)
 	}
+	m1, _ := scrape(ctx, b.metricsURL)
 	atEnd, endErr := b.watch.read(ctx)
 	benchkit.Progress("[%s] %s: answered %.0f events/s; at the end of sending: journal %d transactions, slowest consumer %s %d events behind; draining",
 		db, scenario, res.rate(), atEnd.Backlog, atEnd.Slowest, atEnd.MaxLag)
@@ -148,6 +150,7 @@ func runThroughput(ctx context.Context, r *rig, s *settings, db, scenario string
 	rep.Note("[%s] %s: sent %d events in %.1fs; through %.2fs after the last answer (e2e %.1fs); journal backlog max %d, at end of sending %d transactions; consumer lag max %d events; at end of sending: %s",
 		db, scenario, res.events, out.SendSeconds, out.DrainSeconds, out.E2ESeconds, out.MaxBacklog, out.EndBacklog, out.MaxLag, lagList(out.EndLag))
 	rep.Note("[%s] %s: %s", db, scenario, cpu.describe(res.events))
+	rep.Note("[%s] %s: %s", db, scenario, answerParts(m0, m1))
 	if res.errors > 0 {
 		rep.Note("[%s] %s: %d transactions failed (retried); last: %s", db, scenario, res.errors, res.lastErr)
 	}

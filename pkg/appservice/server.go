@@ -59,6 +59,9 @@ func (NoQueries) QueryAlias(context.Context, id.RoomAlias) (bool, error) { retur
 type Observer interface {
 	// ObserveTransaction: result is ok, bad_request, overloaded or error.
 	ObserveTransaction(result string, events []eventlog.IncomingEvent, commit time.Duration)
+	// ObservePace: how long a committed transaction's answer waited for
+	// Options.Pace.
+	ObservePace(waited time.Duration)
 }
 
 // Options configure the server.
@@ -217,7 +220,11 @@ func (s *Server) putTransaction(w http.ResponseWriter, r *http.Request) {
 	}
 	s.observe("ok", events, time.Since(commitStart))
 	if s.opts.Pace != nil {
-		if waited := s.opts.Pace(r.Context(), len(events)); waited > 0 {
+		waited := s.opts.Pace(r.Context(), len(events))
+		if s.opts.Observer != nil {
+			s.opts.Observer.ObservePace(waited)
+		}
+		if waited > 0 {
 			log.Debug().Dur("waited", waited).Msg("Answer held back while the indexer catches up")
 		}
 	}

@@ -409,7 +409,10 @@ func TestAnswerWaitsForPaceAfterTheCommit(t *testing.T) {
 	var r *rig
 	called, release := make(chan bool, 1), make(chan struct{})
 	var paced atomic.Bool
-	r = newRig(t, testrig.NewTestDatabase(t, testrig.SQLite), appservice.Options{Pace: func(ctx context.Context, _ int) time.Duration {
+	var pacedEvents atomic.Int64
+	observed := &paceObserver{}
+	r = newRig(t, testrig.NewTestDatabase(t, testrig.SQLite), appservice.Options{Observer: observed, Pace: func(ctx context.Context, events int) time.Duration {
+		pacedEvents.Store(int64(events))
 		var stored int
 		_ = r.db.QueryRow(ctx, `SELECT (SELECT COUNT(*) FROM txn_journal WHERE txn_id = 'p1') + (SELECT COUNT(*) FROM as_transaction WHERE txn_id = 'p1')`).Scan(&stored)
 		called <- stored > 0
@@ -432,4 +435,28 @@ func TestAnswerWaitsForPaceAfterTheCommit(t *testing.T) {
 	if !paced.Load() {
 		t.Error("answered before Pace returned")
 	}
+	if n := pacedEvents.Load(); n != 3 {
+		t.Errorf("Pace was told of %d events, the transaction had 3", n)
+	}
+	if got := observed.waits(); len(got) != 1 || got[0] != time.Millisecond {
+		t.Errorf("observed pace waits %v, want the 1 ms Pace returned", got)
+	}
+}
+
+// paceObserver records what the server observes of the pacing.
+type paceObserver struct {
+	mu     sync.Mutex
+	waited []time.Duration
+}
+
+func (o *paceObserver) ObserveTransaction(string, []eventlog.IncomingEvent, time.Duration) {}
+func (o *paceObserver) ObservePace(waited time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.waited = append(o.waited, waited)
+}
+func (o *paceObserver) waits() []time.Duration {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]time.Duration(nil), o.waited...)
 }

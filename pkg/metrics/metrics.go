@@ -25,6 +25,7 @@ type Metrics struct {
 	Transactions         *prometheus.CounterVec
 	EventsReceived       *prometheus.CounterVec
 	TransactionCommit    prometheus.Histogram
+	TransactionPace      prometheus.Histogram
 	APIRequests          *prometheus.CounterVec
 	APIRequestSeconds    *prometheus.HistogramVec
 	RateLimited          *prometheus.CounterVec
@@ -41,10 +42,12 @@ const namespace = "daarion_bridge"
 // New registers every family (plus the Go and process collectors).
 func New() *Metrics {
 	m := &Metrics{
-		Registry:             prometheus.NewRegistry(),
-		Transactions:         counterVec("transactions_total", "Appservice transactions received, by result (ok, bad_request, error).", "result"),
-		EventsReceived:       counterVec("events_received_total", "Events received in transactions, by kind and type (types outside the spec are 'other').", "kind", "type"),
-		TransactionCommit:    histogram("transaction_commit_seconds", "Time to commit a transaction's events to the event log.", []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5}),
+		Registry:          prometheus.NewRegistry(),
+		Transactions:      counterVec("transactions_total", "Appservice transactions received, by result (ok, bad_request, error).", "result"),
+		EventsReceived:    counterVec("events_received_total", "Events received in transactions, by kind and type (types outside the spec are 'other').", "kind", "type"),
+		TransactionCommit: histogram("transaction_commit_seconds", "Time to commit a transaction's events to the event log.", []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5}),
+		TransactionPace: histogram("transaction_pace_seconds", "Time a transaction's answer was held back after its commit while the indexer was behind (appservice.pace_journal_events); 0 for most.",
+			[]float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1}),
 		APIRequests:          counterVec("internal_api_requests_total", "Internal API requests by route template, calling service and status.", "route", "service", "status"),
 		APIRequestSeconds:    histogramVec("internal_api_request_seconds", "Internal API request latency by route template and service.", prometheus.ExponentialBuckets(0.0005, 2.5, 12), "route", "service"),
 		RateLimited:          counterVec("internal_api_rate_limited_total", "Internal API requests refused by the per-service rate limit.", "service"),
@@ -57,7 +60,7 @@ func New() *Metrics {
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.Transactions, m.EventsReceived, m.TransactionCommit, m.APIRequests, m.APIRequestSeconds,
+		m.Transactions, m.EventsReceived, m.TransactionCommit, m.TransactionPace, m.APIRequests, m.APIRequestSeconds,
 		m.RateLimited, m.HomeserverCalls, m.HomeserverSeconds,
 		m.Reconciles, m.ReconcileRecovered, m.ReconcileFailedRooms, m.ReconcileSeconds,
 	)
@@ -172,6 +175,10 @@ func (m *Metrics) ObserveTransaction(result string, events []eventlog.IncomingEv
 		m.TransactionCommit.Observe(commit.Seconds())
 	}
 }
+
+// ObservePace records how long a committed transaction's answer was held
+// back by the pacing.
+func (m *Metrics) ObservePace(waited time.Duration) { m.TransactionPace.Observe(waited.Seconds()) }
 
 // CounterVecFunc registers a labelled counter collected at scrape time
 // (from counts another package keeps).
