@@ -5,6 +5,11 @@ package eventlog
 // only a wake-up (or the poll) can index it. Set it before RunIndexer.
 func (l *Log) OnIndexerWaiting(f func()) { l.journal.waiting = f }
 
+// OnIndexerCommitting makes the indexer call f inside each of its database
+// transactions, after its writes and before the commit (SQLite's write
+// lock held). Set it before RunIndexer.
+func (l *Log) OnIndexerCommitting(f func()) { l.journal.committing = f }
+
 // TailCovers reports whether a Read after position is served from the
 // in-memory tail.
 func (l *Log) TailCovers(after int64) bool {

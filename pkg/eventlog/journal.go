@@ -55,6 +55,9 @@ type journal struct {
 	// listening, when set (by tests), is called each time the journal
 	// listener (re)starts to listen, after it has woken the indexer.
 	listening func()
+	// committing, when set (by tests), is called inside the indexer's
+	// database transaction, after its writes and before its commit.
+	committing func()
 }
 
 const insertJournalQuery = `INSERT INTO txn_journal (txn_id, received_at, body) VALUES ($1, $2, $3) RETURNING seq`
@@ -85,7 +88,9 @@ func (l *Log) journalRow(ctx context.Context, txnID string, body []byte) (int64,
 			err = stmt.QueryRowContext(ctx, txnID, now, string(body)).Scan(&seq)
 		}
 	} else {
+		done := l.sqliteWrite()
 		err = l.db.QueryRow(ctx, insertJournalQuery, txnID, now, string(body)).Scan(&seq)
+		done()
 	}
 	if err != nil {
 		return 0, fmt.Errorf("failed to journal transaction %s: %w", txnID, err)
@@ -257,6 +262,7 @@ func (l *Log) indexBatch(ctx context.Context, parse Parser, rows []journalRow) e
 	var added []*Event
 	var unparseable []parkedRow
 	l.appendMu.Lock()
+	done := l.sqliteWrite()
 	err := l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		if err := l.lockAppends(ctx); err != nil {
 			return err
@@ -296,6 +302,9 @@ func (l *Log) indexBatch(ctx context.Context, parse Parser, rows []journalRow) e
 		if err != nil {
 			return fmt.Errorf("failed to clear indexed journal rows: %w", err)
 		}
+		if l.journal.committing != nil {
+			l.journal.committing()
+		}
 		return nil
 	})
 	if err == nil {
@@ -308,6 +317,7 @@ func (l *Log) indexBatch(ctx context.Context, parse Parser, rows []journalRow) e
 		// arms it again from the database.
 		l.tail.disarm()
 	}
+	done()
 	l.appendMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("failed to index %d journalled transactions: %w", len(rows), err)

@@ -22,7 +22,14 @@ type Log struct {
 	// one indexer runs at a time anyway, and waiting here is cheaper than
 	// waiting on a database lock.
 	appendMu sync.Mutex
-	journal  *journal
+	// sqliteWrites, on SQLite, queues this process's busiest writers —
+	// the transaction path's journal insert, the indexer's commit, cursor
+	// saves — in Go: SQLite has one writer at a time, and a writer that finds
+	// the lock taken polls for it, sleeping 1, 2, 5, 10, … 100 ms between
+	// tries (its busy handler), so a 4 ms wait became 10 or 25. A writer
+	// queued here takes the lock the moment the last one lets go.
+	sqliteWrites sync.Mutex
+	journal      *journal
 	// tail holds the newest events while this process indexes (see tail);
 	// handoff the transaction path's parsed events for the indexer.
 	tail    tail
@@ -35,6 +42,16 @@ type Log struct {
 func New(db *dbutil.Database) *Log {
 	l := &Log{db: db, changed: newNotifier(), journal: &journal{db: db, wake: make(chan struct{}, 1)}}
 	return l
+}
+
+// sqliteWrite queues a write on SQLite (see sqliteWrites); the returned
+// function lets the next one go. Nothing on PostgreSQL.
+func (l *Log) sqliteWrite() func() {
+	if l.db.Dialect != dbutil.SQLite {
+		return func() {}
+	}
+	l.sqliteWrites.Lock()
+	return l.sqliteWrites.Unlock
 }
 
 // Close releases prepared statements.
@@ -169,6 +186,8 @@ func (l *Log) Cursor(ctx context.Context, consumer string) (int64, error) {
 // fsync between batches. Commits are flushed in order, so a later durable
 // write (an outbox row) carries the cursor with it.
 func (l *Log) SaveCursor(ctx context.Context, consumer string, position int64) error {
+	done := l.sqliteWrite()
+	defer done()
 	err := l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		// Fenced: a leader that froze and came back must not move a cursor
 		// its successor owns now.
