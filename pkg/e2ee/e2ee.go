@@ -170,10 +170,11 @@ func (o Options) roomEncrypted(ctx context.Context, asUser id.UserID, roomID id.
 		readers = append(readers, bot)
 	}
 	for _, reader := range readers {
-		// Client.State writes what it read into the state store (the
-		// intents' StateStore), members included: an encrypted send shares
-		// its room key with them.
-		_, err = reader.State(ctx, roomID)
+		// Client.State, not IntentAPI.State, which would join the room
+		// first. It writes what it read into the state store (the intents'
+		// StateStore), members included: an encrypted send shares its room
+		// key with them.
+		_, err = reader.Client.State(ctx, roomID)
 		if err == nil {
 			return o.State.IsEncrypted(ctx, roomID)
 		} else if !homeserver.Permanent(err) {
