@@ -88,9 +88,11 @@ func (l *Log) journalRow(ctx context.Context, txnID string, body []byte) (int64,
 			err = stmt.QueryRowContext(ctx, txnID, now, string(body)).Scan(&seq)
 		}
 	} else {
-		done := l.sqliteWrite()
-		err = l.db.QueryRow(ctx, insertJournalQuery, txnID, now, string(body)).Scan(&seq)
-		done()
+		var done func()
+		if done, err = l.sqliteWrite(ctx); err == nil {
+			err = l.db.QueryRow(ctx, insertJournalQuery, txnID, now, string(body)).Scan(&seq)
+			done()
+		}
 	}
 	if err != nil {
 		return 0, fmt.Errorf("failed to journal transaction %s: %w", txnID, err)
@@ -261,9 +263,12 @@ func (l *Log) indexBatch(ctx context.Context, parse Parser, rows []journalRow) e
 	log := zerolog.Ctx(ctx)
 	var added []*Event
 	var unparseable []parkedRow
+	done, err := l.sqliteWrite(ctx)
+	if err != nil {
+		return fmt.Errorf("failed to index %d journalled transactions: %w", len(rows), err)
+	}
 	l.appendMu.Lock()
-	done := l.sqliteWrite()
-	err := l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+	err = l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		if err := l.lockAppends(ctx); err != nil {
 			return err
 		}
@@ -317,8 +322,8 @@ func (l *Log) indexBatch(ctx context.Context, parse Parser, rows []journalRow) e
 		// arms it again from the database.
 		l.tail.disarm()
 	}
-	done()
 	l.appendMu.Unlock()
+	done()
 	if err != nil {
 		return fmt.Errorf("failed to index %d journalled transactions: %w", len(rows), err)
 	}

@@ -27,8 +27,9 @@ type Log struct {
 	// saves — in Go: SQLite has one writer at a time, and a writer that finds
 	// the lock taken polls for it, sleeping 1, 2, 5, 10, … 100 ms between
 	// tries (its busy handler), so a 4 ms wait became 10 or 25. A writer
-	// queued here takes the lock the moment the last one lets go.
-	sqliteWrites sync.Mutex
+	// queued here takes the lock the moment the last one lets go. (A
+	// channel of one, not a mutex, so that a wait ends with its context.)
+	sqliteWrites chan struct{}
 	journal      *journal
 	// tail holds the newest events while this process indexes (see tail);
 	// handoff the transaction path's parsed events for the indexer.
@@ -40,18 +41,23 @@ type Log struct {
 
 // New returns the log stored in db (already upgraded).
 func New(db *dbutil.Database) *Log {
-	l := &Log{db: db, changed: newNotifier(), journal: &journal{db: db, wake: make(chan struct{}, 1)}}
+	l := &Log{db: db, changed: newNotifier(), journal: &journal{db: db, wake: make(chan struct{}, 1)}, sqliteWrites: make(chan struct{}, 1)}
 	return l
 }
 
-// sqliteWrite queues a write on SQLite (see sqliteWrites); the returned
-// function lets the next one go. Nothing on PostgreSQL.
-func (l *Log) sqliteWrite() func() {
+// sqliteWrite queues a write on SQLite (see sqliteWrites) until its turn
+// or ctx's end; the returned function lets the next one go. Nothing on
+// PostgreSQL.
+func (l *Log) sqliteWrite(ctx context.Context) (func(), error) {
 	if l.db.Dialect != dbutil.SQLite {
-		return func() {}
+		return func() {}, nil
 	}
-	l.sqliteWrites.Lock()
-	return l.sqliteWrites.Unlock
+	select {
+	case l.sqliteWrites <- struct{}{}:
+		return func() { <-l.sqliteWrites }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for SQLite's writer: %w", ctx.Err())
+	}
 }
 
 // Close releases prepared statements.
@@ -186,9 +192,12 @@ func (l *Log) Cursor(ctx context.Context, consumer string) (int64, error) {
 // fsync between batches. Commits are flushed in order, so a later durable
 // write (an outbox row) carries the cursor with it.
 func (l *Log) SaveCursor(ctx context.Context, consumer string, position int64) error {
-	done := l.sqliteWrite()
+	done, err := l.sqliteWrite(ctx)
+	if err != nil {
+		return fmt.Errorf("failed to save cursor of consumer %s: %w", consumer, err)
+	}
 	defer done()
-	err := l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+	err = l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		// Fenced: a leader that froze and came back must not move a cursor
 		// its successor owns now.
 		if err := leader.Check(ctx, l.db); err != nil {

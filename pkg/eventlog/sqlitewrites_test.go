@@ -2,6 +2,7 @@ package eventlog_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -53,6 +54,22 @@ func TestJournalWaitsForTheIndexersCommitInTheProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-inside // the indexer's transaction holds SQLite's write lock
+
+	// A wait for the writer ends with its context: the answer's commit
+	// timeout holds while the indexer commits.
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	gaveUp := make(chan error, 1)
+	go func() { gaveUp <- l.JournalParsed(short, "t$w0", body("$w0"), handedEvent("$w0")) }()
+	select {
+	case err := <-gaveUp:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("journalling with a context that ended while the indexer committed: %v, want its deadline", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a journal insert whose context ended kept waiting for the indexer's commit")
+	}
+
 	journalled := make(chan error, 1)
 	go func() { journalled <- l.JournalParsed(ctx, "t$w2", body("$w2"), handedEvent("$w2")) }()
 	select {
