@@ -92,15 +92,61 @@ type PoolOptions struct {
 	MaxIdleConns int
 }
 
-// Open connects to the target and runs the schema upgrades.
+// MautrixMaxIdleConns is the idle size of the pool mautrix's stores get on
+// PostgreSQL (see OpenForMautrix): they write on state changes and key
+// traffic, not per event.
+const MautrixMaxIdleConns = 4
+
+// Open connects to the target and runs the schema upgrades. On PostgreSQL
+// the pool sends a statement's parameters in the same round trip as the
+// statement (lib/pq's binary_parameters, unless the URL sets it): without
+// it lib/pq asks the server to describe every parameterised statement first
+// and waits for the answer, two round trips each, which was most of the
+// indexer's and the deliverer's time per statement. It changes how []byte
+// parameters travel (as binary data), which the bridge's own tables take;
+// mautrix's stores do not (see OpenForMautrix).
 func Open(ctx context.Context, target Target, pool PoolOptions, log zerolog.Logger) (*dbutil.Database, error) {
+	if target.Type == "postgres" {
+		target.URI = withQueryDefault(target.URI, "binary_parameters", "yes")
+	}
+	db, err := openPool(ctx, target, pool, log.With().Str("component", "database").Logger())
+	if err != nil {
+		return nil, err
+	}
+	db.Owner = "daarion-matrix-bridge"
+	db.UpgradeTable = upgrades.Table
+	if err = db.Upgrade(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("failed to upgrade %s database schema: %w", target.Dialect(), err)
+	}
+	return db, nil
+}
+
+// OpenForMautrix returns the database mautrix's stores (sqlstatestore, the
+// crypto store) use, which bring their own tables up to date. On SQLite it
+// is db itself: one pool for the one writer. On PostgreSQL it is a second
+// pool on the same database without binary_parameters: mautrix passes JSON
+// for jsonb columns as []byte (the state store's encryption event, the
+// crypto store's ratchet safety), which that mode sends as binary jsonb,
+// and PostgreSQL refuses it ("unsupported jsonb version number").
+func OpenForMautrix(ctx context.Context, target Target, db *dbutil.Database, pool PoolOptions, log zerolog.Logger) (*dbutil.Database, error) {
+	if target.Type != "postgres" {
+		return db, nil
+	}
+	target.URI = withQuery(target.URI, "binary_parameters", "no")
+	if pool.MaxIdleConns <= 0 || pool.MaxIdleConns > MautrixMaxIdleConns {
+		pool.MaxIdleConns = MautrixMaxIdleConns
+	}
+	return openPool(ctx, target, pool, log.With().Str("component", "database").Str("pool", "mautrix").Logger())
+}
+
+// openPool opens and pings a pool on target, sized by pool.
+func openPool(ctx context.Context, target Target, pool PoolOptions, log zerolog.Logger) (*dbutil.Database, error) {
 	db, err := dbutil.NewWithDialect(target.URI, target.Type)
 	if err != nil {
 		return nil, fmt.Errorf("failed to open %s database: %w", target.Dialect(), err)
 	}
-	db.Owner = "daarion-matrix-bridge"
-	db.UpgradeTable = upgrades.Table
-	db.Log = dbutil.ZeroLogger(log.With().Str("component", "database").Logger())
+	db.Log = dbutil.ZeroLogger(log)
 	if pool.MaxOpenConns > 0 {
 		db.RawDB.SetMaxOpenConns(pool.MaxOpenConns)
 	}
@@ -116,9 +162,27 @@ func Open(ctx context.Context, target Target, pool PoolOptions, log zerolog.Logg
 		_ = db.Close()
 		return nil, fmt.Errorf("failed to connect to %s database: %w", target.Dialect(), err)
 	}
-	if err = db.Upgrade(ctx); err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("failed to upgrade %s database schema: %w", target.Dialect(), err)
-	}
 	return db, nil
+}
+
+// withQueryDefault returns the URL uri with query parameter key set to
+// value unless it sets key already.
+func withQueryDefault(uri, key, value string) string {
+	if u, err := url.Parse(uri); err == nil && u.Query().Has(key) {
+		return uri
+	}
+	return withQuery(uri, key, value)
+}
+
+// withQuery returns the URL uri with query parameter key set to value (uri
+// as it is when it does not parse; ParseURL has parsed it).
+func withQuery(uri, key, value string) string {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return uri
+	}
+	q := u.Query()
+	q.Set(key, value)
+	u.RawQuery = q.Encode()
+	return u.String()
 }

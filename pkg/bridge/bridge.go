@@ -56,10 +56,13 @@ type Bridge struct {
 	Config *config.Config
 	Log    zerolog.Logger
 
-	DB       *dbutil.Database
-	EventLog *eventlog.Log
-	AS       *mxappservice.AppService
-	Parked   *consumer.ParkedStore
+	DB *dbutil.Database
+	// mautrixDB is what mautrix's stores use (database.OpenForMautrix): DB
+	// itself on SQLite, a pool of its own on PostgreSQL.
+	mautrixDB *dbutil.Database
+	EventLog  *eventlog.Log
+	AS        *mxappservice.AppService
+	Parked    *consumer.ParkedStore
 	// consumers are the consumers' names, for the API (set once in Start).
 	consumers atomic.Pointer[[]string]
 	// status is the latest status sample (sampleStatus).
@@ -119,11 +122,14 @@ func (b *Bridge) build(ctx context.Context) error {
 		return fmt.Errorf("database.url: %w", err)
 	}
 	start := time.Now()
-	b.DB, err = database.Open(ctx, target, database.PoolOptions{
+	pool := database.PoolOptions{
 		MaxOpenConns: cfg.Database.MaxOpenConns,
 		MaxIdleConns: cfg.Database.MaxIdleConns,
-	}, b.Log)
-	if err != nil {
+	}
+	if b.DB, err = database.Open(ctx, target, pool, b.Log); err != nil {
+		return err
+	}
+	if b.mautrixDB, err = database.OpenForMautrix(ctx, target, b.DB, pool, b.Log); err != nil {
 		return err
 	}
 	b.Log.Info().Str("dialect", target.Dialect()).Dur("duration", time.Since(start)).Msg("Database ready")
@@ -131,7 +137,7 @@ func (b *Bridge) build(ctx context.Context) error {
 
 	// Membership and power levels live in the database, shared by every
 	// process and fed from the log, not in each process's memory.
-	if b.stateStore, err = matrixstate.Open(ctx, b.DB, b.Log); err != nil {
+	if b.stateStore, err = matrixstate.Open(ctx, b.mautrixDB, b.Log); err != nil {
 		return err
 	}
 	b.AS, err = mxappservice.CreateFull(mxappservice.CreateOpts{
@@ -164,7 +170,7 @@ func (b *Bridge) build(ctx context.Context) error {
 		return errors.New("encryption.enabled: this binary was built without end-to-bridge encryption (build it with -tags goolm)")
 	}
 	e2eeOpts := e2ee.Options{
-		Config: cfg.Encryption, AppService: b.AS, DB: b.DB, State: b.stateStore, Log: b.EventLog,
+		Config: cfg.Encryption, AppService: b.AS, DB: b.mautrixDB, State: b.stateStore, Log: b.EventLog,
 		OwnUser: func(userID id.UserID) bool {
 			kind := mapper.FromMatrix(userID).Kind
 			return kind == identity.KindAgent || kind == identity.KindBridge
@@ -515,6 +521,11 @@ func (b *Bridge) Stop(ctx context.Context) error {
 	}
 	if b.EventLog != nil {
 		errs = append(errs, b.EventLog.Close())
+	}
+	if b.mautrixDB != nil && b.mautrixDB != b.DB {
+		if err := b.mautrixDB.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("failed to close mautrix's database pool: %w", err))
+		}
 	}
 	if b.DB != nil {
 		if err := b.DB.Close(); err != nil {

@@ -67,7 +67,7 @@ func TestRoomEncrypted(t *testing.T) {
 				t.Fatal(err)
 			}
 			as.DefaultHTTPRetries = 0
-			store, err := matrixstate.Open(ctx, testrig.OpenDatabase(t, testrig.NewTestDatabase(t, testrig.SQLite)), zerolog.Nop())
+			store, err := matrixstate.Open(ctx, testrig.OpenMautrixDatabase(t, testrig.NewTestDatabase(t, testrig.SQLite)), zerolog.Nop())
 			if err != nil {
 				t.Fatal(err)
 			}

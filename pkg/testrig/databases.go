@@ -179,3 +179,20 @@ func OpenDatabase(t testing.TB, tdb TestDatabase) *dbutil.Database {
 	t.Cleanup(func() { _ = db.Close() })
 	return db
 }
+
+// OpenMautrixDatabase opens tdb as the bridge opens it for mautrix's stores
+// (database.OpenForMautrix beside database.Open: on PostgreSQL a pool of its
+// own) and closes it at the end of the test.
+func OpenMautrixDatabase(t testing.TB, tdb TestDatabase) *dbutil.Database {
+	t.Helper()
+	target := database.Target{Type: tdb.Type, URI: tdb.URI}
+	db := OpenDatabase(t, tdb)
+	stores, err := database.OpenForMautrix(context.Background(), target, db, database.PoolOptions{}, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("opening the %s test database for mautrix's stores: %v", tdb.Name, err)
+	}
+	if stores != db {
+		t.Cleanup(func() { _ = stores.Close() })
+	}
+	return stores
+}
