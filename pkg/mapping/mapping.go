@@ -64,6 +64,9 @@ const PreviewRunes = 200
 // Preview is the start of a body with whitespace collapsed, as
 // messaging-service indexes it.
 func Preview(body string) string {
+	if preview, ok := plainPreview(body); ok {
+		return preview
+	}
 	// One pass, stopping after PreviewRunes+1 runes: a message body may be
 	// tens of kilobytes, and splitting and joining all of it showed in the
 	// sinks' profiles. The same text as joining strings.Fields with one
@@ -97,6 +100,31 @@ func Preview(body string) string {
 		return b.String()[:cut] + "…"
 	}
 	return b.String()
+}
+
+// plainPreview is Preview of the common body — ASCII, single spaces between
+// words, none at the start — without building it again: the body itself
+// when it is short enough and does not end in a space, else its first
+// PreviewRunes-1 bytes and "…" when the next two bytes are not spaces
+// either (so that what is cut has more than PreviewRunes runes). ok is false
+// for any other body.
+func plainPreview(body string) (string, bool) {
+	end := min(len(body), PreviewRunes+1)
+	for i := 0; i < end; i++ {
+		switch c := body[i]; {
+		case c >= 0x80, c == '\t', c == '\n', c == '\v', c == '\f', c == '\r':
+			return "", false
+		case c == ' ' && (i == 0 || body[i-1] == ' '):
+			return "", false
+		}
+	}
+	switch {
+	case len(body) <= PreviewRunes:
+		return body, len(body) == 0 || body[len(body)-1] != ' '
+	case body[PreviewRunes] != ' ':
+		return body[:PreviewRunes-1] + "…", true
+	}
+	return "", false
 }
 
 // MaxDTOsPerEvent bounds how many DTOs MapAll makes of one event: a

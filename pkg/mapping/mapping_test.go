@@ -441,7 +441,11 @@ func TestPreviewIsFieldsJoinedAndCut(t *testing.T) {
 	cases := []string{"", " ", "a", " a ", "a  b", "\u00a0x\u2003y\n", strings.Repeat("x", PreviewRunes-1),
 		strings.Repeat("x", PreviewRunes), strings.Repeat("x", PreviewRunes+1), strings.Repeat("x", PreviewRunes-1) + " y",
 		strings.Repeat("x", PreviewRunes-2) + " y", strings.Repeat("x", PreviewRunes-1) + " ", strings.Repeat("ж ", PreviewRunes),
-		strings.Repeat("x", PreviewRunes) + " y", "bad \xff\xfe utf8", strings.Repeat("\xff", PreviewRunes+3)}
+		strings.Repeat("x", PreviewRunes) + " y", "bad \xff\xfe utf8", strings.Repeat("\xff", PreviewRunes+3),
+		// What plainPreview takes and what it leaves to the general pass.
+		"a b", "a b ", "a  b", " a", "a\tb", strings.Repeat("ab ", PreviewRunes), strings.Repeat("x", PreviewRunes-1) + "  y",
+		strings.Repeat("x", PreviewRunes) + "   ", strings.Repeat("x", PreviewRunes-2) + " y" + strings.Repeat(" ", 9),
+		strings.Repeat("x", PreviewRunes+1) + "\xff", strings.Repeat("x", PreviewRunes-1) + "é"}
 	for _, body := range cases {
 		// Invalid UTF-8 comes out as U+FFFD either way once encoded as JSON.
 		if got, want := string([]rune(Preview(body))), string([]rune(previewByFields(body))); got != want {
@@ -453,6 +457,7 @@ func TestPreviewIsFieldsJoinedAndCut(t *testing.T) {
 func FuzzPreview(f *testing.F) {
 	f.Add("a  b\tc")
 	f.Add(strings.Repeat("слово ", 60))
+	f.Add(strings.Repeat("word ", 60))
 	f.Fuzz(func(t *testing.T, body string) {
 		if got, want := string([]rune(Preview(body))), string([]rune(previewByFields(body))); got != want {
 			t.Errorf("Preview(%q) = %q, want %q", body, got, want)
