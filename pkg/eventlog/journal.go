@@ -269,11 +269,9 @@ func (l *Log) indexBatch(ctx context.Context, parse Parser, rows []journalRow) e
 	}
 	l.appendMu.Lock()
 	err = l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		if err := l.lockAppends(ctx); err != nil {
-			return err
-		}
-		// Fenced: only the leader of this epoch moves journal rows into the log.
-		if err := leader.Check(ctx, l.db); err != nil {
+		// Fenced: only the leader of this epoch moves journal rows into the
+		// log; and appends are serialised across processes (appendLockKey).
+		if err := leader.CheckLocking(ctx, l.db, appendLockKey); err != nil {
 			return err
 		}
 		seqs := make([]any, 0, len(rows))
