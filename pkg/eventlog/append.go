@@ -72,50 +72,24 @@ func (l *Log) lockAppends(ctx context.Context) error {
 // stored (with their positions), for the in-memory tail.
 func (l *Log) insertTransaction(ctx context.Context, txnID string, receivedAt int64, events []IncomingEvent) ([]*Event, error) {
 	var added []*Event
-	recorded := false
 	for start := 0; start < len(events); start += sqliteChunk {
 		chunk := events[start:min(start+sqliteChunk, len(events))]
-		args := make([]any, 0, 4+len(chunk)*eventParams)
+		args := make([]any, 0, 2+len(chunk)*eventParams)
 		args = append(args, txnID, receivedAt)
 		for i := range chunk {
 			args = eventArgs(args, &chunk[i])
 		}
-		query := buildSQLiteInsertQuery(len(chunk))
-		// On PostgreSQL the last chunk's statement records the transaction
-		// too: one round trip less per transaction.
-		if l.db.Dialect == dbutil.Postgres && start+len(chunk) == len(events) {
-			query = buildRecordingInsertQuery(query, len(args))
-			args = append(args, len(events), len(added))
-			recorded = true
-		}
-		rows, err := l.db.Query(ctx, query, args...)
+		rows, err := l.db.Query(ctx, buildSQLiteInsertQuery(len(chunk)), args...)
 		inserted, err := dbutil.NewRowIterWithError(rows, scanInserted, err).AsList()
 		if err != nil {
 			return nil, fmt.Errorf("failed to insert events: %w", err)
 		}
 		added = appendInserted(added, chunk, inserted, txnID, receivedAt)
 	}
-	if recorded {
-		return added, nil
-	}
 	if _, err := l.db.Exec(ctx, recordSQLiteTransactionQuery, txnID, receivedAt, len(events), len(added)); err != nil {
 		return nil, fmt.Errorf("failed to record transaction: %w", err)
 	}
 	return added, nil
-}
-
-// buildRecordingInsertQuery wraps an event insert of buildSQLiteInsertQuery
-// (params parameters) so that it also records the transaction, counting
-// what it stored: the event count is parameter params+1, the events stored
-// by the transaction's earlier chunks params+2. PostgreSQL only (a
-// data-modifying WITH).
-func buildRecordingInsertQuery(insert string, params int) string {
-	return fmt.Sprintf(`WITH inserted AS (%s),
-	recorded AS (
-		INSERT INTO as_transaction (txn_id, first_seen_at, last_seen_at, attempts, event_count, stored_count)
-		SELECT $1, $2, $2, 1, $%d, $%d + (SELECT COUNT(*) FROM inserted)
-	%s)
-	SELECT position, event_id FROM inserted`, insert, params+1, params+2, upsertTransactionTail)
 }
 
 // insertedRow is what the insert returns of each row it stored.

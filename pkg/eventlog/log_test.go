@@ -233,8 +233,7 @@ func TestAppendLargeAndEmptyTransactions(t *testing.T) {
 		if err != nil || txn == nil || txn.Attempts != 1 || txn.EventCount != 0 {
 			t.Errorf("empty transaction record = %+v, %v", txn, err)
 		}
-		// The record counts every chunk's stored events (on PostgreSQL the
-		// last chunk's statement records the transaction).
+		// The record counts every chunk's stored events.
 		if big, err := l.Transaction(ctx, "big"); err != nil || big == nil || big.Attempts != 1 || big.EventCount != 2500 || big.StoredCount != 2500 {
 			t.Errorf("big transaction record = %+v, %v; want 1 attempt, 2500 events, 2500 stored", big, err)
 		}
