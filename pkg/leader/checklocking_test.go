@@ -6,21 +6,30 @@ import (
 	"testing"
 	"time"
 
+	"go.mau.fi/util/dbutil"
+
 	"github.com/daarion/matrix-bridge/pkg/testrig"
 )
 
 const testLockKey int64 = 0x54455354 // "TEST"
 
-// CheckLocking holds its lock exclusively, and the fence shared only with an
-// epoch, until the transaction ends; an old epoch is fenced.
-func TestCheckLockingHoldsItsLockAndTheFence(t *testing.T) {
+// leadingPool returns a pool on a fresh PostgreSQL database that holds the
+// lease, with its epoch, and another pool on the same database.
+func leadingPool(t *testing.T) (db, other *dbutil.Database, epoch int64) {
 	tdb := testrig.NewTestDatabase(t, testrig.Postgres)
-	ctx := context.Background()
-	db, other := testrig.OpenDatabase(t, tdb), testrig.OpenDatabase(t, tdb)
-	epoch, err := New(db, Options{TTL: time.Minute, Holder: "holder"}).acquire(ctx)
+	db, other = testrig.OpenDatabase(t, tdb), testrig.OpenDatabase(t, tdb)
+	epoch, err := New(db, Options{TTL: time.Minute, Holder: "holder"}).acquire(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return db, other, epoch
+}
+
+// CheckLocking holds its lock exclusively, and the fence shared only with an
+// epoch, until the transaction ends; an old epoch is fenced.
+func TestCheckLockingHoldsItsLockAndTheFence(t *testing.T) {
+	ctx := context.Background()
+	db, other, epoch := leadingPool(t)
 	// free tells whether another session could take key exclusively now.
 	free := func(key int64) bool {
 		conn, err := other.RawDB.Conn(ctx)
@@ -74,13 +83,8 @@ func TestCheckLockingHoldsItsLockAndTheFence(t *testing.T) {
 // hold the fence meanwhile (a takeover queued for the fence would stand
 // between it and the lock's holder).
 func TestCheckLockingWaitsForItsLockBeforeTheFence(t *testing.T) {
-	tdb := testrig.NewTestDatabase(t, testrig.Postgres)
 	ctx := context.Background()
-	db, other := testrig.OpenDatabase(t, tdb), testrig.OpenDatabase(t, tdb)
-	epoch, err := New(db, Options{TTL: time.Minute, Holder: "holder"}).acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, other, epoch := leadingPool(t)
 	holder, err := other.RawDB.Conn(ctx)
 	if err != nil {
 		t.Fatal(err)
