@@ -226,7 +226,10 @@ func (b *Bot) handleMessage(ctx context.Context, evt *eventlog.Event) error {
 	if kind := b.mapper.FromMatrix(sender).Kind; kind == identity.KindAgent || kind == identity.KindBridge {
 		return nil // the bridge's own users never command it
 	}
-	f := gjson.GetMany(string(evt.JSON), "content.msgtype", "content.body", "origin_server_ts")
+	// The content is found once and read inside: every message of the log
+	// passes here, and few are commands.
+	content := gjson.Get(string(evt.JSON), "content")
+	f := gjson.GetMany(content.Raw, "msgtype", "body")
 	if f[0].Str == string(event.MsgNotice) {
 		return nil
 	}
@@ -242,7 +245,7 @@ func (b *Bot) handleMessage(ctx context.Context, evt *eventlog.Event) error {
 		}
 	}
 	log := zerolog.Ctx(ctx).With().Str("event_id", evt.EventID).Stringer("room_id", roomID).Stringer("sender", sender).Logger()
-	if sent := time.UnixMilli(f[2].Int()); time.Since(sent) > b.opts.MaxAge {
+	if sent := time.UnixMilli(gjson.Get(string(evt.JSON), "origin_server_ts").Int()); time.Since(sent) > b.opts.MaxAge {
 		log.Info().Time("sent_at", sent).Msg("Ignoring a command older than the maximum age")
 		return nil
 	}

@@ -23,14 +23,19 @@ func (s *Service) HandleEvents(ctx context.Context, events []*eventlog.Event) er
 		if evt.Kind != eventlog.KindTimeline || evt.RoomID == "" {
 			continue
 		}
-		fields := gjson.GetMany(string(evt.JSON), "state_key", "content.replacement_room")
-		if !fields[0].Exists() {
+		// One scan for the state key: most events are not state, and
+		// every event of the log passes here.
+		stateKey := gjson.Get(string(evt.JSON), "state_key")
+		if !stateKey.Exists() {
 			continue
 		}
 		roomID := id.RoomID(evt.RoomID)
 		s.cache.Invalidate(roomID)
-		if evt.Type == "m.room.tombstone" && fields[0].Str == "" && fields[1].Str != "" {
-			if err := s.followTombstone(ctx, roomID, id.RoomID(fields[1].Str)); err != nil {
+		if evt.Type != "m.room.tombstone" || stateKey.Str != "" {
+			continue
+		}
+		if replacement := gjson.Get(string(evt.JSON), "content.replacement_room").Str; replacement != "" {
+			if err := s.followTombstone(ctx, roomID, id.RoomID(replacement)); err != nil {
 				return err
 			}
 		}
