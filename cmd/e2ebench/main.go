@@ -29,6 +29,11 @@
 //   - synapse: a real Synapse (on SQLite) with real clients
 //     sending messages into a room the bridge's agent is in: the rate and
 //     latency from a client's send to the webhook receiver's receipt.
+//   - floor (not by default): the event log alone, in this process — the
+//     throughput scenario's transactions parsed, journalled with their
+//     events handed off, paced, and indexed, with no HTTP and no consumer —
+//     and the CPU PostgreSQL and the log's own code use per event: what
+//     durable storage costs before anything else the bridge does.
 //
 // Examples:
 //
@@ -62,9 +67,10 @@ const (
 	scenarioSingle     = "single"
 	scenarioLatency    = "latency"
 	scenarioSynapse    = "synapse"
+	scenarioFloor      = "floor"
 )
 
-var allScenarios = []string{scenarioThroughput, scenarioSingle, scenarioLatency, scenarioSynapse}
+var allScenarios = []string{scenarioThroughput, scenarioSingle, scenarioLatency, scenarioSynapse, scenarioFloor}
 
 type settings struct {
 	duration, refDuration, singleDuration, latencyDuration time.Duration
@@ -245,6 +251,8 @@ func runAll(ctx context.Context, dir, bin, logLevel string, useNATS bool, databa
 				err = runLatency(ctx, r, s, db, rep)
 			case scenarioSynapse:
 				err = runSynapse(ctx, r, s, db, rep)
+			case scenarioFloor:
+				err = runFloor(ctx, r, s, db, rep)
 			}
 			if err != nil {
 				benchkit.Progress("[%s] %s failed: %v", db, sc, err)
