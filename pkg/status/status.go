@@ -35,7 +35,7 @@ type Snapshot struct {
 	ParkedTransactions int64
 
 	// WebhooksPending and WebhooksDead count webhook deliveries waiting and
-	// in the dead-letter lists.
+	// in the dead-letter lists, each up to webhook.TotalsCap.
 	WebhooksPending int64
 	WebhooksDead    int64
 

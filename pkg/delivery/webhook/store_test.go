@@ -84,6 +84,10 @@ func TestStore(t *testing.T) {
 		if pending, dead, err := s.Totals(ctx); pending != int64(len(deliveries)-3) || dead != 1 || err != nil {
 			t.Fatalf("totals = %d, %d, %v", pending, dead, err)
 		}
+		// Each state is counted up to the cap.
+		if pending, dead, err := s.TotalsUpTo(ctx, 1); pending != 1 || dead != 1 || err != nil || len(deliveries)-3 < 2 {
+			t.Fatalf("totals up to 1 = %d, %d, %v; want 1, 1", pending, dead, err)
+		}
 		if n, err := s.Redeliver(ctx, "sub_a", "$e1"); n != 1 || err != nil {
 			t.Fatalf("redeliver = %d, %v", n, err)
 		}
