@@ -158,12 +158,45 @@ const (
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 		ON CONFLICT (subscription_id, position) DO NOTHING`
 	pruneDeadLettersQuery = `DELETE FROM webhook_delivery WHERE state = 'dead' AND first_failed_at < $1`
-	dueQueuesQuery        = `
-		SELECT d.subscription_id, d.room_id FROM webhook_delivery d
-		JOIN webhook_subscription s ON s.id = d.subscription_id AND s.state = 'active'
-		WHERE d.state = 'pending' AND d.next_attempt_at <= $1
-		GROUP BY d.subscription_id, d.room_id
-		ORDER BY MIN(d.position) -- the queue waiting longest gets a free worker first
+	// dueQueuesQuery finds the queues by skipping from one (subscription,
+	// room) to the next on the queue index — a few index probes per queue,
+	// however many rows each holds — and keeps those of active
+	// subscriptions whose head (the lowest pending position) is due, the
+	// queue whose head waited longest first. Grouping the due rows instead
+	// read every row behind a failing head each time (they are due from
+	// their enqueue time): the whole backlog, every second, in an outage.
+	dueQueuesQuery = `
+		WITH RECURSIVE queues (subscription_id, room_id) AS (
+			SELECT subscription_id, room_id FROM (
+				SELECT subscription_id, room_id FROM webhook_delivery ORDER BY subscription_id, room_id LIMIT 1
+			) AS first_queue
+			UNION ALL
+			-- The next room of this subscription, else the first of the next
+			-- subscription: seeks SQLite's index takes too (it scans for a
+			-- row-value comparison).
+			SELECT
+				COALESCE(
+					(SELECT n.subscription_id FROM webhook_delivery n WHERE n.subscription_id = q.subscription_id AND n.room_id > q.room_id
+						ORDER BY n.room_id LIMIT 1),
+					(SELECT n.subscription_id FROM webhook_delivery n WHERE n.subscription_id > q.subscription_id
+						ORDER BY n.subscription_id, n.room_id LIMIT 1)),
+				COALESCE(
+					(SELECT n.room_id FROM webhook_delivery n WHERE n.subscription_id = q.subscription_id AND n.room_id > q.room_id
+						ORDER BY n.room_id LIMIT 1),
+					(SELECT n.room_id FROM webhook_delivery n WHERE n.subscription_id > q.subscription_id
+						ORDER BY n.subscription_id, n.room_id LIMIT 1))
+			FROM queues q WHERE q.subscription_id IS NOT NULL
+		), heads AS (
+			SELECT q.subscription_id, q.room_id,
+				(SELECT h.position FROM webhook_delivery h
+					WHERE h.subscription_id = q.subscription_id AND h.room_id = q.room_id AND h.state = 'pending'
+					ORDER BY h.position LIMIT 1) AS position
+			FROM queues q JOIN webhook_subscription s ON s.id = q.subscription_id AND s.state = 'active'
+		)
+		SELECT heads.subscription_id, heads.room_id FROM heads
+		JOIN webhook_delivery d ON d.subscription_id = heads.subscription_id AND d.position = heads.position
+		WHERE d.next_attempt_at <= $1
+		ORDER BY heads.position
 		LIMIT $2`
 	// queueHeadQuery reads a queue's first pending rows with what a delivery
 	// needs of its subscription, in one statement (the outbox's rows go with
@@ -244,8 +277,8 @@ func (s *Store) enqueue(ctx context.Context, deliveries []*Delivery) error {
 // queueKey names a (subscription, room) queue.
 type queueKey struct{ subscriptionID, roomID string }
 
-// DueQueues returns queues of active subscriptions with pending deliveries
-// that may be due.
+// DueQueues returns up to limit queues of active subscriptions whose head
+// is due at now, the longest waiting first.
 func (s *Store) DueQueues(ctx context.Context, now time.Time, limit int) ([]queueKey, error) {
 	rows, err := s.db.Query(ctx, dueQueuesQuery, now.UnixMilli(), limit)
 	keys, err := dbutil.NewRowIterWithError(rows, func(row dbutil.Scannable) (k queueKey, err error) {
