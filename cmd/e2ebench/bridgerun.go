@@ -35,9 +35,8 @@ type bridgeRun struct {
 // startBridge starts the bridge for a scenario and waits until it leads
 // and runs every consumer (and, with NATS, has connected to it).
 func (r *rig) startBridge(ctx context.Context, db, scenario string) (_ *bridgeRun, err error) {
-	r.runSeq++
-	name := fmt.Sprintf("%s_%d_%s", r.tag, r.runSeq, scenario)
-	b := &bridgeRun{db: db, name: name, dir: filepath.Join(r.dir, db+"-"+scenario),
+	name, dir := r.nextRun(db, scenario)
+	b := &bridgeRun{db: db, name: name, dir: dir,
 		asURL:      fmt.Sprintf("http://127.0.0.1:%d", r.asPort),
 		metricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", r.metricsPort)}
 	defer func() {
@@ -278,4 +277,10 @@ func (b *bridgeRun) profile(ctx context.Context, prefix, scenario string, d time
 		}()
 	}()
 	return func() string { return <-done }
+}
+
+// nextRun names a scenario's run (its database's name) and its directory.
+func (r *rig) nextRun(db, scenario string) (name, dir string) {
+	r.runSeq++
+	return fmt.Sprintf("%s_%d_%s", r.tag, r.runSeq, scenario), filepath.Join(r.dir, db+"-"+scenario)
 }

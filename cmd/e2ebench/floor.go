@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -31,12 +30,11 @@ const floorPace = 20000
 // bridge's own code, cost for durable storage alone, against mautrix's
 // rate in the throughput scenario.
 func runFloor(ctx context.Context, r *rig, s *settings, db string, rep *report) error {
-	r.runSeq++
-	dir := filepath.Join(r.dir, db+"-"+scenarioFloor)
+	name, dir := r.nextRun(db, scenarioFloor)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	bridgeURL, _, _, err := r.newDatabase(ctx, db, dir, fmt.Sprintf("%s_%d_%s", r.tag, r.runSeq, scenarioFloor))
+	bridgeURL, _, _, err := r.newDatabase(ctx, db, dir, name)
 	if err != nil {
 		return err
 	}

@@ -61,11 +61,13 @@ func TestCheckLockingHoldsItsLockAndTheFence(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			err := db.DoTxn(tc.ctx, nil, func(ctx context.Context) error {
 				err := CheckLocking(ctx, db, tc.lockKey)
-				if tc.lockKey != 0 && free(tc.lockKey) == tc.wantLock {
-					t.Errorf("lock held: %v, want %v", !free(tc.lockKey), tc.wantLock)
+				if tc.lockKey != 0 {
+					if held := !free(tc.lockKey); held != tc.wantLock {
+						t.Errorf("lock held: %v, want %v", held, tc.wantLock)
+					}
 				}
-				if free(fenceLockKey) == tc.wantFen {
-					t.Errorf("fence held: %v, want %v", !tc.wantFen, tc.wantFen)
+				if held := !free(fenceLockKey); held != tc.wantFen {
+					t.Errorf("fence held: %v, want %v", held, tc.wantFen)
 				}
 				return err
 			})

@@ -85,7 +85,7 @@ func TestStore(t *testing.T) {
 			t.Fatalf("totals = %d, %d, %v", pending, dead, err)
 		}
 		// Each state is counted up to the cap.
-		if pending, dead, err := s.TotalsUpTo(ctx, 1); pending != 1 || dead != 1 || err != nil || len(deliveries)-3 < 2 {
+		if pending, dead, err := s.TotalsUpTo(ctx, 1); pending != 1 || dead != 1 || err != nil {
 			t.Fatalf("totals up to 1 = %d, %d, %v; want 1, 1", pending, dead, err)
 		}
 		if n, err := s.Redeliver(ctx, "sub_a", "$e1"); n != 1 || err != nil {
