@@ -84,6 +84,9 @@ type settings struct {
 	// bridgeProfile, when set, is the path prefix of CPU profiles of the
 	// bridge process (metrics.pprof on) over each measured phase.
 	bridgeProfile string
+	// pgStatements, when > 0, is how many of PostgreSQL's statements (by
+	// calls) each throughput and single phase notes (pg_stat_statements).
+	pgStatements int
 }
 
 // report is the run's results: the table (benchkit's rows, checks and
@@ -133,6 +136,7 @@ func run() int {
 	flag.IntVar(&s.synapseMessages, "synapse-messages", 500, "synapse: messages each client sends")
 	flag.DurationVar(&s.quietWait, "quiet-wait", time.Minute, "before each scenario, wait up to this long for other processes to use at most -quiet-cores (a shared machine)")
 	flag.Float64Var(&s.quietCores, "quiet-cores", 0.3, "see -quiet-wait")
+	flag.IntVar(&s.pgStatements, "pg-statements", 0, "note the N statements PostgreSQL ran most often in each throughput and single phase, with their calls, time and rows (loads pg_stat_statements into the throwaway cluster)")
 	flag.StringVar(&s.bridgeProfile, "bridge-profile", "", "write a CPU profile of the bridge process over each measured phase (at most 25 s) to PREFIX-DB-SCENARIO.pprof (the bridge must have metrics.pprof)")
 	flag.BoolVar(&s.keep, "keep", false, "keep the work directory (configs, bridge logs, databases)")
 	flag.Parse()
@@ -223,7 +227,7 @@ func run() int {
 // runAll runs the scenarios on each database; true when one failed to run.
 func runAll(ctx context.Context, dir, bin, logLevel string, useNATS bool, databases, selected []string, s *settings, rep *report) bool {
 	r, err := startRig(ctx, rigOptions{dir: dir, bin: bin, logLevel: logLevel, nats: useNATS, postgres: slices.Contains(databases, testrig.Postgres),
-		pprof: s.bridgeProfile != ""})
+		pprof: s.bridgeProfile != "", pgStatements: s.pgStatements > 0})
 	if err != nil {
 		rep.Errors = append(rep.Errors, err.Error())
 		return true

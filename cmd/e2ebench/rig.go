@@ -57,6 +57,7 @@ type rigOptions struct {
 	dir, bin, logLevel string
 	nats, postgres     bool
 	pprof              bool
+	pgStatements       bool // pg_stat_statements loaded (-pg-statements)
 	// kind is the homeserver (default Dendrite); for Synapse, rateLimits
 	// replaces its rc_* keys.
 	kind, rateLimits string
@@ -99,7 +100,11 @@ func startRig(ctx context.Context, opts rigOptions) (_ *rig, err error) {
 	}
 	if opts.postgres && r.pg == nil {
 		benchkit.Progress("starting PostgreSQL (throwaway cluster)")
-		if r.pg, err = testrig.StartPostgres(ctx, r.dir); err != nil {
+		var settings []string
+		if opts.pgStatements {
+			settings = testrig.PostgresStatementStats
+		}
+		if r.pg, err = testrig.StartPostgresWith(ctx, r.dir, settings); err != nil {
 			return nil, fmt.Errorf("starting PostgreSQL: %w", err)
 		}
 		r.ownPG = true

@@ -97,6 +97,12 @@ func runThroughput(ctx context.Context, r *rig, s *settings, db, scenario string
 	}
 
 	benchkit.Progress("[%s] %s: the bridge (consumers: %s), %d-event transactions for %s", db, scenario, strings.Join(b.watch.consumers, ", "), batch, d)
+	statements := s.pgStatements > 0 && db == testrig.Postgres
+	if statements {
+		if err := b.watch.resetStatements(ctx); err != nil {
+			return err
+		}
+	}
 	cpu0 := r.readCPU()
 	m0, _ := scrape(ctx, b.metricsURL)
 	start := time.Now()
@@ -151,6 +157,13 @@ func runThroughput(ctx context.Context, r *rig, s *settings, db, scenario string
 		db, scenario, res.events, out.SendSeconds, out.DrainSeconds, out.E2ESeconds, out.MaxBacklog, out.EndBacklog, out.MaxLag, lagList(out.EndLag))
 	rep.Note("[%s] %s: %s", db, scenario, cpu.describe(res.events))
 	rep.Note("[%s] %s: %s", db, scenario, answerParts(m0, m1))
+	if statements {
+		top, err := b.watch.statements(ctx, s.pgStatements)
+		if err != nil {
+			return err
+		}
+		rep.Note("[%s] %s: PostgreSQL's statements from the start of sending to through, most calls first (calls per event, execution ms in all, rows):\n%s", db, scenario, top.describe(res.events))
+	}
 	if res.errors > 0 {
 		rep.Note("[%s] %s: %d transactions failed (retried); last: %s", db, scenario, res.errors, res.lastErr)
 	}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -209,4 +210,90 @@ func (s *sampler) finish() []sample {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.samples
+}
+
+// resetStatements creates pg_stat_statements in the bridge's database (the
+// cluster loads it: -pg-statements) and zeroes its counts.
+func (w *watcher) resetStatements(ctx context.Context) error {
+	if _, err := w.db.ExecContext(ctx, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`); err != nil {
+		return fmt.Errorf("creating pg_stat_statements: %w", err)
+	}
+	if _, err := w.db.ExecContext(ctx, `SELECT pg_stat_statements_reset()`); err != nil {
+		return fmt.Errorf("resetting pg_stat_statements: %w", err)
+	}
+	return nil
+}
+
+// statementStat is one normalised statement's counts since resetStatements.
+type statementStat struct {
+	Query  string  `json:"query"`
+	Calls  int64   `json:"calls"`
+	ExecMS float64 `json:"exec_ms"`
+	Rows   int64   `json:"rows"`
+}
+
+type statementStats struct {
+	top   []statementStat
+	calls int64 // every statement's, not only top's
+}
+
+// statements reads the n statements run most often since resetStatements,
+// the ones of the same shape but for the number of rows (an IN list, a
+// multi-row VALUES) counted as one; and how many statements ran in all.
+func (w *watcher) statements(ctx context.Context, n int) (statementStats, error) {
+	rows, err := w.db.QueryContext(ctx, `SELECT query, calls, total_exec_time, rows FROM pg_stat_statements`)
+	if err != nil {
+		return statementStats{}, fmt.Errorf("reading pg_stat_statements: %w", err)
+	}
+	defer rows.Close()
+	var out statementStats
+	byShape := map[string]*statementStat{}
+	for rows.Next() {
+		var st statementStat
+		if err := rows.Scan(&st.Query, &st.Calls, &st.ExecMS, &st.Rows); err != nil {
+			return statementStats{}, fmt.Errorf("reading pg_stat_statements: %w", err)
+		}
+		out.calls += st.Calls
+		shape := statementShape(st.Query)
+		if have := byShape[shape]; have != nil {
+			have.Calls, have.ExecMS, have.Rows = have.Calls+st.Calls, have.ExecMS+st.ExecMS, have.Rows+st.Rows
+			continue
+		}
+		st.Query = shape
+		byShape[shape] = &st
+	}
+	if err := rows.Err(); err != nil {
+		return statementStats{}, fmt.Errorf("reading pg_stat_statements: %w", err)
+	}
+	for _, st := range byShape {
+		out.top = append(out.top, *st)
+	}
+	slices.SortFunc(out.top, func(a, b statementStat) int { return int(b.Calls - a.Calls) })
+	out.top = out.top[:min(n, len(out.top))]
+	return out, nil
+}
+
+var (
+	spaces     = regexp.MustCompile(`\s+`)
+	paramLists = regexp.MustCompile(`\(\$\d+(, \$\d+)*\)(, \(\$\d+(, \$\d+)*\))*`)
+)
+
+// statementShape is a statement's text on one line, its parameter lists
+// (an IN list, each VALUES row) shown as (…), cut at 140 characters.
+func statementShape(query string) string {
+	q := paramLists.ReplaceAllString(strings.TrimSpace(spaces.ReplaceAllString(query, " ")), "(…)")
+	if len(q) > 140 {
+		q = q[:140] + "…"
+	}
+	return q
+}
+
+// describe is the statements, one a line, with their calls per event.
+func (s statementStats) describe(events int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "    %d statements in all, %.2f per event", s.calls, float64(s.calls)/float64(max(events, 1)))
+	for _, st := range s.top {
+		fmt.Fprintf(&b, "\n    %9d  %6.3f/event  %8.0f ms  %9d rows  %s", st.Calls, float64(st.Calls)/float64(max(events, 1)), st.ExecMS, st.Rows, st.Query)
+	}
+	return b.String()
 }

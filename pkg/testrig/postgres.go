@@ -152,6 +152,21 @@ func checkBinDir(d string) error {
 // directory between os.TempDir() and dir (such as one made by t.TempDir) is
 // not traversable by others, StartPostgres adds o+x to it.
 func StartPostgres(ctx context.Context, dir string) (*PostgresCluster, error) {
+	return StartPostgresWith(ctx, dir, nil)
+}
+
+// PostgresStatementStats are the settings that load pg_stat_statements
+// (every statement counted, nested ones too), for a bench that reports
+// where a database's time goes; the extension is then created in the
+// database to read it (CREATE EXTENSION pg_stat_statements).
+var PostgresStatementStats = []string{
+	"shared_preload_libraries = 'pg_stat_statements'",
+	"pg_stat_statements.track = all",
+}
+
+// StartPostgresWith is StartPostgres with more postgresql.conf settings
+// (after pgSettings, so they win).
+func StartPostgresWith(ctx context.Context, dir string, settings []string) (*PostgresCluster, error) {
 	binDir, err := PostgresBinDir()
 	if err != nil {
 		return nil, err
@@ -210,7 +225,7 @@ func StartPostgres(ctx context.Context, dir string) (*PostgresCluster, error) {
 		}
 	}
 
-	if err := c.initdb(ctx); err != nil {
+	if err := c.initdb(ctx, settings); err != nil {
 		return nil, err
 	}
 
@@ -292,7 +307,7 @@ func (c *PostgresCluster) command(ctx context.Context, name string, args ...stri
 	return cmd
 }
 
-func (c *PostgresCluster) initdb(ctx context.Context) error {
+func (c *PostgresCluster) initdb(ctx context.Context, settings []string) error {
 	// --no-sync only skips flushing initdb's own output: the cluster is
 	// throwaway, and the server itself runs with fsync=on.
 	cmd := c.command(ctx, "initdb",
@@ -307,7 +322,7 @@ func (c *PostgresCluster) initdb(ctx context.Context) error {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("initdb: %w\n%s", err, out)
 	}
-	conf := "\n# testrig\n" + strings.Join(pgSettings, "\n") + "\n" +
+	conf := "\n# testrig\n" + strings.Join(append(slices.Clone(pgSettings), settings...), "\n") + "\n" +
 		"unix_socket_directories = '" + strings.ReplaceAll(c.SocketDir, "'", "''") + "'\n"
 	f, err := os.OpenFile(filepath.Join(c.DataDir, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
