@@ -351,6 +351,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 				defer close(indexed)
 				b.EventLog.RunIndexer(ctx, appservice.ParseTransaction, eventlog.IndexerOptions{
 					PollInterval: cfg.Database.Poll(),
+					GroupCommit:  cfg.Database.GroupCommit.Duration,
 					// Other processes' journals wake it by NOTIFY (PostgreSQL
 					// only: the URL is the pool's DSN; SQLite ignores it).
 					ListenDSN: cfg.Database.URL,

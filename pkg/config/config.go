@@ -118,7 +118,15 @@ type Database struct {
 	// and every process's waiting syncs, read the database for what another
 	// bridge process wrote; what this process writes wakes them at once.
 	PollInterval Duration `yaml:"poll_interval"`
+	// GroupCommit is how long, at most, the leader's journal indexer waits
+	// after a commit for more transactions to take into its next one, while
+	// they come faster than that: fewer commits under load, each taking
+	// more (an indexer idle for longer indexes what comes at once). 0: none.
+	GroupCommit Duration `yaml:"group_commit"`
 }
+
+// maxGroupCommit bounds the indexer's wait: it delays every event behind it.
+const maxGroupCommit = 100 * time.Millisecond
 
 // Poll is PollInterval (validated).
 func (d Database) Poll() time.Duration { return d.PollInterval.Duration }
@@ -297,7 +305,7 @@ func Default() *Config {
 		Retention:  defaultRetention(),
 		Reconcile:  defaultReconcile(),
 		Encryption: defaultEncryption(),
-		Database:   Database{URL: "sqlite:daarion-bridge.db", PollInterval: NewDuration("1s")},
+		Database:   Database{URL: "sqlite:daarion-bridge.db", PollInterval: NewDuration("1s"), GroupCommit: NewDuration("5ms")},
 		InternalAPI: InternalAPI{
 			Host:         "127.0.0.1",
 			Port:         7025,
@@ -536,6 +544,9 @@ func (cfg *Config) Validate() error {
 	}
 	if d := cfg.Database.PollInterval; !d.Valid() || d.Duration < minPollInterval {
 		fail("database.poll_interval", "must be a duration of at least %v such as 1s, got %q", minPollInterval, cfg.Database.PollInterval)
+	}
+	if d := cfg.Database.GroupCommit; !d.Valid() || d.Duration < 0 || d.Duration > maxGroupCommit {
+		fail("database.group_commit", "must be a duration from 0 (none) to %v such as 5ms, got %q", maxGroupCommit, cfg.Database.GroupCommit)
 	}
 
 	if cfg.InternalAPI.Port < 1 || cfg.InternalAPI.Port > 65535 {

@@ -58,6 +58,37 @@ type journal struct {
 	// committing, when set (by tests), is called inside the indexer's
 	// database transaction, after its writes and before its commit.
 	committing func()
+	// linger is the running indexer's IndexerOptions.GroupCommit, and
+	// lastCommit the end of its last commit (the indexer's own).
+	linger     time.Duration
+	lastCommit time.Time
+}
+
+// lingerAfterCommit waits, when the indexer committed less than linger
+// ago, until linger has passed since that commit or this process has
+// handed off a full commit's events (fullCommit), or ctx ends.
+func (j *journal) lingerAfterCommit(ctx context.Context, h *handoff, fullCommit int) {
+	if j.linger <= 0 || j.lastCommit.IsZero() {
+		return
+	}
+	wait := j.linger - time.Since(j.lastCommit)
+	if wait <= 0 {
+		return
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		if pending, _ := h.backlog(); pending >= fullCommit {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			return
+		case <-j.wake:
+		}
+	}
 }
 
 const insertJournalQuery = `INSERT INTO txn_journal (txn_id, received_at, body) VALUES ($1, $2, $3) RETURNING seq`
@@ -160,14 +191,19 @@ type parkedRow struct {
 // journal, indexed or parked. Only one indexer may run at a time (the bridge
 // runs it in the leader process).
 func (l *Log) IndexPending(ctx context.Context, parse Parser) (int, error) {
-	total := 0
+	total, full := 0, false
 	for {
+		if !full {
+			// A full read says more is waiting: no reason to wait for it.
+			l.journal.lingerAfterCommit(ctx, &l.handoff, l.commitEvents())
+		}
 		rows, err := l.readJournal(ctx)
 		if err != nil || len(rows) == 0 {
 			return total, err
 		}
+		full = len(rows) == indexBatch
 		for len(rows) > 0 {
-			chunk := rows[:commitRows(rows)]
+			chunk := rows[:commitRows(rows, l.commitEvents())]
 			if err = l.indexRows(ctx, parse, chunk); err != nil {
 				return total, err
 			}
@@ -176,6 +212,7 @@ func (l *Log) IndexPending(ctx context.Context, parse Parser) (int, error) {
 				seqs[i] = row.seq
 			}
 			l.handoff.done(seqs, chunk[0].seq)
+			l.journal.lastCommit = time.Now()
 			total += len(chunk)
 			rows = rows[len(chunk):]
 		}
@@ -188,16 +225,21 @@ func (l *Log) IndexPending(ctx context.Context, parse Parser) (int, error) {
 // answer held back by Pace) waited for all of it.
 const indexBatchEvents = 2000
 
+// commitEvents is how many handed-off events one indexing commit takes.
+func (l *Log) commitEvents() int {
+	return indexBatchEvents
+}
+
 // commitRows is how many of rows (at least one) go in the next commit:
 // up to indexBatchEvents handed-off events (a row read back counts as one).
-func commitRows(rows []journalRow) int {
+func commitRows(rows []journalRow, maxEvents int) int {
 	events := 0
 	for i, row := range rows {
 		n := 1
 		if row.handed != nil {
 			n = max(1, len(row.handed.events))
 		}
-		if i > 0 && events+n > indexBatchEvents {
+		if i > 0 && events+n > maxEvents {
 			return i
 		}
 		events += n
@@ -276,6 +318,7 @@ func (l *Log) indexBatch(ctx context.Context, parse Parser, rows []journalRow) e
 		}
 		seqs := make([]any, 0, len(rows))
 		marks := make([]string, 0, len(rows))
+		txns := make([]*pendingTransaction, 0, len(rows))
 		for _, row := range rows {
 			seqs = append(seqs, row.seq)
 			marks = append(marks, fmt.Sprintf("$%d", len(seqs)))
@@ -295,13 +338,13 @@ func (l *Log) indexBatch(ctx context.Context, parse Parser, rows []journalRow) e
 				unparseable = append(unparseable, parkedRow{row, parseErr})
 				continue
 			}
-			stored, err := l.insertTransaction(ctx, row.txnID, row.receivedAt, events)
-			if err != nil {
-				return err
-			}
-			added = append(added, stored...)
+			txns = append(txns, &pendingTransaction{txnID: row.txnID, receivedAt: row.receivedAt, events: events})
 		}
-		_, err := l.db.Exec(ctx, `DELETE FROM txn_journal WHERE seq IN (`+strings.Join(marks, ", ")+`)`, seqs...)
+		var err error
+		if added, err = l.insertTransactions(ctx, txns); err != nil {
+			return err
+		}
+		_, err = l.db.Exec(ctx, `DELETE FROM txn_journal WHERE seq IN (`+strings.Join(marks, ", ")+`)`, seqs...)
 		if err != nil {
 			return fmt.Errorf("failed to clear indexed journal rows: %w", err)
 		}
@@ -372,6 +415,12 @@ type IndexerOptions struct {
 	// which holds the whole transaction, is deleted in the same commit.
 	Confidential func(roomID string) bool
 	Strip        func(eventJSON []byte) []byte
+	// GroupCommit is how long, at most, the indexer waits after a commit
+	// before reading the journal again, for more to commit at once: while
+	// transactions come faster than that, each commit takes all that came
+	// in that time, not the one or two that came during the last commit.
+	// An indexer idle for longer indexes what wakes it at once. 0: none.
+	GroupCommit time.Duration
 }
 
 // Parser returns parse with the options' stripping applied to what it
@@ -420,11 +469,12 @@ func (l *Log) RunIndexer(ctx context.Context, parse Parser, opts IndexerOptions)
 	parse = opts.Parser(parse)
 	l.journal.indexed = opts.Indexed
 	l.journal.strip = opts.stripper()
+	l.journal.linger = opts.GroupCommit
 	l.journal.indexing.Store(true)
 	l.handoff.setActive(true)
 	defer func() {
 		l.handoff.setActive(false)
-		l.journal.indexed, l.journal.strip = nil, nil
+		l.journal.indexed, l.journal.strip, l.journal.linger = nil, nil, 0
 		l.journal.indexing.Store(false)
 		l.tail.disarm()
 	}()

@@ -84,9 +84,14 @@ func TestJournalThenIndex(t *testing.T) {
 		if fmt.Sprint(ids) != "[$a $b $c $d]" {
 			t.Errorf("log = %v, want [$a $b $c $d] once each, in order", ids)
 		}
+		// One batch held t1 three times: its record folds them (an upsert
+		// of t1 three times in one statement would be refused).
 		txn, _ := l.Transaction(ctx, "t1")
-		if txn == nil || txn.Attempts != 3 || txn.StoredCount != 3 {
-			t.Errorf("t1 record = %+v, want 3 attempts, 3 stored", txn)
+		if txn == nil || txn.Attempts != 3 || txn.StoredCount != 3 || txn.EventCount != 3 || txn.LastSeenAt.Before(txn.FirstSeenAt) {
+			t.Errorf("t1 record = %+v, want 3 attempts, 3 stored, 3 events in the last", txn)
+		}
+		if txn, _ := l.Transaction(ctx, "t2"); txn == nil || txn.Attempts != 1 || txn.StoredCount != 1 || txn.EventCount != 2 {
+			t.Errorf("t2 record = %+v, want 1 attempt, 1 stored ($c was t1's), 2 events", txn)
 		}
 		if n, _ := l.JournalBacklog(ctx); n != 0 {
 			t.Errorf("backlog after indexing = %d", n)
@@ -94,6 +99,45 @@ func TestJournalThenIndex(t *testing.T) {
 		// Indexing again is a no-op.
 		if moved, err = l.IndexPending(ctx, testParser); err != nil || moved != 0 {
 			t.Errorf("second IndexPending = %d, %v", moved, err)
+		}
+	})
+}
+
+// A batch's events go in inserts of up to 1,000 rows whatever the
+// transactions' sizes: here three transactions of 700 events, the second
+// split between two inserts (each insert names the transactions of its rows
+// itself).
+func TestIndexingAcrossInserts(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		ctx := context.Background()
+		l := openLog(t, tdb)
+		var want []string
+		for txn := range 3 {
+			ids := make([]string, 700)
+			for i := range ids {
+				ids[i] = fmt.Sprintf("$t%d-%d", txn, i)
+			}
+			want = append(want, ids...)
+			if err := l.Journal(ctx, fmt.Sprintf("big%d", txn), body(ids...)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if moved, err := l.IndexPending(ctx, testParser); err != nil || moved != 3 {
+			t.Fatalf("IndexPending = %d, %v", moved, err)
+		}
+		got := readAll(t, l)
+		if len(got) != len(want) {
+			t.Fatalf("the log has %d events, want %d", len(got), len(want))
+		}
+		for i, e := range got {
+			if wantTxn := fmt.Sprintf("big%d", i/700); e.EventID != want[i] || e.TxnID != wantTxn {
+				t.Fatalf("event %d = %s of %s, want %s of %s (in journal order, with its own transaction)", i, e.EventID, e.TxnID, want[i], wantTxn)
+			}
+		}
+		for txn := range 3 {
+			if rec, _ := l.Transaction(ctx, fmt.Sprintf("big%d", txn)); rec == nil || rec.Attempts != 1 || rec.StoredCount != 700 || rec.EventCount != 700 {
+				t.Errorf("big%d record = %+v, want 1 attempt, 700 of 700 stored", txn, rec)
+			}
 		}
 	})
 }
@@ -157,6 +201,82 @@ func TestIndexerRunsPromptlyAndParksUnparseableRows(t *testing.T) {
 			t.Errorf("parked = %+v, %v; want the poison transaction whole", parked, err)
 		}
 	})
+}
+
+// After a commit the indexer waits up to GroupCommit for more to take into
+// its next one: here a minute, cut short once this process has handed off a
+// full commit (2,000 events), so b and the 1,999 events of c go in one
+// commit (without the wait, b is indexed the moment it is journalled). An
+// idle indexer indexes at once (a, with nothing committed before it); and
+// the wait ends by itself (d, with 50 ms: the indexer never polls here).
+func TestIndexerGroupsCommits(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		groupCommit time.Duration
+	}{{"a minute", time.Minute}, {"50ms", 50 * time.Millisecond}} {
+		t.Run(tc.name, func(t *testing.T) {
+			testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				l := openLog(t, tdb)
+				waiting := make(chan struct{}, 1)
+				l.OnIndexerWaiting(func() {
+					select {
+					case waiting <- struct{}{}:
+					default:
+					}
+				})
+				batches := make(chan []string, 16)
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					l.RunIndexer(ctx, testParser, eventlog.IndexerOptions{PollInterval: time.Hour, GroupCommit: tc.groupCommit,
+						Indexed: func(ids []string) { batches <- ids }})
+				}()
+				defer func() { cancel(); <-done }()
+				select {
+				case <-waiting:
+				case <-time.After(5 * time.Second):
+					t.Fatal("the indexer did not start waiting")
+				}
+				journal := func(txnID string, ids ...string) {
+					b := body(ids...)
+					evts, err := testParser(txnID, b)
+					if err == nil {
+						err = l.JournalParsed(ctx, txnID, b, evts)
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+				next := func(want string) {
+					t.Helper()
+					select {
+					case ids := <-batches:
+						if fmt.Sprint(ids) != want {
+							t.Fatalf("indexed %v in one commit, want %s", ids, want)
+						}
+					case <-time.After(5 * time.Second):
+						t.Fatalf("nothing indexed in 5 s, want %s", want)
+					}
+				}
+				journal("a", "$a")
+				next("[a]")
+				if tc.groupCommit == time.Minute {
+					journal("b", "$b")
+					many := make([]string, 1999)
+					for i := range many {
+						many[i] = fmt.Sprintf("$c%d", i)
+					}
+					journal("c", many...)
+					next("[b c]")
+				} else {
+					journal("d", "$d")
+					next("[d]")
+				}
+			})
+		})
+	}
 }
 
 // logWatch is a log writer that tells when a line containing text is written.
