@@ -24,3 +24,6 @@ func (l *Log) Handing() (bool, int) {
 	defer l.handoff.mu.Unlock()
 	return l.handoff.active, len(l.handoff.byseq)
 }
+
+// CommitEvents is how many handed-off events one indexing commit takes here.
+func (l *Log) CommitEvents() int { return l.commitEvents() }

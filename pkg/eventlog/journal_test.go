@@ -205,8 +205,9 @@ func TestIndexerRunsPromptlyAndParksUnparseableRows(t *testing.T) {
 
 // After a commit the indexer waits up to GroupCommit for more to take into
 // its next one: here a minute, cut short once this process has handed off a
-// full commit (2,000 events), so b and the 1,999 events of c go in one
-// commit (without the wait, b is indexed the moment it is journalled). An
+// full commit (2,000 events; SQLite 250), so b and the rest of a full commit
+// in c go in one commit (without the wait, b is indexed the moment it is
+// journalled). An
 // idle indexer indexes at once (a, with nothing committed before it); and
 // the wait ends by itself (d, with 50 ms: the indexer never polls here).
 func TestIndexerGroupsCommits(t *testing.T) {
@@ -264,7 +265,7 @@ func TestIndexerGroupsCommits(t *testing.T) {
 				next("[a]")
 				if tc.groupCommit == time.Minute {
 					journal("b", "$b")
-					many := make([]string, 1999)
+					many := make([]string, l.CommitEvents()-1)
 					for i := range many {
 						many[i] = fmt.Sprintf("$c%d", i)
 					}
