@@ -118,10 +118,10 @@ type Database struct {
 	// and every process's waiting syncs, read the database for what another
 	// bridge process wrote; what this process writes wakes them at once.
 	PollInterval Duration `yaml:"poll_interval"`
-	// GroupCommit is how long, at most, the leader's journal indexer waits
-	// after a commit for more transactions to take into its next one, while
-	// they come faster than that: fewer commits under load, each taking
-	// more (an indexer idle for longer indexes what comes at once). 0: none.
+	// GroupCommit is how often, at most, the leader's journal indexer reads
+	// a batch: while transactions come faster, each commit takes all that
+	// came in the interval (fewer commits under load, each taking more); a
+	// longer commit, and an indexer idle for longer, do not wait. 0: none.
 	GroupCommit Duration `yaml:"group_commit"`
 }
 

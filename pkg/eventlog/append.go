@@ -23,9 +23,16 @@ const (
 	transactionParams = 2
 )
 
-// sqliteChunk bounds the rows of one INSERT: SQLite allows 32766 parameters
-// (1,000 events of 1,000 transactions take 8,000).
-const sqliteChunk = 1000
+// eventsPerInsert bounds the rows of one event insert. Measured on
+// PostgreSQL (pg_stat_statements, 100-event transactions at full speed): in
+// inserts of 1,000 rows a row took 9.6 µs to execute, in inserts of 100 6.6
+// µs (a single row 17 µs); the 2,000-event commit's half a megabyte of WAL
+// no longer fits PostgreSQL's WAL buffers in one statement.
+const eventsPerInsert = 100
+
+// transactionsPerRecord bounds the rows of one as_transaction upsert:
+// SQLite allows 32766 parameters, and a row takes 6.
+const transactionsPerRecord = 1000
 
 // pendingTransaction is a journalled transaction's events on their way into
 // the log.
@@ -108,14 +115,14 @@ func (l *Log) lockAppends(ctx context.Context) error {
 
 // insertTransactions stores the events of several transactions, in their
 // order, and records their ids, inside the database transaction in ctx: one
-// insert per sqliteChunk events and one record per sqliteChunk transactions,
+// insert per eventsPerInsert events and one record per transactionsPerRecord transactions,
 // whatever the transactions' sizes (a backlog of 1-event transactions costs
 // two statements a batch, not two a transaction). It returns the events that
 // were new, as stored (with their positions), for the in-memory tail, and
 // sets each transaction's stored count.
 func (l *Log) insertTransactions(ctx context.Context, txns []*pendingTransaction) ([]*Event, error) {
 	var added []*Event
-	chunk := make([]chunkEvent, 0, sqliteChunk)
+	chunk := make([]chunkEvent, 0, eventsPerInsert)
 	flush := func() error {
 		if len(chunk) == 0 {
 			return nil
@@ -132,7 +139,7 @@ func (l *Log) insertTransactions(ctx context.Context, txns []*pendingTransaction
 	}
 	for _, txn := range txns {
 		for i := range txn.events {
-			if chunk = append(chunk, chunkEvent{&txn.events[i], txn}); len(chunk) == sqliteChunk {
+			if chunk = append(chunk, chunkEvent{&txn.events[i], txn}); len(chunk) == eventsPerInsert {
 				if err := flush(); err != nil {
 					return nil, err
 				}
@@ -170,8 +177,8 @@ func (l *Log) recordTransactions(ctx context.Context, txns []*pendingTransaction
 		r.events = len(txn.events)
 		r.stored += txn.stored
 	}
-	for start := 0; start < len(order); start += sqliteChunk {
-		ids := order[start:min(start+sqliteChunk, len(order))]
+	for start := 0; start < len(order); start += transactionsPerRecord {
+		ids := order[start:min(start+transactionsPerRecord, len(order))]
 		args := make([]any, 0, len(ids)*6)
 		for _, txnID := range ids {
 			r := records[txnID]

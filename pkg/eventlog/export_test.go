@@ -25,5 +25,8 @@ func (l *Log) Handing() (bool, int) {
 	return l.handoff.active, len(l.handoff.byseq)
 }
 
-// CommitEvents is how many handed-off events one indexing commit takes here.
-func (l *Log) CommitEvents() int { return l.commitEvents() }
+// IndexBatchEvents bounds the handed-off events of one indexing commit.
+const IndexBatchEvents = indexBatchEvents
+
+// EventsPerInsert bounds the rows of one event insert.
+const EventsPerInsert = eventsPerInsert

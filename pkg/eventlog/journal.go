@@ -59,19 +59,22 @@ type journal struct {
 	// database transaction, after its writes and before its commit.
 	committing func()
 	// linger is the running indexer's IndexerOptions.GroupCommit, and
-	// lastCommit the end of its last commit (the indexer's own).
-	linger     time.Duration
-	lastCommit time.Time
+	// lastBatch when it last read rows from the journal to index.
+	linger    time.Duration
+	lastBatch time.Time
 }
 
-// lingerAfterCommit waits, when the indexer committed less than linger
-// ago, until linger has passed since that commit or this process has
-// handed off a full commit's events (fullCommit), or ctx ends.
+// lingerAfterCommit waits, when the indexer's last batch was read less
+// than linger ago, until linger has passed since that read or this process
+// has handed off a full commit's events (fullCommit), or ctx ends: batches
+// are read at most once per linger. A batch that took longer than that to
+// commit found the next one waiting and waits for nothing more (a
+// backlog's commits, tens of milliseconds each, are not slowed).
 func (j *journal) lingerAfterCommit(ctx context.Context, h *handoff, fullCommit int) {
-	if j.linger <= 0 || j.lastCommit.IsZero() {
+	if j.linger <= 0 || j.lastBatch.IsZero() {
 		return
 	}
-	wait := j.linger - time.Since(j.lastCommit)
+	wait := j.linger - time.Since(j.lastBatch)
 	if wait <= 0 {
 		return
 	}
@@ -195,15 +198,16 @@ func (l *Log) IndexPending(ctx context.Context, parse Parser) (int, error) {
 	for {
 		if !full {
 			// A full read says more is waiting: no reason to wait for it.
-			l.journal.lingerAfterCommit(ctx, &l.handoff, l.commitEvents())
+			l.journal.lingerAfterCommit(ctx, &l.handoff, indexBatchEvents)
 		}
+		read := time.Now()
 		rows, err := l.readJournal(ctx)
 		if err != nil || len(rows) == 0 {
 			return total, err
 		}
-		full = len(rows) == indexBatch
+		l.journal.lastBatch, full = read, len(rows) == indexBatch
 		for len(rows) > 0 {
-			chunk := rows[:commitRows(rows, l.commitEvents())]
+			chunk := rows[:commitRows(rows, indexBatchEvents)]
 			if err = l.indexRows(ctx, parse, chunk); err != nil {
 				return total, err
 			}
@@ -212,7 +216,6 @@ func (l *Log) IndexPending(ctx context.Context, parse Parser) (int, error) {
 				seqs[i] = row.seq
 			}
 			l.handoff.done(seqs, chunk[0].seq)
-			l.journal.lastCommit = time.Now()
 			total += len(chunk)
 			rows = rows[len(chunk):]
 		}
@@ -224,22 +227,6 @@ func (l *Log) IndexPending(ctx context.Context, parse Parser) (int, error) {
 // and everything waiting for the log (the consumers, and a transaction
 // answer held back by Pace) waited for all of it.
 const indexBatchEvents = 2000
-
-// sqliteIndexBatchEvents is indexBatchEvents on SQLite. Its one writer
-// makes the answer's journal insert wait for the whole indexing commit in
-// progress: with 100-event transactions at full speed, commits of 2,000
-// events made one answer in ten wait 5–8 ms (p50 1.0, p90 7.9 ms), and
-// commits of 250 took the end-to-end rate from 0.42–0.44× to 0.48–0.50×
-// of mautrix's handler (100: 0.40×, 500: 0.45–0.46×).
-const sqliteIndexBatchEvents = 250
-
-// commitEvents is how many handed-off events one indexing commit takes.
-func (l *Log) commitEvents() int {
-	if l.db.Dialect == dbutil.SQLite {
-		return sqliteIndexBatchEvents
-	}
-	return indexBatchEvents
-}
 
 // commitRows is how many of rows (at least one) go in the next commit:
 // up to indexBatchEvents handed-off events (a row read back counts as one).
@@ -426,11 +413,11 @@ type IndexerOptions struct {
 	// which holds the whole transaction, is deleted in the same commit.
 	Confidential func(roomID string) bool
 	Strip        func(eventJSON []byte) []byte
-	// GroupCommit is how long, at most, the indexer waits after a commit
-	// before reading the journal again, for more to commit at once: while
-	// transactions come faster than that, each commit takes all that came
-	// in that time, not the one or two that came during the last commit.
-	// An indexer idle for longer indexes what wakes it at once. 0: none.
+	// GroupCommit is how often, at most, the indexer reads a batch from the
+	// journal: while transactions come faster, each commit takes all that
+	// came in that time, not the one or two that came during the last
+	// commit. A batch that took longer to commit, and an indexer idle for
+	// longer, do not wait. 0: none.
 	GroupCommit time.Duration
 }
 
