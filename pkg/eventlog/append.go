@@ -30,9 +30,13 @@ const (
 // no longer fits PostgreSQL's WAL buffers in one statement.
 const eventsPerInsert = 100
 
-// transactionsPerRecord bounds the rows of one as_transaction upsert:
-// SQLite allows 32766 parameters, and a row takes 6.
-const transactionsPerRecord = 1000
+// recordParams is how many query parameters a transaction's record takes;
+// transactionsPerRecord bounds the rows of one as_transaction upsert
+// (SQLite allows 32766 parameters).
+const (
+	recordParams          = 6
+	transactionsPerRecord = 1000
+)
 
 // pendingTransaction is a journalled transaction's events on their way into
 // the log.
@@ -89,7 +93,7 @@ func recordTransactionsQuery(n int) string {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		p := 1 + i*6
+		p := 1 + i*recordParams
 		fmt.Fprintf(&b, "($%d, $%d, $%d, $%d, $%d, $%d)", p, p+1, p+2, p+3, p+4, p+5)
 	}
 	b.WriteString(`
@@ -179,7 +183,7 @@ func (l *Log) recordTransactions(ctx context.Context, txns []*pendingTransaction
 	}
 	for start := 0; start < len(order); start += transactionsPerRecord {
 		ids := order[start:min(start+transactionsPerRecord, len(order))]
-		args := make([]any, 0, len(ids)*6)
+		args := make([]any, 0, len(ids)*recordParams)
 		for _, txnID := range ids {
 			r := records[txnID]
 			args = append(args, txnID, r.first, r.last, r.attempts, r.events, r.stored)

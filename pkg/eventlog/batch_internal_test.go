@@ -18,7 +18,7 @@ func TestCommitRows(t *testing.T) {
 		{"an empty transaction counts one", repeat(handed(0), 3), 3},
 	}
 	for _, tc := range cases {
-		if got := commitRows(tc.rows, indexBatchEvents); got != tc.want {
+		if got := commitRows(tc.rows); got != tc.want {
 			t.Errorf("%s: %d rows, want %d", tc.name, got, tc.want)
 		}
 	}

@@ -66,11 +66,11 @@ type journal struct {
 
 // lingerAfterCommit waits, when the indexer's last batch was read less
 // than linger ago, until linger has passed since that read or this process
-// has handed off a full commit's events (fullCommit), or ctx ends: batches
+// has handed off a full commit's events (indexBatchEvents), or ctx ends: batches
 // are read at most once per linger. A batch that took longer than that to
 // commit found the next one waiting and waits for nothing more (a
 // backlog's commits, tens of milliseconds each, are not slowed).
-func (j *journal) lingerAfterCommit(ctx context.Context, h *handoff, fullCommit int) {
+func (j *journal) lingerAfterCommit(ctx context.Context, h *handoff) {
 	if j.linger <= 0 || j.lastBatch.IsZero() {
 		return
 	}
@@ -81,7 +81,7 @@ func (j *journal) lingerAfterCommit(ctx context.Context, h *handoff, fullCommit 
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	for {
-		if pending, _ := h.backlog(); pending >= fullCommit {
+		if pending, _ := h.backlog(); pending >= indexBatchEvents {
 			return
 		}
 		select {
@@ -198,7 +198,7 @@ func (l *Log) IndexPending(ctx context.Context, parse Parser) (int, error) {
 	for {
 		if !full {
 			// A full read says more is waiting: no reason to wait for it.
-			l.journal.lingerAfterCommit(ctx, &l.handoff, indexBatchEvents)
+			l.journal.lingerAfterCommit(ctx, &l.handoff)
 		}
 		read := time.Now()
 		rows, err := l.readJournal(ctx)
@@ -207,7 +207,7 @@ func (l *Log) IndexPending(ctx context.Context, parse Parser) (int, error) {
 		}
 		l.journal.lastBatch, full = read, len(rows) == indexBatch
 		for len(rows) > 0 {
-			chunk := rows[:commitRows(rows, indexBatchEvents)]
+			chunk := rows[:commitRows(rows)]
 			if err = l.indexRows(ctx, parse, chunk); err != nil {
 				return total, err
 			}
@@ -230,14 +230,14 @@ const indexBatchEvents = 2000
 
 // commitRows is how many of rows (at least one) go in the next commit:
 // up to indexBatchEvents handed-off events (a row read back counts as one).
-func commitRows(rows []journalRow, maxEvents int) int {
+func commitRows(rows []journalRow) int {
 	events := 0
 	for i, row := range rows {
 		n := 1
 		if row.handed != nil {
 			n = max(1, len(row.handed.events))
 		}
-		if i > 0 && events+n > maxEvents {
+		if i > 0 && events+n > indexBatchEvents {
 			return i
 		}
 		events += n

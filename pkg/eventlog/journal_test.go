@@ -270,6 +270,37 @@ func TestIndexerDoesNotWaitAfterALongCommit(t *testing.T) {
 	})
 }
 
+// A full read (64 rows) says more is waiting: the indexer reads again at
+// once instead of waiting out the group commit. The rows here are
+// journalled without a hand-off (as by another process), so nothing but the
+// full read can cut the second wait short.
+func TestIndexerDoesNotWaitAfterAFullRead(t *testing.T) {
+	testrig.ForEachDatabase(t, func(t *testing.T, tdb testrig.TestDatabase) {
+		const groupCommit = 2 * time.Second
+		ix := startGroupingIndexer(t, tdb, groupCommit)
+		ix.journal("a", "$a")
+		ix.next("[a]")
+		var first, rest []string
+		for i := range 100 {
+			txnID := fmt.Sprintf("t%d", i)
+			if err := ix.log.Journal(context.Background(), txnID, body("$"+txnID)); err != nil {
+				t.Fatal(err)
+			}
+			if i < 64 {
+				first = append(first, txnID)
+			} else {
+				rest = append(rest, txnID)
+			}
+		}
+		ix.next(fmt.Sprint(first))
+		start := time.Now()
+		ix.next(fmt.Sprint(rest))
+		if waited := time.Since(start); waited > groupCommit/2 {
+			t.Errorf("the rest was indexed %v after a full read, want at once", waited)
+		}
+	})
+}
+
 // groupingIndexer is a running indexer with a group commit, and what the
 // tests above drive it with.
 type groupingIndexer struct {
